@@ -1,0 +1,91 @@
+//! `AdminService`: operator actions. Today: change a simulated UPS. Roles client and
+//! node may call it; the bridge may not.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use upsilon_proto::v1 as pb;
+use upsilon_proto::v1::admin_service_server::AdminService;
+
+use crate::driver::sim::SimChange;
+use crate::node::NodeShared;
+use crate::pki::Role;
+use crate::tls::authorize;
+
+pub struct AdminApi {
+    shared: Arc<NodeShared>,
+}
+
+impl AdminApi {
+    pub fn new(shared: Arc<NodeShared>) -> Self {
+        AdminApi { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn sim_set(
+        &self,
+        req: Request<pb::SimSetRequest>,
+    ) -> Result<Response<pb::SimSetReply>, Status> {
+        let who = authorize(&req, &[Role::Client, Role::Node])?;
+        let r = req.into_inner();
+        let sims = &self.shared.sims;
+        let name = if r.ups_name.is_empty() {
+            match sims.len() {
+                1 => sims.keys().next().cloned().unwrap_or_default(),
+                0 => {
+                    return Err(Status::failed_precondition(
+                        "this node has no simulated UPS",
+                    ));
+                }
+                _ => {
+                    let mut names: Vec<_> = sims.keys().cloned().collect();
+                    names.sort();
+                    return Err(Status::invalid_argument(format!(
+                        "this node has several simulated UPSes ({}); name one with --ups",
+                        names.join(", ")
+                    )));
+                }
+            }
+        } else {
+            r.ups_name.clone()
+        };
+        let handle = sims.get(&name).ok_or_else(|| {
+            Status::not_found(format!(
+                "no simulated UPS named {name:?} on node {}",
+                self.shared.name
+            ))
+        })?;
+        for (what, v, max) in [
+            ("charge", r.charge_percent, 100.0),
+            ("load", r.load_percent, 200.0),
+            ("drain", r.drain_percent_per_second, 100.0),
+        ] {
+            if let Some(v) = v {
+                if !(0.0..=max).contains(&v) {
+                    return Err(Status::invalid_argument(format!(
+                        "{what} {v} is out of range 0-{max}"
+                    )));
+                }
+            }
+        }
+        let change = SimChange {
+            on_battery: r.on_battery,
+            charge: r.charge_percent,
+            load: r.load_percent,
+            low_battery: r.low_battery.map(Some),
+            comm_lost: r.comm_lost,
+            replace_battery: r.replace_battery,
+            battery_present: r.battery_present,
+            drain_percent_per_second: r.drain_percent_per_second,
+            start_self_test: r.start_self_test,
+        };
+        let state = handle.set(&change);
+        tracing::info!(ups = %name, by = %who.name, "simulator changed: {state}");
+        Ok(Response::new(pb::SimSetReply {
+            ups_name: name,
+            state,
+        }))
+    }
+}

@@ -1,0 +1,27 @@
+//! The gRPC services a node serves, one file per service, on the mTLS listener.
+
+pub mod admin;
+pub mod power;
+
+use std::sync::Arc;
+
+use upsilon_proto::v1::admin_service_server::AdminServiceServer;
+use upsilon_proto::v1::power_service_server::PowerServiceServer;
+
+use crate::node::NodeShared;
+use crate::shutdown::Shutdown;
+use crate::tls::TlsIncoming;
+
+/// Serves every service on the already-authenticated TLS connections until shutdown.
+pub async fn serve(shared: Arc<NodeShared>, incoming: TlsIncoming, mut shutdown: Shutdown) {
+    let res = tonic::transport::Server::builder()
+        .add_service(PowerServiceServer::new(power::PowerApi::new(
+            shared.clone(),
+        )))
+        .add_service(AdminServiceServer::new(admin::AdminApi::new(shared)))
+        .serve_with_incoming_shutdown(incoming, async move { shutdown.recv().await })
+        .await;
+    if let Err(e) = res {
+        tracing::error!("API server stopped: {e}");
+    }
+}

@@ -1,0 +1,464 @@
+//! The node's TOML configuration: the schema with its defaults, and errors that name
+//! the file, the line and the key.
+//!
+//! Relative paths in the file are resolved against the file's own directory, so a
+//! config and the certificates beside it can move together. Every section but `[node]`
+//! and `[tls]` may be left out; the defaults are apcupsd's where the names match.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::policy::Policy;
+
+/// A whole node configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub ups: Vec<UpsSection>,
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub events: EventsSection,
+    #[serde(default)]
+    pub hooks: HooksSection,
+    #[serde(default)]
+    pub executor: ExecutorSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// This node's name; it must match the CN of its certificate.
+    pub name: String,
+    /// Address the gRPC API listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7443))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (PEM), issued with role `node`.
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// Which driver reaches a UPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    /// A simulated UPS that plays a scenario file.
+    Sim,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsSection {
+    /// The UPS's name (apcupsd UPSNAME): in events, hooks and the status table.
+    pub name: String,
+    pub driver: DriverKind,
+    /// Poll interval in milliseconds (apcupsd polls once a second during an outage).
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// `sim`: the scenario to play; without one the UPS stays on line until told otherwise.
+    #[serde(default)]
+    pub scenario: Option<PathBuf>,
+}
+
+fn default_poll_ms() -> u64 {
+    1000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsSection {
+    /// apcupsd's EVENTSFILE; unset writes no file.
+    pub file: Option<PathBuf>,
+    /// apcupsd's EVENTSFILEMAX in KiB; 0 = unlimited.
+    pub max_kib: u64,
+    /// How many recent events the node keeps in memory for `upsilon events`.
+    pub keep: usize,
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        EventsSection {
+            file: None,
+            max_kib: 10,
+            keep: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksSection {
+    /// apcupsd's SCRIPTDIR: `<dir>/<event>` runs with `<upsname> <connected> <powered>`;
+    /// exit status 99 means "handled, skip the default action".
+    pub script_dir: Option<PathBuf>,
+    /// An apccontrol-style program run as `<program> <event> <upsname> <connected>
+    /// <powered>`. Only run in `live` mode: the stock apccontrol halts the machine itself.
+    pub apccontrol: Option<PathBuf>,
+    /// Seconds a hook may run before it is killed.
+    pub timeout_s: u64,
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        HooksSection {
+            script_dir: None,
+            apccontrol: None,
+            timeout_s: 60,
+        }
+    }
+}
+
+/// What the executor does with shutdown commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorMode {
+    /// Record what would run; never run the shutdown command. The default.
+    Record,
+    /// Really run the shutdown command.
+    Live,
+}
+
+impl ExecutorMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorMode::Record => "record",
+            ExecutorMode::Live => "live",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorSection {
+    pub mode: ExecutorMode,
+    /// The command that halts this host, as argv.
+    pub shutdown_command: Vec<String>,
+    /// Where record mode appends what it would have run (one JSON object per line).
+    pub record_file: Option<PathBuf>,
+}
+
+impl Default for ExecutorSection {
+    fn default() -> Self {
+        ExecutorSection {
+            mode: ExecutorMode::Record,
+            shutdown_command: vec!["shutdown".into(), "-h".into(), "now".into()],
+            record_file: None,
+        }
+    }
+}
+
+/// A configuration problem, located as precisely as the file allows.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
+}
+
+/// Line number (1-based) of byte offset `pos` in `text`.
+pub fn line_of(text: &str, pos: usize) -> usize {
+    text[..pos.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The dotted key a TOML line sets, given the table headers above it.
+fn key_at_line(text: &str, line: usize) -> String {
+    let mut table = String::new();
+    let mut key = String::new();
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            key.clear();
+        } else if let Some((k, _)) = t.split_once('=') {
+            key = k.trim().to_string();
+        }
+        if i + 1 == line {
+            if t.starts_with('[') || key.is_empty() {
+                return if table.is_empty() {
+                    "(top level)".into()
+                } else {
+                    table
+                };
+            }
+            return if table.is_empty() {
+                key
+            } else {
+                format!("{table}.{key}")
+            };
+        }
+    }
+    "(end of file)".into()
+}
+
+/// The line where `dotted` (e.g. `policy.battery_level`) is set, or the table's line.
+pub fn line_of_key(text: &str, dotted: &str) -> usize {
+    let (table, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
+    let mut cur = String::new();
+    let mut table_line = 1;
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            cur = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            if cur == table {
+                table_line = i + 1;
+            }
+        } else if cur == table {
+            if let Some((k, _)) = t.split_once('=') {
+                if k.trim() == key {
+                    return i + 1;
+                }
+            }
+        }
+    }
+    table_line
+}
+
+/// Parses TOML `text` into `T`, turning serde errors into located [`ConfigError`]s.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
+        let line = e.span().map_or(1, |s| line_of(text, s.start));
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            key: key_at_line(text, line),
+            message: e.message().trim().to_string(),
+        }
+    })
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates a config file; relative paths become absolute.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg: NodeConfig = parse_toml(path, &text)?;
+        cfg.validate(path, &text)?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.resolve_paths(&base);
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of_key(text, key),
+            key: key.to_string(),
+            message,
+        };
+        if !valid_name(&self.node.name) {
+            return Err(err(
+                "node.name",
+                format!(
+                    "{:?} is not a valid node name: use 1-63 letters, digits, '-', '_' or '.'",
+                    self.node.name
+                ),
+            ));
+        }
+        let p = &self.policy;
+        if p.battery_level > 100 {
+            return Err(err(
+                "policy.battery_level",
+                format!("{} is not a percentage: use 0-100", p.battery_level),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, u) in self.ups.iter().enumerate() {
+            let key = |k: &str| format!("ups.{k}");
+            if !valid_name(&u.name) {
+                return Err(err(
+                    &key("name"),
+                    format!(
+                        "UPS #{} name {:?}: use 1-63 letters, digits, '-', '_' or '.'",
+                        i + 1,
+                        u.name
+                    ),
+                ));
+            }
+            if !seen.insert(u.name.clone()) {
+                return Err(err(
+                    &key("name"),
+                    format!("UPS name {:?} is used twice", u.name),
+                ));
+            }
+            if !(100..=3_600_000).contains(&u.poll_interval_ms) {
+                return Err(err(
+                    &key("poll_interval_ms"),
+                    format!("{} ms is out of range: use 100-3600000", u.poll_interval_ms),
+                ));
+            }
+        }
+        if self.executor.shutdown_command.is_empty() {
+            return Err(err(
+                "executor.shutdown_command",
+                "must name a program, e.g. [\"shutdown\", \"-h\", \"now\"]".into(),
+            ));
+        }
+        if self.events.keep == 0 {
+            return Err(err("events.keep", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.tls.ca);
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        for u in &mut self.ups {
+            if let Some(s) = u.scenario.as_mut() {
+                fix(s);
+            }
+        }
+        if let Some(f) = self.events.file.as_mut() {
+            fix(f);
+        }
+        if let Some(d) = self.hooks.script_dir.as_mut() {
+            fix(d);
+        }
+        if let Some(d) = self.hooks.apccontrol.as_mut() {
+            fix(d);
+        }
+        if let Some(f) = self.executor.record_file.as_mut() {
+            fix(f);
+        }
+    }
+}
+
+/// Node and UPS names: 1-63 of `[A-Za-z0-9._-]`.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+name = "node1"
+listen = "127.0.0.1:7443"
+
+[tls]
+ca = "ca.pem"
+cert = "node1.pem"
+key = "node1.key"
+
+[[ups]]
+name = "ups1"
+driver = "sim"
+scenario = "power-failure.toml"
+
+[policy]
+battery_level = 20
+"#;
+
+    fn load_text(text: &str) -> Result<NodeConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("node.toml");
+        std::fs::write(&p, text).unwrap();
+        NodeConfig::load(&p)
+    }
+
+    #[test]
+    fn good_config_has_defaults_and_resolved_paths() {
+        let c = load_text(GOOD).unwrap();
+        assert_eq!(c.policy.battery_level, 20);
+        assert_eq!(c.policy.minutes, 5);
+        assert_eq!(c.policy.on_battery_delay, 6);
+        assert_eq!(c.executor.mode, ExecutorMode::Record);
+        assert!(c.tls.ca.is_absolute());
+        assert_eq!(c.ups[0].poll_interval_ms, 1000);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = GOOD.replace("battery_level = 20", "battery_level = 20\nbatery_levle = 3");
+        let e = load_text(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("node.toml:18: policy.batery_levle: unknown field `batery_levle`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let text = GOOD.replace("battery_level = 20", "battery_level = \"lots\"");
+        let e = load_text(&text).unwrap_err().to_string();
+        assert!(e.contains(":17: policy.battery_level: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_value_names_the_key() {
+        let text = GOOD.replace("battery_level = 20", "battery_level = 120");
+        let e = load_text(&text).unwrap_err().to_string();
+        assert!(
+            e.contains(":17: policy.battery_level: 120 is not a percentage"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_section_and_bad_syntax_are_reported() {
+        let e = load_text("[node]\nname = \"a\"\n").unwrap_err().to_string();
+        assert!(e.contains("missing field `tls`"), "{e}");
+        let e = load_text("[node\nname = 1").unwrap_err().to_string();
+        assert!(e.contains("node.toml:1:"), "{e}");
+        let e = load_text(&GOOD.replace("driver = \"sim\"", "driver = \"smoke\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":13: ups.driver: unknown variant `smoke`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let e = NodeConfig::load(Path::new("/no/such/node.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/no/such/node.toml"), "{e}");
+    }
+}

@@ -1,0 +1,342 @@
+//! Carries out what the monitor decided: apccontrol-compatible hooks and the host's
+//! shutdown command, in `record` mode (write down what would run) or `live` mode.
+//!
+//! Hooks behave as with apcupsd: `<script_dir>/<event>` runs with `<upsname>
+//! <connected> <powered>` and exit status 99 means "handled, skip the default action";
+//! an `apccontrol` program runs as `apccontrol <event> <upsname> <connected> <powered>`.
+//! The only default action today is `doshutdown`'s: run the shutdown command. In
+//! `record` mode the shutdown command and `apccontrol` (whose stock version halts the
+//! machine itself) are recorded, never run; per-event scripts still run, with
+//! `UPSILON_EXECUTOR_MODE=record` in their environment, so hook wiring can be tested.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{ExecutorMode, ExecutorSection, HooksSection};
+use crate::events::{Event, EventKind};
+
+/// One thing the executor ran or would have run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExecRecord {
+    pub at_unix_ms: i64,
+    /// `hook`, `apccontrol` or `shutdown`.
+    pub action: String,
+    pub argv: Vec<String>,
+    pub event: String,
+    /// True if it was really run; false if only recorded.
+    pub ran: bool,
+    /// Exit status if it ran and finished; a note otherwise.
+    pub outcome: String,
+}
+
+impl ExecRecord {
+    /// One line for humans, e.g. `recorded: shutdown -h now (doshutdown)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: {} ({}; {})",
+            if self.ran { "ran" } else { "recorded" },
+            self.argv.join(" "),
+            self.event,
+            self.outcome
+        )
+    }
+}
+
+/// Runs hooks and the shutdown command for events, in the order events arrive.
+#[derive(Debug)]
+pub struct Executor {
+    mode: ExecutorMode,
+    hooks: HooksSection,
+    shutdown_command: Vec<String>,
+    record_file: Option<PathBuf>,
+    records: Mutex<Vec<ExecRecord>>,
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn is_executable(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+impl Executor {
+    pub fn new(cfg: &ExecutorSection, hooks: &HooksSection) -> Self {
+        Executor {
+            mode: cfg.mode,
+            hooks: hooks.clone(),
+            shutdown_command: cfg.shutdown_command.clone(),
+            record_file: cfg.record_file.clone(),
+            records: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn mode(&self) -> ExecutorMode {
+        self.mode
+    }
+
+    /// Everything run or recorded so far.
+    pub fn records(&self) -> Vec<ExecRecord> {
+        self.records.lock().expect("records lock").clone()
+    }
+
+    fn keep(&self, rec: ExecRecord) {
+        match rec.ran {
+            true => tracing::info!(event = %rec.event, "executor {}", rec.summary()),
+            false => tracing::warn!(event = %rec.event, "executor {}", rec.summary()),
+        }
+        if let Some(path) = &self.record_file {
+            let line = serde_json::to_string(&rec).expect("record serialises");
+            let res = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| {
+                    std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes())
+                });
+            if let Err(e) = res {
+                tracing::error!(
+                    "cannot append to executor record file {}: {e}",
+                    path.display()
+                );
+            }
+        }
+        self.records.lock().expect("records lock").push(rec);
+    }
+
+    /// Handles one event: hooks first, then the default action unless a hook said 99.
+    pub async fn handle(&self, ev: &Event) {
+        if !ev.kind.runs_hook() {
+            return;
+        }
+        let name = ev.kind.name();
+        let mut skip_default = false;
+
+        if let Some(dir) = &self.hooks.script_dir {
+            let script = dir.join(name);
+            if is_executable(&script) {
+                let argv = vec![
+                    script.display().to_string(),
+                    ev.ups_name.clone(),
+                    "1".into(),
+                    "1".into(),
+                ];
+                let code = self.run(&argv, ev, "hook").await;
+                skip_default |= code == Some(99);
+            }
+        }
+        if let Some(prog) = &self.hooks.apccontrol {
+            let argv = vec![
+                prog.display().to_string(),
+                name.to_string(),
+                ev.ups_name.clone(),
+                "1".into(),
+                "1".into(),
+            ];
+            match self.mode {
+                ExecutorMode::Live => {
+                    let code = self.run(&argv, ev, "apccontrol").await;
+                    skip_default |= code == Some(99);
+                }
+                ExecutorMode::Record => self.keep(ExecRecord {
+                    at_unix_ms: unix_ms(SystemTime::now()),
+                    action: "apccontrol".into(),
+                    argv,
+                    event: name.into(),
+                    ran: false,
+                    outcome: "record mode".into(),
+                }),
+            }
+        }
+
+        if ev.kind == EventKind::DoShutdown {
+            if skip_default {
+                self.keep(ExecRecord {
+                    at_unix_ms: unix_ms(SystemTime::now()),
+                    action: "shutdown".into(),
+                    argv: self.shutdown_command.clone(),
+                    event: name.into(),
+                    ran: false,
+                    outcome: "skipped: a hook exited 99".into(),
+                });
+                return;
+            }
+            match self.mode {
+                ExecutorMode::Live => {
+                    self.run(&self.shutdown_command.clone(), ev, "shutdown")
+                        .await;
+                }
+                ExecutorMode::Record => self.keep(ExecRecord {
+                    at_unix_ms: unix_ms(SystemTime::now()),
+                    action: "shutdown".into(),
+                    argv: self.shutdown_command.clone(),
+                    event: name.into(),
+                    ran: false,
+                    outcome: "record mode: not executed".into(),
+                }),
+            }
+        }
+    }
+
+    /// Runs a program with the hook timeout; returns its exit code if it exited.
+    async fn run(&self, argv: &[String], ev: &Event, action: &str) -> Option<i32> {
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env("UPSILON_EXECUTOR_MODE", self.mode.as_str())
+            .env("UPSILON_EVENT", ev.kind.name())
+            .env("UPSILON_MESSAGE", &ev.message)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let timeout = Duration::from_secs(self.hooks.timeout_s.max(1));
+        let (code, outcome) = match cmd.spawn() {
+            Err(e) => (None, format!("could not start: {e}")),
+            Ok(mut child) => match tokio::time::timeout(timeout, child.wait()).await {
+                Ok(Ok(st)) => (
+                    st.code(),
+                    format!(
+                        "exit status {}",
+                        st.code().map_or("signal".into(), |c| c.to_string())
+                    ),
+                ),
+                Ok(Err(e)) => (None, format!("wait failed: {e}")),
+                Err(_) => {
+                    let _ = child.kill().await;
+                    (
+                        None,
+                        format!("killed after {} s timeout", timeout.as_secs()),
+                    )
+                }
+            },
+        };
+        self.keep(ExecRecord {
+            at_unix_ms: unix_ms(SystemTime::now()),
+            action: action.into(),
+            argv: argv.to_vec(),
+            event: ev.kind.name().into(),
+            ran: true,
+            outcome,
+        });
+        code
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            seq: 1,
+            at: SystemTime::now(),
+            kind,
+            ups_name: "ups1".into(),
+            message: kind.message().into(),
+        }
+    }
+
+    fn script(dir: &Path, name: &str, body: &str) {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn executor(dir: &Path, mode: ExecutorMode) -> Executor {
+        Executor::new(
+            &ExecutorSection {
+                mode,
+                shutdown_command: vec!["/bin/false".into(), "must-not-run".into()],
+                record_file: Some(dir.join("record.jsonl")),
+            },
+            &HooksSection {
+                script_dir: Some(dir.to_path_buf()),
+                apccontrol: None,
+                timeout_s: 5,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn record_mode_runs_hooks_with_apccontrol_args_but_only_records_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("args");
+        script(
+            dir.path(),
+            "doshutdown",
+            &format!("echo \"$@ $UPSILON_EXECUTOR_MODE\" > {}", out.display()),
+        );
+        let ex = executor(dir.path(), ExecutorMode::Record);
+        ex.handle(&event(EventKind::DoShutdown)).await;
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "ups1 1 1 record\n");
+        let recs = ex.records();
+        assert_eq!(recs.len(), 2);
+        assert!(recs[0].ran && recs[0].outcome == "exit status 0");
+        assert_eq!(recs[1].action, "shutdown");
+        assert!(!recs[1].ran);
+        let file = std::fs::read_to_string(dir.path().join("record.jsonl")).unwrap();
+        assert_eq!(file.lines().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn exit_99_skips_the_default_action() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "doshutdown", "exit 99");
+        let ex = executor(dir.path(), ExecutorMode::Live);
+        ex.handle(&event(EventKind::DoShutdown)).await;
+        let recs = ex.records();
+        assert_eq!(recs.last().unwrap().outcome, "skipped: a hook exited 99");
+        assert!(!recs.iter().any(|r| r.action == "shutdown" && r.ran));
+    }
+
+    #[tokio::test]
+    async fn live_mode_runs_the_shutdown_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("halted");
+        let ex = Executor::new(
+            &ExecutorSection {
+                mode: ExecutorMode::Live,
+                shutdown_command: vec!["/bin/touch".into(), marker.display().to_string()],
+                record_file: None,
+            },
+            &HooksSection::default(),
+        );
+        ex.handle(&event(EventKind::DoShutdown)).await;
+        assert!(marker.exists());
+    }
+
+    #[tokio::test]
+    async fn hook_timeout_kills_and_missing_hooks_are_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "onbattery", "sleep 30");
+        let mut ex = executor(dir.path(), ExecutorMode::Record);
+        ex.hooks.timeout_s = 1;
+        ex.handle(&event(EventKind::OnBattery)).await;
+        ex.handle(&event(EventKind::PowerOut)).await; // no script: nothing
+        let recs = ex.records();
+        assert_eq!(recs.len(), 1);
+        assert!(
+            recs[0].outcome.contains("killed after 1 s"),
+            "{:?}",
+            recs[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn apccontrol_is_recorded_not_run_in_record_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        script(
+            dir.path(),
+            "apccontrol",
+            &format!("touch {}", marker.display()),
+        );
+        let mut ex = executor(dir.path(), ExecutorMode::Record);
+        ex.hooks.script_dir = None;
+        ex.hooks.apccontrol = Some(dir.path().join("apccontrol"));
+        ex.handle(&event(EventKind::PowerOut)).await;
+        assert!(!marker.exists());
+        assert_eq!(ex.records()[0].argv[1..], ["powerout", "ups1", "1", "1"]);
+    }
+}

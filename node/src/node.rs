@@ -1,0 +1,300 @@
+//! The running node: wires drivers to monitors, monitors to the event log and the
+//! executor, and exposes the result to the API.
+//!
+//! One task per UPS polls its driver and feeds the monitor; the events it returns are
+//! logged (memory and events file), broadcast to `Watch` streams, and queued, in
+//! order, for the executor task. [`NodeShared`] is the state the API reads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::config::NodeConfig;
+use crate::driver::{self, UpsDriver, sim::SimHandle};
+use crate::events::{Event, EventKind, EventLog};
+use crate::executor::Executor;
+use crate::monitor::{Observation, UpsMonitor};
+use crate::policy::{Policy, ShutdownRule};
+use crate::reading::UpsReading;
+use crate::shutdown::Shutdown;
+
+/// What the node knows about one of its UPSes, as of the last poll.
+#[derive(Debug, Clone)]
+pub struct UpsView {
+    pub name: String,
+    pub driver: &'static str,
+    pub reading: Option<UpsReading>,
+    pub statflag: u32,
+    pub comm_lost: bool,
+    /// Why comm is lost, from the driver.
+    pub comm_error: Option<String>,
+    pub on_battery: bool,
+    pub time_on_battery: Duration,
+    pub transfers: u32,
+    pub shutdown: Option<(ShutdownRule, SystemTime)>,
+}
+
+/// The node's shared state: read by the API, written by the UPS tasks.
+#[derive(Debug)]
+pub struct NodeShared {
+    pub name: String,
+    pub address: SocketAddr,
+    pub policy: Policy,
+    pub started_at: SystemTime,
+    pub executor: Arc<Executor>,
+    pub sims: HashMap<String, SimHandle>,
+    ups: Mutex<BTreeMap<String, UpsView>>,
+    events: Mutex<EventLog>,
+    event_tx: broadcast::Sender<Event>,
+    status_tx: watch::Sender<u64>,
+}
+
+impl NodeShared {
+    pub fn ups_views(&self) -> Vec<UpsView> {
+        self.ups
+            .lock()
+            .expect("ups lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn recent_events(&self, limit: usize) -> Vec<Event> {
+        self.events.lock().expect("events lock").recent(limit)
+    }
+
+    /// New events as they are logged.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+        self.event_tx.subscribe()
+    }
+
+    /// Ticks whenever any UPS view changes.
+    pub fn subscribe_status(&self) -> watch::Receiver<u64> {
+        self.status_tx.subscribe()
+    }
+
+    /// Logs an event (memory, file, watchers) and returns it.
+    pub fn log_event(&self, kind: EventKind, ups: &str, message: &str) -> Event {
+        let (ev, res) =
+            self.events
+                .lock()
+                .expect("events lock")
+                .record(kind, ups, message, SystemTime::now());
+        if let Err(e) = res {
+            tracing::error!("{e}");
+        }
+        match kind {
+            EventKind::Notice
+            | EventKind::CommOk
+            | EventKind::MainsBack
+            | EventKind::OffBattery => {
+                tracing::info!(ups, event = kind.name(), "{message}")
+            }
+            _ => tracing::warn!(ups, event = kind.name(), "{message}"),
+        }
+        let _ = self.event_tx.send(ev.clone());
+        ev
+    }
+
+    fn bump_status(&self) {
+        self.status_tx.send_modify(|v| *v += 1);
+    }
+}
+
+/// A started node: its shared state and the address it actually listens on.
+pub struct RunningNode {
+    pub shared: Arc<NodeShared>,
+    pub local_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Waits for every task to end (after shutdown was signalled).
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Errors starting a node, each naming what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::pki::PkiError),
+    #[error("UPS {ups:?}: {source}")]
+    Driver {
+        ups: String,
+        source: crate::driver::DriverError,
+    },
+    #[error("{0}")]
+    Listen(std::io::Error),
+}
+
+/// Starts the node: drivers, monitors, executor and the mTLS gRPC API.
+pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, StartError> {
+    let files = crate::tls::TlsFiles {
+        ca: cfg.tls.ca.clone(),
+        cert: cfg.tls.cert.clone(),
+        key: cfg.tls.key.clone(),
+    };
+    let (server_cfg, ident) = crate::tls::server_config(&files)?;
+    if ident.name != cfg.node.name {
+        tracing::warn!(
+            "node name {:?} differs from its certificate's name {:?}",
+            cfg.node.name,
+            ident.name
+        );
+    }
+
+    let mut drivers: Vec<(crate::config::UpsSection, Box<dyn UpsDriver>)> = Vec::new();
+    let mut sims = HashMap::new();
+    for u in &cfg.ups {
+        let opened = driver::open(u).map_err(|source| StartError::Driver {
+            ups: u.name.clone(),
+            source,
+        })?;
+        if let Some(h) = opened.sim {
+            sims.insert(u.name.clone(), h);
+        }
+        drivers.push((u.clone(), opened.driver));
+    }
+
+    let (local_addr, incoming) =
+        crate::tls::serve_tls(cfg.node.listen, server_cfg, shutdown.resubscribe())
+            .await
+            .map_err(StartError::Listen)?;
+
+    let executor = Arc::new(Executor::new(&cfg.executor, &cfg.hooks));
+    let (event_tx, _) = broadcast::channel(1024);
+    let (status_tx, _) = watch::channel(0u64);
+    let mut ups_views = BTreeMap::new();
+    for (u, d) in &drivers {
+        ups_views.insert(
+            u.name.clone(),
+            UpsView {
+                name: u.name.clone(),
+                driver: d.kind(),
+                reading: None,
+                statflag: 0,
+                comm_lost: false,
+                comm_error: None,
+                on_battery: false,
+                time_on_battery: Duration::ZERO,
+                transfers: 0,
+                shutdown: None,
+            },
+        );
+    }
+    let shared = Arc::new(NodeShared {
+        name: cfg.node.name.clone(),
+        address: local_addr,
+        policy: cfg.policy.clone(),
+        started_at: SystemTime::now(),
+        executor: executor.clone(),
+        sims,
+        ups: Mutex::new(ups_views),
+        events: Mutex::new(EventLog::new(
+            cfg.events.file.clone(),
+            cfg.events.max_kib,
+            cfg.events.keep,
+        )),
+        event_tx,
+        status_tx,
+    });
+    shared.log_event(
+        EventKind::Notice,
+        "",
+        &format!(
+            "upsilond {} startup succeeded (node {}, executor {} mode)",
+            env!("CARGO_PKG_VERSION"),
+            cfg.node.name,
+            cfg.executor.mode.as_str()
+        ),
+    );
+
+    let mut tasks = Vec::new();
+    let (exec_tx, exec_rx) = mpsc::unbounded_channel::<Event>();
+    tasks.push(tokio::spawn(run_executor(executor, exec_rx)));
+    for (u, d) in drivers {
+        tasks.push(tokio::spawn(run_ups(
+            shared.clone(),
+            u.name.clone(),
+            Duration::from_millis(u.poll_interval_ms),
+            d,
+            exec_tx.clone(),
+            shutdown.resubscribe(),
+        )));
+    }
+    drop(exec_tx);
+    tasks.push(tokio::spawn(crate::api::serve(
+        shared.clone(),
+        incoming,
+        shutdown,
+    )));
+    tracing::info!(node = %shared.name, %local_addr, "serving the Upsilon API over mutual TLS");
+    Ok(RunningNode {
+        shared,
+        local_addr,
+        tasks,
+    })
+}
+
+async fn run_executor(executor: Arc<Executor>, mut rx: mpsc::UnboundedReceiver<Event>) {
+    while let Some(ev) = rx.recv().await {
+        executor.handle(&ev).await;
+    }
+}
+
+/// Polls one UPS until shutdown; every poll goes through the monitor.
+async fn run_ups(
+    shared: Arc<NodeShared>,
+    name: String,
+    interval: Duration,
+    mut driver: Box<dyn UpsDriver>,
+    exec_tx: mpsc::UnboundedSender<Event>,
+    mut shutdown: Shutdown,
+) {
+    let mut monitor = UpsMonitor::new(shared.policy.clone(), Instant::now());
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A driver call may not stall the loop for longer than this.
+    let poll_timeout = interval.max(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => break,
+            _ = ticker.tick() => {}
+        }
+        let (obs, err) = match tokio::time::timeout(poll_timeout, driver.poll()).await {
+            Ok(Ok(r)) => (Observation::Reading(r), None),
+            Ok(Err(e)) => (Observation::CommFailure(e.to_string()), Some(e.to_string())),
+            Err(_) => {
+                let msg = format!("driver did not answer within {} s", poll_timeout.as_secs());
+                (Observation::CommFailure(msg.clone()), Some(msg))
+            }
+        };
+        let now = Instant::now();
+        let events = monitor.observe(obs, now, SystemTime::now());
+        {
+            let mut ups = shared.ups.lock().expect("ups lock");
+            if let Some(v) = ups.get_mut(&name) {
+                v.reading = monitor.last_reading().cloned();
+                v.statflag = monitor.statflag();
+                v.comm_lost = monitor.comm_lost();
+                v.comm_error = err;
+                v.on_battery = monitor.on_battery();
+                v.time_on_battery = monitor.time_on_battery(now);
+                v.transfers = monitor.transfers();
+                v.shutdown = monitor.shutdown().map(|d| (d.rule, d.at_wall));
+            }
+        }
+        for me in events {
+            let ev = shared.log_event(me.kind, &name, &me.message);
+            let _ = exec_tx.send(ev);
+        }
+        shared.bump_status();
+    }
+}

@@ -1,0 +1,97 @@
+//! Every conversion between the node's own types and the protobuf messages.
+
+use std::time::SystemTime;
+
+use upsilon_proto::v1 as pb;
+
+use crate::events::Event;
+use crate::node::UpsView;
+use crate::policy::Policy;
+use crate::reading::{UpsFlags, UpsReading, statflag, status_text};
+
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub fn from_unix_ms(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)
+}
+
+pub fn flags_to_pb(f: &UpsFlags, statflag_value: u32) -> pb::UpsFlags {
+    pb::UpsFlags {
+        calibration: f.calibration,
+        trim: f.trim,
+        boost: f.boost,
+        online: f.online,
+        on_battery: f.on_battery,
+        overload: f.overload,
+        low_battery: f.low_battery,
+        replace_battery: f.replace_battery,
+        comm_lost: statflag_value & statflag::COMMLOST != 0,
+        shutting_down: statflag_value & statflag::SHUTDOWN != 0,
+        battery_present: f.battery_present,
+    }
+}
+
+/// A UPS view as the API's `UpsReading` message.
+pub fn ups_view_to_pb(v: &UpsView) -> pb::UpsReading {
+    let empty = UpsReading::empty(UpsFlags::default(), SystemTime::UNIX_EPOCH);
+    let r = v.reading.as_ref().unwrap_or(&empty);
+    pb::UpsReading {
+        ups_name: v.name.clone(),
+        flags: Some(flags_to_pb(&r.flags, v.statflag)),
+        status_text: if v.reading.is_none() && !v.comm_lost {
+            "WAITING".into()
+        } else {
+            status_text(v.statflag)
+        },
+        line_voltage: r.line_voltage,
+        output_voltage: r.output_voltage,
+        battery_voltage: r.battery_voltage,
+        load_percent: r.load_percent,
+        charge_percent: r.charge_percent,
+        runtime_seconds: r.runtime_s,
+        internal_temp_c: r.internal_temp_c,
+        line_frequency_hz: r.line_frequency_hz,
+        model: r.model.clone(),
+        serial_number: r.serial_number.clone(),
+        firmware: r.firmware.clone(),
+        last_transfer: r.last_transfer.clone(),
+        self_test: r.self_test.clone(),
+        min_line_voltage: r.min_line_voltage,
+        max_line_voltage: r.max_line_voltage,
+        nominal_power_watts: r.nominal_power_w,
+        battery_date: r.battery_date.clone(),
+        read_at_unix_ms: if v.reading.is_some() {
+            unix_ms(r.read_at)
+        } else {
+            0
+        },
+        statflag: v.statflag,
+        time_on_battery_s: v.time_on_battery.as_secs() as u32,
+        transfers: v.transfers,
+        driver: v.driver.to_string(),
+    }
+}
+
+pub fn event_to_pb(e: &Event, node: &str) -> pb::Event {
+    pb::Event {
+        seq: e.seq,
+        at_unix_ms: unix_ms(e.at),
+        name: e.kind.name().to_string(),
+        ups_name: e.ups_name.clone(),
+        message: e.message.clone(),
+        node_name: node.to_string(),
+    }
+}
+
+pub fn policy_to_pb(p: &Policy) -> pb::PolicySummary {
+    pb::PolicySummary {
+        battery_level_percent: p.battery_level,
+        minutes: p.minutes,
+        timeout_seconds: p.timeout,
+        on_battery_delay_seconds: p.on_battery_delay,
+        dead_time_seconds: p.dead_time,
+    }
+}

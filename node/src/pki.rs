@@ -1,0 +1,362 @@
+//! The cluster's certificates: create the CA, issue node/client/bridge certificates,
+//! load them, and read a peer certificate's name and role.
+//!
+//! A certificate's subject carries the holder's name as CN and its role as OU
+//! (`node`, `client` or `bridge`), so a server can tell a node from an operator's CLI.
+//! Files are PEM: `ca.pem`/`ca.key` for the CA, `<name>.pem`/`<name>.key` for a holder.
+//! Private keys are written mode 0600.
+
+use std::fmt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use time::{Duration, OffsetDateTime};
+
+/// What a certificate's holder may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An `upsilond`: serves the API, and (later) takes part in Raft.
+    Node,
+    /// An operator's `upsilon` CLI.
+    Client,
+    /// The legacy bridge.
+    Bridge,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Client => "client",
+            Role::Bridge => "bridge",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "node" => Ok(Role::Node),
+            "client" => Ok(Role::Client),
+            "bridge" => Ok(Role::Bridge),
+            other => Err(format!(
+                "unknown role {other:?}: use node, client or bridge"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} already exists; remove it first if you really mean to replace it")]
+    Exists { path: PathBuf },
+    #[error("{path}: not a valid PEM {what}: {detail}")]
+    BadPem {
+        path: PathBuf,
+        what: &'static str,
+        detail: String,
+    },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_new(path: &Path, data: &str, mode: u32) -> Result<(), PkiError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => PkiError::Exists {
+                path: path.to_path_buf(),
+            },
+            _ => PkiError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            },
+        })?;
+    f.write_all(data.as_bytes()).map_err(io_err(path))
+}
+
+/// Paths of the CA files in a certificate directory.
+pub fn ca_paths(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("ca.pem"), dir.join("ca.key"))
+}
+
+/// Paths of a holder's files in a certificate directory.
+pub fn holder_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    )
+}
+
+/// Creates a new cluster CA in `dir` (valid 10 years). Refuses to overwrite one.
+pub fn init_ca(dir: &Path, cluster: &str) -> Result<PathBuf, PkiError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let (cert_path, key_path) = ca_paths(dir);
+    for p in [&cert_path, &key_path] {
+        if p.exists() {
+            return Err(PkiError::Exists { path: p.clone() });
+        }
+    }
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        format!("Upsilon cluster CA ({cluster})"),
+    );
+    dn.push(DnType::OrganizationName, "Upsilon");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(3650);
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    write_new(&key_path, &key.serialize_pem(), 0o600)?;
+    write_new(&cert_path, &cert.pem(), 0o644)?;
+    Ok(cert_path)
+}
+
+/// What to put in a new certificate.
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    pub name: String,
+    pub role: Role,
+    /// Extra subject alternative names (DNS names or IP addresses) a node answers on.
+    pub sans: Vec<String>,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl IssueRequest {
+    /// A certificate valid from an hour ago for `days` days.
+    pub fn new(name: &str, role: Role, sans: Vec<String>, days: i64) -> Self {
+        let now = OffsetDateTime::now_utc();
+        IssueRequest {
+            name: name.to_string(),
+            role,
+            sans,
+            not_before: now - Duration::hours(1),
+            not_after: now + Duration::days(days),
+        }
+    }
+}
+
+/// Issues a certificate signed by the CA in `dir`; writes `<name>.pem` and `<name>.key`
+/// there and returns their paths.
+pub fn issue(dir: &Path, req: &IssueRequest) -> Result<(PathBuf, PathBuf), PkiError> {
+    if !crate::config::valid_name(&req.name) {
+        return Err(PkiError::Invalid(format!(
+            "{:?} is not a valid name: use 1-63 letters, digits, '-', '_' or '.'",
+            req.name
+        )));
+    }
+    let (ca_cert, ca_key) = ca_paths(dir);
+    let ca_pem = std::fs::read_to_string(&ca_cert).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => PkiError::Invalid(format!(
+            "no CA in {}: run `upsilon cert init --dir {}` first",
+            dir.display(),
+            dir.display()
+        )),
+        _ => PkiError::Io {
+            path: ca_cert.clone(),
+            source: e,
+        },
+    })?;
+    let key_pem = std::fs::read_to_string(&ca_key).map_err(io_err(&ca_key))?;
+    let signing = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::BadPem {
+        path: ca_key.clone(),
+        what: "private key",
+        detail: e.to_string(),
+    })?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, signing).map_err(|e| PkiError::BadPem {
+        path: ca_cert.clone(),
+        what: "CA certificate",
+        detail: e.to_string(),
+    })?;
+
+    let mut sans = vec![req.name.clone()];
+    if req.role == Role::Node {
+        sans.push("localhost".into());
+    }
+    sans.extend(req.sans.iter().cloned());
+    sans.dedup();
+    let mut params = CertificateParams::default();
+    for s in &sans {
+        let san = match s.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(s.clone().try_into().map_err(|_| {
+                PkiError::Invalid(format!("{s:?} is neither an IP address nor a DNS name"))
+            })?),
+        };
+        params.subject_alt_names.push(san);
+    }
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, req.name.clone());
+    dn.push(DnType::OrganizationalUnitName, req.role.as_str());
+    dn.push(DnType::OrganizationName, "Upsilon");
+    params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = match req.role {
+        Role::Node => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+        Role::Client | Role::Bridge => vec![ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    params.not_before = req.not_before;
+    params.not_after = req.not_after;
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    let (cert_path, key_path) = holder_paths(dir, &req.name);
+    write_new(&key_path, &key.serialize_pem(), 0o600)?;
+    write_new(&cert_path, &cert.pem(), 0o644)?;
+    Ok((cert_path, key_path))
+}
+
+/// Reads every certificate in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let data = std::fs::read(path).map_err(io_err(path))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
+        .collect::<Result<_, _>>()
+        .map_err(|e| PkiError::BadPem {
+            path: path.to_path_buf(),
+            what: "certificate",
+            detail: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(PkiError::BadPem {
+            path: path.to_path_buf(),
+            what: "certificate",
+            detail: "no CERTIFICATE block found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads a private key from a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
+    let data = std::fs::read(path).map_err(io_err(path))?;
+    PrivateKeyDer::from_pem_slice(&data).map_err(|e| PkiError::BadPem {
+        path: path.to_path_buf(),
+        what: "private key",
+        detail: e.to_string(),
+    })
+}
+
+/// The holder of a certificate, as read from its subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub role: Role,
+    pub not_after_unix: i64,
+}
+
+/// Reads name (CN), role (OU) and expiry from a DER certificate.
+pub fn identity(der: &[u8]) -> Result<Identity, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("unreadable certificate: {e}"))?;
+    let subject = cert.subject();
+    let cn = subject
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .ok_or("certificate has no common name")?;
+    let ou = subject
+        .iter_organizational_unit()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .ok_or("certificate has no role (OU); issue it with `upsilon cert issue --role`")?;
+    Ok(Identity {
+        name: cn.to_string(),
+        role: ou.parse()?,
+        not_after_unix: cert.validity().not_after.timestamp(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_issue_and_read_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "test").unwrap();
+        assert!(matches!(
+            init_ca(dir.path(), "test"),
+            Err(PkiError::Exists { .. })
+        ));
+        let (cert, key) = issue(
+            dir.path(),
+            &IssueRequest::new("node1", Role::Node, vec!["127.0.0.2".into()], 30),
+        )
+        .unwrap();
+        let certs = load_certs(&cert).unwrap();
+        load_key(&key).unwrap();
+        let id = identity(&certs[0]).unwrap();
+        assert_eq!((id.name.as_str(), id.role), ("node1", Role::Node));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn issue_without_ca_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = issue(dir.path(), &IssueRequest::new("x", Role::Client, vec![], 1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upsilon cert init"), "{e}");
+    }
+
+    #[test]
+    fn garbage_pem_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.pem");
+        std::fs::write(&p, "hello").unwrap();
+        let e = load_certs(&p).unwrap_err().to_string();
+        assert!(e.contains("bad.pem") && e.contains("no CERTIFICATE"), "{e}");
+        assert!(load_key(&p).is_err());
+    }
+}
