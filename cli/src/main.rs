@@ -1,1 +1,337 @@
-fn main() {}
+//! `upsilon`: the Upsilon command line.
+//!
+//! Talks to a node over mutual TLS (`status`, `watch`, `events`, `sim`), manages the
+//! cluster's certificates (`cert`), and runs a self-contained demo (`demo`).
+
+mod conn;
+mod demo;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use clap::{Parser, Subcommand};
+use tokio_stream::StreamExt;
+use upsilon_node::client::{self, ClientOptions};
+use upsilon_node::pki::{self, IssueRequest, Role};
+use upsilon_proto::v1 as pb;
+use upsilon_proto::v1::admin_service_client::AdminServiceClient;
+use upsilon_proto::v1::power_service_client::PowerServiceClient;
+
+#[derive(Parser, Debug)]
+#[command(name = "upsilon", version, about = "Upsilon: cluster-aware UPS power management")]
+struct Cli {
+    #[command(flatten)]
+    conn: conn::ConnArgs,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Power status in one screen: each UPS, each node, the pending action.
+    Status {
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow status changes and events live (Ctrl-C to stop).
+    Watch {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The most recent events, oldest first.
+    Events {
+        /// How many events.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drive a simulated UPS.
+    Sim {
+        #[command(subcommand)]
+        cmd: SimCommand,
+    },
+    /// Create the cluster CA and issue certificates.
+    Cert {
+        #[command(subcommand)]
+        cmd: CertCommand,
+    },
+    /// Run a node on a simulated UPS through a power failure, end to end, and exit.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum SimCommand {
+    /// Change the simulated UPS; unset options are left as they are.
+    Set(SimSetArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct SimSetArgs {
+    /// Which simulated UPS (needed when the node has several).
+    #[arg(long)]
+    ups: Option<String>,
+    /// Mains fail: the UPS runs on battery.
+    #[arg(long, conflicts_with = "on_line")]
+    on_battery: bool,
+    /// Mains return.
+    #[arg(long)]
+    on_line: bool,
+    /// Set the charge, percent.
+    #[arg(long)]
+    charge: Option<f64>,
+    /// Set the load, percent.
+    #[arg(long)]
+    load: Option<f64>,
+    /// Force the UPS's low-battery signal on or off.
+    #[arg(long, value_name = "on|off")]
+    low_battery: Option<OnOff>,
+    /// The UPS stops answering.
+    #[arg(long, conflicts_with = "comm_ok")]
+    comm_lost: bool,
+    /// The UPS answers again.
+    #[arg(long)]
+    comm_ok: bool,
+    #[arg(long, value_name = "on|off")]
+    replace_battery: Option<OnOff>,
+    #[arg(long, value_name = "on|off")]
+    battery_present: Option<OnOff>,
+    /// Charge drain on battery, percent per second.
+    #[arg(long)]
+    drain: Option<f64>,
+    /// Start a UPS self test.
+    #[arg(long)]
+    self_test: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    fn b(self) -> bool {
+        matches!(self, OnOff::On)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum CertCommand {
+    /// Create a new cluster CA (ca.pem, ca.key) in DIR.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// A name for the cluster, shown in the CA's subject.
+        #[arg(long, default_value = "upsilon")]
+        cluster: String,
+    },
+    /// Issue NAME.pem and NAME.key in DIR, signed by DIR's CA.
+    Issue {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// node (an upsilond), client (an operator's CLI) or bridge.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Extra DNS names or IP addresses the node answers on (repeatable).
+        #[arg(long = "san", value_name = "NAME_OR_IP")]
+        sans: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("UPSILON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(match cli.cmd {
+        Command::Demo(_) => "error",
+        _ => "warn",
+    });
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("upsilon: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("upsilon: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn power(opts: &ClientOptions) -> anyhow::Result<PowerServiceClient<tonic::transport::Channel>> {
+    let ch = client::connect(opts).await?;
+    Ok(PowerServiceClient::new(ch))
+}
+
+fn rpc_err(opts: &ClientOptions) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
+    move |s| anyhow!(client::explain_status(&s, &opts.endpoint))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Command::Status { json } => {
+            let opts = cli.conn.resolve()?;
+            let reply = power(&opts)
+                .await?
+                .get_status(pb::GetStatusRequest {})
+                .await
+                .map_err(rpc_err(&opts))?
+                .into_inner();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&output::status_json(&reply))?);
+            } else {
+                print!("{}", output::status_table(&reply));
+            }
+        }
+        Command::Watch { json } => {
+            let opts = cli.conn.resolve()?;
+            let mut stream = power(&opts)
+                .await?
+                .watch(pb::WatchRequest {})
+                .await
+                .map_err(rpc_err(&opts))?
+                .into_inner();
+            let mut last_line = String::new();
+            while let Some(item) = stream.next().await {
+                let upd = item.map_err(rpc_err(&opts))?;
+                match upd.update {
+                    Some(pb::watch_update::Update::Event(e)) => {
+                        if json {
+                            println!("{}", serde_json::json!({"event": output::event_json(&e)}));
+                        } else {
+                            println!("{}", output::event_line(&e));
+                        }
+                    }
+                    Some(pb::watch_update::Update::Status(s)) => {
+                        if json {
+                            println!("{}", serde_json::json!({"status": output::status_json(&s)}));
+                        } else {
+                            let line = s
+                                .ups
+                                .iter()
+                                .map(|u| {
+                                    format!(
+                                        "{} {} charge {} runtime {}",
+                                        u.ups_name,
+                                        u.status_text,
+                                        u.charge_percent.map_or("-".into(), |c| format!("{c:.0} %")),
+                                        u.runtime_seconds.map_or("-".into(), |r| format!("{:.1} min", r / 60.0))
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                                .join("; ");
+                            let pending = s.pending.map(|p| output::action_kind(p.kind)).unwrap_or("?");
+                            let line = format!("status: {line}; action: {pending}");
+                            // Only print when something other than the drain changed.
+                            let key: String = line.chars().filter(|c| !c.is_ascii_digit()).collect();
+                            if key != last_line {
+                                println!("{line}");
+                                last_line = key;
+                            }
+                        }
+                    }
+                    None => {}
+                }
+            }
+            eprintln!("upsilon: {} closed the watch stream", opts.endpoint);
+        }
+        Command::Events { limit, json } => {
+            let opts = cli.conn.resolve()?;
+            let reply = power(&opts)
+                .await?
+                .list_events(pb::ListEventsRequest { limit })
+                .await
+                .map_err(rpc_err(&opts))?
+                .into_inner();
+            for e in &reply.events {
+                if json {
+                    println!("{}", output::event_json(e));
+                } else {
+                    println!("{}", output::event_line(e));
+                }
+            }
+        }
+        Command::Sim { cmd: SimCommand::Set(a) } => {
+            let opts = cli.conn.resolve()?;
+            let ch = client::connect(&opts).await?;
+            let req = pb::SimSetRequest {
+                ups_name: a.ups.unwrap_or_default(),
+                on_battery: if a.on_battery {
+                    Some(true)
+                } else if a.on_line {
+                    Some(false)
+                } else {
+                    None
+                },
+                charge_percent: a.charge,
+                load_percent: a.load,
+                low_battery: a.low_battery.map(OnOff::b),
+                comm_lost: if a.comm_lost {
+                    Some(true)
+                } else if a.comm_ok {
+                    Some(false)
+                } else {
+                    None
+                },
+                replace_battery: a.replace_battery.map(OnOff::b),
+                battery_present: a.battery_present.map(OnOff::b),
+                drain_percent_per_second: a.drain,
+                start_self_test: a.self_test,
+            };
+            let reply = AdminServiceClient::new(ch)
+                .sim_set(req)
+                .await
+                .map_err(rpc_err(&opts))?
+                .into_inner();
+            println!("{}: {}", reply.ups_name, reply.state);
+        }
+        Command::Cert { cmd } => match cmd {
+            CertCommand::Init { dir, cluster } => {
+                let p = pki::init_ca(&dir, &cluster)?;
+                println!("created CA {} (keep ca.key private)", p.display());
+            }
+            CertCommand::Issue {
+                dir,
+                name,
+                role,
+                sans,
+                days,
+            } => {
+                if days <= 0 {
+                    return Err(anyhow!("--days must be at least 1"));
+                }
+                let (c, k) = pki::issue(&dir, &IssueRequest::new(&name, role, sans, days))
+                    .with_context(|| format!("cannot issue a certificate for {name}"))?;
+                println!("issued {} certificate {} and key {}", role, c.display(), k.display());
+            }
+        },
+        Command::Demo(args) => return demo::run(args).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}

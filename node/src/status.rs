@@ -38,6 +38,7 @@ pub fn pending_action(
     let commands: Vec<String> = records.iter().map(ExecRecord::summary).collect();
     let base = pb::PendingAction {
         executor_mode: mode.as_str().into(),
+        shutdown_handled: records.iter().any(|r| r.action == "shutdown"),
         commands,
         ..Default::default()
     };

@@ -1,0 +1,194 @@
+//! How the CLI shows things: the one-screen status table, event lines, and the JSON
+//! shapes of `--json` (stable field names, enums as words).
+
+use serde_json::{Value, json};
+use upsilon_proto::v1 as pb;
+
+pub fn local_time(unix_ms: i64) -> String {
+    if unix_ms <= 0 {
+        return "-".into();
+    }
+    let t = upsilon_node::pb_impl::from_unix_ms(unix_ms);
+    upsilon_node::events::format_date(t)
+}
+
+fn opt(v: Option<f64>, unit: &str, prec: usize) -> String {
+    v.map_or("-".into(), |x| format!("{x:.prec$}{unit}"))
+}
+
+pub fn action_kind(k: i32) -> &'static str {
+    match pb::ActionKind::try_from(k).unwrap_or(pb::ActionKind::Unspecified) {
+        pb::ActionKind::None => "none",
+        pb::ActionKind::Watching => "watching",
+        pb::ActionKind::ShuttingDown => "shutting-down",
+        pb::ActionKind::Unspecified => "unknown",
+    }
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The one-screen status.
+pub fn status_table(s: &pb::StatusReply) -> String {
+    let mut out = format!(
+        "Upsilon status from node {} at {}\n\n",
+        s.node_name,
+        local_time(s.generated_at_unix_ms)
+    );
+    let mut rows = vec![
+        ["UPS", "STATUS", "CHARGE", "RUNTIME", "LOAD", "LINEV", "ON BATT", "DRIVER"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for u in &s.ups {
+        rows.push(vec![
+            u.ups_name.clone(),
+            u.status_text.clone(),
+            opt(u.charge_percent, " %", 1),
+            opt(u.runtime_seconds.map(|s| s / 60.0), " min", 1),
+            opt(u.load_percent, " %", 1),
+            opt(u.line_voltage, " V", 1),
+            if u.time_on_battery_s > 0 { format!("{} s", u.time_on_battery_s) } else { "-".into() },
+            u.driver.clone(),
+        ]);
+    }
+    if s.ups.is_empty() {
+        out.push_str("(no UPS on this node)\n");
+    } else {
+        out.push_str(&table(&rows));
+    }
+    out.push('\n');
+    let mut rows = vec![["NODE", "ROLE", "ADDRESS", "UPS", "VERSION"].map(String::from).to_vec()];
+    for n in &s.nodes {
+        rows.push(vec![
+            n.name.clone(),
+            n.role.clone(),
+            n.address.clone(),
+            if n.ups_names.is_empty() { "-".into() } else { n.ups_names.join(",") },
+            n.version.clone(),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    out.push('\n');
+    if let Some(p) = &s.pending {
+        out.push_str(&format!(
+            "PENDING ACTION: {}\n  {}\n",
+            action_kind(p.kind).to_uppercase(),
+            p.detail
+        ));
+        if p.since_unix_ms > 0 {
+            out.push_str(&format!("  since {}\n", local_time(p.since_unix_ms)));
+        }
+        out.push_str(&format!("  executor: {} mode\n", p.executor_mode));
+        for c in &p.commands {
+            out.push_str(&format!("  - {c}\n"));
+        }
+    }
+    if let Some(pol) = &s.policy {
+        out.push_str(&format!(
+            "POLICY: BATTERYLEVEL {} %, MINUTES {}, TIMEOUT {}, ONBATTERYDELAY {} s, dead_time {} s\n",
+            pol.battery_level_percent,
+            pol.minutes,
+            if pol.timeout_seconds == 0 { "off".to_string() } else { format!("{} s", pol.timeout_seconds) },
+            pol.on_battery_delay_seconds,
+            pol.dead_time_seconds
+        ));
+    }
+    out
+}
+
+pub fn event_line(e: &pb::Event) -> String {
+    let ups = if e.ups_name.is_empty() { String::new() } else { format!(" [{}]", e.ups_name) };
+    format!("{}  {:<13}{} {}", local_time(e.at_unix_ms), e.name, ups, e.message)
+}
+
+pub fn ups_json(u: &pb::UpsReading) -> Value {
+    let f = u.flags.clone().unwrap_or_default();
+    json!({
+        "name": u.ups_name,
+        "status": u.status_text,
+        "statflag": format!("0x{:08X}", u.statflag),
+        "flags": {
+            "online": f.online, "on_battery": f.on_battery, "low_battery": f.low_battery,
+            "replace_battery": f.replace_battery, "overload": f.overload, "calibration": f.calibration,
+            "trim": f.trim, "boost": f.boost, "comm_lost": f.comm_lost,
+            "shutting_down": f.shutting_down, "battery_present": f.battery_present,
+        },
+        "charge_percent": u.charge_percent,
+        "runtime_seconds": u.runtime_seconds,
+        "load_percent": u.load_percent,
+        "line_voltage": u.line_voltage,
+        "output_voltage": u.output_voltage,
+        "battery_voltage": u.battery_voltage,
+        "min_line_voltage": u.min_line_voltage,
+        "max_line_voltage": u.max_line_voltage,
+        "line_frequency_hz": u.line_frequency_hz,
+        "internal_temp_c": u.internal_temp_c,
+        "nominal_power_watts": u.nominal_power_watts,
+        "model": u.model,
+        "serial_number": u.serial_number,
+        "firmware": u.firmware,
+        "battery_date": u.battery_date,
+        "last_transfer": u.last_transfer,
+        "self_test": u.self_test,
+        "time_on_battery_seconds": u.time_on_battery_s,
+        "transfers": u.transfers,
+        "driver": u.driver,
+        "read_at_unix_ms": u.read_at_unix_ms,
+    })
+}
+
+pub fn event_json(e: &pb::Event) -> Value {
+    json!({
+        "seq": e.seq, "at_unix_ms": e.at_unix_ms, "name": e.name,
+        "ups": e.ups_name, "message": e.message, "node": e.node_name,
+    })
+}
+
+pub fn status_json(s: &pb::StatusReply) -> Value {
+    let p = s.pending.clone().unwrap_or_default();
+    let pol = s.policy.unwrap_or_default();
+    json!({
+        "node": s.node_name,
+        "generated_at_unix_ms": s.generated_at_unix_ms,
+        "ups": s.ups.iter().map(ups_json).collect::<Vec<_>>(),
+        "nodes": s.nodes.iter().map(|n| json!({
+            "name": n.name, "role": n.role, "address": n.address,
+            "ups": n.ups_names, "version": n.version, "last_seen_unix_ms": n.last_seen_unix_ms,
+        })).collect::<Vec<_>>(),
+        "pending": {
+            "kind": action_kind(p.kind),
+            "reason": p.reason,
+            "detail": p.detail,
+            "since_unix_ms": p.since_unix_ms,
+            "executor_mode": p.executor_mode,
+            "commands": p.commands,
+            "shutdown_handled": p.shutdown_handled,
+        },
+        "policy": {
+            "battery_level_percent": pol.battery_level_percent,
+            "minutes": pol.minutes,
+            "timeout_seconds": pol.timeout_seconds,
+            "on_battery_delay_seconds": pol.on_battery_delay_seconds,
+            "dead_time_seconds": pol.dead_time_seconds,
+        },
+    })
+}
