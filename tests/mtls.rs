@@ -1,1 +1,148 @@
+//! Mutual TLS refusals between real processes: no client certificate, another CA's
+//! certificate, an expired certificate, a server the client does not trust, and a role
+//! that may not call a service. Each refusal is explained on both sides.
 
+use std::time::Duration;
+
+use upsilon_node::pki::{self, IssueRequest, Role};
+use upsilon_tests::*;
+
+fn started() -> (TestPki, NodeProc) {
+    let pki = TestPki::new();
+    let node = NodeProc::start(&pki, "[[ups]]\nname = \"ups1\"\ndriver = \"sim\"\n");
+    (pki, node)
+}
+
+fn refused(o: &std::process::Output) -> String {
+    assert!(
+        !o.status.success(),
+        "expected a refusal, got: {}",
+        stdout(o)
+    );
+    let e = stderr(o);
+    assert!(!e.contains("panicked"), "{e}");
+    e
+}
+
+#[test]
+fn client_without_certificate_is_refused() {
+    let (pki, node) = started();
+    let e = refused(&upsilon(&pki, node.addr, None, &["status"]));
+    assert!(
+        e.contains("requires a client certificate"),
+        "client said: {e}"
+    );
+    assert!(
+        node.wait_log(
+            "the client presented no certificate",
+            Duration::from_secs(5)
+        ),
+        "server log:\n{}",
+        node.log_text()
+    );
+    // A valid client still works afterwards.
+    assert_eq!(status_json(&pki, node.addr)["node"], "node1");
+}
+
+#[test]
+fn client_with_another_cas_certificate_is_refused() {
+    let (pki, node) = started();
+    let other = TestPki::new();
+    // Present the other cluster's operator certificate, trusting our CA for the server.
+    let (ca, _, _) = pki.files("node1");
+    let (_, cert, key) = other.files("operator");
+    let o = std::process::Command::new(bin("upsilon"))
+        .arg("status")
+        .env("UPSILON_ENDPOINT", node.addr.to_string())
+        .env("UPSILON_CA", ca)
+        .env("UPSILON_CERT", cert)
+        .env("UPSILON_KEY", key)
+        .output()
+        .unwrap();
+    let e = refused(&o);
+    assert!(
+        e.contains("not signed by that cluster's CA"),
+        "client said: {e}"
+    );
+    assert!(
+        node.wait_log(
+            "the client's certificate is not signed by this cluster's CA",
+            Duration::from_secs(5)
+        ),
+        "server log:\n{}",
+        node.log_text()
+    );
+    assert_eq!(status_json(&pki, node.addr)["node"], "node1");
+}
+
+#[test]
+fn expired_client_certificate_is_refused() {
+    let (pki, node) = started();
+    let now = time::OffsetDateTime::now_utc();
+    pki.issue(&IssueRequest {
+        name: "old-operator".into(),
+        role: Role::Client,
+        sans: vec![],
+        not_before: now - time::Duration::days(30),
+        not_after: now - time::Duration::days(1),
+    });
+    let e = refused(&upsilon(&pki, node.addr, Some("old-operator"), &["status"]));
+    assert!(e.contains("expired"), "client said: {e}");
+    assert!(
+        node.wait_log(
+            "the client's certificate has expired",
+            Duration::from_secs(5)
+        ),
+        "server log:\n{}",
+        node.log_text()
+    );
+}
+
+#[test]
+fn client_refuses_a_server_from_another_ca() {
+    let (_pki, node) = started();
+    let other = TestPki::new();
+    let e = refused(&upsilon(&other, node.addr, Some("operator"), &["status"]));
+    assert!(e.contains("not signed by our CA"), "client said: {e}");
+}
+
+#[test]
+fn bridge_role_may_read_but_not_drive_the_simulator() {
+    let (pki, node) = started();
+    pki.issue(&IssueRequest::new("bridge1", Role::Bridge, vec![], 1));
+    let o = upsilon(&pki, node.addr, Some("bridge1"), &["status", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = refused(&upsilon(
+        &pki,
+        node.addr,
+        Some("bridge1"),
+        &["sim", "set", "--on-battery"],
+    ));
+    assert!(
+        e.contains("has role bridge; this call needs role client or node"),
+        "{e}"
+    );
+}
+
+#[test]
+fn node_refuses_to_start_with_a_client_certificate() {
+    let pki = TestPki::new();
+    let cfg = pki.path().join("n.toml");
+    std::fs::write(
+        &cfg,
+        "[node]\nname = \"node1\"\nlisten = \"127.0.0.1:0\"\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/operator.pem\"\nkey = \"certs/operator.key\"\n",
+    )
+    .unwrap();
+    let o = std::process::Command::new(bin("upsilond"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("a node needs a certificate issued with --role node"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = pki::Role::Node;
+}

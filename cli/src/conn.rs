@@ -25,7 +25,12 @@ pub struct ConnArgs {
     #[arg(long, global = true, env = "UPSILON_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// Client config file [default: ~/.config/upsilon/client.toml if it exists]
-    #[arg(long, global = true, env = "UPSILON_CLIENT_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "UPSILON_CLIENT_CONFIG",
+        value_name = "FILE"
+    )]
     pub client_config: Option<PathBuf>,
 }
 
@@ -46,7 +51,8 @@ fn default_client_file() -> Option<PathBuf> {
 }
 
 fn load_file(path: &Path) -> anyhow::Result<ClientFile> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read client config {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read client config {}", path.display()))?;
     let mut f: ClientFile = upsilon_node::config::parse_toml(path, &text)?;
     let base = path.parent().unwrap_or(Path::new("."));
     for p in [&mut f.ca, &mut f.cert, &mut f.key].into_iter().flatten() {
@@ -70,7 +76,9 @@ impl ConnArgs {
             .or(file.endpoint)
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
         let Some(ca) = self.ca.clone().or(file.ca) else {
-            bail!("no CA certificate given: pass --ca FILE, set UPSILON_CA, or put `ca = ...` in ~/.config/upsilon/client.toml");
+            bail!(
+                "no CA certificate given: pass --ca FILE, set UPSILON_CA, or put `ca = ...` in ~/.config/upsilon/client.toml"
+            );
         };
         let cert = self.cert.clone().or(file.cert);
         let key = self.key.clone().or(file.key);
@@ -80,6 +88,10 @@ impl ConnArgs {
             (Some(_), None) => bail!("--cert given without --key (UPSILON_KEY)"),
             (None, Some(_)) => bail!("--key given without --cert (UPSILON_CERT)"),
         };
-        Ok(ClientOptions { endpoint, ca, identity })
+        Ok(ClientOptions {
+            endpoint,
+            ca,
+            identity,
+        })
     }
 }

@@ -61,14 +61,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let scenario_path = dir.join("scenario.toml");
     match &args.scenario {
         Some(p) => {
-            std::fs::copy(p, &scenario_path).with_context(|| format!("cannot read scenario {}", p.display()))?;
+            std::fs::copy(p, &scenario_path)
+                .with_context(|| format!("cannot read scenario {}", p.display()))?;
         }
         None => std::fs::write(&scenario_path, DEFAULT_SCENARIO)?,
     }
     let scenario = upsilon_node::driver::sim::Scenario::load(&scenario_path).map_err(|e| {
         // Name the file the user gave, not our copy.
-        let shown = args.scenario.clone().unwrap_or_else(|| "built-in scenario".into());
-        anyhow::anyhow!("{}", e.to_string().replace(&scenario_path.display().to_string(), &shown.display().to_string()))
+        let shown = args
+            .scenario
+            .clone()
+            .unwrap_or_else(|| "built-in scenario".into());
+        anyhow::anyhow!(
+            "{}",
+            e.to_string().replace(
+                &scenario_path.display().to_string(),
+                &shown.display().to_string()
+            )
+        )
     })?;
 
     println!("Upsilon demo: one node on a simulated UPS, through a power failure.");
@@ -78,9 +88,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // 1. Certificates.
     let certs = dir.join("certs");
     pki::init_ca(&certs, "demo")?;
-    pki::issue(&certs, &IssueRequest::new("demo-node", Role::Node, vec!["127.0.0.1".into()], 1))?;
-    pki::issue(&certs, &IssueRequest::new("demo-operator", Role::Client, vec![], 1))?;
-    println!("  [1] created a cluster CA, a node certificate (demo-node) and an operator certificate (demo-operator)");
+    pki::issue(
+        &certs,
+        &IssueRequest::new("demo-node", Role::Node, vec!["127.0.0.1".into()], 1),
+    )?;
+    pki::issue(
+        &certs,
+        &IssueRequest::new("demo-operator", Role::Client, vec![], 1),
+    )?;
+    println!(
+        "  [1] created a cluster CA, a node certificate (demo-node) and an operator certificate (demo-operator)"
+    );
 
     // 2. Config: hooks in an apcupsd-style script dir, events file, record mode.
     let hooks = dir.join("hooks");
@@ -137,7 +155,10 @@ record_file = "executor-record.jsonl"
     let opts = ClientOptions {
         endpoint: node.local_addr.to_string(),
         ca: certs.join("ca.pem"),
-        identity: Some((certs.join("demo-operator.pem"), certs.join("demo-operator.key"))),
+        identity: Some((
+            certs.join("demo-operator.pem"),
+            certs.join("demo-operator.key"),
+        )),
     };
     let ch = client::connect(&opts).await?;
     let mut api = PowerServiceClient::new(ch);
@@ -164,8 +185,18 @@ record_file = "executor-record.jsonl"
         let upd = item.map_err(|s| anyhow::anyhow!(client::explain_status(&s, &opts.endpoint)))?;
         match upd.update {
             Some(pb::watch_update::Update::Event(e)) => {
-                let ups = if e.ups_name.is_empty() { String::new() } else { format!("[{}] ", e.ups_name) };
-                println!("  {}  event   {:<12} {}{}", clock.stamp(), e.name, ups, e.message);
+                let ups = if e.ups_name.is_empty() {
+                    String::new()
+                } else {
+                    format!("[{}] ", e.ups_name)
+                };
+                println!(
+                    "  {}  event   {:<12} {}{}",
+                    clock.stamp(),
+                    e.name,
+                    ups,
+                    e.message
+                );
             }
             Some(pb::watch_update::Update::Status(s)) => {
                 let p = s.pending.clone().unwrap_or_default();
@@ -178,7 +209,8 @@ record_file = "executor-record.jsonl"
                             clock.stamp(),
                             format!("{} {}", u.ups_name, u.status_text),
                             u.charge_percent.map_or("-".into(), |c| format!("{c:.0} %")),
-                            u.runtime_seconds.map_or("-".into(), |r| format!("{:.1} min", r / 60.0)),
+                            u.runtime_seconds
+                                .map_or("-".into(), |r| format!("{:.1} min", r / 60.0)),
                             u.line_voltage.map_or("-".into(), |v| format!("{v:.0} V")),
                             kind
                         );
@@ -192,7 +224,8 @@ record_file = "executor-record.jsonl"
                 if kind == "shutting-down" && p.shutdown_handled && shutdown_reason.is_none() {
                     shutdown_reason = Some((p.reason.clone(), p.detail.clone()));
                     // Let the last events and hooks land, then stop.
-                    extra_after_shutdown = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
+                    extra_after_shutdown =
+                        Some(tokio::time::Instant::now() + Duration::from_millis(1500));
                 }
             }
             None => {}
@@ -213,7 +246,10 @@ record_file = "executor-record.jsonl"
     println!("\nSummary");
     match &shutdown_reason {
         Some((reason, detail)) => println!("  outcome  : `{reason}` fired; {detail}"),
-        None => println!("  outcome  : no shutdown was needed within {} s", limit.as_secs()),
+        None => println!(
+            "  outcome  : no shutdown was needed within {} s",
+            limit.as_secs()
+        ),
     }
     if let Some(p) = &final_status.pending {
         for c in &p.commands {
@@ -227,7 +263,10 @@ record_file = "executor-record.jsonl"
     }
     let events_file = dir.join("events");
     println!("  events file ({}), apcupsd format:", events_file.display());
-    for l in std::fs::read_to_string(&events_file).unwrap_or_default().lines() {
+    for l in std::fs::read_to_string(&events_file)
+        .unwrap_or_default()
+        .lines()
+    {
         println!("    {l}");
     }
     println!("\n`upsilon status` at the end:\n");
@@ -239,8 +278,13 @@ record_file = "executor-record.jsonl"
         println!("\nwork dir kept: {}", kept.display());
     }
     if shutdown_reason.is_none() && args.duration.is_none() {
-        bail!("the demo did not reach a shutdown decision within {} s", limit.as_secs());
+        bail!(
+            "the demo did not reach a shutdown decision within {} s",
+            limit.as_secs()
+        );
     }
-    println!("\nDemo finished: the power failure was handled to the recorded shutdown; nothing was executed.");
+    println!(
+        "\nDemo finished: the power failure was handled to the recorded shutdown; nothing was executed."
+    );
     Ok(ExitCode::SUCCESS)
 }

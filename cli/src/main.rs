@@ -20,7 +20,11 @@ use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 use upsilon_proto::v1::power_service_client::PowerServiceClient;
 
 #[derive(Parser, Debug)]
-#[command(name = "upsilon", version, about = "Upsilon: cluster-aware UPS power management")]
+#[command(
+    name = "upsilon",
+    version,
+    about = "Upsilon: cluster-aware UPS power management"
+)]
 struct Cli {
     #[command(flatten)]
     conn: conn::ConnArgs,
@@ -159,6 +163,7 @@ fn init_tracing(default: &str) {
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -168,7 +173,10 @@ fn main() -> ExitCode {
         Command::Demo(_) => "error",
         _ => "warn",
     });
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("upsilon: cannot start the runtime: {e}");
@@ -184,7 +192,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn power(opts: &ClientOptions) -> anyhow::Result<PowerServiceClient<tonic::transport::Channel>> {
+async fn power(
+    opts: &ClientOptions,
+) -> anyhow::Result<PowerServiceClient<tonic::transport::Channel>> {
     let ch = client::connect(opts).await?;
     Ok(PowerServiceClient::new(ch))
 }
@@ -204,7 +214,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_err(rpc_err(&opts))?
                 .into_inner();
             if json {
-                println!("{}", serde_json::to_string_pretty(&output::status_json(&reply))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output::status_json(&reply))?
+                );
             } else {
                 print!("{}", output::status_table(&reply));
             }
@@ -240,16 +253,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                         "{} {} charge {} runtime {}",
                                         u.ups_name,
                                         u.status_text,
-                                        u.charge_percent.map_or("-".into(), |c| format!("{c:.0} %")),
-                                        u.runtime_seconds.map_or("-".into(), |r| format!("{:.1} min", r / 60.0))
+                                        u.charge_percent
+                                            .map_or("-".into(), |c| format!("{c:.0} %")),
+                                        u.runtime_seconds
+                                            .map_or("-".into(), |r| format!("{:.1} min", r / 60.0))
                                     )
                                 })
                                 .collect::<Vec<_>>()
                                 .join("; ");
-                            let pending = s.pending.map(|p| output::action_kind(p.kind)).unwrap_or("?");
+                            let pending = s
+                                .pending
+                                .map(|p| output::action_kind(p.kind))
+                                .unwrap_or("?");
                             let line = format!("status: {line}; action: {pending}");
                             // Only print when something other than the drain changed.
-                            let key: String = line.chars().filter(|c| !c.is_ascii_digit()).collect();
+                            let key: String =
+                                line.chars().filter(|c| !c.is_ascii_digit()).collect();
                             if key != last_line {
                                 println!("{line}");
                                 last_line = key;
@@ -277,7 +296,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Sim { cmd: SimCommand::Set(a) } => {
+        Command::Sim {
+            cmd: SimCommand::Set(a),
+        } => {
             let opts = cli.conn.resolve()?;
             let ch = client::connect(&opts).await?;
             let req = pb::SimSetRequest {
@@ -328,7 +349,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 let (c, k) = pki::issue(&dir, &IssueRequest::new(&name, role, sans, days))
                     .with_context(|| format!("cannot issue a certificate for {name}"))?;
-                println!("issued {} certificate {} and key {}", role, c.display(), k.display());
+                println!(
+                    "issued {} certificate {} and key {}",
+                    role,
+                    c.display(),
+                    k.display()
+                );
             }
         },
         Command::Demo(args) => return demo::run(args).await,

@@ -28,7 +28,12 @@ pub fn action_kind(k: i32) -> &'static str {
 fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for r in rows {
@@ -54,9 +59,11 @@ pub fn status_table(s: &pb::StatusReply) -> String {
         local_time(s.generated_at_unix_ms)
     );
     let mut rows = vec![
-        ["UPS", "STATUS", "CHARGE", "RUNTIME", "LOAD", "LINEV", "ON BATT", "DRIVER"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "UPS", "STATUS", "CHARGE", "RUNTIME", "LOAD", "LINEV", "ON BATT", "DRIVER",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for u in &s.ups {
         rows.push(vec![
@@ -66,7 +73,11 @@ pub fn status_table(s: &pb::StatusReply) -> String {
             opt(u.runtime_seconds.map(|s| s / 60.0), " min", 1),
             opt(u.load_percent, " %", 1),
             opt(u.line_voltage, " V", 1),
-            if u.time_on_battery_s > 0 { format!("{} s", u.time_on_battery_s) } else { "-".into() },
+            if u.time_on_battery_s > 0 {
+                format!("{} s", u.time_on_battery_s)
+            } else {
+                "-".into()
+            },
             u.driver.clone(),
         ]);
     }
@@ -76,13 +87,21 @@ pub fn status_table(s: &pb::StatusReply) -> String {
         out.push_str(&table(&rows));
     }
     out.push('\n');
-    let mut rows = vec![["NODE", "ROLE", "ADDRESS", "UPS", "VERSION"].map(String::from).to_vec()];
+    let mut rows = vec![
+        ["NODE", "ROLE", "ADDRESS", "UPS", "VERSION"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for n in &s.nodes {
         rows.push(vec![
             n.name.clone(),
             n.role.clone(),
             n.address.clone(),
-            if n.ups_names.is_empty() { "-".into() } else { n.ups_names.join(",") },
+            if n.ups_names.is_empty() {
+                "-".into()
+            } else {
+                n.ups_names.join(",")
+            },
             n.version.clone(),
         ]);
     }
@@ -116,8 +135,18 @@ pub fn status_table(s: &pb::StatusReply) -> String {
 }
 
 pub fn event_line(e: &pb::Event) -> String {
-    let ups = if e.ups_name.is_empty() { String::new() } else { format!(" [{}]", e.ups_name) };
-    format!("{}  {:<13}{} {}", local_time(e.at_unix_ms), e.name, ups, e.message)
+    let ups = if e.ups_name.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", e.ups_name)
+    };
+    format!(
+        "{}  {:<13}{} {}",
+        local_time(e.at_unix_ms),
+        e.name,
+        ups,
+        e.message
+    )
 }
 
 pub fn ups_json(u: &pb::UpsReading) -> Value {

@@ -30,9 +30,12 @@ struct Args {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("UPSILON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr (journald and service managers capture it), colours only on a TTY.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

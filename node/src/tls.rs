@@ -216,6 +216,14 @@ pub fn explain_client_error(err: &(dyn std::error::Error + 'static), endpoint: &
         if let Some(r) = e.downcast_ref::<rustls::Error>() {
             return explain_rustls_client(r, endpoint);
         }
+        // io::Error::source() skips the error it wraps, so look inside it.
+        if let Some(r) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return explain_rustls_client(r, endpoint);
+        }
         chain.push(e.to_string());
         cur = e.source();
     }
@@ -295,12 +303,94 @@ pub async fn connect(endpoint: &str, client: ClientConfig) -> Result<Channel, Co
                 let tcp = TcpStream::connect(&target).await?;
                 tcp.set_nodelay(true)?;
                 let tls = connector.connect(server_name, tcp).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+                let stream = await_server_verdict(tls).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
             }
         }))
         .await
         .map_err(|e| ConnectError(explain_client_error(&e, &ep_name)))?;
     Ok(channel)
+}
+
+/// With TLS 1.3 the server judges our certificate only after our side of the handshake
+/// is done, so a refusal arrives as an alert on the first read; if HTTP/2 writes first
+/// it sees a broken pipe instead. The server speaks first (its HTTP/2 SETTINGS), so we
+/// read once here: either the refusal surfaces as a clear TLS alert, or the bytes read
+/// are replayed to HTTP/2 through [`Prefixed`].
+async fn await_server_verdict(
+    mut tls: tokio_rustls::client::TlsStream<TcpStream>,
+) -> std::io::Result<Prefixed<tokio_rustls::client::TlsStream<TcpStream>>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let n = match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the server sent nothing for 10 s after the TLS handshake",
+            ));
+        }
+    };
+    if n == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "the server closed the connection right after the TLS handshake",
+        ));
+    }
+    buf.truncate(n);
+    Ok(Prefixed {
+        prefix: buf,
+        pos: 0,
+        inner: tls,
+    })
+}
+
+/// A stream that first yields `prefix`, then reads from `inner`; writes go to `inner`.
+pub struct Prefixed<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn bracket(host: &str, port: u16) -> String {

@@ -1,1 +1,222 @@
+//! Helpers for the workspace integration tests: find the built binaries, make
+//! certificates, write configs, and run `upsilond` / `upsilon` as real processes on
+//! loopback. Every process is killed when its handle drops.
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use upsilon_node::pki::{self, IssueRequest, Role};
+
+/// `target/debug` (or whichever profile the tests were built with).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// A workspace binary; the README's test command builds them before the tests.
+pub fn bin(name: &str) -> PathBuf {
+    let p = target_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the integration tests (tests/run-all.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A directory with a cluster CA, a node certificate and a client certificate.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        pki::init_ca(&certs, "test").unwrap();
+        pki::issue(
+            &certs,
+            &IssueRequest::new("node1", Role::Node, vec!["127.0.0.1".into()], 30),
+        )
+        .unwrap();
+        pki::issue(
+            &certs,
+            &IssueRequest::new("operator", Role::Client, vec![], 30),
+        )
+        .unwrap();
+        TestPki { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// `(ca, cert, key)` for a holder in this PKI.
+    pub fn files(&self, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let c = self.certs();
+        (
+            c.join("ca.pem"),
+            c.join(format!("{name}.pem")),
+            c.join(format!("{name}.key")),
+        )
+    }
+
+    /// Issues one more certificate in this PKI.
+    pub fn issue(&self, req: &IssueRequest) {
+        pki::issue(&self.certs(), req).unwrap();
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running `upsilond`, killed on drop. Its stderr (the log) goes to a file.
+pub struct NodeProc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+impl NodeProc {
+    /// Writes `node.toml` into `pki`'s directory with `extra` appended and starts it.
+    pub fn start(pki: &TestPki, extra: &str) -> Self {
+        let port = free_port();
+        let config = pki.path().join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nname = \"node1\"\nlisten = \"127.0.0.1:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node1.pem\"\nkey = \"certs/node1.key\"\n\n{extra}\n"
+            ),
+        )
+        .unwrap();
+        let log = pki.path().join("upsilond.log");
+        let child = Command::new(bin("upsilond"))
+            .arg("--config")
+            .arg(&config)
+            .env("UPSILON_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut node = NodeProc {
+            child,
+            addr,
+            log,
+            config,
+        };
+        node.wait_listening();
+        node
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!("upsilond exited early ({st}); log:\n{}", self.log_text());
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "upsilond did not listen on {} in 20 s; log:\n{}",
+            self.addr,
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `upsilon` against `addr` with the named client's certificate from `pki`
+/// (`None`: no client certificate) and returns its output.
+pub fn upsilon(pki: &TestPki, addr: SocketAddr, client: Option<&str>, args: &[&str]) -> Output {
+    let (ca, _, _) = pki.files("node1");
+    let mut cmd = Command::new(bin("upsilon"));
+    cmd.args(args)
+        .env("UPSILON_ENDPOINT", addr.to_string())
+        .env("UPSILON_CA", ca)
+        .env_remove("UPSILON_CERT")
+        .env_remove("UPSILON_KEY")
+        .env_remove("UPSILON_CLIENT_CONFIG")
+        .env("HOME", pki.path());
+    if let Some(name) = client {
+        let (_, cert, key) = pki.files(name);
+        cmd.env("UPSILON_CERT", cert).env("UPSILON_KEY", key);
+    }
+    cmd.output().unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `upsilon status --json` as a JSON value; panics with the CLI's stderr on failure.
+pub fn status_json(pki: &TestPki, addr: SocketAddr) -> serde_json::Value {
+    let o = upsilon(pki, addr, Some("operator"), &["status", "--json"]);
+    assert!(o.status.success(), "upsilon status failed: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("status --json is JSON")
+}
+
+/// Polls `f` until it returns Some or the timeout passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
