@@ -1,1 +1,13 @@
+//! upsilon-legacy-bridge: the wire formats of the machines Upsilon must keep talking
+//! to, as pure parsers and formatters, plus the `upsilon-bridge` daemon.
+//!
+//! - [`nis`]: apcupsd's Network Information Server framing (2-byte big-endian length,
+//!   0-length end marker) and its commands and fixed replies (PROTOCOLS.md §1).
+//! - [`apcaccess`]: the `apcaccess status` text: rendering it byte for byte like
+//!   apcupsd 3.14, and parsing it the way apcupsd's `net` driver does (§2, §3.2).
+//!
+//! Framing is separate from meaning: `nis` knows nothing of status keys, `apcaccess`
+//! nothing of sockets.
 
+pub mod apcaccess;
+pub mod nis;
