@@ -150,7 +150,7 @@ pub fn event_line(e: &pb::Event) -> String {
 }
 
 pub fn ups_json(u: &pb::UpsReading) -> Value {
-    let f = u.flags.clone().unwrap_or_default();
+    let f = u.flags.unwrap_or_default();
     json!({
         "name": u.ups_name,
         "status": u.status_text,

@@ -130,10 +130,10 @@ pub fn render(s: &StatusInput) -> Vec<String> {
         push("LASTXFER", v.clone());
     }
     push("NUMXFERS", s.numxfers.to_string());
-    if s.numxfers > 0 {
-        if let Some(d) = &s.xonbatt {
-            push("XONBATT", date(d));
-        }
+    if s.numxfers > 0
+        && let Some(d) = &s.xonbatt
+    {
+        push("XONBATT", date(d));
     }
     push("TONBATT", format!("{} Seconds", s.tonbatt));
     push("CUMONBATT", format!("{} Seconds", s.cumonbatt));

@@ -232,12 +232,11 @@ pub fn line_of_key(text: &str, dotted: &str) -> usize {
             if cur == table {
                 table_line = i + 1;
             }
-        } else if cur == table {
-            if let Some((k, _)) = t.split_once('=') {
-                if k.trim() == key {
-                    return i + 1;
-                }
-            }
+        } else if cur == table
+            && let Some((k, _)) = t.split_once('=')
+            && k.trim() == key
+        {
+            return i + 1;
         }
     }
     table_line
@@ -452,6 +451,14 @@ battery_level = 20
             e.contains(":13: ups.driver: unknown variant `smoke`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/node.toml");
+        let c = NodeConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.executor.mode, ExecutorMode::Record);
+        assert_eq!(c.policy, Policy::default());
     }
 
     #[test]

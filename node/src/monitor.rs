@@ -13,8 +13,10 @@ use crate::events::EventKind;
 use crate::policy::{self, Policy, RuleInputs, ShutdownRule};
 use crate::reading::{UpsReading, statflag};
 
-/// What one poll of the driver produced.
+/// What one poll of the driver produced. Built once per poll and consumed at once, so
+/// the size difference between the variants costs nothing worth a box.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Observation {
     Reading(UpsReading),
     /// The driver could not talk to the UPS; the text says why.
@@ -244,13 +246,12 @@ impl UpsMonitor {
                     out.push(MonitorEvent::standard(EventKind::PowerOut));
                 }
             }
-            (Phase::SelfTest(since), true) => {
-                if now.saturating_duration_since(since) >= policy::SELF_TEST_WINDOW
-                    || r.flags.low_battery
-                {
-                    // The self test ran too long or drained the battery: a real outage.
-                    self.phase = Phase::OnBattery(since);
-                }
+            (Phase::SelfTest(since), true)
+                if (now.saturating_duration_since(since) >= policy::SELF_TEST_WINDOW
+                    || r.flags.low_battery) =>
+            {
+                // The self test ran too long or drained the battery: a real outage.
+                self.phase = Phase::OnBattery(since);
             }
             (Phase::OnBattery(_) | Phase::SelfTest(_), false) => {
                 let was_self_test = matches!(self.phase, Phase::SelfTest(_));
@@ -279,17 +280,16 @@ impl UpsMonitor {
         // ONBATTERYDELAY confirms the outage. Like apcupsd, the pass that confirms it
         // does nothing else, so the threshold timers start on the next pass.
         let mut confirmed_now = false;
-        if let Phase::OnBattery(since) = self.phase {
-            if !self.onbattery_announced
-                && now.saturating_duration_since(since)
-                    >= Duration::from_secs(self.policy.on_battery_delay.into())
-            {
-                self.onbattery_announced = true;
-                self.onbattery_at = Some(now);
-                self.last_annoy = Some(now);
-                confirmed_now = true;
-                out.push(MonitorEvent::standard(EventKind::OnBattery));
-            }
+        if let Phase::OnBattery(since) = self.phase
+            && !self.onbattery_announced
+            && now.saturating_duration_since(since)
+                >= Duration::from_secs(self.policy.on_battery_delay.into())
+        {
+            self.onbattery_announced = true;
+            self.onbattery_at = Some(now);
+            self.last_annoy = Some(now);
+            confirmed_now = true;
+            out.push(MonitorEvent::standard(EventKind::OnBattery));
         }
 
         // Threshold timers: start when first crossed, clear when no longer true.

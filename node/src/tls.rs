@@ -108,7 +108,8 @@ pub fn explain_server_refusal(err: &std::io::Error) -> String {
     let inner = err
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>());
-    let why = match inner {
+
+    match inner {
         Some(rustls::Error::NoCertificatesPresented) => {
             "the client presented no certificate (clients need one from this cluster's CA)"
                 .to_string()
@@ -127,8 +128,7 @@ pub fn explain_server_refusal(err: &std::io::Error) -> String {
             other => format!("the client's certificate is invalid: {other:?}"),
         },
         _ => text,
-    };
-    why
+    }
 }
 
 /// The running accept loop: TLS-handshaken connections, ready for tonic.

@@ -62,12 +62,12 @@ impl AdminService for AdminApi {
             ("load", r.load_percent, 200.0),
             ("drain", r.drain_percent_per_second, 100.0),
         ] {
-            if let Some(v) = v {
-                if !(0.0..=max).contains(&v) {
-                    return Err(Status::invalid_argument(format!(
-                        "{what} {v} is out of range 0-{max}"
-                    )));
-                }
+            if let Some(v) = v
+                && !(0.0..=max).contains(&v)
+            {
+                return Err(Status::invalid_argument(format!(
+                    "{what} {v} is out of range 0-{max}"
+                )));
             }
         }
         let change = SimChange {

@@ -160,7 +160,7 @@ impl Scenario {
                 format!("{} is out of range (0-200 %)", s.ups.load),
             ));
         }
-        if !(s.ups.full_load_runtime_s > 0.0) {
+        if s.ups.full_load_runtime_s.is_nan() || s.ups.full_load_runtime_s <= 0.0 {
             return Err(bad(
                 "ups.full_load_runtime_s",
                 None,
@@ -181,32 +181,32 @@ impl Scenario {
                 ));
             }
             last = st.at_s;
-            if let Some(c) = st.charge {
-                if !pct(c) {
-                    return Err(bad(
-                        "step.charge",
-                        Some(i),
-                        format!("{c} is not a percentage (0-100)"),
-                    ));
-                }
+            if let Some(c) = st.charge
+                && !pct(c)
+            {
+                return Err(bad(
+                    "step.charge",
+                    Some(i),
+                    format!("{c} is not a percentage (0-100)"),
+                ));
             }
-            if let Some(l) = st.load {
-                if !(0.0..=200.0).contains(&l) {
-                    return Err(bad(
-                        "step.load",
-                        Some(i),
-                        format!("{l} is out of range (0-200 %)"),
-                    ));
-                }
+            if let Some(l) = st.load
+                && !(0.0..=200.0).contains(&l)
+            {
+                return Err(bad(
+                    "step.load",
+                    Some(i),
+                    format!("{l} is out of range (0-200 %)"),
+                ));
             }
-            if let Some(d) = st.drain_percent_per_second {
-                if !(0.0..=100.0).contains(&d) {
-                    return Err(bad(
-                        "step.drain_percent_per_second",
-                        Some(i),
-                        format!("{d} is out of range (0-100)"),
-                    ));
-                }
+            if let Some(d) = st.drain_percent_per_second
+                && !(0.0..=100.0).contains(&d)
+            {
+                return Err(bad(
+                    "step.drain_percent_per_second",
+                    Some(i),
+                    format!("{d} is out of range (0-100)"),
+                ));
             }
         }
         Ok(s)
@@ -227,12 +227,11 @@ fn step_line(text: &str, idx: usize, key: &str) -> usize {
             }
         } else if t.starts_with('[') {
             n = n.map(|v| v + 1000);
-        } else if n == Some(idx) {
-            if let Some((k, _)) = t.split_once('=') {
-                if k.trim() == field {
-                    return i + 1;
-                }
-            }
+        } else if n == Some(idx)
+            && let Some((k, _)) = t.split_once('=')
+            && k.trim() == field
+        {
+            return i + 1;
         }
     }
     header
@@ -316,11 +315,11 @@ impl SimState {
         } else {
             self.charge = (self.charge + self.spec.recharge_percent_per_second * dt).min(100.0);
         }
-        if let Some(until) = self.self_test_until {
-            if now >= until {
-                self.self_test_until = None;
-                self.self_test_result = if self.charge > 20.0 { "OK" } else { "BT" }.into();
-            }
+        if let Some(until) = self.self_test_until
+            && now >= until
+        {
+            self.self_test_until = None;
+            self.self_test_result = if self.charge > 20.0 { "OK" } else { "BT" }.into();
         }
     }
 

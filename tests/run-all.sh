@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the whole test suite from a fresh clone: installs the Debian packages the tests
+# need (apcupsd, for its unmodified apcaccess), checks formatting and lints, builds the
+# binaries the integration tests start, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=()
+command -v apcaccess >/dev/null 2>&1 || packages+=(apcupsd)
+if [ ${#packages[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "run as root (or install: ${packages[*]})" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  echo "==> installing ${packages[*]}"
+  $sudo apt-get update -qq
+  # apcupsd's Debian package ships with ISCONFIGURED=no, so its daemon does not start.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo build (binaries the integration tests run)"
+cargo build --workspace --bins --locked
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --locked
