@@ -1,0 +1,10 @@
+//! Node config files: any text is accepted or refused with a located error.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use upsilon_node::config::{NodeConfig, parse_toml};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = parse_toml::<NodeConfig>(std::path::Path::new("fuzz.toml"), text);
+    }
+});
