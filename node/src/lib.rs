@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod driver;
 pub mod events;
