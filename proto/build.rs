@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/upsilon/v1/power.proto",
         "proto/upsilon/v1/admin.proto",
+        "proto/upsilon/v1/raft.proto",
     ];
     tonic_prost_build::configure().compile_with_config(config, &files, &["proto"])?;
     for f in files {

@@ -28,6 +28,9 @@ pub struct NodeConfig {
     pub hooks: HooksSection,
     #[serde(default)]
     pub executor: ExecutorSection,
+    /// Cluster membership; without it the node runs standalone.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::handle::ClusterSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -327,6 +330,47 @@ impl NodeConfig {
                 "must name a program, e.g. [\"shutdown\", \"-h\", \"now\"]".into(),
             ));
         }
+        if let Some(c) = &self.cluster {
+            if c.id == 0 {
+                return Err(err(
+                    "cluster.id",
+                    "must be above 0 (and unique in the cluster)".into(),
+                ));
+            }
+            if c.heartbeat_ms < 100 {
+                return Err(err(
+                    "cluster.heartbeat_ms",
+                    format!("{} ms is too short: use at least 100", c.heartbeat_ms),
+                ));
+            }
+            if c.stale_after_ms <= c.heartbeat_ms {
+                return Err(err(
+                    "cluster.stale_after_ms",
+                    format!(
+                        "{} ms must be longer than heartbeat_ms ({})",
+                        c.stale_after_ms, c.heartbeat_ms
+                    ),
+                ));
+            }
+            if !(100..=60_000).contains(&c.election_timeout_ms) {
+                return Err(err(
+                    "cluster.election_timeout_ms",
+                    format!(
+                        "{} ms is out of range: use 100-60000",
+                        c.election_timeout_ms
+                    ),
+                ));
+            }
+            if c.advertise.is_none() && self.node.listen.ip().is_unspecified() {
+                return Err(err(
+                    "cluster.advertise",
+                    format!(
+                        "[node] listen is {}: set advertise to the address other nodes reach this one on",
+                        self.node.listen
+                    ),
+                ));
+            }
+        }
         if self.events.keep == 0 {
             return Err(err("events.keep", "must be at least 1".into()));
         }
@@ -358,6 +402,9 @@ impl NodeConfig {
         }
         if let Some(f) = self.executor.record_file.as_mut() {
             fix(f);
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            fix(&mut c.data_dir);
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::shutdown::Shutdown;
 #[derive(Debug, Clone)]
 pub struct UpsView {
     pub name: String,
-    pub driver: &'static str,
+    pub driver: String,
     pub reading: Option<UpsReading>,
     pub statflag: u32,
     pub comm_lost: bool,
@@ -41,6 +41,8 @@ pub struct UpsView {
 #[derive(Debug)]
 pub struct NodeShared {
     pub name: String,
+    /// Set when the node is a cluster member (a `[cluster]` section is configured).
+    pub cluster: Option<Arc<crate::cluster::handle::Cluster>>,
     pub address: SocketAddr,
     pub policy: Policy,
     pub started_at: SystemTime,
@@ -132,6 +134,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Listen(std::io::Error),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Starts the node: drivers, monitors, executor and the mTLS gRPC API.
@@ -168,6 +172,29 @@ pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, S
             .await
             .map_err(StartError::Listen)?;
 
+    let cluster = match &cfg.cluster {
+        Some(c) => {
+            let client_tls = crate::tls::client_config(
+                &cfg.tls.ca,
+                Some((cfg.tls.cert.as_path(), cfg.tls.key.as_path())),
+            )?;
+            let advertise = c
+                .advertise
+                .clone()
+                .unwrap_or_else(|| local_addr.to_string());
+            let cl = crate::cluster::handle::Cluster::start(
+                c.clone(),
+                &cfg.node.name,
+                advertise,
+                client_tls,
+            )
+            .await
+            .map_err(|e| StartError::Cluster(e.to_string()))?;
+            Some(cl)
+        }
+        None => None,
+    };
+
     let executor = Arc::new(Executor::new(&cfg.executor, &cfg.hooks));
     let (event_tx, _) = broadcast::channel(1024);
     let (status_tx, _) = watch::channel(0u64);
@@ -177,7 +204,7 @@ pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, S
             u.name.clone(),
             UpsView {
                 name: u.name.clone(),
-                driver: d.kind(),
+                driver: d.kind().to_string(),
                 reading: None,
                 statflag: 0,
                 comm_lost: false,
@@ -191,6 +218,7 @@ pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, S
     }
     let shared = Arc::new(NodeShared {
         name: cfg.node.name.clone(),
+        cluster: cluster.clone(),
         address: local_addr,
         policy: cfg.policy.clone(),
         started_at: SystemTime::now(),
@@ -219,13 +247,37 @@ pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, S
     let mut tasks = Vec::new();
     let (exec_tx, exec_rx) = mpsc::unbounded_channel::<Event>();
     tasks.push(tokio::spawn(run_executor(executor, exec_rx)));
+    if let Some(cl) = &cluster {
+        use crate::cluster::duties;
+        tasks.push(tokio::spawn(duties::join_and_announce(
+            cl.clone(),
+            env!("CARGO_PKG_VERSION").to_string(),
+            shutdown.resubscribe(),
+        )));
+        tasks.push(tokio::spawn(duties::heartbeats(
+            cl.clone(),
+            shutdown.resubscribe(),
+        )));
+        tasks.push(tokio::spawn(duties::mark_stale_upses(
+            cl.clone(),
+            shutdown.resubscribe(),
+        )));
+    }
     for (u, d) in drivers {
+        let reporter = cluster.as_ref().map(|cl| {
+            let r = crate::cluster::duties::UpsReporter::new();
+            tasks.push(tokio::spawn(
+                r.clone().run(cl.clone(), shutdown.resubscribe()),
+            ));
+            (cl.clone(), r)
+        });
         tasks.push(tokio::spawn(run_ups(
             shared.clone(),
             u.name.clone(),
             Duration::from_millis(u.poll_interval_ms),
             d,
             exec_tx.clone(),
+            reporter,
             shutdown.resubscribe(),
         )));
     }
@@ -256,8 +308,13 @@ async fn run_ups(
     interval: Duration,
     mut driver: Box<dyn UpsDriver>,
     exec_tx: mpsc::UnboundedSender<Event>,
+    reporter: Option<(
+        Arc<crate::cluster::handle::Cluster>,
+        Arc<crate::cluster::duties::UpsReporter>,
+    )>,
     mut shutdown: Shutdown,
 ) {
+    let mut last_sent: Option<(ReportKey, Instant)> = None;
     let mut monitor = UpsMonitor::new(shared.policy.clone(), Instant::now());
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -291,10 +348,82 @@ async fn run_ups(
                 v.shutdown = monitor.shutdown().map(|d| (d.rule, d.at_wall));
             }
         }
+        let mut reported = Vec::new();
         for me in events {
             let ev = shared.log_event(me.kind, &name, &me.message);
+            reported.push(crate::cluster::state::ReportedEvent {
+                at_ms: crate::pb_impl::unix_ms(ev.at),
+                name: ev.kind.name().to_string(),
+                message: ev.message.clone(),
+            });
             let _ = exec_tx.send(ev);
         }
+        if let Some((cluster, reporter)) = &reporter {
+            let view = shared.ups.lock().expect("ups lock").get(&name).cloned();
+            if let Some(v) = view {
+                let key = ReportKey::of(&v);
+                let heartbeat = Duration::from_millis(cluster.cfg.heartbeat_ms);
+                let due = match &last_sent {
+                    None => true,
+                    Some((k, at)) => *k != key || at.elapsed() >= heartbeat,
+                };
+                if due || !reported.is_empty() {
+                    reporter.push(report_of(&v, cluster.id, reported));
+                    last_sent = Some((key, now));
+                }
+            }
+        }
         shared.bump_status();
+    }
+}
+
+/// What counts as a change worth reporting at once (the rest waits for the heartbeat).
+#[derive(Debug, Clone, PartialEq)]
+struct ReportKey {
+    statflag: u32,
+    comm_lost: bool,
+    charge_tenths: Option<i64>,
+    runtime_s: Option<i64>,
+    load_tenths: Option<i64>,
+}
+
+impl ReportKey {
+    fn of(v: &UpsView) -> Self {
+        let r = v.reading.as_ref();
+        ReportKey {
+            statflag: v.statflag,
+            comm_lost: v.comm_lost,
+            charge_tenths: r
+                .and_then(|r| r.charge_percent)
+                .map(|c| (c * 10.0).round() as i64),
+            runtime_s: r.and_then(|r| r.runtime_s).map(|s| s.round() as i64),
+            load_tenths: r
+                .and_then(|r| r.load_percent)
+                .map(|c| (c * 10.0).round() as i64),
+        }
+    }
+}
+
+fn report_of(
+    v: &UpsView,
+    owner: u64,
+    events: Vec<crate::cluster::state::ReportedEvent>,
+) -> crate::cluster::state::UpsReport {
+    crate::cluster::state::UpsReport {
+        ups: v.name.clone(),
+        owner,
+        driver: v.driver.clone(),
+        seq: 0,
+        at_ms: crate::pb_impl::unix_ms(SystemTime::now()),
+        reading: v.reading.clone(),
+        statflag: v.statflag,
+        comm_lost: v.comm_lost,
+        on_battery: v.on_battery,
+        time_on_battery_s: v.time_on_battery.as_secs() as u32,
+        transfers: v.transfers,
+        shutdown: v
+            .shutdown
+            .map(|(rule, at)| (rule, crate::pb_impl::unix_ms(at))),
+        events,
     }
 }

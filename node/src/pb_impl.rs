@@ -71,7 +71,7 @@ pub fn ups_view_to_pb(v: &UpsView) -> pb::UpsReading {
         statflag: v.statflag,
         time_on_battery_s: v.time_on_battery.as_secs() as u32,
         transfers: v.transfers,
-        driver: v.driver.to_string(),
+        driver: v.driver.clone(),
     }
 }
 
@@ -93,5 +93,42 @@ pub fn policy_to_pb(p: &Policy) -> pb::PolicySummary {
         timeout_seconds: p.timeout,
         on_battery_delay_seconds: p.on_battery_delay,
         dead_time_seconds: p.dead_time,
+    }
+}
+
+/// A replicated UPS record as the view the API and the status sentence use.
+pub fn ups_record_to_view(r: &crate::cluster::state::UpsRecord, now_ms: i64) -> UpsView {
+    let mut statflag = r.statflag;
+    if r.stale {
+        statflag |= statflag::COMMLOST;
+    }
+    let time_on_battery = if r.on_battery {
+        // The owner's figure plus the time since its report.
+        r.time_on_battery_s as u64 + ((now_ms - r.last_report_ms).max(0) as u64) / 1000
+    } else {
+        0
+    };
+    UpsView {
+        name: r.name.clone(),
+        driver: r.driver.clone(),
+        reading: r.reading.clone(),
+        statflag,
+        comm_lost: r.comm_lost || r.stale,
+        comm_error: r.stale.then(|| "its owner stopped reporting".to_string()),
+        on_battery: r.on_battery,
+        time_on_battery: std::time::Duration::from_secs(time_on_battery),
+        transfers: r.transfers,
+        shutdown: r.shutdown.map(|(rule, at)| (rule, from_unix_ms(at))),
+    }
+}
+
+pub fn cluster_event_to_pb(e: &crate::cluster::state::ClusterEvent) -> pb::Event {
+    pb::Event {
+        seq: e.seq,
+        at_unix_ms: e.at_ms,
+        name: e.name.clone(),
+        ups_name: e.ups.clone(),
+        message: e.message.clone(),
+        node_name: e.node.clone(),
     }
 }

@@ -156,7 +156,7 @@ mod tests {
         r.runtime_s = Some(600.0);
         UpsView {
             name: "ups1".into(),
-            driver: "sim",
+            driver: "sim".into(),
             reading: Some(r),
             statflag: 0,
             comm_lost: false,

@@ -7,6 +7,8 @@ use tonic::{Request, Response, Status};
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_server::AdminService;
 
+use crate::cluster::ClusterNode;
+use crate::cluster::handle::{LeaderOp, LeaderReply};
 use crate::driver::sim::SimChange;
 use crate::node::NodeShared;
 use crate::pki::Role;
@@ -19,6 +21,23 @@ pub struct AdminApi {
 impl AdminApi {
     pub fn new(shared: Arc<NodeShared>) -> Self {
         AdminApi { shared }
+    }
+
+    async fn membership(&self, op: LeaderOp) -> Result<Response<pb::MembershipReply>, Status> {
+        let cluster = self.shared.cluster.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this node is standalone: add a [cluster] section to its config",
+            )
+        })?;
+        match cluster.submit(op, std::time::Duration::from_secs(15)).await {
+            Ok(LeaderReply::Membership { voters, learners }) => {
+                Ok(Response::new(pb::MembershipReply { voters, learners }))
+            }
+            Ok(LeaderReply::Written(_)) => {
+                Err(Status::internal("unexpected reply to a membership change"))
+            }
+            Err(e) => Err(Status::unavailable(e)),
+        }
     }
 }
 
@@ -87,5 +106,51 @@ impl AdminService for AdminApi {
             ups_name: name,
             state,
         }))
+    }
+
+    async fn join_node(
+        &self,
+        req: Request<pb::JoinNodeRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        let who = authorize(&req, &[Role::Client, Role::Node])?;
+        let r = req.into_inner();
+        if r.id == 0 || r.name.is_empty() || r.address.is_empty() {
+            return Err(Status::invalid_argument(
+                "join needs an id above 0, a name and an address",
+            ));
+        }
+        let op = LeaderOp::AddLearner {
+            id: r.id,
+            node: ClusterNode {
+                name: r.name.clone(),
+                addr: r.address.clone(),
+            },
+        };
+        tracing::info!(by = %who.name, "adding {}({}) at {} as a learner", r.name, r.id, r.address);
+        self.membership(op).await
+    }
+
+    async fn set_voter(
+        &self,
+        req: Request<pb::SetVoterRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        let who = authorize(&req, &[Role::Client, Role::Node])?;
+        let r = req.into_inner();
+        tracing::info!(by = %who.name, "setting node {} voter={}", r.id, r.voter);
+        self.membership(LeaderOp::SetVoter {
+            id: r.id,
+            voter: r.voter,
+        })
+        .await
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        let who = authorize(&req, &[Role::Client, Role::Node])?;
+        let r = req.into_inner();
+        tracing::info!(by = %who.name, "removing node {}", r.id);
+        self.membership(LeaderOp::Remove { id: r.id }).await
     }
 }

@@ -2,23 +2,31 @@
 
 pub mod admin;
 pub mod power;
+pub mod raft;
 
 use std::sync::Arc;
 
 use upsilon_proto::v1::admin_service_server::AdminServiceServer;
 use upsilon_proto::v1::power_service_server::PowerServiceServer;
+use upsilon_proto::v1::raft_service_server::RaftServiceServer;
 
 use crate::node::NodeShared;
 use crate::shutdown::Shutdown;
 use crate::tls::TlsIncoming;
 
 /// Serves every service on the already-authenticated TLS connections until shutdown.
+/// RaftService is served only when the node is a cluster member.
 pub async fn serve(shared: Arc<NodeShared>, incoming: TlsIncoming, mut shutdown: Shutdown) {
+    let raft = shared
+        .cluster
+        .clone()
+        .map(|c| RaftServiceServer::new(raft::RaftApi::new(c)));
     let res = tonic::transport::Server::builder()
         .add_service(PowerServiceServer::new(power::PowerApi::new(
             shared.clone(),
         )))
         .add_service(AdminServiceServer::new(admin::AdminApi::new(shared)))
+        .add_optional_service(raft)
         .serve_with_incoming_shutdown(incoming, async move { shutdown.recv().await })
         .await;
     if let Err(e) = res {

@@ -27,29 +27,117 @@ impl PowerApi {
     }
 }
 
-/// The full status as this node sees it.
+/// The full status as this node sees it: its own UPSes when standalone, the
+/// replicated state of the whole cluster when it is a member.
 pub fn status_reply(shared: &NodeShared) -> pb::StatusReply {
-    let views = shared.ups_views();
-    let pending = crate::status::pending_action(
-        &shared.policy,
-        &views,
-        &shared.executor.records(),
-        shared.executor.mode(),
-    );
+    let now = crate::status::now_ms();
+    let Some(cluster) = &shared.cluster else {
+        let views = shared.ups_views();
+        return pb::StatusReply {
+            ups: views.iter().map(pb_impl::ups_view_to_pb).collect(),
+            nodes: vec![pb::NodeInfo {
+                name: shared.name.clone(),
+                address: shared.address.to_string(),
+                role: "standalone".into(),
+                last_seen_unix_ms: now,
+                ups_names: views.iter().map(|v| v.name.clone()).collect(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                id: 0,
+                lag: None,
+            }],
+            pending: Some(pending(shared, &views)),
+            policy: Some(pb_impl::policy_to_pb(&shared.policy)),
+            node_name: shared.name.clone(),
+            generated_at_unix_ms: now,
+            cluster: Some(pb::ClusterInfo::default()),
+        };
+    };
+    let view = cluster.view();
+    let (views, records) = cluster.read(|s| {
+        let views: Vec<_> = s
+            .upses
+            .values()
+            .map(|u| pb_impl::ups_record_to_view(u, now))
+            .collect();
+        (views, s.nodes.clone())
+    });
+    let upses_of = |id: u64| -> Vec<String> {
+        views
+            .iter()
+            .filter(|v| cluster.read(|s| s.upses.get(&v.name).is_some_and(|u| u.owner == id)))
+            .map(|v| v.name.clone())
+            .collect()
+    };
+    let nodes = view
+        .members
+        .iter()
+        .map(|m| {
+            let rec = records.get(&m.id);
+            pb::NodeInfo {
+                name: m.node.name.clone(),
+                address: m.node.addr.clone(),
+                role: m.role.as_str().into(),
+                last_seen_unix_ms: rec.map_or(0, |r| r.last_seen_ms),
+                ups_names: upses_of(m.id),
+                version: rec.map_or(String::new(), |r| r.version.clone()),
+                id: m.id,
+                lag: m.lag,
+            }
+        })
+        .collect();
+    let voters = view
+        .members
+        .iter()
+        .filter(|m| m.role != crate::cluster::handle::MemberRole::Learner)
+        .count();
     pb::StatusReply {
         ups: views.iter().map(pb_impl::ups_view_to_pb).collect(),
-        nodes: vec![pb::NodeInfo {
-            name: shared.name.clone(),
-            address: shared.address.to_string(),
-            role: "standalone".into(),
-            last_seen_unix_ms: crate::status::now_ms(),
-            ups_names: views.iter().map(|v| v.name.clone()).collect(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        }],
-        pending: Some(pending),
+        nodes,
+        pending: Some(pending(shared, &views)),
         policy: Some(pb_impl::policy_to_pb(&shared.policy)),
         node_name: shared.name.clone(),
-        generated_at_unix_ms: crate::status::now_ms(),
+        generated_at_unix_ms: now,
+        cluster: Some(pb::ClusterInfo {
+            enabled: true,
+            leader: view
+                .leader
+                .as_ref()
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default(),
+            leader_id: view.leader.as_ref().map_or(0, |(id, _)| *id),
+            term: view.term,
+            writable: view.writable,
+            detail: view.detail.clone(),
+            last_applied: view.last_applied,
+            voters: voters as u32,
+            learners: (view.members.len() - voters) as u32,
+        }),
+    }
+}
+
+fn pending(shared: &NodeShared, views: &[crate::node::UpsView]) -> pb::PendingAction {
+    crate::status::pending_action(
+        &shared.policy,
+        views,
+        &shared.executor.records(),
+        shared.executor.mode(),
+    )
+}
+
+/// The most recent events: the cluster's history when a member, else this node's.
+pub fn recent_events(shared: &NodeShared, limit: usize) -> Vec<pb::Event> {
+    match &shared.cluster {
+        Some(c) => c.read(|s| {
+            s.recent_events(limit)
+                .iter()
+                .map(pb_impl::cluster_event_to_pb)
+                .collect()
+        }),
+        None => shared
+            .recent_events(limit)
+            .iter()
+            .map(|e| pb_impl::event_to_pb(e, &shared.name))
+            .collect(),
     }
 }
 
@@ -73,41 +161,10 @@ impl PowerService for PowerApi {
     ) -> Result<Response<Self::WatchStream>, Status> {
         authorize(&req, ANY_ROLE)?;
         let shared = self.shared.clone();
-        let mut events = shared.subscribe_events();
-        let mut status = shared.subscribe_status();
-        let stream = async_stream(move |tx| async move {
-            let first = pb::WatchUpdate {
-                update: Some(pb::watch_update::Update::Status(status_reply(&shared))),
-            };
-            if tx.send(Ok(first)).await.is_err() {
-                return;
-            }
-            loop {
-                let update = tokio::select! {
-                    ev = events.recv() => match ev {
-                        Ok(e) => pb::watch_update::Update::Event(pb_impl::event_to_pb(&e, &shared.name)),
-                        Err(RecvError::Lagged(n)) => {
-                            let _ = tx.send(Err(Status::data_loss(format!("watcher fell behind; {n} events skipped: reconnect and use ListEvents")))).await;
-                            return;
-                        }
-                        Err(RecvError::Closed) => return,
-                    },
-                    ch = status.changed() => match ch {
-                        Ok(()) => pb::watch_update::Update::Status(status_reply(&shared)),
-                        Err(_) => return,
-                    },
-                };
-                if tx
-                    .send(Ok(pb::WatchUpdate {
-                        update: Some(update),
-                    }))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
+        let stream = match shared.cluster.clone() {
+            None => watch_local(shared),
+            Some(c) => watch_cluster(shared, c),
+        };
         Ok(Response::new(stream))
     }
 
@@ -120,14 +177,87 @@ impl PowerService for PowerApi {
             0 => 50,
             n => n as usize,
         };
-        let events = self
-            .shared
-            .recent_events(limit)
-            .iter()
-            .map(|e| pb_impl::event_to_pb(e, &self.shared.name))
-            .collect();
-        Ok(Response::new(pb::ListEventsReply { events }))
+        Ok(Response::new(pb::ListEventsReply {
+            events: recent_events(&self.shared, limit),
+        }))
     }
+}
+
+type Tx = tokio::sync::mpsc::Sender<Result<pb::WatchUpdate, Status>>;
+
+async fn send(tx: &Tx, update: pb::watch_update::Update) -> bool {
+    tx.send(Ok(pb::WatchUpdate {
+        update: Some(update),
+    }))
+    .await
+    .is_ok()
+}
+
+/// Standalone: this node's events as they are logged, and its status on every poll.
+fn watch_local(shared: Arc<NodeShared>) -> WatchStream {
+    let mut events = shared.subscribe_events();
+    let mut status = shared.subscribe_status();
+    async_stream(move |tx| async move {
+        if !send(&tx, pb::watch_update::Update::Status(status_reply(&shared))).await {
+            return;
+        }
+        loop {
+            let update = tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(e) => pb::watch_update::Update::Event(pb_impl::event_to_pb(&e, &shared.name)),
+                    Err(RecvError::Lagged(n)) => {
+                        let _ = tx.send(Err(Status::data_loss(format!("watcher fell behind; {n} events skipped: reconnect and use ListEvents")))).await;
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                ch = status.changed() => match ch {
+                    Ok(()) => pb::watch_update::Update::Status(status_reply(&shared)),
+                    Err(_) => return,
+                },
+            };
+            if !send(&tx, update).await {
+                return;
+            }
+        }
+    })
+}
+
+/// Cluster member: the replicated events (in log order) and status on every apply.
+fn watch_cluster(
+    shared: Arc<NodeShared>,
+    cluster: Arc<crate::cluster::handle::Cluster>,
+) -> WatchStream {
+    let mut applied = cluster.sm.subscribe();
+    async_stream(move |tx| async move {
+        let mut last_seq = cluster.read(|s| s.next_event_seq);
+        if !send(&tx, pb::watch_update::Update::Status(status_reply(&shared))).await {
+            return;
+        }
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                ch = applied.changed() => if ch.is_err() { return },
+                _ = tick.tick() => {}
+            }
+            let new: Vec<pb::Event> = cluster.read(|s| {
+                s.events
+                    .iter()
+                    .filter(|e| e.seq > last_seq)
+                    .map(pb_impl::cluster_event_to_pb)
+                    .collect()
+            });
+            for e in new {
+                last_seq = last_seq.max(e.seq);
+                if !send(&tx, pb::watch_update::Update::Event(e)).await {
+                    return;
+                }
+            }
+            if !send(&tx, pb::watch_update::Update::Status(status_reply(&shared))).await {
+                return;
+            }
+        }
+    })
 }
 
 /// A stream fed by a spawned task through a small channel (closes when the client goes).

@@ -1,1 +1,486 @@
-//! placeholder
+//! [`Cluster`]: what the rest of the node uses of Raft. Start it, submit writes and
+//! membership changes (forwarded to the leader when this node is not the leader), read
+//! the replicated state, and describe the cluster for `upsilon status`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use openraft::ChangeMembers;
+use openraft::ServerState;
+use openraft::type_config::async_runtime::WatchReceiver;
+use serde::{Deserialize, Serialize};
+
+use super::network::{self, Network};
+use super::state::{Command, CommandResult, PowerState};
+use super::store::{self, StateMachineStore};
+use super::{ClusterNode, NodeId, Raft};
+
+/// The `[cluster]` section of a node's config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This node's Raft id: unique in the cluster, never reused.
+    pub id: NodeId,
+    /// Where the Raft log and snapshots are kept.
+    pub data_dir: PathBuf,
+    /// Address other nodes reach this node's API on; default: `[node] listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Create a new one-node cluster with this node as its first voter (once).
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// API addresses of existing members to ask for admission.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Ask to become a voter after joining (otherwise stay a learner).
+    #[serde(default)]
+    pub voter: bool,
+    /// Labels for staged shutdown plans.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// How often a node (and each UPS owner) reports even when nothing changed.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// A UPS whose owner has not reported for this long is marked comm-lost.
+    #[serde(default = "default_stale_ms")]
+    pub stale_after_ms: u64,
+    /// Raft election timeout (minimum; the maximum is twice this).
+    #[serde(default = "default_election_ms")]
+    pub election_timeout_ms: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    1000
+}
+fn default_stale_ms() -> u64 {
+    5000
+}
+fn default_election_ms() -> u64 {
+    750
+}
+
+/// Something only the leader can do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LeaderOp {
+    Write(Command),
+    AddLearner { id: NodeId, node: ClusterNode },
+    SetVoter { id: NodeId, voter: bool },
+    Remove { id: NodeId },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LeaderReply {
+    Written(CommandResult),
+    Membership {
+        voters: Vec<String>,
+        learners: Vec<String>,
+    },
+}
+
+/// A node's role in Raft, for display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberRole {
+    Leader,
+    Voter,
+    Learner,
+}
+
+impl MemberRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Leader => "leader",
+            MemberRole::Voter => "voter",
+            MemberRole::Learner => "learner",
+        }
+    }
+}
+
+/// One member as this node sees it.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub node: ClusterNode,
+    pub role: MemberRole,
+    /// Entries behind the leader; known only on the leader.
+    pub lag: Option<u64>,
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub leader: Option<(NodeId, String)>,
+    pub term: u64,
+    pub writable: bool,
+    pub detail: String,
+    pub last_applied: u64,
+    pub members: Vec<MemberView>,
+}
+
+/// This node's part in the cluster.
+pub struct Cluster {
+    pub id: NodeId,
+    pub name: String,
+    pub addr: String,
+    pub raft: Raft,
+    pub sm: StateMachineStore,
+    pub net: Network,
+    pub cfg: ClusterSection,
+    last_write: Mutex<WriteHealth>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+#[derive(Debug, Default)]
+struct WriteHealth {
+    ok_at: Option<Instant>,
+    failed_since: Option<SystemTime>,
+    last_error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot open the raft storage: {0}")]
+    Storage(std::io::Error),
+    #[error("cannot start raft: {0}")]
+    Raft(String),
+}
+
+fn ms(t: SystemTime) -> i64 {
+    crate::pb_impl::unix_ms(t)
+}
+
+impl Cluster {
+    /// Opens storage and starts Raft; bootstraps if asked and not yet initialized.
+    pub async fn start(
+        cfg: ClusterSection,
+        name: &str,
+        addr: String,
+        tls: rustls::ClientConfig,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let (log, sm) = store::open(&cfg.data_dir).map_err(ClusterError::Storage)?;
+        let raft_cfg = openraft::Config {
+            cluster_name: "upsilon".into(),
+            heartbeat_interval: (cfg.election_timeout_ms / 5).max(50),
+            election_timeout_min: cfg.election_timeout_ms,
+            election_timeout_max: cfg.election_timeout_ms * 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2000),
+            max_in_snapshot_log_to_keep: 500,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let net = Network::new(tls);
+        let raft = Raft::new(cfg.id, Arc::new(raft_cfg), net.clone(), log, sm.clone())
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let me = ClusterNode {
+            name: name.to_string(),
+            addr: addr.clone(),
+        };
+        if cfg.bootstrap
+            && !raft
+                .is_initialized()
+                .await
+                .map_err(|e| ClusterError::Raft(e.to_string()))?
+        {
+            let mut members = BTreeMap::new();
+            members.insert(cfg.id, me);
+            raft.initialize(members)
+                .await
+                .map_err(|e| ClusterError::Raft(format!("bootstrap failed: {e}")))?;
+            tracing::info!(id = cfg.id, "bootstrapped a new cluster");
+        }
+        Ok(Arc::new(Cluster {
+            id: cfg.id,
+            name: name.to_string(),
+            addr,
+            raft,
+            sm,
+            net,
+            cfg,
+            last_write: Mutex::new(WriteHealth::default()),
+        }))
+    }
+
+    /// A copy of the current Raft metrics.
+    pub fn metrics(&self) -> openraft::RaftMetrics<super::TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// Reads the replicated power state.
+    pub fn read<T>(&self, f: impl FnOnce(&PowerState) -> T) -> T {
+        self.sm.read(|a| f(&a.power))
+    }
+
+    /// Whether this node is in the current membership.
+    pub fn is_member(&self) -> bool {
+        self.metrics()
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some()
+    }
+
+    /// Runs `op` here if this node leads, else on the leader; retries while an election
+    /// is in progress, up to `deadline`.
+    pub async fn submit(&self, op: LeaderOp, deadline: Duration) -> Result<LeaderReply, String> {
+        let until = Instant::now() + deadline;
+        let mut last = String::from("no leader is known yet");
+        while Instant::now() < until {
+            let left = until.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.run_local(&op)).await {
+                Err(_) => {
+                    last = "the leader could not commit in time (no quorum?)".into();
+                    break;
+                }
+                Ok(Ok(r)) => {
+                    self.note_write(Ok(()));
+                    return Ok(r);
+                }
+                Ok(Err(Local::Forward(Some(addr)))) => {
+                    let fwd = network::forward::<LeaderOp, Result<LeaderReply, String>>(
+                        &self.net, &addr, &op,
+                    );
+                    match tokio::time::timeout(left, fwd).await {
+                        Ok(Ok(Ok(r))) => {
+                            self.note_write(Ok(()));
+                            return Ok(r);
+                        }
+                        Ok(Ok(Err(e))) => last = format!("leader at {addr}: {e}"),
+                        Ok(Err(e)) => last = format!("cannot reach the leader at {addr}: {e}"),
+                        Err(_) => {
+                            last =
+                                format!("the leader at {addr} did not answer in time (no quorum?)");
+                            break;
+                        }
+                    }
+                }
+                Ok(Err(Local::Forward(None))) => {}
+                Ok(Err(Local::Failed(e))) => {
+                    last = e;
+                    if !last.contains("leader") {
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.note_write(Err(last.clone()));
+        Err(last)
+    }
+
+    fn note_write(&self, r: Result<(), String>) {
+        let mut h = self.last_write.lock().expect("write health lock");
+        match r {
+            Ok(()) => {
+                h.ok_at = Some(Instant::now());
+                h.failed_since = None;
+                h.last_error = None;
+            }
+            Err(e) => {
+                h.failed_since.get_or_insert_with(SystemTime::now);
+                h.last_error = Some(e);
+            }
+        }
+    }
+
+    /// Carries out a leader-only operation on this node, or says where the leader is.
+    pub async fn run_local(&self, op: &LeaderOp) -> Result<LeaderReply, Local> {
+        fn fwd<E>(e: &openraft::error::RaftError<super::TypeConfig, E>) -> Option<Local>
+        where
+            E: openraft::TryAsRef<openraft::error::ForwardToLeader<super::TypeConfig>>
+                + std::error::Error,
+        {
+            e.forward_to_leader()
+                .map(|f| Local::Forward(f.leader_node.as_ref().map(|n| n.addr.clone())))
+        }
+        // Not the leader: say where it is without asking Raft (which logs an error).
+        let m = self.metrics();
+        if m.current_leader != Some(self.id) {
+            let addr = m.current_leader.and_then(|l| {
+                m.membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| n.addr.clone())
+            });
+            return Err(Local::Forward(addr));
+        }
+        match op {
+            LeaderOp::Write(cmd) => match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => Ok(LeaderReply::Written(resp.data)),
+                Err(e) => Err(fwd(&e).unwrap_or_else(|| Local::Failed(e.to_string()))),
+            },
+            LeaderOp::AddLearner { id, node } => {
+                if self
+                    .metrics()
+                    .membership_config
+                    .membership()
+                    .get_node(id)
+                    .is_none()
+                {
+                    self.raft
+                        .add_learner(*id, node.clone(), true)
+                        .await
+                        .map_err(|e| fwd(&e).unwrap_or_else(|| Local::Failed(e.to_string())))?;
+                }
+                Ok(self.membership_reply())
+            }
+            LeaderOp::SetVoter { id, voter } => {
+                let set: BTreeSet<NodeId> = [*id].into();
+                let change = if *voter {
+                    ChangeMembers::AddVoterIds(set)
+                } else {
+                    ChangeMembers::RemoveVoters(set)
+                };
+                self.raft
+                    .change_membership(change, true)
+                    .await
+                    .map_err(|e| fwd(&e).unwrap_or_else(|| Local::Failed(e.to_string())))?;
+                Ok(self.membership_reply())
+            }
+            LeaderOp::Remove { id } => {
+                let set: BTreeSet<NodeId> = [*id].into();
+                let is_voter = self
+                    .metrics()
+                    .membership_config
+                    .voter_ids()
+                    .any(|v| v == *id);
+                if is_voter {
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveVoters(set.clone()), false)
+                        .await
+                        .map_err(|e| fwd(&e).unwrap_or_else(|| Local::Failed(e.to_string())))?;
+                } else {
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveNodes(set), false)
+                        .await
+                        .map_err(|e| fwd(&e).unwrap_or_else(|| Local::Failed(e.to_string())))?;
+                }
+                let _ = self
+                    .raft
+                    .client_write(Command::NodeRemoved {
+                        id: *id,
+                        at_ms: ms(SystemTime::now()),
+                    })
+                    .await;
+                Ok(self.membership_reply())
+            }
+        }
+    }
+
+    fn membership_reply(&self) -> LeaderReply {
+        let m = self.metrics().membership_config.clone();
+        let name = |id: NodeId| {
+            m.membership().get_node(&id).map_or_else(
+                || format!("node-{id}({id})"),
+                |n| format!("{}({id})", n.name),
+            )
+        };
+        let voters: Vec<NodeId> = m.voter_ids().collect();
+        let learners: Vec<NodeId> = m.membership().learner_ids().collect();
+        LeaderReply::Membership {
+            voters: voters.into_iter().map(name).collect(),
+            learners: learners.into_iter().map(name).collect(),
+        }
+    }
+
+    /// The cluster as this node sees it, for `upsilon status`.
+    pub fn view(&self) -> ClusterView {
+        let m = self.metrics();
+        let mem = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = mem.voter_ids().collect();
+        let last_index = m.last_log_index.unwrap_or(0);
+        let members = mem
+            .nodes()
+            .map(|(id, node)| {
+                let role = if m.current_leader == Some(*id) {
+                    MemberRole::Leader
+                } else if voters.contains(id) {
+                    MemberRole::Voter
+                } else {
+                    MemberRole::Learner
+                };
+                let lag = if m.state == ServerState::Leader {
+                    m.replication.as_ref().and_then(|r| {
+                        r.get(id).map(|matched| {
+                            last_index.saturating_sub(matched.as_ref().map_or(0, |l| l.index()))
+                        })
+                    })
+                } else {
+                    None
+                };
+                MemberView {
+                    id: *id,
+                    node: node.clone(),
+                    role,
+                    lag: if *id == self.id && m.state == ServerState::Leader {
+                        Some(0)
+                    } else {
+                        lag
+                    },
+                }
+            })
+            .collect();
+        let leader = m.current_leader.map(|id| {
+            (
+                id,
+                mem.get_node(&id)
+                    .map_or_else(|| format!("node-{id}"), |n| n.name.clone()),
+            )
+        });
+        let h = self.last_write.lock().expect("write health lock");
+        let window = Duration::from_millis((self.cfg.heartbeat_ms * 3).max(3000));
+        let fresh = h.ok_at.is_some_and(|t| t.elapsed() < window);
+        let writable = leader.is_some() && fresh;
+        let detail = if writable {
+            String::new()
+        } else if !self.is_member() {
+            "this node is not a member of the cluster yet".to_string()
+        } else if leader.is_none() {
+            format!(
+                "no leader: fewer than a majority of the {} voters are reachable",
+                voters.len()
+            )
+        } else {
+            let since = h
+                .failed_since
+                .map(|t| format!(" since {}", crate::events::format_date(t)))
+                .unwrap_or_default();
+            format!(
+                "no quorum: writes are not being committed{since} (fewer than {} of {} voters reachable?){}",
+                voters.len() / 2 + 1,
+                voters.len(),
+                h.last_error
+                    .as_ref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            )
+        };
+        ClusterView {
+            leader,
+            term: m.current_term,
+            writable,
+            detail,
+            last_applied: m.last_applied.as_ref().map_or(0, |l| l.index()),
+            members,
+        }
+    }
+}
+
+/// Why an operation did not run here.
+#[derive(Debug)]
+pub enum Local {
+    /// Not the leader; the leader's address if known.
+    Forward(Option<String>),
+    Failed(String),
+}

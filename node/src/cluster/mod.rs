@@ -7,6 +7,7 @@
 //! - [`handle`]: what the rest of the node uses: write (forwarding to the leader),
 //!   read the state, membership changes.
 
+pub mod duties;
 pub mod handle;
 pub mod network;
 pub mod state;

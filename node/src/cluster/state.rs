@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
+use crate::policy::ShutdownRule;
 use crate::reading::UpsReading;
 
 use super::NodeId;
@@ -32,6 +33,8 @@ pub struct UpsRecord {
     pub name: String,
     /// The node whose driver reads this UPS.
     pub owner: NodeId,
+    /// The driver the owner reads it with (`sim`, `apcsmart`, ...).
+    pub driver: String,
     /// The owner's report sequence number; older reports are ignored.
     pub seq: u64,
     pub reading: Option<UpsReading>,
@@ -44,8 +47,8 @@ pub struct UpsRecord {
     pub on_battery: bool,
     pub time_on_battery_s: u32,
     pub transfers: u32,
-    /// The owner's monitor decided a shutdown: (apcupsd event name, Unix ms).
-    pub shutdown: Option<(String, i64)>,
+    /// The owner's monitor decided a shutdown: (rule, Unix ms).
+    pub shutdown: Option<(ShutdownRule, i64)>,
     pub last_report_ms: i64,
 }
 
@@ -95,17 +98,26 @@ pub enum Command {
     /// A UPS owner's latest view of its UPS, and the events its monitor derived.
     UpsReport(Box<UpsReport>),
     /// The leader saw no report from the owner for too long.
-    UpsStale { ups: String, owner: NodeId, at_ms: i64 },
+    UpsStale {
+        ups: String,
+        owner: NodeId,
+        at_ms: i64,
+    },
     /// A node left the cluster.
     NodeRemoved { id: NodeId, at_ms: i64 },
     /// A line for the cluster's event history (membership changes and the like).
-    Notice { at_ms: i64, node: String, message: String },
+    Notice {
+        at_ms: i64,
+        node: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UpsReport {
     pub ups: String,
     pub owner: NodeId,
+    pub driver: String,
     pub seq: u64,
     pub at_ms: i64,
     pub reading: Option<UpsReading>,
@@ -114,7 +126,7 @@ pub struct UpsReport {
     pub on_battery: bool,
     pub time_on_battery_s: u32,
     pub transfers: u32,
-    pub shutdown: Option<(String, i64)>,
+    pub shutdown: Option<(ShutdownRule, i64)>,
     pub events: Vec<ReportedEvent>,
 }
 
@@ -123,7 +135,9 @@ impl fmt::Display for Command {
         match self {
             Command::NodeUp { id, name, .. } => write!(f, "NodeUp({id} {name})"),
             Command::Heartbeat { id, .. } => write!(f, "Heartbeat({id})"),
-            Command::UpsReport(r) => write!(f, "UpsReport({} seq {} from {})", r.ups, r.seq, r.owner),
+            Command::UpsReport(r) => {
+                write!(f, "UpsReport({} seq {} from {})", r.ups, r.seq, r.owner)
+            }
             Command::UpsStale { ups, .. } => write!(f, "UpsStale({ups})"),
             Command::NodeRemoved { id, .. } => write!(f, "NodeRemoved({id})"),
             Command::Notice { message, .. } => write!(f, "Notice({message})"),
@@ -155,7 +169,9 @@ impl PowerState {
     }
 
     fn node_name(&self, id: NodeId) -> String {
-        self.nodes.get(&id).map_or_else(|| format!("node-{id}"), |n| n.name.clone())
+        self.nodes
+            .get(&id)
+            .map_or_else(|| format!("node-{id}"), |n| n.name.clone())
     }
 
     fn touch(&mut self, id: NodeId, at_ms: i64) {
@@ -204,7 +220,15 @@ impl PowerState {
                 let node = self.node_name(r.owner);
                 let was_stale = self.upses.get(&r.ups).is_some_and(|u| u.stale);
                 if was_stale {
-                    self.push_event(r.at_ms, "notice", &r.ups, &format!("{node} reports {} again.", r.ups), &node);
+                    self.push_event(
+                        r.at_ms,
+                        "commok",
+                        &r.ups,
+                        &format!(
+                            "Communications with UPS restored: its owner {node} reports again."
+                        ),
+                        &node,
+                    );
                 }
                 for e in &r.events {
                     self.push_event(e.at_ms, &e.name, &r.ups, &e.message, &node);
@@ -214,6 +238,7 @@ impl PowerState {
                     UpsRecord {
                         name: r.ups.clone(),
                         owner: r.owner,
+                        driver: r.driver.clone(),
                         seq: r.seq,
                         reading: r.reading.clone(),
                         statflag: r.statflag,
@@ -237,7 +262,9 @@ impl PowerState {
                         *at_ms,
                         "commfailure",
                         ups,
-                        &format!("Communications with UPS lost: its owner {node} stopped reporting."),
+                        &format!(
+                            "Communications with UPS lost: its owner {node} stopped reporting."
+                        ),
                         &node,
                     );
                     CommandResult { applied: true }
@@ -248,11 +275,21 @@ impl PowerState {
                 let name = self.node_name(*id);
                 let removed = self.nodes.remove(id).is_some();
                 if removed {
-                    self.push_event(*at_ms, "notice", "", &format!("Node {name} left the cluster."), &name);
+                    self.push_event(
+                        *at_ms,
+                        "notice",
+                        "",
+                        &format!("Node {name} left the cluster."),
+                        &name,
+                    );
                 }
                 CommandResult { applied: removed }
             }
-            Command::Notice { at_ms, node, message } => {
+            Command::Notice {
+                at_ms,
+                node,
+                message,
+            } => {
                 self.push_event(*at_ms, "notice", "", message, node);
                 CommandResult { applied: true }
             }
@@ -285,6 +322,7 @@ mod tests {
         Command::UpsReport(Box::new(UpsReport {
             ups: "ups1".into(),
             owner: 1,
+            driver: "sim".into(),
             seq,
             at_ms,
             reading: None,
@@ -310,7 +348,10 @@ mod tests {
         let mut s = PowerState::default();
         s.apply(&up(1, "a"));
         assert!(s.apply(&report(1, 10, &["powerout"])).applied);
-        assert!(!s.apply(&report(1, 11, &["powerout"])).applied, "same seq ignored");
+        assert!(
+            !s.apply(&report(1, 11, &["powerout"])).applied,
+            "same seq ignored"
+        );
         assert!(s.apply(&report(2, 12, &["onbattery"])).applied);
         let names: Vec<_> = s.events.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["powerout", "onbattery"]);
@@ -335,7 +376,7 @@ mod tests {
         assert!(s.apply(&report(1, 300, &[])).applied);
         assert!(!s.upses["ups1"].stale);
         let names: Vec<_> = s.events.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, ["commfailure", "notice"]);
+        assert_eq!(names, ["commfailure", "commok"]);
     }
 
     #[test]
@@ -366,7 +407,12 @@ mod tests {
 
     #[test]
     fn apply_is_deterministic() {
-        let cmds = vec![up(1, "a"), up(2, "b"), report(1, 10, &["powerout"]), Command::Heartbeat { id: 2, at_ms: 20 }];
+        let cmds = vec![
+            up(1, "a"),
+            up(2, "b"),
+            report(1, 10, &["powerout"]),
+            Command::Heartbeat { id: 2, at_ms: 20 },
+        ];
         let mut a = PowerState::default();
         let mut b = PowerState::default();
         for c in &cmds {

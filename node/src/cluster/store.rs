@@ -19,13 +19,16 @@ use std::sync::{Arc, RwLock};
 use futures::StreamExt;
 use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf, VoteOf};
 use openraft::entry::RaftEntry;
-use openraft::storage::{EntryResponder, IOFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::storage::{
+    EntryResponder, IOFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder,
+    RaftStateMachine,
+};
 use openraft::{EntryPayload, OptionalSend, StoredMembership};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::state::{CommandResult, PowerState};
 use super::TypeConfig;
+use super::state::{CommandResult, PowerState};
 
 type C = TypeConfig;
 
@@ -48,7 +51,12 @@ pub fn open(dir: &Path) -> io::Result<(LogStore, StateMachineStore)> {
         .path(dir.join("raft.sled"))
         .mode(sled::Mode::LowSpace)
         .open()
-        .map_err(|e| io_err(format!("cannot open raft storage in {}: {e}", dir.display())))?;
+        .map_err(|e| {
+            io_err(format!(
+                "cannot open raft storage in {}: {e}",
+                dir.display()
+            ))
+        })?;
     let log = LogStore {
         log: db.open_tree("log").map_err(io_err)?,
         meta: db.open_tree("meta").map_err(io_err)?,
@@ -238,7 +246,9 @@ impl StateMachineStore {
     }
 
     async fn save(&self, s: &StoredSnapshot) -> io::Result<()> {
-        self.snapshots.insert("current", to_json(s)?).map_err(io_err)?;
+        self.snapshots
+            .insert("current", to_json(s)?)
+            .map_err(io_err)?;
         self.snapshots.flush_async().await.map_err(io_err)?;
         Ok(())
     }
@@ -263,7 +273,10 @@ impl RaftSnapshotBuilder<C> for StateMachineStore {
             data: data.clone(),
         })
         .await?;
-        Ok(SnapshotOf::<C, Vec<u8>> { meta, snapshot: data })
+        Ok(SnapshotOf::<C, Vec<u8>> {
+            meta,
+            snapshot: data,
+        })
     }
 }
 
@@ -271,7 +284,9 @@ impl RaftStateMachine<C> for StateMachineStore {
     type SnapshotData = Vec<u8>;
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
         let a = self.applied.read().expect("state lock");
         Ok((a.last_applied.clone(), a.last_membership.clone()))
     }
@@ -306,7 +321,11 @@ impl RaftStateMachine<C> for StateMachineStore {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<C>,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
         let power: PowerState = from_json(&snapshot)?;
         {
             let mut a = self.applied.write().expect("state lock");
@@ -342,7 +361,9 @@ mod tests {
     struct Builder;
 
     impl StoreBuilder<C, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
-        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<C>> {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<C>> {
             let dir = tempfile::tempdir().expect("tempdir");
             let (l, s) = open(dir.path()).expect("open store");
             Ok((dir, l, s))
@@ -351,7 +372,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn passes_openraft_storage_suite() {
-        Suite::test_all(Builder).await.expect("openraft storage suite");
+        Suite::test_all(Builder)
+            .await
+            .expect("openraft storage suite");
     }
 
     #[tokio::test]

@@ -1,0 +1,261 @@
+//! What a cluster member does on its own: get admitted (seeds), announce itself, send
+//! heartbeats, report its UPSes, and, on the leader, mark UPSes whose owner went silent.
+//! Every timestamp is taken here and travels inside the command.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use upsilon_proto::v1 as pb;
+use upsilon_proto::v1::admin_service_client::AdminServiceClient;
+
+use super::handle::{Cluster, LeaderOp};
+use super::state::{Command, ReportedEvent, UpsReport};
+use crate::pb_impl::unix_ms;
+use crate::shutdown::Shutdown;
+
+fn now_ms() -> i64 {
+    unix_ms(SystemTime::now())
+}
+
+/// Until this node is a member: ask each seed to admit it. Then announce it, and ask
+/// to become a voter if configured.
+pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut shutdown: Shutdown) {
+    let mut attempt = 0u32;
+    while !cluster.is_member() {
+        if cluster.cfg.seeds.is_empty() {
+            if attempt == 0 {
+                tracing::warn!(
+                    "not a cluster member and no seeds configured: run `upsilon nodes join` for node {} or set [cluster] seeds",
+                    cluster.id
+                );
+            }
+        } else {
+            for seed in &cluster.cfg.seeds {
+                match ask_to_join(&cluster, seed).await {
+                    Ok(()) => {
+                        tracing::info!(%seed, "admitted to the cluster as a learner");
+                        break;
+                    }
+                    Err(e) => {
+                        if attempt % 10 == 0 {
+                            tracing::warn!(%seed, "cannot join the cluster yet: {e}");
+                        }
+                    }
+                }
+            }
+        }
+        attempt += 1;
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    let up = Command::NodeUp {
+        id: cluster.id,
+        name: cluster.name.clone(),
+        addr: cluster.addr.clone(),
+        labels: cluster.cfg.labels.clone(),
+        version,
+        at_ms: now_ms(),
+    };
+    loop {
+        match cluster
+            .submit(LeaderOp::Write(up.clone()), Duration::from_secs(5))
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => tracing::debug!("announce failed, retrying: {e}"),
+        }
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    if cluster.cfg.voter {
+        loop {
+            let is_voter = cluster
+                .metrics()
+                .membership_config
+                .voter_ids()
+                .any(|v| v == cluster.id);
+            if is_voter {
+                break;
+            }
+            match cluster
+                .submit(
+                    LeaderOp::SetVoter {
+                        id: cluster.id,
+                        voter: true,
+                    },
+                    Duration::from_secs(15),
+                )
+                .await
+            {
+                Ok(_) => tracing::info!("promoted to voter"),
+                Err(e) => tracing::warn!("cannot become a voter yet: {e}"),
+            }
+            tokio::select! {
+                _ = shutdown.recv() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+}
+
+async fn ask_to_join(cluster: &Cluster, seed: &str) -> Result<(), String> {
+    let ch = cluster.net.channel(seed).await?;
+    AdminServiceClient::new(ch)
+        .join_node(pb::JoinNodeRequest {
+            id: cluster.id,
+            name: cluster.name.clone(),
+            address: cluster.addr.clone(),
+        })
+        .await
+        .map_err(|s| crate::client::explain_status(&s, seed))?;
+    Ok(())
+}
+
+/// Sends a heartbeat at the configured interval (it also measures write health).
+pub async fn heartbeats(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_millis(cluster.cfg.heartbeat_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tick.tick() => {}
+        }
+        if !cluster.is_member() {
+            continue;
+        }
+        let hb = Command::Heartbeat {
+            id: cluster.id,
+            at_ms: now_ms(),
+        };
+        if let Err(e) = cluster
+            .submit(LeaderOp::Write(hb), Duration::from_secs(3))
+            .await
+        {
+            tracing::debug!("heartbeat not committed: {e}");
+        }
+    }
+}
+
+/// On the leader: a UPS whose owner has been silent for `stale_after_ms` is marked.
+pub async fn mark_stale_upses(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tick.tick() => {}
+        }
+        if cluster.metrics().current_leader != Some(cluster.id) {
+            continue;
+        }
+        let now = now_ms();
+        let limit = cluster.cfg.stale_after_ms as i64;
+        let stale: Vec<(String, u64)> = cluster.read(|s| {
+            s.upses
+                .values()
+                .filter(|u| !u.stale && now - u.last_report_ms > limit)
+                .map(|u| (u.name.clone(), u.owner))
+                .collect()
+        });
+        for (ups, owner) in stale {
+            tracing::warn!(%ups, owner, "no report from the UPS owner for {limit} ms: marking it comm-lost");
+            let cmd = Command::UpsStale {
+                ups,
+                owner,
+                at_ms: now,
+            };
+            let _ = cluster
+                .submit(LeaderOp::Write(cmd), Duration::from_secs(3))
+                .await;
+        }
+    }
+}
+
+/// Queues one UPS's reports for the cluster. The latest view wins; events are never
+/// dropped: they wait until a report carrying them is committed.
+pub struct UpsReporter {
+    pending: Mutex<Pending>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    latest: Option<UpsReport>,
+    events: Vec<ReportedEvent>,
+    last_seq: u64,
+}
+
+impl UpsReporter {
+    pub fn new() -> Arc<Self> {
+        Arc::new(UpsReporter {
+            pending: Mutex::new(Pending::default()),
+            notify: Notify::new(),
+        })
+    }
+
+    /// Queues a report (its `events` are appended to those still waiting).
+    pub fn push(&self, mut report: UpsReport) {
+        let mut p = self.pending.lock().expect("reporter lock");
+        p.events.append(&mut report.events);
+        p.latest = Some(report);
+        drop(p);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Option<UpsReport> {
+        let mut p = self.pending.lock().expect("reporter lock");
+        let mut r = p.latest.take()?;
+        r.events = std::mem::take(&mut p.events);
+        // Sequence numbers grow across restarts: microseconds, strictly increasing.
+        let now_us = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        p.last_seq = now_us.max(p.last_seq + 1);
+        r.seq = p.last_seq;
+        Some(r)
+    }
+
+    fn put_back(&self, r: UpsReport) {
+        let mut p = self.pending.lock().expect("reporter lock");
+        let mut events = r.events.clone();
+        events.append(&mut p.events);
+        p.events = events;
+        if p.latest.is_none() {
+            p.latest = Some(r);
+        }
+    }
+
+    /// Sends queued reports until shutdown.
+    pub async fn run(self: Arc<Self>, cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                _ = shutdown.recv() => return,
+                _ = self.notify.notified() => {}
+            }
+            while let Some(r) = self.take() {
+                let ups = r.ups.clone();
+                match cluster
+                    .submit(
+                        LeaderOp::Write(Command::UpsReport(Box::new(r.clone()))),
+                        Duration::from_secs(3),
+                    )
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(%ups, "report not committed, will retry: {e}");
+                        self.put_back(r);
+                        tokio::select! {
+                            _ = shutdown.recv() => return,
+                            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
