@@ -54,6 +54,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Cluster members: list them, or change membership.
+    Nodes {
+        #[command(subcommand)]
+        cmd: Option<NodesCommand>,
+        /// Print JSON (for the listing).
+        #[arg(long)]
+        json: bool,
+    },
     /// Drive a simulated UPS.
     Sim {
         #[command(subcommand)]
@@ -66,6 +74,28 @@ enum Command {
     },
     /// Run a node on a simulated UPS through a power failure, end to end, and exit.
     Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum NodesCommand {
+    /// Admit a node as a learner (it receives the log but does not vote).
+    Join {
+        /// Its Raft id ([cluster] id in its config).
+        #[arg(long)]
+        id: u64,
+        /// Its name (the CN of its certificate).
+        #[arg(long)]
+        name: String,
+        /// host:port of its API.
+        #[arg(long)]
+        address: String,
+    },
+    /// Make a member a voter.
+    Promote { id: u64 },
+    /// Make a voter a learner.
+    Demote { id: u64 },
+    /// Remove a member from the cluster.
+    Remove { id: u64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -295,6 +325,59 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("{}", output::event_line(e));
                 }
             }
+        }
+        Command::Nodes { cmd: None, json } => {
+            let opts = cli.conn.resolve()?;
+            let s = power(&opts)
+                .await?
+                .get_status(pb::GetStatusRequest {})
+                .await
+                .map_err(rpc_err(&opts))?
+                .into_inner();
+            if json {
+                let v = output::status_json(&s);
+                let out = serde_json::json!({"nodes": v["nodes"], "cluster": v["cluster"]});
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print!("{}", output::nodes_table(&s.nodes, s.generated_at_unix_ms));
+                match s.cluster.as_ref().filter(|c| c.enabled) {
+                    Some(c) => print!("{}", output::cluster_line(c)),
+                    None => println!("(node {} is standalone: no [cluster] section)", s.node_name),
+                }
+            }
+        }
+        Command::Nodes { cmd: Some(cmd), .. } => {
+            let opts = cli.conn.resolve()?;
+            let mut admin = AdminServiceClient::new(client::connect(&opts).await?);
+            let reply = match cmd {
+                NodesCommand::Join { id, name, address } => {
+                    admin
+                        .join_node(pb::JoinNodeRequest { id, name, address })
+                        .await
+                }
+                NodesCommand::Promote { id } => {
+                    admin
+                        .set_voter(pb::SetVoterRequest { id, voter: true })
+                        .await
+                }
+                NodesCommand::Demote { id } => {
+                    admin
+                        .set_voter(pb::SetVoterRequest { id, voter: false })
+                        .await
+                }
+                NodesCommand::Remove { id } => {
+                    admin.remove_node(pb::RemoveNodeRequest { id }).await
+                }
+            }
+            .map_err(rpc_err(&opts))?
+            .into_inner();
+            println!("voters:   {}", reply.voters.join(", "));
+            let learners = if reply.learners.is_empty() {
+                "-".to_string()
+            } else {
+                reply.learners.join(", ")
+            };
+            println!("learners: {learners}");
         }
         Command::Sim {
             cmd: SimCommand::Set(a),

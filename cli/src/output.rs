@@ -87,25 +87,10 @@ pub fn status_table(s: &pb::StatusReply) -> String {
         out.push_str(&table(&rows));
     }
     out.push('\n');
-    let mut rows = vec![
-        ["NODE", "ROLE", "ADDRESS", "UPS", "VERSION"]
-            .map(String::from)
-            .to_vec(),
-    ];
-    for n in &s.nodes {
-        rows.push(vec![
-            n.name.clone(),
-            n.role.clone(),
-            n.address.clone(),
-            if n.ups_names.is_empty() {
-                "-".into()
-            } else {
-                n.ups_names.join(",")
-            },
-            n.version.clone(),
-        ]);
+    out.push_str(&nodes_table(&s.nodes, s.generated_at_unix_ms));
+    if let Some(c) = s.cluster.as_ref().filter(|c| c.enabled) {
+        out.push_str(&cluster_line(c));
     }
-    out.push_str(&table(&rows));
     out.push('\n');
     if let Some(p) = &s.pending {
         out.push_str(&format!(
@@ -132,6 +117,75 @@ pub fn status_table(s: &pb::StatusReply) -> String {
         ));
     }
     out
+}
+
+/// One line about the cluster: leader, term, membership, and whether writes commit.
+pub fn cluster_line(c: &pb::ClusterInfo) -> String {
+    let leader = if c.leader.is_empty() {
+        "none".to_string()
+    } else {
+        format!("{} (id {})", c.leader, c.leader_id)
+    };
+    let mut line = format!(
+        "CLUSTER: leader {leader}, term {}, {} voters + {} learners, applied index {}: ",
+        c.term, c.voters, c.learners, c.last_applied
+    );
+    if c.writable {
+        line.push_str("accepting writes\n");
+    } else {
+        line.push_str(&format!("NOT ACCEPTING WRITES\n  {}\n", c.detail));
+    }
+    line
+}
+
+/// The members table.
+pub fn nodes_table(nodes: &[pb::NodeInfo], now_ms: i64) -> String {
+    let mut rows = vec![
+        [
+            "NODE",
+            "ID",
+            "ROLE",
+            "ADDRESS",
+            "UPS",
+            "LAG",
+            "LAST SEEN",
+            "VERSION",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for n in nodes {
+        rows.push(vec![
+            n.name.clone(),
+            if n.id == 0 {
+                "-".into()
+            } else {
+                n.id.to_string()
+            },
+            n.role.clone(),
+            n.address.clone(),
+            if n.ups_names.is_empty() {
+                "-".into()
+            } else {
+                n.ups_names.join(",")
+            },
+            n.lag.map_or("-".into(), |l| l.to_string()),
+            if n.last_seen_unix_ms <= 0 {
+                "never".into()
+            } else {
+                format!(
+                    "{:.0} s ago",
+                    ((now_ms - n.last_seen_unix_ms).max(0) as f64) / 1000.0
+                )
+            },
+            if n.version.is_empty() {
+                "-".into()
+            } else {
+                n.version.clone()
+            },
+        ]);
+    }
+    table(&rows)
 }
 
 pub fn event_line(e: &pb::Event) -> String {
@@ -200,9 +254,15 @@ pub fn status_json(s: &pb::StatusReply) -> Value {
         "generated_at_unix_ms": s.generated_at_unix_ms,
         "ups": s.ups.iter().map(ups_json).collect::<Vec<_>>(),
         "nodes": s.nodes.iter().map(|n| json!({
-            "name": n.name, "role": n.role, "address": n.address,
+            "name": n.name, "id": n.id, "role": n.role, "address": n.address,
             "ups": n.ups_names, "version": n.version, "last_seen_unix_ms": n.last_seen_unix_ms,
+            "lag": n.lag,
         })).collect::<Vec<_>>(),
+        "cluster": s.cluster.as_ref().map(|c| json!({
+            "enabled": c.enabled, "leader": c.leader, "leader_id": c.leader_id, "term": c.term,
+            "writable": c.writable, "detail": c.detail, "last_applied": c.last_applied,
+            "voters": c.voters, "learners": c.learners,
+        })),
         "pending": {
             "kind": action_kind(p.kind),
             "reason": p.reason,

@@ -127,6 +127,12 @@ pub fn explain_server_refusal(err: &std::io::Error) -> String {
             }
             other => format!("the client's certificate is invalid: {other:?}"),
         },
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::DecryptError,
+        )) => "the client does not trust this node's certificate (is it configured with another cluster's CA?)"
+            .to_string(),
         _ => text,
     }
 }
@@ -168,6 +174,10 @@ pub async fn serve_tls(
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        // A port probe or a client that gave up: nothing to explain.
+                        tracing::debug!(%peer, "connection closed before the TLS handshake finished");
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(%peer, "refused TLS connection: {}", explain_server_refusal(&e));

@@ -220,3 +220,189 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A cluster of real `upsilond` processes: node `i` (1-based) has Raft id `i`, listens
+/// on 127.0.0.`i`, and its certificate names that address. Node 1 bootstraps; the
+/// others join through it. Processes are SIGKILLed when dropped.
+pub struct TestCluster {
+    pub pki: TestPki,
+    pub port: u16,
+    pub nodes: Vec<Option<NodeProc>>,
+    configs: Vec<String>,
+}
+
+/// How a test cluster is laid out.
+pub struct ClusterSpec {
+    pub nodes: usize,
+    pub voters: usize,
+    /// Nodes (1-based) that own a simulated UPS named `ups<i>`.
+    pub ups_on: Vec<usize>,
+    /// Extra TOML appended to every node's config (e.g. a `[policy]` section).
+    pub extra: String,
+}
+
+impl TestCluster {
+    pub fn start(spec: ClusterSpec) -> Self {
+        let pki = TestPki::new();
+        let port = free_port();
+        let mut configs = Vec::new();
+        for i in 1..=spec.nodes {
+            pki.issue(&IssueRequest::new(
+                &format!("n{i}"),
+                Role::Node,
+                vec![format!("127.0.0.{i}")],
+                30,
+            ));
+            let ups = if spec.ups_on.contains(&i) {
+                format!("[[ups]]\nname = \"ups{i}\"\ndriver = \"sim\"\npoll_interval_ms = 200\n")
+            } else {
+                String::new()
+            };
+            let seeds = if i == 1 {
+                "[]".to_string()
+            } else {
+                format!("[\"127.0.0.1:{port}\"]")
+            };
+            configs.push(format!(
+                "[node]\nname = \"n{i}\"\nlisten = \"127.0.0.{i}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/n{i}.pem\"\nkey = \"certs/n{i}.key\"\n\n{ups}\n{extra}\n\n[cluster]\nid = {i}\ndata_dir = \"data-n{i}\"\nbootstrap = {boot}\nseeds = {seeds}\nvoter = {voter}\nheartbeat_ms = 500\nstale_after_ms = 3000\nelection_timeout_ms = 500\n",
+                extra = spec.extra,
+                boot = i == 1,
+                voter = i <= spec.voters,
+            ));
+        }
+        let mut c = TestCluster {
+            pki,
+            port,
+            nodes: (0..spec.nodes).map(|_| None).collect(),
+            configs,
+        };
+        for i in 1..=spec.nodes {
+            c.start_node(i);
+        }
+        c
+    }
+
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        format!("127.0.0.{i}:{}", self.port).parse().unwrap()
+    }
+
+    /// Starts (or restarts) node `i` with its config; its log is appended to.
+    pub fn start_node(&mut self, i: usize) {
+        let config = self.pki.path().join(format!("n{i}.toml"));
+        std::fs::write(&config, &self.configs[i - 1]).unwrap();
+        let log = self.pki.path().join(format!("n{i}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(bin("upsilond"))
+            .arg("--config")
+            .arg(&config)
+            .env("UPSILON_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let mut node = NodeProc {
+            child,
+            addr: self.addr(i),
+            log,
+            config,
+        };
+        node.wait_listening();
+        self.nodes[i - 1] = Some(node);
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut n) = self.nodes[i - 1].take() {
+            let _ = n.child.kill();
+            let _ = n.child.wait();
+        }
+    }
+
+    pub fn is_up(&self, i: usize) -> bool {
+        self.nodes[i - 1].is_some()
+    }
+
+    /// `upsilon status --json` from node `i`, or None if it cannot be asked.
+    pub fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let o = upsilon(
+            &self.pki,
+            self.addr(i),
+            Some("operator"),
+            &["status", "--json"],
+        );
+        if !o.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&o.stdout).ok()
+    }
+
+    /// Event names (without notices) as node `i` sees them.
+    pub fn events(&self, i: usize) -> Vec<(String, String)> {
+        let o = upsilon(
+            &self.pki,
+            self.addr(i),
+            Some("operator"),
+            &["events", "--json", "-n", "1000"],
+        );
+        stdout(&o)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["name"] != "notice")
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap_or("").to_string(),
+                    v["ups"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Runs `upsilon` against node `i` as the operator.
+    pub fn cli(&self, i: usize, args: &[&str]) -> Output {
+        upsilon(&self.pki, self.addr(i), Some("operator"), args)
+    }
+
+    /// The leader's id as node `i` reports it, when it says writes are accepted.
+    pub fn writable_leader(&self, i: usize) -> Option<u64> {
+        let s = self.status(i)?;
+        (s["cluster"]["writable"] == true)
+            .then(|| s["cluster"]["leader_id"].as_u64())
+            .flatten()
+    }
+
+    /// Waits until node `i` sees `voters` voters and `learners` learners and accepts writes.
+    pub fn wait_formed(&self, i: usize, voters: u64, learners: u64, timeout: Duration) {
+        let ok = wait_for(timeout, || {
+            let s = self.status(i)?;
+            let c = &s["cluster"];
+            (c["voters"] == voters && c["learners"] == learners && c["writable"] == true)
+                .then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "cluster did not form ({voters} voters, {learners} learners) within {timeout:?}; node {i} says {:?}\nlogs:\n{}",
+            self.status(i).map(|s| s["cluster"].clone()),
+            self.logs()
+        );
+    }
+
+    /// The tail of every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for i in 1..=self.nodes.len() {
+            let text = std::fs::read_to_string(self.pki.path().join(format!("n{i}.log")))
+                .unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("--- n{i} ---\n"));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}

@@ -38,7 +38,7 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut shutd
                         break;
                     }
                     Err(e) => {
-                        if attempt % 10 == 0 {
+                        if attempt.is_multiple_of(10) {
                             tracing::warn!(%seed, "cannot join the cluster yet: {e}");
                         }
                     }

@@ -247,7 +247,7 @@ impl PowerState {
                         on_battery: r.on_battery,
                         time_on_battery_s: r.time_on_battery_s,
                         transfers: r.transfers,
-                        shutdown: r.shutdown.clone(),
+                        shutdown: r.shutdown,
                         last_report_ms: r.at_ms,
                     },
                 );

@@ -122,7 +122,7 @@ impl RaftLogStorage<C> for LogStore {
         let last_purged: Option<LogIdOf<C>> = self.meta_get("last_purged")?;
         let last = match self.log.last().map_err(io_err)? {
             Some((_, v)) => Some(from_json::<EntryOf<C>>(&v)?.log_id()),
-            None => last_purged.clone(),
+            None => last_purged,
         };
         Ok(LogState {
             last_purged_log_id: last_purged,
@@ -262,7 +262,7 @@ impl RaftSnapshotBuilder<C> for StateMachineStore {
             let a = self.applied.read().expect("state lock");
             (
                 SnapshotMetaOf::<C> {
-                    last_log_id: a.last_applied.clone(),
+                    last_log_id: a.last_applied,
                     last_membership: a.last_membership.clone(),
                 },
                 to_json(&a.power)?,
@@ -288,7 +288,7 @@ impl RaftStateMachine<C> for StateMachineStore {
         &mut self,
     ) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
         let a = self.applied.read().expect("state lock");
-        Ok((a.last_applied.clone(), a.last_membership.clone()))
+        Ok((a.last_applied, a.last_membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -330,7 +330,7 @@ impl RaftStateMachine<C> for StateMachineStore {
         {
             let mut a = self.applied.write().expect("state lock");
             *a = Applied {
-                last_applied: meta.last_log_id.clone(),
+                last_applied: meta.last_log_id,
                 last_membership: meta.last_membership.clone(),
                 power,
             };

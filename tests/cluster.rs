@@ -1,0 +1,261 @@
+//! Real `upsilond` processes forming a Raft cluster over mutual TLS on loopback
+//! (127.0.0.1-5): replication to every node, leader SIGKILL and re-election, restart
+//! catch-up, forwarded writes, a foreign-CA node refused, and quorum loss reported.
+//! The tests share the machine's two cores, so they run one at a time.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use upsilon_node::pki::{IssueRequest, Role};
+use upsilon_tests::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn has(events: &[(String, String)], name: &str) -> bool {
+    events.iter().any(|(n, _)| n == name)
+}
+
+#[test]
+fn ups_change_reaches_every_node_and_a_restarted_node_catches_up() {
+    let _g = serial();
+    let mut c = TestCluster::start(ClusterSpec {
+        nodes: 5,
+        voters: 3,
+        ups_on: vec![1],
+        extra: "[policy]\non_battery_delay = 1\n".into(),
+    });
+    c.wait_formed(1, 3, 2, Duration::from_secs(40));
+
+    let o = c.cli(1, &["sim", "set", "--on-battery"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for i in 1..=5 {
+        let ok = wait_for(Duration::from_secs(15), || {
+            let ev = c.events(i);
+            (has(&ev, "powerout") && has(&ev, "onbattery")).then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "node {i} never saw the outage: {:?}\n{}",
+            c.events(i),
+            c.logs()
+        );
+        let s = c.status(i).unwrap();
+        assert_eq!(s["ups"][0]["status"], "ONBATT", "node {i}: {s}");
+    }
+
+    // A learner is SIGKILLed, misses events, restarts and catches up from its own log
+    // plus the leader's.
+    c.kill(5);
+    c.cli(1, &["sim", "set", "--on-line"]);
+    wait_for(Duration::from_secs(15), || {
+        has(&c.events(2), "mainsback").then_some(())
+    })
+    .expect("mainsback replicated");
+    c.start_node(5);
+    let ok = wait_for(Duration::from_secs(20), || {
+        let ev = c.events(5);
+        (has(&ev, "powerout") && has(&ev, "mainsback")).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "restarted node did not catch up: {:?}\n{}",
+        c.events(5),
+        c.logs()
+    );
+    assert_eq!(c.events(5), c.events(1), "same history everywhere");
+}
+
+#[test]
+fn leader_sigkill_elects_a_new_leader_and_loses_no_event() {
+    let _g = serial();
+    // The UPS is driven by node 3, so killing the leader does not silence it.
+    let mut c = TestCluster::start(ClusterSpec {
+        nodes: 3,
+        voters: 3,
+        ups_on: vec![3],
+        extra: "[policy]\non_battery_delay = 1\n".into(),
+    });
+    c.wait_formed(1, 3, 0, Duration::from_secs(40));
+    let leader = c.writable_leader(1).expect("leader") as usize;
+    assert_eq!(leader, 1, "node 1 bootstrapped, so it leads first");
+
+    c.cli(3, &["sim", "set", "--on-battery"]);
+    wait_for(Duration::from_secs(15), || {
+        has(&c.events(1), "onbattery").then_some(())
+    })
+    .expect("onbattery on the leader");
+
+    c.kill(leader);
+    let new_leader = wait_for(Duration::from_secs(20), || {
+        c.writable_leader(2).filter(|l| *l != 1)
+    })
+    .unwrap_or_else(|| panic!("no new leader after SIGKILL\n{}", c.logs()));
+    assert!(new_leader == 2 || new_leader == 3);
+
+    // The owner keeps reporting through the new leader: mains return, then a new outage.
+    c.cli(3, &["sim", "set", "--on-line"]);
+    wait_for(Duration::from_secs(15), || {
+        has(&c.events(2), "mainsback").then_some(())
+    })
+    .expect("mainsback after failover");
+    let before: Vec<_> = c.events(2);
+
+    // The old leader restarts and catches up with everything, in the same order.
+    c.start_node(1);
+    let ok = wait_for(Duration::from_secs(20), || {
+        (c.events(1) == c.events(2)).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "old leader's history {:?} != {:?}\n{}",
+        c.events(1),
+        c.events(2),
+        c.logs()
+    );
+    let names: Vec<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["powerout", "onbattery", "offbattery", "mainsback"],
+        "nothing lost or doubled"
+    );
+}
+
+#[test]
+fn followers_forward_writes_and_membership_changes() {
+    let _g = serial();
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 3,
+        voters: 2,
+        ups_on: vec![2],
+        extra: String::new(),
+    });
+    c.wait_formed(1, 2, 1, Duration::from_secs(40));
+    // Node 2 is a follower; its UPS reports are forwarded to the leader.
+    wait_for(Duration::from_secs(10), || {
+        let s = c.status(3)?;
+        (s["ups"][0]["name"] == "ups2").then_some(())
+    })
+    .expect("node 2's UPS visible on node 3");
+
+    // A membership change sent to a learner (node 3) is forwarded to the leader.
+    let o = c.cli(3, &["nodes", "promote", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("n3(3)"), "{}", stdout(&o));
+    c.wait_formed(2, 3, 0, Duration::from_secs(20));
+    let o = c.cli(2, &["nodes"]);
+    let t = stdout(&o);
+    assert!(
+        t.contains("n1") && t.contains("leader") && t.contains("accepting writes"),
+        "{t}"
+    );
+    let o = c.cli(3, &["nodes", "demote", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    c.wait_formed(1, 2, 1, Duration::from_secs(20));
+}
+
+#[test]
+fn a_node_with_another_cas_certificate_cannot_join() {
+    let _g = serial();
+    let mut c = TestCluster::start(ClusterSpec {
+        nodes: 2,
+        voters: 2,
+        ups_on: vec![],
+        extra: String::new(),
+    });
+    c.wait_formed(1, 2, 0, Duration::from_secs(40));
+    // An intruder: node 3's certificate comes from another CA, so it is refused.
+    let other = TestPki::new();
+    other.issue(&IssueRequest::new(
+        "n3",
+        Role::Node,
+        vec!["127.0.0.3".into()],
+        30,
+    ));
+    let certs = c.pki.certs();
+    for f in ["n3.pem", "n3.key"] {
+        std::fs::copy(other.certs().join(f), certs.join(f)).unwrap();
+    }
+    // It trusts our CA (so it gets as far as presenting its certificate).
+    let cfg = format!(
+        "[node]\nname = \"n3\"\nlisten = \"127.0.0.3:{p}\"\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/n3.pem\"\nkey = \"certs/n3.key\"\n[cluster]\nid = 3\ndata_dir = \"data-n3\"\nseeds = [\"127.0.0.1:{p}\"]\nvoter = true\n",
+        p = c.port
+    );
+    let path = c.pki.path().join("intruder.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let log = c.pki.path().join("intruder.log");
+    let mut child = std::process::Command::new(bin("upsilond"))
+        .arg("--config")
+        .arg(&path)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    let _ = child.kill();
+    let _ = child.wait();
+    let s = c.status(1).unwrap();
+    assert_eq!(s["cluster"]["voters"], 2);
+    assert_eq!(s["cluster"]["learners"], 0);
+    let n1 = c.nodes[0].as_ref().unwrap().log_text();
+    assert!(
+        n1.contains("not signed by this cluster's CA"),
+        "node 1 log:\n{n1}"
+    );
+    let intr = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        intr.contains("cannot join the cluster yet"),
+        "intruder log:\n{intr}"
+    );
+    c.kill(1);
+}
+
+#[test]
+fn five_voters_survive_two_down_and_report_no_quorum_with_three_down() {
+    let _g = serial();
+    let mut c = TestCluster::start(ClusterSpec {
+        nodes: 5,
+        voters: 5,
+        ups_on: vec![5],
+        extra: "[policy]\non_battery_delay = 1\n".into(),
+    });
+    c.wait_formed(1, 5, 0, Duration::from_secs(60));
+    c.kill(1);
+    c.kill(2);
+    let ok = wait_for(Duration::from_secs(20), || c.writable_leader(5));
+    assert!(
+        ok.is_some(),
+        "no writable leader with 3 of 5 voters\n{}",
+        c.logs()
+    );
+    c.cli(5, &["sim", "set", "--on-battery"]);
+    wait_for(Duration::from_secs(15), || {
+        has(&c.events(3), "powerout").then_some(())
+    })
+    .expect("writes still commit with 2 of 5 voters down");
+
+    c.kill(3);
+    let s = wait_for(Duration::from_secs(20), || {
+        let s = c.status(4)?;
+        (s["cluster"]["writable"] == false).then_some(s)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "node 4 still claims to accept writes with 3 of 5 voters down\n{}",
+            c.logs()
+        )
+    });
+    let detail = s["cluster"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("quorum") || detail.contains("no leader"),
+        "{detail}"
+    );
+    let o = c.cli(4, &["status"]);
+    assert!(
+        stdout(&o).contains("NOT ACCEPTING WRITES"),
+        "{}",
+        stdout(&o)
+    );
+}
