@@ -401,7 +401,7 @@ fn check_config_accepts_good_and_locates_errors() {
 }
 
 #[test]
-fn demo_runs_to_the_recorded_shutdown() {
+fn demo_cluster_runs_to_the_recorded_shutdown_seen_by_every_node() {
     let o = Command::new(bin("upsilon")).arg("demo").output().unwrap();
     let out = stdout(&o);
     assert!(o.status.success(), "demo failed: {}\n{out}", stderr(&o));
@@ -410,6 +410,8 @@ fn demo_runs_to_the_recorded_shutdown() {
         "Running on UPS batteries.",
         "Initiating system shutdown!",
         "recorded: shutdown -h now",
+        "n5  learner    powerout, onbattery, runlimit, doshutdown",
+        "3 voters + 2 learners",
         "Demo finished",
     ] {
         assert!(

@@ -1,6 +1,8 @@
-//! `upsilon demo`: a node on a simulated UPS, played through a power failure to the
-//! (recorded, never executed) shutdown decision, watched over mutual TLS as an operator
-//! would. Everything lives in a throw-away directory; nothing touches this machine.
+//! `upsilon demo`: a five-node cluster (3 voters, 2 learners) on loopback, one node
+//! driving a simulated UPS, played through a power failure to the (recorded, never
+//! executed) shutdown decision. An operator watches over mutual TLS from a learner,
+//! and at the end every node shows the same replicated history. Everything lives in a
+//! throw-away directory; nothing touches this machine.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use anyhow::{Context, bail};
 use tokio_stream::StreamExt;
 use upsilon_node::client::{self, ClientOptions};
 use upsilon_node::config::NodeConfig;
+use upsilon_node::node::RunningNode;
 use upsilon_node::pki::{self, IssueRequest, Role};
 use upsilon_node::shutdown::Shutdown;
 use upsilon_proto::v1 as pb;
@@ -29,7 +32,10 @@ pub struct DemoArgs {
     /// demo runs until the shutdown decision and fails if none comes within 120 s.
     #[arg(long, value_name = "SECS")]
     duration: Option<u64>,
-    /// Keep the work directory (certificates, config, events file) instead of deleting it.
+    /// How many nodes: 1 (standalone) or 3-7 (the first three vote, the rest learn).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=7))]
+    nodes: u8,
+    /// Keep the work directory (certificates, configs, events file) instead of deleting it.
     #[arg(long)]
     keep: bool,
 }
@@ -55,7 +61,35 @@ impl Clock {
     }
 }
 
+fn api_err(opts: &ClientOptions) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
+    move |s| anyhow::anyhow!(client::explain_status(&s, &opts.endpoint))
+}
+
+/// Node `i`'s config: node 1 owns the UPS (and bootstraps the cluster).
+fn node_config(i: usize, n: usize, seed: Option<&str>) -> String {
+    let name = format!("n{i}");
+    let mut c = format!(
+        "# Written by `upsilon demo`.\n[node]\nname = \"{name}\"\nlisten = \"127.0.0.{i}:0\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n\n[policy]\nbattery_level = 10\nminutes = 5\non_battery_delay = 6\n\n[events]\nfile = \"events-{name}\"\n\n[executor]\nmode = \"record\"\nrecord_file = \"executor-record-{name}.jsonl\"\n"
+    );
+    if i == 1 {
+        c.push_str("\n[hooks]\nscript_dir = \"hooks\"\n\n[[ups]]\nname = \"ups1\"\ndriver = \"sim\"\nscenario = \"scenario.toml\"\npoll_interval_ms = 500\n");
+    }
+    if n > 1 {
+        c.push_str(&format!(
+            "\n[cluster]\nid = {i}\ndata_dir = \"data-{name}\"\nbootstrap = {}\nseeds = [{}]\nvoter = {}\nheartbeat_ms = 1000\nelection_timeout_ms = 500\n",
+            i == 1,
+            seed.map(|s| format!("\"{s}\"")).unwrap_or_default(),
+            i <= 3
+        ));
+    }
+    c
+}
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let n = args.nodes as usize;
+    if n == 2 {
+        bail!("--nodes 2 cannot keep a quorum when one fails: use 1, or 3 to 7");
+    }
     let work = tempfile::Builder::new().prefix("upsilon-demo-").tempdir()?;
     let dir = work.path().to_path_buf();
     let scenario_path = dir.join("scenario.toml");
@@ -81,167 +115,218 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
 
-    println!("Upsilon demo: one node on a simulated UPS, through a power failure.");
+    if n == 1 {
+        println!("Upsilon demo: one node on a simulated UPS, through a power failure.");
+    } else {
+        println!(
+            "Upsilon demo: a {n}-node cluster ({} voters, {} learners) on loopback, one simulated UPS, a power failure.",
+            3.min(n),
+            n - 3.min(n)
+        );
+    }
     println!("  scenario : {} - {}", scenario.name, scenario.description);
     println!("  work dir : {}", dir.display());
 
-    // 1. Certificates.
+    // 1. Certificates: one CA, one node certificate per node, one for the operator.
     let certs = dir.join("certs");
     pki::init_ca(&certs, "demo")?;
+    for i in 1..=n {
+        pki::issue(
+            &certs,
+            &IssueRequest::new(
+                &format!("n{i}"),
+                Role::Node,
+                vec![format!("127.0.0.{i}")],
+                1,
+            ),
+        )?;
+    }
     pki::issue(
         &certs,
-        &IssueRequest::new("demo-node", Role::Node, vec!["127.0.0.1".into()], 1),
+        &IssueRequest::new("operator", Role::Client, vec![], 1),
     )?;
-    pki::issue(
-        &certs,
-        &IssueRequest::new("demo-operator", Role::Client, vec![], 1),
-    )?;
-    println!(
-        "  [1] created a cluster CA, a node certificate (demo-node) and an operator certificate (demo-operator)"
-    );
+    println!("  [1] created a cluster CA, {n} node certificates and an operator certificate");
 
-    // 2. Config: hooks in an apcupsd-style script dir, events file, record mode.
+    // 2. Start the nodes, in-process, each with its own config, storage and API.
     let hooks = dir.join("hooks");
     std::fs::create_dir_all(&hooks)?;
     let hook_log = dir.join("hooks.log");
     for ev in ["powerout", "onbattery", "doshutdown", "mainsback"] {
         hook(&hooks, ev, &hook_log)?;
     }
-    let config_path = dir.join("node.toml");
-    std::fs::write(
-        &config_path,
-        r#"# Written by `upsilon demo`.
-[node]
-name = "demo-node"
-listen = "127.0.0.1:0"
-
-[tls]
-ca = "certs/ca.pem"
-cert = "certs/demo-node.pem"
-key = "certs/demo-node.key"
-
-[[ups]]
-name = "ups1"
-driver = "sim"
-scenario = "scenario.toml"
-poll_interval_ms = 500
-
-[policy]
-battery_level = 10
-minutes = 5
-on_battery_delay = 6
-
-[events]
-file = "events"
-
-[hooks]
-script_dir = "hooks"
-
-[executor]
-mode = "record"
-record_file = "executor-record.jsonl"
-"#,
-    )?;
-    let cfg = NodeConfig::load(&config_path)?;
-    let (stop_tx, stop_rx) = tokio::sync::broadcast::channel(1);
-    let node = upsilon_node::node::start(cfg, Shutdown::new(stop_rx)).await?;
+    let (stop_tx, _) = tokio::sync::broadcast::channel(1);
+    let mut nodes: Vec<RunningNode> = Vec::new();
+    let mut seed: Option<String> = None;
+    for i in 1..=n {
+        let path = dir.join(format!("n{i}.toml"));
+        std::fs::write(&path, node_config(i, n, seed.as_deref()))?;
+        let cfg = NodeConfig::load(&path)?;
+        let node = upsilon_node::node::start(cfg, Shutdown::new(stop_tx.subscribe()))
+            .await
+            .with_context(|| format!("cannot start node n{i}"))?;
+        if i == 1 {
+            seed = Some(node.local_addr.to_string());
+        }
+        nodes.push(node);
+    }
     let clock = Clock(Instant::now());
+    let opts_for = |i: usize| ClientOptions {
+        endpoint: nodes[i - 1].local_addr.to_string(),
+        ca: certs.join("ca.pem"),
+        identity: Some((certs.join("operator.pem"), certs.join("operator.key"))),
+    };
     println!(
-        "  [2] started upsilond demo-node on {} (mutual TLS; executor in record mode: nothing is executed)",
-        node.local_addr
+        "  [2] started {n} upsilond node(s) on {} (mutual TLS; executors in record mode: nothing is executed)",
+        nodes
+            .iter()
+            .map(|x| x.local_addr.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
-    // 3. Watch as an operator.
-    let opts = ClientOptions {
-        endpoint: node.local_addr.to_string(),
-        ca: certs.join("ca.pem"),
-        identity: Some((
-            certs.join("demo-operator.pem"),
-            certs.join("demo-operator.key"),
-        )),
-    };
-    let ch = client::connect(&opts).await?;
-    let mut api = PowerServiceClient::new(ch);
-    let mut stream = api
+    // 3. Wait for the cluster to form, as the operator sees it.
+    let owner_opts = opts_for(1);
+    let mut owner = PowerServiceClient::new(client::connect(&owner_opts).await?);
+    if n > 1 {
+        let formed = async {
+            loop {
+                let s = owner
+                    .get_status(pb::GetStatusRequest {})
+                    .await
+                    .map_err(api_err(&owner_opts))?
+                    .into_inner();
+                if let Some(c) = &s.cluster {
+                    if c.writable
+                        && (c.voters + c.learners) as usize == n
+                        && c.voters as usize == 3.min(n)
+                    {
+                        return anyhow::Ok(s);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        let s = tokio::time::timeout(Duration::from_secs(30), formed)
+            .await
+            .context("the cluster did not form within 30 s")??;
+        println!("  [3] cluster formed at {}:", clock.stamp());
+        for l in output::nodes_table(&s.nodes, s.generated_at_unix_ms).lines() {
+            println!("        {l}");
+        }
+        if let Some(c) = &s.cluster {
+            print!("        {}", output::cluster_line(c));
+        }
+    }
+
+    // 4. Watch from the last node (a learner in a cluster) as an operator would.
+    let watch_opts = opts_for(n);
+    let mut watcher = PowerServiceClient::new(client::connect(&watch_opts).await?);
+    let mut stream = watcher
         .watch(pb::WatchRequest {})
         .await
-        .map_err(|s| anyhow::anyhow!(client::explain_status(&s, &opts.endpoint)))?
+        .map_err(api_err(&watch_opts))?
         .into_inner();
-    println!("  [3] connected as demo-operator over mutual TLS; watching the node\n");
+    println!("  [4] operator connected to n{n} over mutual TLS; watching\n");
 
     let limit = Duration::from_secs(args.duration.unwrap_or(120));
     let deadline = tokio::time::Instant::now() + limit;
     let mut last_status_print = Instant::now() - Duration::from_secs(60);
     let mut last_kind = String::new();
     let mut shutdown_reason: Option<(String, String)> = None;
-    let mut extra_after_shutdown = None::<tokio::time::Instant>;
+    let mut poll = tokio::time::interval(Duration::from_millis(500));
+    let mut linger: Option<tokio::time::Instant> = None;
     loop {
-        let next = tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => None,
-            _ = async { match extra_after_shutdown { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => None,
-            n = stream.next() => n,
+        let linger_done = async {
+            match linger {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
         };
-        let Some(item) = next else { break };
-        let upd = item.map_err(|s| anyhow::anyhow!(client::explain_status(&s, &opts.endpoint)))?;
-        match upd.update {
-            Some(pb::watch_update::Update::Event(e)) => {
-                let ups = if e.ups_name.is_empty() {
-                    String::new()
-                } else {
-                    format!("[{}] ", e.ups_name)
-                };
-                println!(
-                    "  {}  event   {:<12} {}{}",
-                    clock.stamp(),
-                    e.name,
-                    ups,
-                    e.message
-                );
-            }
-            Some(pb::watch_update::Update::Status(s)) => {
-                let p = s.pending.clone().unwrap_or_default();
-                let kind = output::action_kind(p.kind).to_string();
-                let changed = kind != last_kind;
-                if changed || last_status_print.elapsed() >= Duration::from_secs(4) {
-                    for u in &s.ups {
-                        println!(
-                            "  {}  status  {:<18} charge {:>5}  runtime {:>8}  line {:>7}  action: {}",
-                            clock.stamp(),
-                            format!("{} {}", u.ups_name, u.status_text),
-                            u.charge_percent.map_or("-".into(), |c| format!("{c:.0} %")),
-                            u.runtime_seconds
-                                .map_or("-".into(), |r| format!("{:.1} min", r / 60.0)),
-                            u.line_voltage.map_or("-".into(), |v| format!("{v:.0} V")),
-                            kind
-                        );
-                    }
-                    if changed && kind != "none" {
-                        println!("  {}  action  {}", clock.stamp(), p.detail);
-                    }
-                    last_status_print = Instant::now();
-                    last_kind = kind.clone();
-                }
-                if kind == "shutting-down" && p.shutdown_handled && shutdown_reason.is_none() {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = linger_done => break,
+            _ = poll.tick() => {
+                // The UPS owner's executor knows when the shutdown command was handled.
+                let s = owner.get_status(pb::GetStatusRequest {}).await.map_err(api_err(&owner_opts))?.into_inner();
+                let p = s.pending.unwrap_or_default();
+                if output::action_kind(p.kind) == "shutting-down" && p.shutdown_handled && shutdown_reason.is_none() {
                     shutdown_reason = Some((p.reason.clone(), p.detail.clone()));
-                    // Let the last events and hooks land, then stop.
-                    extra_after_shutdown =
-                        Some(tokio::time::Instant::now() + Duration::from_millis(1500));
+                    // Let the last events replicate and hooks land, then stop.
+                    linger = Some(tokio::time::Instant::now() + Duration::from_millis(2000));
                 }
             }
-            None => {}
+            item = stream.next() => {
+                let Some(item) = item else { break };
+                let upd = item.map_err(api_err(&watch_opts))?;
+                match upd.update {
+                    Some(pb::watch_update::Update::Event(e)) => {
+                        let ups = if e.ups_name.is_empty() { String::new() } else { format!("[{}] ", e.ups_name) };
+                        println!("  {}  event   {:<12} {}{} (from {})", clock.stamp(), e.name, ups, e.message, e.node_name);
+                    }
+                    Some(pb::watch_update::Update::Status(s)) => {
+                        let p = s.pending.clone().unwrap_or_default();
+                        let kind = output::action_kind(p.kind).to_string();
+                        let changed = kind != last_kind;
+                        if changed || last_status_print.elapsed() >= Duration::from_secs(4) {
+                            for u in &s.ups {
+                                println!(
+                                    "  {}  status  {:<18} charge {:>5}  runtime {:>8}  line {:>5}  action: {}",
+                                    clock.stamp(),
+                                    format!("{} {}", u.ups_name, u.status_text),
+                                    u.charge_percent.map_or("-".into(), |c| format!("{c:.0} %")),
+                                    u.runtime_seconds.map_or("-".into(), |r| format!("{:.1} min", r / 60.0)),
+                                    u.line_voltage.map_or("-".into(), |v| format!("{v:.0} V")),
+                                    kind
+                                );
+                            }
+                            if changed && kind != "none" {
+                                println!("  {}  action  {}", clock.stamp(), p.detail);
+                            }
+                            last_status_print = Instant::now();
+                            last_kind = kind;
+                        }
+                    }
+                    None => {}
+                }
+            }
         }
     }
 
-    let final_status = api
+    let final_status = owner
         .get_status(pb::GetStatusRequest {})
         .await
-        .map_err(|s| anyhow::anyhow!(client::explain_status(&s, &opts.endpoint)))?
+        .map_err(api_err(&owner_opts))?
         .into_inner();
-    // Close our connection first: the server's graceful stop waits for open streams.
+    let mut seen = Vec::new();
+    for i in 1..=n {
+        let o = opts_for(i);
+        let mut c = PowerServiceClient::new(client::connect(&o).await?);
+        let evs = c
+            .list_events(pb::ListEventsRequest { limit: 1000 })
+            .await
+            .map_err(api_err(&o))?
+            .into_inner()
+            .events;
+        let role = final_status
+            .nodes
+            .iter()
+            .find(|x| x.name == format!("n{i}"))
+            .map_or("standalone".to_string(), |x| x.role.clone());
+        let names: Vec<String> = evs
+            .into_iter()
+            .filter(|e| e.name != "notice")
+            .map(|e| e.name)
+            .collect();
+        seen.push((format!("n{i}"), role, names));
+    }
+    // Close our connections first: a server's graceful stop waits for open streams.
     drop(stream);
-    drop(api);
+    drop(watcher);
+    drop(owner);
     let _ = stop_tx.send(());
-    node.join().await;
+    for node in nodes {
+        node.join().await;
+    }
 
     println!("\nSummary");
     match &shutdown_reason {
@@ -261,8 +346,15 @@ record_file = "executor-record.jsonl"
             println!("  hook ran : {l}");
         }
     }
-    let events_file = dir.join("events");
-    println!("  events file ({}), apcupsd format:", events_file.display());
+    println!("  what every node saw (replicated event history):");
+    for (name, role, names) in &seen {
+        println!("    {name:<3} {role:<10} {}", names.join(", "));
+    }
+    let events_file = dir.join("events-n1");
+    println!(
+        "  events file of the UPS owner ({}), apcupsd format:",
+        events_file.display()
+    );
     for l in std::fs::read_to_string(&events_file)
         .unwrap_or_default()
         .lines()
@@ -283,8 +375,12 @@ record_file = "executor-record.jsonl"
             limit.as_secs()
         );
     }
+    let all_same = seen.windows(2).all(|w| w[0].2 == w[1].2);
+    if !all_same {
+        bail!("the nodes' event histories differ: replication did not converge");
+    }
     println!(
-        "\nDemo finished: the power failure was handled to the recorded shutdown; nothing was executed."
+        "\nDemo finished: the power failure was handled to the recorded shutdown on every node's view; nothing was executed."
     );
     Ok(ExitCode::SUCCESS)
 }
