@@ -27,6 +27,7 @@ fn ups_change_reaches_every_node_and_a_restarted_node_catches_up() {
         voters: 3,
         ups_on: vec![1],
         extra: "[policy]\non_battery_delay = 1\n".into(),
+        ..Default::default()
     });
     c.wait_formed(1, 3, 2, Duration::from_secs(40));
 
@@ -78,6 +79,7 @@ fn leader_sigkill_elects_a_new_leader_and_loses_no_event() {
         voters: 3,
         ups_on: vec![3],
         extra: "[policy]\non_battery_delay = 1\n".into(),
+        ..Default::default()
     });
     c.wait_formed(1, 3, 0, Duration::from_secs(40));
     let leader = c.writable_leader(1).expect("leader") as usize;
@@ -132,6 +134,7 @@ fn followers_forward_writes_and_membership_changes() {
         voters: 2,
         ups_on: vec![2],
         extra: String::new(),
+        ..Default::default()
     });
     c.wait_formed(1, 2, 1, Duration::from_secs(40));
     // Node 2 is a follower; its UPS reports are forwarded to the leader.
@@ -165,6 +168,7 @@ fn a_node_with_another_cas_certificate_cannot_join() {
         voters: 2,
         ups_on: vec![],
         extra: String::new(),
+        ..Default::default()
     });
     c.wait_formed(1, 2, 0, Duration::from_secs(40));
     // An intruder: node 3's certificate comes from another CA, so it is refused.
@@ -220,6 +224,7 @@ fn five_voters_survive_two_down_and_report_no_quorum_with_three_down() {
         voters: 5,
         ups_on: vec![5],
         extra: "[policy]\non_battery_delay = 1\n".into(),
+        ..Default::default()
     });
     c.wait_formed(1, 5, 0, Duration::from_secs(60));
     c.kill(1);

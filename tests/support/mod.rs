@@ -12,10 +12,13 @@ use upsilon_node::pki::{self, IssueRequest, Role};
 /// `target/debug` (or whichever profile the tests were built with).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    let dir = exe.parent().expect("exe dir");
+    // Test binaries live in target/<profile>/deps, other binaries in target/<profile>.
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// A workspace binary; the README's test command builds them before the tests.
@@ -239,6 +242,20 @@ pub struct ClusterSpec {
     pub ups_on: Vec<usize>,
     /// Extra TOML appended to every node's config (e.g. a `[policy]` section).
     pub extra: String,
+    /// Poll interval of the simulated UPSes, ms.
+    pub poll_ms: u64,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            nodes: 3,
+            voters: 3,
+            ups_on: vec![1],
+            extra: String::new(),
+            poll_ms: 200,
+        }
+    }
 }
 
 impl TestCluster {
@@ -254,7 +271,10 @@ impl TestCluster {
                 30,
             ));
             let ups = if spec.ups_on.contains(&i) {
-                format!("[[ups]]\nname = \"ups{i}\"\ndriver = \"sim\"\npoll_interval_ms = 200\n")
+                format!(
+                    "[[ups]]\nname = \"ups{i}\"\ndriver = \"sim\"\npoll_interval_ms = {}\n",
+                    spec.poll_ms
+                )
             } else {
                 String::new()
             };

@@ -50,6 +50,8 @@ pub fn open(dir: &Path) -> io::Result<(LogStore, StateMachineStore)> {
     let db = sled::Config::new()
         .path(dir.join("raft.sled"))
         .mode(sled::Mode::LowSpace)
+        // The state is small; sled's default 1 GiB page cache is not needed.
+        .cache_capacity(16 * 1024 * 1024)
         .open()
         .map_err(|e| {
             io_err(format!(
