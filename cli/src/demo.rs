@@ -195,13 +195,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                     .await
                     .map_err(api_err(&owner_opts))?
                     .into_inner();
-                if let Some(c) = &s.cluster {
-                    if c.writable
+                let formed = s.cluster.as_ref().is_some_and(|c| {
+                    c.writable
                         && (c.voters + c.learners) as usize == n
                         && c.voters as usize == 3.min(n)
-                    {
-                        return anyhow::Ok(s);
-                    }
+                });
+                if formed {
+                    return anyhow::Ok(s);
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
