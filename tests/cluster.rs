@@ -127,7 +127,7 @@ fn leader_sigkill_elects_a_new_leader_and_loses_no_event() {
 }
 
 #[test]
-fn followers_forward_writes_and_membership_changes() {
+fn followers_forward_writes_and_membership_changes_including_removal() {
     let _g = serial();
     let c = TestCluster::start(ClusterSpec {
         nodes: 3,
@@ -158,6 +158,16 @@ fn followers_forward_writes_and_membership_changes() {
     let o = c.cli(3, &["nodes", "demote", "3"]);
     assert!(o.status.success(), "{}", stderr(&o));
     c.wait_formed(1, 2, 1, Duration::from_secs(20));
+    // Removal, asked of a follower, leaves two voters and an event in the history.
+    let o = c.cli(2, &["nodes", "remove", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    c.wait_formed(1, 2, 0, Duration::from_secs(20));
+    let o = c.cli(1, &["events"]);
+    assert!(
+        stdout(&o).contains("Node n3 left the cluster."),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
