@@ -274,3 +274,38 @@ fn five_voters_survive_two_down_and_report_no_quorum_with_three_down() {
         stdout(&o)
     );
 }
+
+#[test]
+fn a_silent_ups_owner_makes_its_ups_comm_lost_everywhere() {
+    let _g = serial();
+    let mut c = TestCluster::start(ClusterSpec {
+        nodes: 3,
+        voters: 3,
+        ups_on: vec![3],
+        ..Default::default()
+    });
+    c.wait_formed(1, 3, 0, Duration::from_secs(40));
+    wait_for(Duration::from_secs(10), || {
+        (c.status(1)?["ups"][0]["status"] == "ONLINE").then_some(())
+    })
+    .expect("ups3 reported");
+    c.kill(3);
+    // stale_after_ms is 3000 in the test clusters.
+    let ok = wait_for(Duration::from_secs(15), || {
+        let s = c.status(2)?;
+        (s["ups"][0]["status"] == "COMMLOST").then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "ups3 not marked comm-lost: {:?}\n{}",
+        c.status(2),
+        c.logs()
+    );
+    assert!(has(&c.events(1), "commfailure"));
+    c.start_node(3);
+    wait_for(Duration::from_secs(15), || {
+        (c.status(1)?["ups"][0]["status"] == "ONLINE").then_some(())
+    })
+    .expect("ups3 back after its owner restarted");
+    assert!(has(&c.events(2), "commok"));
+}

@@ -2,7 +2,9 @@
 //! heartbeats, report its UPSes, and, on the leader, mark UPSes whose owner went silent.
 //! Every timestamp is taken here and travels inside the command.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
@@ -143,6 +145,10 @@ pub async fn heartbeats(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
 
 /// On the leader: a UPS whose owner has been silent for `stale_after_ms` is marked.
 pub async fn mark_stale_upses(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+    // Silence is measured on this node's monotonic clock from the last change of each
+    // UPS's report sequence, so clock skew between hosts cannot fake or hide it.
+    let mut seen: HashMap<String, (u64, Instant)> = HashMap::new();
+    let limit = Duration::from_millis(cluster.cfg.stale_after_ms);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -150,23 +156,33 @@ pub async fn mark_stale_upses(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
             _ = tick.tick() => {}
         }
         if cluster.metrics().current_leader != Some(cluster.id) {
+            // A new leader gives every owner a full `stale_after_ms` from its first look.
+            seen.clear();
             continue;
         }
-        let now = now_ms();
-        let limit = cluster.cfg.stale_after_ms as i64;
-        let stale: Vec<(String, u64)> = cluster.read(|s| {
+        let now = Instant::now();
+        let upses: Vec<(String, u64, u64, bool)> = cluster.read(|s| {
             s.upses
                 .values()
-                .filter(|u| !u.stale && now - u.last_report_ms > limit)
-                .map(|u| (u.name.clone(), u.owner))
+                .map(|u| (u.name.clone(), u.owner, u.seq, u.stale))
                 .collect()
         });
-        for (ups, owner) in stale {
-            tracing::warn!(%ups, owner, "no report from the UPS owner for {limit} ms: marking it comm-lost");
+        let mut stale = Vec::new();
+        for (name, owner, seq, is_stale) in upses {
+            let entry = seen.entry(name.clone()).or_insert((seq, now));
+            if entry.0 != seq {
+                *entry = (seq, now);
+            } else if !is_stale && now.duration_since(entry.1) > limit {
+                stale.push((name, owner, seq));
+            }
+        }
+        for (ups, owner, seq) in stale {
+            tracing::warn!(%ups, owner, "no report from the UPS owner for {limit:?}: marking it comm-lost");
             let cmd = Command::UpsStale {
                 ups,
                 owner,
-                at_ms: now,
+                seq,
+                at_ms: now_ms(),
             };
             let _ = cluster
                 .submit(LeaderOp::Write(cmd), Duration::from_secs(3))

@@ -97,10 +97,11 @@ pub enum Command {
     Heartbeat { id: NodeId, at_ms: i64 },
     /// A UPS owner's latest view of its UPS, and the events its monitor derived.
     UpsReport(Box<UpsReport>),
-    /// The leader saw no report from the owner for too long.
+    /// The leader saw no new report (still `seq`) from the owner for too long.
     UpsStale {
         ups: String,
         owner: NodeId,
+        seq: u64,
         at_ms: i64,
     },
     /// A node left the cluster.
@@ -254,8 +255,13 @@ impl PowerState {
                 self.touch(r.owner, r.at_ms);
                 CommandResult { applied: true }
             }
-            Command::UpsStale { ups, owner, at_ms } => match self.upses.get_mut(ups) {
-                Some(u) if u.owner == *owner && !u.stale && u.last_report_ms < *at_ms => {
+            Command::UpsStale {
+                ups,
+                owner,
+                seq,
+                at_ms,
+            } => match self.upses.get_mut(ups) {
+                Some(u) if u.owner == *owner && !u.stale && u.seq == *seq => {
                     u.stale = true;
                     let node = self.node_name(*owner);
                     self.push_event(
@@ -367,6 +373,7 @@ mod tests {
         let stale = Command::UpsStale {
             ups: "ups1".into(),
             owner: 1,
+            seq: 5,
             at_ms: 200,
         };
         assert!(s.apply(&stale).applied);
@@ -383,9 +390,12 @@ mod tests {
     fn stale_never_overrides_a_newer_report() {
         let mut s = PowerState::default();
         s.apply(&report(1, 500, &[]));
+        // Decided on seq 1, but seq 2 was committed first: the UPS is not silent.
+        s.apply(&report(2, 600, &[]));
         let stale = Command::UpsStale {
             ups: "ups1".into(),
             owner: 1,
+            seq: 1,
             at_ms: 400,
         };
         assert!(!s.apply(&stale).applied);
