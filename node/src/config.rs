@@ -337,6 +337,18 @@ impl NodeConfig {
                     "must be above 0 (and unique in the cluster)".into(),
                 ));
             }
+            if c.min_supplies == 0
+                || (!c.feeds.is_empty() && c.min_supplies as usize > c.feeds.len())
+            {
+                return Err(err(
+                    "cluster.min_supplies",
+                    format!(
+                        "{} must be between 1 and the number of feeds ({})",
+                        c.min_supplies,
+                        c.feeds.len()
+                    ),
+                ));
+            }
             if c.heartbeat_ms < 100 {
                 return Err(err(
                     "cluster.heartbeat_ms",
@@ -405,6 +417,9 @@ impl NodeConfig {
         }
         if let Some(c) = self.cluster.as_mut() {
             fix(&mut c.data_dir);
+            if let Some(p) = c.plan.as_mut() {
+                fix(p);
+            }
         }
     }
 }

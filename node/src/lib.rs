@@ -16,6 +16,7 @@ pub mod monitor;
 pub mod node;
 pub mod pb_impl;
 pub mod pki;
+pub mod plan;
 pub mod policy;
 pub mod reading;
 pub mod shutdown;

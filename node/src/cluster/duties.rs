@@ -58,6 +58,8 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut shutd
         name: cluster.name.clone(),
         addr: cluster.addr.clone(),
         labels: cluster.cfg.labels.clone(),
+        feeds: cluster.cfg.feeds.clone(),
+        min_supplies: cluster.cfg.min_supplies,
         version,
         at_ms: now_ms(),
     };

@@ -40,6 +40,19 @@ pub struct ClusterSection {
     /// Labels for staged shutdown plans.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The UPSes (by name) that power this host.
+    #[serde(default)]
+    pub feeds: Vec<String>,
+    /// How many of `feeds` must be on line for this host to count as on line.
+    #[serde(default = "default_min_supplies")]
+    pub min_supplies: u32,
+    /// A plan file to propose when the cluster has no plan yet (usually on the
+    /// bootstrap node); later changes go through `upsilon plan apply`.
+    #[serde(default)]
+    pub plan: Option<PathBuf>,
+    /// Where this host keeps its "stage already run" markers (default: data_dir).
+    #[serde(default)]
+    pub marker_dir: Option<PathBuf>,
     /// How often a node (and each UPS owner) reports even when nothing changed.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
@@ -49,6 +62,10 @@ pub struct ClusterSection {
     /// Raft election timeout (minimum; the maximum is twice this).
     #[serde(default = "default_election_ms")]
     pub election_timeout_ms: u64,
+}
+
+fn default_min_supplies() -> u32 {
+    1
 }
 
 fn default_heartbeat_ms() -> u64 {

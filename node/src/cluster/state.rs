@@ -4,9 +4,12 @@
 //! pure function of the state and the command, and every timestamp travels inside the
 //! command, so each node applying the same log reaches the same state.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use crate::plan::Plan;
 use crate::policy::ShutdownRule;
 use crate::reading::UpsReading;
 
@@ -25,6 +28,10 @@ pub struct NodeRecord {
     /// Last report or heartbeat from the node, Unix ms (from the command).
     pub last_seen_ms: i64,
     pub version: String,
+    /// The UPSes that power this host.
+    pub feeds: Vec<String>,
+    /// How many feeds must be on line for the host to count as on line.
+    pub min_supplies: u32,
 }
 
 /// A UPS as the cluster knows it.
@@ -50,6 +57,10 @@ pub struct UpsRecord {
     /// The owner's monitor decided a shutdown: (rule, Unix ms).
     pub shutdown: Option<(ShutdownRule, i64)>,
     pub last_report_ms: i64,
+    /// Since when the UPS is on battery, by its owner's clock (Unix ms).
+    pub on_battery_since_ms: Option<i64>,
+    /// Since when the cluster has had no usable word from it (Unix ms).
+    pub comm_lost_since_ms: Option<i64>,
 }
 
 /// One event in the cluster's history.
@@ -79,6 +90,52 @@ pub struct PowerState {
     pub upses: BTreeMap<String, UpsRecord>,
     pub events: VecDeque<ClusterEvent>,
     pub next_event_seq: u64,
+    /// The staged shutdown plan.
+    pub plan: Option<Plan>,
+    /// The current (or last) outage and its progress.
+    pub outage: Option<Outage>,
+    pub next_outage_id: u64,
+    /// Hosts that acknowledged halting and have not come back since.
+    pub halted: BTreeSet<NodeId>,
+    /// UPSes power-cycled to bring halted hosts back (since the last outage started).
+    pub power_cycled: BTreeMap<String, ActionRun>,
+}
+
+/// An order to a UPS owner and whether it was carried out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRun {
+    pub ordered_ms: i64,
+    pub delay_s: u32,
+    pub done_ms: Option<i64>,
+    pub result: String,
+}
+
+/// A host's acknowledgements for its stage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    pub shutting_down_ms: Option<i64>,
+    pub halting_ms: Option<i64>,
+}
+
+/// A started stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRun {
+    pub name: String,
+    pub started_ms: i64,
+    pub reason: String,
+    pub hosts: Vec<NodeId>,
+    pub acks: BTreeMap<NodeId, Ack>,
+}
+
+/// One outage: its stages, kill-power orders, and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outage {
+    pub id: u64,
+    pub started_ms: i64,
+    pub stages: Vec<StageRun>,
+    pub kill_power: BTreeMap<String, ActionRun>,
+    pub ended_ms: Option<i64>,
+    pub end_reason: String,
 }
 
 /// A change to the power state.
@@ -91,6 +148,9 @@ pub enum Command {
         addr: String,
         labels: Vec<String>,
         version: String,
+        /// The UPSes that power it, and how many must be on line.
+        feeds: Vec<String>,
+        min_supplies: u32,
         at_ms: i64,
     },
     /// A node is alive (sent at the heartbeat interval).
@@ -106,6 +166,46 @@ pub enum Command {
     },
     /// A node left the cluster.
     NodeRemoved { id: NodeId, at_ms: i64 },
+    /// Replace the staged shutdown plan.
+    SetPlan { plan: Plan, at_ms: i64, by: String },
+    /// The coordinator saw a supply on battery: an outage begins.
+    OutageStart { id: u64, at_ms: i64 },
+    /// The coordinator starts stage `stage` of outage `outage`.
+    StageStart {
+        outage: u64,
+        stage: usize,
+        name: String,
+        hosts: Vec<NodeId>,
+        reason: String,
+        at_ms: i64,
+    },
+    /// A host reports progress on its stage: shutting down, then halting.
+    NodeAck {
+        outage: u64,
+        stage: usize,
+        node: NodeId,
+        halting: bool,
+        at_ms: i64,
+    },
+    /// The coordinator orders a UPS to cut power (returning with mains).
+    KillPower {
+        outage: u64,
+        ups: String,
+        delay_s: u32,
+        at_ms: i64,
+    },
+    /// The coordinator orders a UPS power-cycled to bring halted hosts back.
+    PowerCycle { ups: String, at_ms: i64 },
+    /// A UPS owner carried out a kill-power or power-cycle order.
+    UpsActionDone {
+        ups: String,
+        power_cycle: bool,
+        ok: bool,
+        result: String,
+        at_ms: i64,
+    },
+    /// Mains returned: the outage ends and stages not started are cancelled.
+    OutageEnd { id: u64, at_ms: i64, reason: String },
     /// A line for the cluster's event history (membership changes and the like).
     Notice {
         at_ms: i64,
@@ -142,6 +242,19 @@ impl fmt::Display for Command {
             Command::UpsStale { ups, .. } => write!(f, "UpsStale({ups})"),
             Command::NodeRemoved { id, .. } => write!(f, "NodeRemoved({id})"),
             Command::Notice { message, .. } => write!(f, "Notice({message})"),
+            Command::SetPlan { plan, .. } => write!(f, "SetPlan({} stages)", plan.stages.len()),
+            Command::OutageStart { id, .. } => write!(f, "OutageStart({id})"),
+            Command::StageStart { outage, stage, .. } => write!(f, "StageStart({outage}/{stage})"),
+            Command::NodeAck {
+                node,
+                stage,
+                halting,
+                ..
+            } => write!(f, "NodeAck({node} stage {stage} halting={halting})"),
+            Command::KillPower { ups, .. } => write!(f, "KillPower({ups})"),
+            Command::PowerCycle { ups, .. } => write!(f, "PowerCycle({ups})"),
+            Command::UpsActionDone { ups, .. } => write!(f, "UpsActionDone({ups})"),
+            Command::OutageEnd { id, .. } => write!(f, "OutageEnd({id})"),
         }
     }
 }
@@ -190,8 +303,13 @@ impl PowerState {
                 addr,
                 labels,
                 version,
+                feeds,
+                min_supplies,
                 at_ms,
             } => {
+                if self.halted.remove(id) {
+                    self.push_event(*at_ms, "notice", "", &format!("{name} is back up."), name);
+                }
                 self.nodes.insert(
                     *id,
                     NodeRecord {
@@ -201,6 +319,8 @@ impl PowerState {
                         labels: labels.clone(),
                         last_seen_ms: *at_ms,
                         version: version.clone(),
+                        feeds: feeds.clone(),
+                        min_supplies: *min_supplies,
                     },
                 );
                 CommandResult { applied: true }
@@ -220,6 +340,7 @@ impl PowerState {
                 }
                 let node = self.node_name(r.owner);
                 let was_stale = self.upses.get(&r.ups).is_some_and(|u| u.stale);
+                let prev_lost = self.upses.get(&r.ups).and_then(|u| u.comm_lost_since_ms);
                 if was_stale {
                     self.push_event(
                         r.at_ms,
@@ -250,6 +371,14 @@ impl PowerState {
                         transfers: r.transfers,
                         shutdown: r.shutdown,
                         last_report_ms: r.at_ms,
+                        on_battery_since_ms: r
+                            .on_battery
+                            .then(|| r.at_ms - i64::from(r.time_on_battery_s) * 1000),
+                        comm_lost_since_ms: if r.comm_lost {
+                            prev_lost.or(Some(r.at_ms))
+                        } else {
+                            None
+                        },
                     },
                 );
                 self.touch(r.owner, r.at_ms);
@@ -263,6 +392,7 @@ impl PowerState {
             } => match self.upses.get_mut(ups) {
                 Some(u) if u.owner == *owner && !u.stale && u.seq == *seq => {
                     u.stale = true;
+                    u.comm_lost_since_ms.get_or_insert(*at_ms);
                     let node = self.node_name(*owner);
                     self.push_event(
                         *at_ms,
@@ -290,6 +420,243 @@ impl PowerState {
                     );
                 }
                 CommandResult { applied: removed }
+            }
+            Command::SetPlan { plan, at_ms, by } => {
+                self.plan = Some(plan.clone());
+                let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+                self.push_event(
+                    *at_ms,
+                    "notice",
+                    "",
+                    &format!("Shutdown plan set by {by}: {}.", names.join(" -> ")),
+                    by,
+                );
+                CommandResult { applied: true }
+            }
+            Command::OutageStart { id, at_ms } => {
+                let active = self.outage.as_ref().is_some_and(|o| o.ended_ms.is_none());
+                if active || *id != self.next_outage_id + 1 {
+                    return CommandResult { applied: false };
+                }
+                self.next_outage_id = *id;
+                self.power_cycled.clear();
+                self.outage = Some(Outage {
+                    id: *id,
+                    started_ms: *at_ms,
+                    stages: vec![],
+                    kill_power: BTreeMap::new(),
+                    ended_ms: None,
+                    end_reason: String::new(),
+                });
+                self.push_event(
+                    *at_ms,
+                    "outage",
+                    "",
+                    &format!("Outage {id} began: a supply is on battery."),
+                    "",
+                );
+                CommandResult { applied: true }
+            }
+            Command::StageStart {
+                outage,
+                stage,
+                name,
+                hosts,
+                reason,
+                at_ms,
+            } => {
+                let names: Vec<String> = hosts.iter().map(|h| self.node_name(*h)).collect();
+                let Some(o) = self
+                    .outage
+                    .as_mut()
+                    .filter(|o| o.id == *outage && o.ended_ms.is_none())
+                else {
+                    return CommandResult { applied: false };
+                };
+                // Exactly once and in order: only the next stage may start.
+                if o.stages.len() != *stage {
+                    return CommandResult { applied: false };
+                }
+                o.stages.push(StageRun {
+                    name: name.clone(),
+                    started_ms: *at_ms,
+                    reason: reason.clone(),
+                    hosts: hosts.clone(),
+                    acks: BTreeMap::new(),
+                });
+                self.push_event(
+                    *at_ms,
+                    "stagestart",
+                    "",
+                    &format!(
+                        "Stage {} ({name}) started: {reason}; hosts: {}.",
+                        stage + 1,
+                        names.join(", ")
+                    ),
+                    "",
+                );
+                CommandResult { applied: true }
+            }
+            Command::NodeAck {
+                outage,
+                stage,
+                node,
+                halting,
+                at_ms,
+            } => {
+                let name = self.node_name(*node);
+                let Some(run) = self
+                    .outage
+                    .as_mut()
+                    .filter(|o| o.id == *outage)
+                    .and_then(|o| o.stages.get_mut(*stage))
+                    .filter(|r| r.hosts.contains(node))
+                else {
+                    return CommandResult { applied: false };
+                };
+                let stage_name = run.name.clone();
+                let ack = run.acks.entry(*node).or_default();
+                let slot = if *halting {
+                    &mut ack.halting_ms
+                } else {
+                    &mut ack.shutting_down_ms
+                };
+                if slot.is_some() {
+                    return CommandResult { applied: false };
+                }
+                *slot = Some(*at_ms);
+                if *halting {
+                    self.halted.insert(*node);
+                }
+                let what = if *halting {
+                    "is halting"
+                } else {
+                    "is shutting down"
+                };
+                self.push_event(
+                    *at_ms,
+                    "nodeack",
+                    "",
+                    &format!("{name} {what} (stage {stage_name})."),
+                    &name,
+                );
+                CommandResult { applied: true }
+            }
+            Command::KillPower {
+                outage,
+                ups,
+                delay_s,
+                at_ms,
+            } => {
+                let Some(o) = self
+                    .outage
+                    .as_mut()
+                    .filter(|o| o.id == *outage && o.ended_ms.is_none())
+                else {
+                    return CommandResult { applied: false };
+                };
+                if o.kill_power.contains_key(ups) {
+                    return CommandResult { applied: false };
+                }
+                o.kill_power.insert(
+                    ups.clone(),
+                    ActionRun {
+                        ordered_ms: *at_ms,
+                        delay_s: *delay_s,
+                        done_ms: None,
+                        result: String::new(),
+                    },
+                );
+                self.push_event(
+                    *at_ms,
+                    "killpower",
+                    ups,
+                    &format!(
+                        "UPS {ups} ordered to cut power in {delay_s} s and return with mains."
+                    ),
+                    "",
+                );
+                CommandResult { applied: true }
+            }
+            Command::PowerCycle { ups, at_ms } => {
+                if self.power_cycled.contains_key(ups) {
+                    return CommandResult { applied: false };
+                }
+                self.power_cycled.insert(
+                    ups.clone(),
+                    ActionRun {
+                        ordered_ms: *at_ms,
+                        delay_s: 0,
+                        done_ms: None,
+                        result: String::new(),
+                    },
+                );
+                self.push_event(
+                    *at_ms,
+                    "powercycle",
+                    ups,
+                    &format!(
+                        "UPS {ups} ordered to power-cycle its outlets to bring halted hosts back."
+                    ),
+                    "",
+                );
+                CommandResult { applied: true }
+            }
+            Command::UpsActionDone {
+                ups,
+                power_cycle,
+                ok,
+                result,
+                at_ms,
+            } => {
+                let run = if *power_cycle {
+                    self.power_cycled.get_mut(ups)
+                } else {
+                    self.outage.as_mut().and_then(|o| o.kill_power.get_mut(ups))
+                };
+                let Some(run) = run.filter(|r| r.done_ms.is_none()) else {
+                    return CommandResult { applied: false };
+                };
+                run.done_ms = Some(*at_ms);
+                run.result = result.clone();
+                let what = if *power_cycle {
+                    "power cycle"
+                } else {
+                    "kill power"
+                };
+                let how = if *ok { "done" } else { "FAILED" };
+                self.push_event(
+                    *at_ms,
+                    "notice",
+                    ups,
+                    &format!("UPS {ups} {what} {how}: {result}"),
+                    "",
+                );
+                CommandResult { applied: true }
+            }
+            Command::OutageEnd { id, at_ms, reason } => {
+                let Some(o) = self
+                    .outage
+                    .as_mut()
+                    .filter(|o| o.id == *id && o.ended_ms.is_none())
+                else {
+                    return CommandResult { applied: false };
+                };
+                o.ended_ms = Some(*at_ms);
+                o.end_reason = reason.clone();
+                let name = if reason.contains("cancelled") {
+                    "cancel"
+                } else {
+                    "outageend"
+                };
+                self.push_event(
+                    *at_ms,
+                    name,
+                    "",
+                    &format!("Outage {id} ended: {reason}."),
+                    "",
+                );
+                CommandResult { applied: true }
             }
             Command::Notice {
                 at_ms,
@@ -320,6 +687,8 @@ mod tests {
             addr: format!("127.0.0.{id}:7443"),
             labels: vec![],
             version: "0".into(),
+            feeds: vec![],
+            min_supplies: 1,
             at_ms: 1,
         }
     }

@@ -1,0 +1,821 @@
+//! The staged shutdown plan and the coordinator's pure decision.
+//!
+//! [`Plan`] is the ordered list of stages (replicated; set with `upsilon plan apply`).
+//! [`supply`] computes a host's power from its feeds and `min_supplies` (NUT's
+//! MINSUPPLIES). [`decide`] reads the replicated state and the time and returns the
+//! commands the leader should propose: start an outage, start the next stage (or every
+//! remaining one in an emergency), order a UPS to cut power once the hosts it alone
+//! feeds have halted, cancel what has not started when mains return, and power-cycle a
+//! UPS to bring halted hosts back. It is pure: a new leader re-runs it and continues,
+//! and `PowerState::apply` refuses anything already done, so nothing happens twice.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::NodeId;
+use crate::cluster::state::{Command, NodeRecord, PowerState, UpsRecord};
+
+/// What starts a stage; any one of the set conditions on any of its hosts is enough.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    /// The host's supply has been on battery this many seconds.
+    pub on_battery_s: Option<u64>,
+    /// The host's supply runtime is below this many seconds.
+    pub runtime_below_s: Option<u64>,
+    /// The host's supply charge is below this percentage.
+    pub charge_below: Option<f64>,
+}
+
+/// One stage of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub name: String,
+    /// Node names, or `label:NAME` for every node with that label.
+    pub hosts: Vec<String>,
+    pub trigger: Trigger,
+    /// How long to wait for every host's "halting" before the next stage may start.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_s: u64,
+    /// The command the hosts run instead of their own `shutdown_command`.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+}
+
+fn default_ack_timeout() -> u64 {
+    120
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    #[serde(rename = "stage")]
+    pub stages: Vec<Stage>,
+    /// A supply runtime under this many seconds is an emergency (every remaining stage
+    /// starts at once).
+    #[serde(default = "default_floor")]
+    pub runtime_floor_s: u64,
+    /// A feed on battery whose UPS is silent this long counts as exhausted.
+    #[serde(default = "default_dead_time")]
+    pub dead_time_s: u64,
+    /// Seconds a UPS waits after the kill-power order before cutting its outlets.
+    #[serde(default = "default_kill_delay")]
+    pub kill_power_delay_s: u32,
+}
+
+fn default_floor() -> u64 {
+    120
+}
+fn default_dead_time() -> u64 {
+    15
+}
+fn default_kill_delay() -> u32 {
+    20
+}
+
+impl Plan {
+    /// Checks a plan; the message names the stage and what to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.stages.is_empty() {
+            return Err("the plan has no [[stage]]".into());
+        }
+        let mut names = BTreeSet::new();
+        for (i, s) in self.stages.iter().enumerate() {
+            let at = format!("stage {} ({:?})", i + 1, s.name);
+            if s.name.is_empty() || !names.insert(s.name.clone()) {
+                return Err(format!("{at}: every stage needs a unique name"));
+            }
+            if s.hosts.is_empty() {
+                return Err(format!("{at}: names no hosts"));
+            }
+            let t = &s.trigger;
+            if t.on_battery_s.is_none() && t.runtime_below_s.is_none() && t.charge_below.is_none() {
+                return Err(format!(
+                    "{at}: the trigger needs on_battery_s, runtime_below_s or charge_below"
+                ));
+            }
+            if let Some(c) = t.charge_below
+                && !(0.0..=100.0).contains(&c) {
+                    return Err(format!("{at}: charge_below {c} is not a percentage"));
+                }
+            if s.command.as_ref().is_some_and(|c| c.is_empty()) {
+                return Err(format!("{at}: command is empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The node ids a stage names, in id order.
+    pub fn stage_hosts(&self, stage: usize, nodes: &[&NodeRecord]) -> Vec<NodeId> {
+        let Some(s) = self.stages.get(stage) else {
+            return vec![];
+        };
+        let mut out = BTreeSet::new();
+        for sel in &s.hosts {
+            for n in nodes {
+                let hit = match sel.strip_prefix("label:") {
+                    Some(l) => n.labels.iter().any(|x| x == l),
+                    None => &n.name == sel,
+                };
+                if hit {
+                    out.insert(n.id);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
+/// A host's power, from its feeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Supply {
+    /// Fewer than `min_supplies` feeds are on line.
+    pub on_battery: bool,
+    /// Since when (Unix ms), when on battery.
+    pub on_battery_since_ms: Option<i64>,
+    /// Charge and runtime of the `min_supplies`-th best feed.
+    pub charge: Option<f64>,
+    pub runtime_s: Option<f64>,
+    /// Why this supply is an emergency, if it is.
+    pub emergency: Option<String>,
+}
+
+fn feed_on_line(u: &UpsRecord) -> bool {
+    !u.on_battery && !u.comm_lost && !u.stale
+}
+
+/// A host's supply. Hosts without feeds have none (`None`): no trigger reads them.
+pub fn supply(node: &NodeRecord, state: &PowerState, plan: &Plan, now_ms: i64) -> Option<Supply> {
+    if node.feeds.is_empty() {
+        return None;
+    }
+    let feeds: Vec<Option<&UpsRecord>> = node.feeds.iter().map(|f| state.upses.get(f)).collect();
+    let need = node.min_supplies.max(1) as usize;
+    let on_line = feeds.iter().filter(|u| u.is_some_and(feed_on_line)).count();
+    let on_battery = on_line < need;
+    // Rank feeds best first: on line, then by runtime.
+    let mut ranked: Vec<(bool, f64, Option<f64>)> = feeds
+        .iter()
+        .map(|u| match u {
+            Some(u) => {
+                let r = u.reading.as_ref();
+                (
+                    feed_on_line(u),
+                    r.and_then(|r| r.runtime_s).unwrap_or(0.0),
+                    r.and_then(|r| r.charge_percent),
+                )
+            }
+            None => (false, 0.0, None),
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
+    let nth = ranked.get(need - 1).copied();
+    let since = feeds
+        .iter()
+        .flatten()
+        .filter(|u| !feed_on_line(u))
+        .filter_map(|u| u.on_battery_since_ms.or(u.comm_lost_since_ms))
+        .max();
+    let mut emergency = None;
+    if on_battery {
+        for u in feeds.iter().flatten() {
+            let low = u.reading.as_ref().is_some_and(|r| r.flags.low_battery) && u.on_battery;
+            if low {
+                emergency = Some(format!("{} signals low battery", u.name));
+            } else if (u.stale || u.comm_lost)
+                && u.on_battery
+                && u.comm_lost_since_ms
+                    .is_some_and(|t| now_ms - t >= plan.dead_time_s as i64 * 1000)
+            {
+                emergency = Some(format!(
+                    "{} on battery and silent for more than {} s",
+                    u.name, plan.dead_time_s
+                ));
+            }
+        }
+        if let Some((_, rt, _)) = nth
+            && emergency.is_none() && rt < plan.runtime_floor_s as f64 {
+                emergency = Some(format!(
+                    "runtime {rt:.0} s is under the floor of {} s",
+                    plan.runtime_floor_s
+                ));
+            }
+    }
+    Some(Supply {
+        on_battery,
+        on_battery_since_ms: if on_battery { since } else { None },
+        charge: nth.and_then(|n| n.2),
+        runtime_s: nth.map(|n| n.1),
+        emergency,
+    })
+}
+
+/// Why a trigger fires for a supply, if it does.
+pub fn trigger_reason(t: &Trigger, s: &Supply, now_ms: i64) -> Option<String> {
+    if !s.on_battery {
+        return None;
+    }
+    if let (Some(limit), Some(since)) = (t.on_battery_s, s.on_battery_since_ms)
+        && now_ms - since >= limit as i64 * 1000 {
+            return Some(format!("on battery for {} s", limit));
+        }
+    if let (Some(limit), Some(rt)) = (t.runtime_below_s, s.runtime_s)
+        && rt < limit as f64 {
+            return Some(format!("runtime {rt:.0} s below {limit} s"));
+        }
+    if let (Some(limit), Some(c)) = (t.charge_below, s.charge)
+        && c < limit {
+            return Some(format!("charge {c:.0} % below {limit} %"));
+        }
+    None
+}
+
+/// Whether stage `k` of the running outage is done: every host acknowledged halting,
+/// or its ack timeout passed.
+pub fn stage_done(state: &PowerState, plan: &Plan, k: usize, now_ms: i64) -> bool {
+    let Some(o) = state.outage.as_ref() else {
+        return false;
+    };
+    let Some(run) = o.stages.get(k) else {
+        return false;
+    };
+    let timeout = plan.stages.get(k).map_or(120, |s| s.ack_timeout_s) as i64 * 1000;
+    run.hosts
+        .iter()
+        .all(|h| run.acks.get(h).is_some_and(|a| a.halting_ms.is_some()))
+        || now_ms - run.started_ms >= timeout
+}
+
+/// Whether a host has halted (acknowledged, or its stage timed out).
+fn host_down(state: &PowerState, plan: &Plan, host: NodeId, now_ms: i64) -> bool {
+    let Some(o) = state.outage.as_ref() else {
+        return state.halted.contains(&host);
+    };
+    o.stages.iter().enumerate().any(|(k, run)| {
+        run.hosts.contains(&host)
+            && (run.acks.get(&host).is_some_and(|a| a.halting_ms.is_some())
+                || stage_done(state, plan, k, now_ms))
+    }) || state.halted.contains(&host)
+}
+
+/// The coordinator: what the leader should propose now. Pure.
+pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
+    let Some(plan) = state.plan.as_ref() else {
+        return vec![];
+    };
+    let nodes: Vec<&NodeRecord> = state.nodes.values().collect();
+    let supplies: Vec<(NodeId, Supply)> = nodes
+        .iter()
+        .filter_map(|n| supply(n, state, plan, now_ms).map(|s| (n.id, s)))
+        .collect();
+    let any_on_battery =
+        supplies.iter().any(|(_, s)| s.on_battery) || state.upses.values().any(|u| u.on_battery);
+    let mut out = Vec::new();
+
+    let active = state.outage.as_ref().filter(|o| o.ended_ms.is_none());
+    match active {
+        None => {
+            if any_on_battery {
+                out.push(Command::OutageStart {
+                    id: state.next_outage_id + 1,
+                    at_ms: now_ms,
+                });
+            } else {
+                out.extend(power_cycles(state, plan, &nodes, now_ms));
+            }
+        }
+        Some(o) => {
+            let started = o.stages.len();
+            if !any_on_battery {
+                let reason = if started < plan.stages.len() {
+                    format!(
+                        "mains returned: {} stage(s) not started are cancelled",
+                        plan.stages.len() - started
+                    )
+                } else {
+                    "mains returned after every stage started".to_string()
+                };
+                out.push(Command::OutageEnd {
+                    id: o.id,
+                    at_ms: now_ms,
+                    reason,
+                });
+                return out;
+            }
+            let emergency = supplies.iter().find_map(|(id, s)| {
+                s.emergency.as_ref().map(|e| {
+                    let name = state.nodes.get(id).map_or("?", |n| n.name.as_str());
+                    format!("emergency on {name}: {e}")
+                })
+            });
+            if started < plan.stages.len() {
+                let prev_done = started == 0 || stage_done(state, plan, started - 1, now_ms);
+                let reason = if let Some(e) = &emergency {
+                    Some(e.clone())
+                } else if prev_done {
+                    let hosts = plan.stage_hosts(started, &nodes);
+                    hosts.iter().find_map(|h| {
+                        let s = supplies.iter().find(|(id, _)| id == h).map(|(_, s)| s)?;
+                        let why = trigger_reason(&plan.stages[started].trigger, s, now_ms)?;
+                        let name = state.nodes.get(h).map_or("?", |n| n.name.as_str());
+                        Some(format!("{name}: {why}"))
+                    })
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    out.push(Command::StageStart {
+                        outage: o.id,
+                        stage: started,
+                        name: plan.stages[started].name.clone(),
+                        hosts: plan.stage_hosts(started, &nodes),
+                        reason,
+                        at_ms: now_ms,
+                    });
+                }
+            } else {
+                // Every stage has started: each UPS on battery cuts power once every host
+                // it alone feeds is down. Its owner is not waited for: the owner carries
+                // the order out (with a delay long enough for its own halt).
+                for u in state.upses.values().filter(|u| u.on_battery) {
+                    if o.kill_power.contains_key(&u.name) {
+                        continue;
+                    }
+                    let dependents_down = nodes
+                        .iter()
+                        .filter(|n| n.id != u.owner && n.feeds.len() == 1 && n.feeds[0] == u.name)
+                        .all(|n| host_down(state, plan, n.id, now_ms));
+                    if dependents_down {
+                        out.push(Command::KillPower {
+                            outage: o.id,
+                            ups: u.name.clone(),
+                            delay_s: plan.kill_power_delay_s,
+                            at_ms: now_ms,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// After an outage ended with hosts halted: power-cycle each UPS that feeds a halted
+/// host, once no running host depends on that UPS alone.
+fn power_cycles(
+    state: &PowerState,
+    plan: &Plan,
+    nodes: &[&NodeRecord],
+    now_ms: i64,
+) -> Vec<Command> {
+    let _ = plan;
+    let mut out = Vec::new();
+    for u in state.upses.values() {
+        if state.power_cycled.contains_key(&u.name) || u.stale || u.comm_lost {
+            continue;
+        }
+        let feeds_halted = state.halted.iter().any(|h| {
+            state
+                .nodes
+                .get(h)
+                .is_some_and(|n| n.feeds.contains(&u.name))
+        });
+        if !feeds_halted {
+            continue;
+        }
+        // The owner counts too: cycling the UPS that alone feeds it would kill it.
+        let running_depends = nodes.iter().any(|n| {
+            !state.halted.contains(&n.id) && {
+                let others = n
+                    .feeds
+                    .iter()
+                    .filter(|f| *f != &u.name)
+                    .filter(|f| state.upses.get(*f).is_some_and(feed_on_line))
+                    .count();
+                n.feeds.contains(&u.name) && others < n.min_supplies.max(1) as usize
+            }
+        });
+        if !running_depends {
+            out.push(Command::PowerCycle {
+                ups: u.name.clone(),
+                at_ms: now_ms,
+            });
+        }
+    }
+    out
+}
+
+impl Plan {
+    /// Reads and checks a plan file (TOML: `[[stage]]` tables and the plan's settings).
+    pub fn load(path: &std::path::Path) -> Result<Plan, crate::config::ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| crate::config::ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let plan: Plan = crate::config::parse_toml(path, &text)?;
+        plan.validate()
+            .map_err(|message| crate::config::ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: 1,
+                key: "stage".into(),
+                message,
+            })?;
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::state::{Ack, Outage, StageRun};
+    use crate::reading::{UpsFlags, UpsReading};
+    use std::collections::BTreeMap;
+    use std::time::SystemTime;
+
+    const NOW: i64 = 1_000_000;
+
+    fn plan() -> Plan {
+        Plan {
+            stages: vec![
+                Stage {
+                    name: "batch".into(),
+                    hosts: vec!["label:batch".into()],
+                    trigger: Trigger {
+                        on_battery_s: Some(30),
+                        ..Default::default()
+                    },
+                    ack_timeout_s: 60,
+                    command: None,
+                },
+                Stage {
+                    name: "apps".into(),
+                    hosts: vec!["app1".into()],
+                    trigger: Trigger {
+                        runtime_below_s: Some(600),
+                        ..Default::default()
+                    },
+                    ack_timeout_s: 60,
+                    command: None,
+                },
+                Stage {
+                    name: "core".into(),
+                    hosts: vec!["db1".into(), "owner".into()],
+                    trigger: Trigger {
+                        charge_below: Some(20.0),
+                        ..Default::default()
+                    },
+                    ack_timeout_s: 60,
+                    command: None,
+                },
+            ],
+            runtime_floor_s: 120,
+            dead_time_s: 15,
+            kill_power_delay_s: 20,
+        }
+    }
+
+    fn node(id: NodeId, name: &str, labels: &[&str], feeds: &[&str], min: u32) -> NodeRecord {
+        NodeRecord {
+            id,
+            name: name.into(),
+            addr: String::new(),
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+            last_seen_ms: NOW,
+            version: String::new(),
+            feeds: feeds.iter().map(|s| s.to_string()).collect(),
+            min_supplies: min,
+        }
+    }
+
+    fn ups(
+        name: &str,
+        owner: NodeId,
+        on_battery_for_s: Option<i64>,
+        charge: f64,
+        runtime: f64,
+    ) -> UpsRecord {
+        let mut r = UpsReading::empty(
+            UpsFlags {
+                online: on_battery_for_s.is_none(),
+                on_battery: on_battery_for_s.is_some(),
+                battery_present: true,
+                ..Default::default()
+            },
+            SystemTime::now(),
+        );
+        r.charge_percent = Some(charge);
+        r.runtime_s = Some(runtime);
+        UpsRecord {
+            name: name.into(),
+            owner,
+            driver: "sim".into(),
+            seq: 1,
+            reading: Some(r),
+            statflag: 0,
+            comm_lost: false,
+            stale: false,
+            on_battery: on_battery_for_s.is_some(),
+            time_on_battery_s: 0,
+            transfers: 0,
+            shutdown: None,
+            last_report_ms: NOW,
+            on_battery_since_ms: on_battery_for_s.map(|s| NOW - s * 1000),
+            comm_lost_since_ms: None,
+        }
+    }
+
+    /// batch1 and app1 on upsA only; db1 on upsA+upsB needing one; owner (of both) on upsA.
+    fn state(a: UpsRecord, b: UpsRecord) -> PowerState {
+        let mut s = PowerState {
+            plan: Some(plan()),
+            ..Default::default()
+        };
+        for n in [
+            node(1, "owner", &[], &["upsA"], 1),
+            node(2, "batch1", &["batch"], &["upsA"], 1),
+            node(3, "app1", &[], &["upsA"], 1),
+            node(4, "db1", &[], &["upsA", "upsB"], 1),
+        ] {
+            s.nodes.insert(n.id, n);
+        }
+        s.upses.insert("upsA".into(), a);
+        s.upses.insert("upsB".into(), b);
+        s
+    }
+
+    fn outage(stages: Vec<StageRun>) -> Outage {
+        Outage {
+            id: 1,
+            started_ms: NOW - 60_000,
+            stages,
+            kill_power: BTreeMap::new(),
+            ended_ms: None,
+            end_reason: String::new(),
+        }
+    }
+
+    fn run(name: &str, hosts: &[NodeId], started_s_ago: i64, halted: &[NodeId]) -> StageRun {
+        StageRun {
+            name: name.into(),
+            started_ms: NOW - started_s_ago * 1000,
+            reason: String::new(),
+            hosts: hosts.to_vec(),
+            acks: halted
+                .iter()
+                .map(|h| {
+                    (
+                        *h,
+                        Ack {
+                            shutting_down_ms: Some(NOW - 1),
+                            halting_ms: Some(NOW),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn kinds(cmds: &[Command]) -> Vec<String> {
+        cmds.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn no_plan_or_all_on_line_does_nothing() {
+        let s = state(
+            ups("upsA", 1, None, 100.0, 3000.0),
+            ups("upsB", 1, None, 100.0, 3000.0),
+        );
+        assert!(decide(&s, NOW).is_empty());
+        let mut s2 = s.clone();
+        s2.plan = None;
+        s2.upses.get_mut("upsA").unwrap().on_battery = true;
+        assert!(decide(&s2, NOW).is_empty());
+    }
+
+    #[test]
+    fn a_ups_on_battery_starts_an_outage() {
+        let s = state(
+            ups("upsA", 1, Some(1), 100.0, 3000.0),
+            ups("upsB", 1, None, 100.0, 3000.0),
+        );
+        assert_eq!(kinds(&decide(&s, NOW)), ["OutageStart(1)"]);
+    }
+
+    #[test]
+    fn on_battery_trigger_waits_for_its_seconds() {
+        let mut s = state(
+            ups("upsA", 1, Some(29), 90.0, 3000.0),
+            ups("upsB", 1, None, 100.0, 3000.0),
+        );
+        s.outage = Some(outage(vec![]));
+        assert!(decide(&s, NOW).is_empty(), "29 s < 30 s");
+        s.upses
+            .insert("upsA".into(), ups("upsA", 1, Some(30), 90.0, 3000.0));
+        let cmds = decide(&s, NOW);
+        assert_eq!(kinds(&cmds), ["StageStart(1/0)"]);
+        match &cmds[0] {
+            Command::StageStart { hosts, reason, .. } => {
+                assert_eq!(hosts, &[2]);
+                assert!(reason.contains("batch1: on battery for 30 s"), "{reason}");
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn next_stage_waits_for_acks_or_timeout() {
+        let mut s = state(
+            ups("upsA", 1, Some(100), 50.0, 500.0),
+            ups("upsB", 1, None, 100.0, 3000.0),
+        );
+        s.outage = Some(outage(vec![run("batch", &[2], 10, &[])]));
+        assert!(
+            decide(&s, NOW).is_empty(),
+            "batch1 has not halted, timeout not reached"
+        );
+        s.outage = Some(outage(vec![run("batch", &[2], 10, &[2])]));
+        assert_eq!(
+            kinds(&decide(&s, NOW)),
+            ["StageStart(1/1)"],
+            "acked: apps may start (runtime 500 < 600)"
+        );
+        s.outage = Some(outage(vec![run("batch", &[2], 60, &[])]));
+        assert_eq!(
+            kinds(&decide(&s, NOW)),
+            ["StageStart(1/1)"],
+            "ack timeout passed"
+        );
+    }
+
+    #[test]
+    fn runtime_and_charge_triggers() {
+        let mut s = state(
+            ups("upsA", 1, Some(100), 50.0, 700.0),
+            ups("upsB", 1, None, 100.0, 3000.0),
+        );
+        s.outage = Some(outage(vec![run("batch", &[2], 10, &[2])]));
+        assert!(decide(&s, NOW).is_empty(), "runtime 700 >= 600");
+        s.outage = Some(outage(vec![
+            run("batch", &[2], 10, &[2]),
+            run("apps", &[3], 10, &[3]),
+        ]));
+        s.upses
+            .insert("upsA".into(), ups("upsA", 1, Some(100), 25.0, 700.0));
+        assert!(decide(&s, NOW).is_empty(), "charge 25 >= 20");
+        s.upses
+            .insert("upsA".into(), ups("upsA", 1, Some(100), 19.0, 700.0));
+        let cmds = decide(&s, NOW);
+        assert_eq!(kinds(&cmds), ["StageStart(1/2)"]);
+        match &cmds[0] {
+            Command::StageStart { hosts, reason, .. } => {
+                assert_eq!(hosts, &[1, 4]);
+                assert!(reason.contains("owner: charge 19 % below 20 %"), "{reason}");
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn redundant_host_stays_on_line_with_one_feed() {
+        let s = state(
+            ups("upsA", 1, Some(100), 10.0, 60.0),
+            ups("upsB", 1, None, 100.0, 3000.0),
+        );
+        let p = plan();
+        let db1 = &s.nodes[&4];
+        let sup = supply(db1, &s, &p, NOW).unwrap();
+        assert!(!sup.on_battery, "upsB still on line and min_supplies is 1");
+        assert_eq!(sup.runtime_s, Some(3000.0), "best feed");
+        let mut db2 = db1.clone();
+        db2.min_supplies = 2;
+        let sup = supply(&db2, &s, &p, NOW).unwrap();
+        assert!(sup.on_battery, "needs both feeds");
+        assert_eq!(sup.runtime_s, Some(60.0), "second-best feed");
+        assert!(sup.emergency.is_some(), "runtime 60 under the 120 s floor");
+    }
+
+    #[test]
+    fn emergency_starts_every_remaining_stage_without_waiting() {
+        let mut a = ups("upsA", 1, Some(5), 90.0, 3000.0);
+        a.reading.as_mut().unwrap().flags.low_battery = true;
+        let mut s = state(a, ups("upsB", 1, None, 100.0, 3000.0));
+        s.outage = Some(outage(vec![run("batch", &[2], 1, &[])]));
+        let cmds = decide(&s, NOW);
+        assert_eq!(
+            kinds(&cmds),
+            ["StageStart(1/1)"],
+            "no waiting for batch's acks"
+        );
+        match &cmds[0] {
+            Command::StageStart { reason, .. } => {
+                assert!(reason.contains("signals low battery"), "{reason}")
+            }
+            _ => unreachable!(),
+        }
+        // Applying it, the next decide starts the last stage at once too.
+        s.apply(&cmds[0]);
+        assert_eq!(kinds(&decide(&s, NOW)), ["StageStart(1/2)"]);
+    }
+
+    #[test]
+    fn silent_ups_on_battery_is_an_emergency_after_dead_time() {
+        let mut a = ups("upsA", 1, Some(5), 90.0, 3000.0);
+        a.stale = true;
+        a.comm_lost_since_ms = Some(NOW - 14_000);
+        let mut s = state(a, ups("upsB", 1, None, 100.0, 3000.0));
+        s.outage = Some(outage(vec![]));
+        assert!(decide(&s, NOW).is_empty(), "14 s < dead_time 15 s");
+        s.upses.get_mut("upsA").unwrap().comm_lost_since_ms = Some(NOW - 15_000);
+        let cmds = decide(&s, NOW);
+        assert_eq!(kinds(&cmds), ["StageStart(1/0)"]);
+    }
+
+    #[test]
+    fn mains_return_cancels_what_has_not_started() {
+        let mut s = state(
+            ups("upsA", 1, None, 80.0, 3000.0),
+            ups("upsB", 1, None, 100.0, 3000.0),
+        );
+        s.outage = Some(outage(vec![run("batch", &[2], 10, &[2])]));
+        let cmds = decide(&s, NOW);
+        assert_eq!(kinds(&cmds), ["OutageEnd(1)"]);
+        match &cmds[0] {
+            Command::OutageEnd { reason, .. } => {
+                assert!(reason.contains("2 stage(s) not started are cancelled"))
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn kill_power_waits_for_every_host_fed_only_by_the_ups() {
+        let mut s = state(
+            ups("upsA", 1, Some(300), 5.0, 100.0),
+            ups("upsB", 1, None, 100.0, 3000.0),
+        );
+        s.outage = Some(outage(vec![
+            run("batch", &[2], 100, &[2]),
+            run("apps", &[3], 50, &[3]),
+            run("core", &[1, 4], 5, &[4]),
+        ]));
+        // owner (1) has not acked but it is the one told to cut power; batch1 and app1,
+        // fed only by upsA, halted. db1 has upsB too and does not count.
+        assert_eq!(kinds(&decide(&s, NOW)), ["KillPower(upsA)"]);
+        s.outage = Some(outage(vec![
+            run("batch", &[2], 100, &[2]),
+            run("apps", &[3], 5, &[]),
+            run("core", &[1, 4], 5, &[4]),
+        ]));
+        assert!(
+            decide(&s, NOW).is_empty(),
+            "app1 still running: no kill power, and apps not done"
+        );
+    }
+
+    #[test]
+    fn decide_is_idempotent_through_apply() {
+        let mut s = state(
+            ups("upsA", 1, Some(40), 50.0, 3000.0),
+            ups("upsB", 1, None, 100.0, 3000.0),
+        );
+        let c1 = decide(&s, NOW);
+        assert!(s.apply(&c1[0]).applied);
+        let c2 = decide(&s, NOW);
+        assert_eq!(kinds(&c2), ["StageStart(1/0)"]);
+        assert!(s.apply(&c2[0]).applied);
+        // A stale leader re-proposing the same start is refused.
+        assert!(!s.apply(&c2[0]).applied);
+        assert!(!s.apply(&c1[0]).applied);
+    }
+
+    #[test]
+    fn halted_hosts_come_back_by_power_cycle_when_nothing_running_depends_on_the_ups() {
+        let mut s = state(
+            ups("upsA", 1, None, 60.0, 3000.0),
+            ups("upsB", 1, None, 100.0, 3000.0),
+        );
+        let mut o = outage(vec![run("batch", &[2], 100, &[2])]);
+        o.ended_ms = Some(NOW - 1000);
+        s.outage = Some(o);
+        s.halted.insert(2);
+        // owner, app1 (only upsA) still run on upsA: no power cycle of upsA.
+        assert!(decide(&s, NOW).is_empty());
+        s.halted.extend([1, 3]);
+        // Now only db1 runs, and it has upsB.
+        assert_eq!(kinds(&decide(&s, NOW)), ["PowerCycle(upsA)"]);
+    }
+
+    #[test]
+    fn plan_validation_names_the_stage() {
+        let mut p = plan();
+        p.stages[1].trigger = Trigger::default();
+        assert!(p.validate().unwrap_err().contains("stage 2 (\"apps\")"));
+        let mut p = plan();
+        p.stages[0].hosts.clear();
+        assert!(p.validate().unwrap_err().contains("names no hosts"));
+    }
+}
