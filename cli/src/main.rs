@@ -62,6 +62,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The staged shutdown plan: stages, hosts, triggers, progress, what would start now.
+    Plan {
+        #[command(subcommand)]
+        cmd: Option<PlanCommand>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shut the cluster down by the plan. Only `--dry-run` exists: it replays the plan
+    /// against the current state and prints what would happen, changing nothing.
+    Shutdown {
+        /// Required: print the replay, change nothing.
+        #[arg(long, required = true)]
+        dry_run: bool,
+        /// Pretend every UPS is on battery now.
+        #[arg(long)]
+        assume_outage: bool,
+    },
     /// Drive a simulated UPS.
     Sim {
         #[command(subcommand)]
@@ -74,6 +91,12 @@ enum Command {
     },
     /// Run a node on a simulated UPS through a power failure, end to end, and exit.
     Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum PlanCommand {
+    /// Replace the cluster's plan with a plan file (TOML `[[stage]]` tables).
+    Apply { file: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -324,6 +347,58 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     println!("{}", output::event_line(e));
                 }
+            }
+        }
+        Command::Plan {
+            cmd: Some(PlanCommand::Apply { file }),
+            ..
+        } => {
+            let opts = cli.conn.resolve()?;
+            let toml = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let reply = AdminServiceClient::new(client::connect(&opts).await?)
+                .set_plan(pb::SetPlanRequest {
+                    toml,
+                    source: file.display().to_string(),
+                })
+                .await
+                .map_err(rpc_err(&opts))?
+                .into_inner();
+            println!("plan set: {}", reply.stages.join(" -> "));
+        }
+        Command::Plan { cmd: None, json } => {
+            let opts = cli.conn.resolve()?;
+            let p = power(&opts)
+                .await?
+                .get_plan(pb::GetPlanRequest::default())
+                .await
+                .map_err(rpc_err(&opts))?
+                .into_inner();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&output::plan_json(&p))?);
+            } else {
+                print!("{}", output::plan_text(&p));
+            }
+        }
+        Command::Shutdown { assume_outage, .. } => {
+            let opts = cli.conn.resolve()?;
+            let p = power(&opts)
+                .await?
+                .get_plan(pb::GetPlanRequest {
+                    replay: true,
+                    assume_outage,
+                })
+                .await
+                .map_err(rpc_err(&opts))?
+                .into_inner();
+            if !p.has_plan {
+                anyhow::bail!("the cluster has no plan: set one with `upsilon plan apply FILE`");
+            }
+            println!(
+                "dry run (nothing is changed; acknowledgements assumed prompt, UPS readings frozen):"
+            );
+            for l in &p.replay {
+                println!("  {l}");
             }
         }
         Command::Nodes { cmd: None, json } => {

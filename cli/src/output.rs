@@ -135,6 +135,12 @@ pub fn cluster_line(c: &pb::ClusterInfo) -> String {
     } else {
         line.push_str(&format!("NOT ACCEPTING WRITES\n  {}\n", c.detail));
     }
+    if !c.outage.is_empty() {
+        line.push_str(&format!("OUTAGE: {}\n", c.outage));
+        for s in &c.stages {
+            line.push_str(&format!("  {s}\n"));
+        }
+    }
     line
 }
 
@@ -262,6 +268,7 @@ pub fn status_json(s: &pb::StatusReply) -> Value {
             "enabled": c.enabled, "leader": c.leader, "leader_id": c.leader_id, "term": c.term,
             "writable": c.writable, "detail": c.detail, "last_applied": c.last_applied,
             "voters": c.voters, "learners": c.learners,
+            "outage": c.outage, "stages": c.stages,
         })),
         "pending": {
             "kind": action_kind(p.kind),
@@ -279,5 +286,64 @@ pub fn status_json(s: &pb::StatusReply) -> Value {
             "on_battery_delay_seconds": pol.on_battery_delay_seconds,
             "dead_time_seconds": pol.dead_time_seconds,
         },
+    })
+}
+
+/// `upsilon plan` as text.
+pub fn plan_text(p: &pb::PlanReply) -> String {
+    if !p.has_plan {
+        return "no plan: set one with `upsilon plan apply FILE`\n".into();
+    }
+    let mut rows = vec![
+        ["#", "STAGE", "HOSTS", "TRIGGER", "ACK TIMEOUT", "STATE"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for (i, s) in p.stages.iter().enumerate() {
+        let hosts = if s.hosts.is_empty() {
+            format!("(none: {})", s.selectors.join(", "))
+        } else {
+            s.hosts.join(",")
+        };
+        let mut state = s.state.clone();
+        if !s.waiting_for.is_empty() {
+            state.push_str(&format!("; waiting for {}", s.waiting_for.join(", ")));
+        }
+        rows.push(vec![
+            (i + 1).to_string(),
+            s.name.clone(),
+            hosts,
+            s.trigger.clone(),
+            format!("{} s", s.ack_timeout_s),
+            state,
+        ]);
+    }
+    let mut out = table(&rows);
+    out.push_str(&format!(
+        "emergency: runtime under {} s, a UPS low-battery signal, or a UPS on battery silent for {} s starts every remaining stage\nkill power: each UPS cuts its outlets {} s after its order, returning with mains\n",
+        p.runtime_floor_s, p.dead_time_s, p.kill_power_delay_s
+    ));
+    if !p.outage.is_empty() {
+        out.push_str(&format!("outage: {}\n", p.outage));
+    }
+    out.push_str("would do now:\n");
+    for l in &p.now {
+        out.push_str(&format!("  {l}\n"));
+    }
+    out
+}
+
+pub fn plan_json(p: &pb::PlanReply) -> Value {
+    json!({
+        "has_plan": p.has_plan,
+        "stages": p.stages.iter().map(|s| json!({
+            "name": s.name, "selectors": s.selectors, "hosts": s.hosts, "trigger": s.trigger,
+            "ack_timeout_s": s.ack_timeout_s, "state": s.state, "waiting_for": s.waiting_for,
+        })).collect::<Vec<_>>(),
+        "outage": p.outage,
+        "now": p.now,
+        "runtime_floor_s": p.runtime_floor_s,
+        "dead_time_s": p.dead_time_s,
+        "kill_power_delay_s": p.kill_power_delay_s,
     })
 }

@@ -155,6 +155,10 @@ pub struct ExecutorSection {
     pub shutdown_command: Vec<String>,
     /// Where record mode appends what it would have run (one JSON object per line).
     pub record_file: Option<PathBuf>,
+    /// apcupsd's PWRFAILDIR: when a cluster shutdown reaches this host and it owns a UPS
+    /// on battery, an empty `powerfail` file is written here so the OS halt script can
+    /// run the UPS kill-power late in the halt, as with apcupsd. Unset: not written.
+    pub powerfail_dir: Option<PathBuf>,
 }
 
 impl Default for ExecutorSection {
@@ -163,6 +167,7 @@ impl Default for ExecutorSection {
             mode: ExecutorMode::Record,
             shutdown_command: vec!["shutdown".into(), "-h".into(), "now".into()],
             record_file: None,
+            powerfail_dir: None,
         }
     }
 }
@@ -413,6 +418,9 @@ impl NodeConfig {
             fix(d);
         }
         if let Some(f) = self.executor.record_file.as_mut() {
+            fix(f);
+        }
+        if let Some(f) = self.executor.powerfail_dir.as_mut() {
             fix(f);
         }
         if let Some(c) = self.cluster.as_mut() {

@@ -109,9 +109,55 @@ impl Executor {
 
     /// Handles one event: hooks first, then the default action unless a hook said 99.
     pub async fn handle(&self, ev: &Event) {
+        self.handle_with(ev, None).await;
+    }
+
+    /// A cluster-ordered shutdown of this host: `remotedown` then `doshutdown`, whose
+    /// default action runs `command` (a stage's) or the configured shutdown command.
+    pub async fn cluster_shutdown(&self, ups: &str, reason: &str, command: Option<&[String]>) {
+        for kind in [EventKind::RemoteDown, EventKind::DoShutdown] {
+            let ev = Event {
+                seq: 0,
+                at: SystemTime::now(),
+                kind,
+                ups_name: ups.to_string(),
+                message: format!("{} {reason}", kind.message()),
+            };
+            self.handle_with(&ev, command).await;
+        }
+    }
+
+    /// Carries out a kill-power or power-cycle order: in `live` mode `send` talks to the
+    /// UPS; in `record` mode it is only written down. Returns (ok, what happened).
+    pub async fn ups_action<F, Fut>(&self, ups: &str, what: &str, send: F) -> (bool, String)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let (ran, ok, outcome) = match self.mode {
+            ExecutorMode::Record => (false, true, "record mode: not sent to the UPS".to_string()),
+            ExecutorMode::Live => match send().await {
+                Ok(()) => (true, true, "sent to the UPS".to_string()),
+                Err(e) => (true, false, e),
+            },
+        };
+        self.keep(ExecRecord {
+            at_unix_ms: unix_ms(SystemTime::now()),
+            action: what.replace(' ', ""),
+            argv: vec![what.to_string(), ups.to_string()],
+            event: "killpower".into(),
+            ran,
+            outcome: outcome.clone(),
+        });
+        (ok, outcome)
+    }
+
+    async fn handle_with(&self, ev: &Event, command: Option<&[String]>) {
         if !ev.kind.runs_hook() {
             return;
         }
+        let shutdown_command: Vec<String> =
+            command.map_or_else(|| self.shutdown_command.clone(), <[String]>::to_vec);
         let name = ev.kind.name();
         let mut skip_default = false;
 
@@ -157,7 +203,7 @@ impl Executor {
                 self.keep(ExecRecord {
                     at_unix_ms: unix_ms(SystemTime::now()),
                     action: "shutdown".into(),
-                    argv: self.shutdown_command.clone(),
+                    argv: shutdown_command.clone(),
                     event: name.into(),
                     ran: false,
                     outcome: "skipped: a hook exited 99".into(),
@@ -166,13 +212,12 @@ impl Executor {
             }
             match self.mode {
                 ExecutorMode::Live => {
-                    self.run(&self.shutdown_command.clone(), ev, "shutdown")
-                        .await;
+                    self.run(&shutdown_command, ev, "shutdown").await;
                 }
                 ExecutorMode::Record => self.keep(ExecRecord {
                     at_unix_ms: unix_ms(SystemTime::now()),
                     action: "shutdown".into(),
-                    argv: self.shutdown_command.clone(),
+                    argv: shutdown_command.clone(),
                     event: name.into(),
                     ran: false,
                     outcome: "record mode: not executed".into(),
@@ -249,6 +294,7 @@ mod tests {
                 mode,
                 shutdown_command: vec!["/bin/false".into(), "must-not-run".into()],
                 record_file: Some(dir.join("record.jsonl")),
+                powerfail_dir: None,
             },
             &HooksSection {
                 script_dir: Some(dir.to_path_buf()),
@@ -299,6 +345,7 @@ mod tests {
                 mode: ExecutorMode::Live,
                 shutdown_command: vec!["/bin/touch".into(), marker.display().to_string()],
                 record_file: None,
+                powerfail_dir: None,
             },
             &HooksSection::default(),
         );

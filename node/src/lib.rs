@@ -20,5 +20,6 @@ pub mod plan;
 pub mod policy;
 pub mod reading;
 pub mod shutdown;
+pub mod staging;
 pub mod status;
 pub mod tls;

@@ -37,6 +37,12 @@ pub struct UpsView {
     pub shutdown: Option<(ShutdownRule, SystemTime)>,
 }
 
+/// A command for a UPS driver and where to send its result.
+pub type UpsOrder = (
+    crate::driver::UpsCommand,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+);
+
 /// The node's shared state: read by the API, written by the UPS tasks.
 #[derive(Debug)]
 pub struct NodeShared {
@@ -48,6 +54,10 @@ pub struct NodeShared {
     pub started_at: SystemTime,
     pub executor: Arc<Executor>,
     pub sims: HashMap<String, SimHandle>,
+    /// Orders to this node's UPS drivers (kill power, power cycle, self test).
+    pub ups_orders: HashMap<String, mpsc::Sender<UpsOrder>>,
+    /// Where this node keeps its markers and writes the powerfail flag.
+    pub powerfail_dir: Option<std::path::PathBuf>,
     ups: Mutex<BTreeMap<String, UpsView>>,
     events: Mutex<EventLog>,
     event_tx: broadcast::Sender<Event>,
@@ -196,6 +206,13 @@ pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, S
     };
 
     let executor = Arc::new(Executor::new(&cfg.executor, &cfg.hooks));
+    let mut ups_orders = HashMap::new();
+    let mut order_rxs = HashMap::new();
+    for (u, _) in &drivers {
+        let (tx, rx) = mpsc::channel::<UpsOrder>(4);
+        ups_orders.insert(u.name.clone(), tx);
+        order_rxs.insert(u.name.clone(), rx);
+    }
     let (event_tx, _) = broadcast::channel(1024);
     let (status_tx, _) = watch::channel(0u64);
     let mut ups_views = BTreeMap::new();
@@ -224,6 +241,8 @@ pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, S
         started_at: SystemTime::now(),
         executor: executor.clone(),
         sims,
+        ups_orders,
+        powerfail_dir: cfg.executor.powerfail_dir.clone(),
         ups: Mutex::new(ups_views),
         events: Mutex::new(EventLog::new(
             cfg.events.file.clone(),
@@ -271,6 +290,9 @@ pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, S
             ));
             (cl.clone(), r)
         });
+        let orders = order_rxs
+            .remove(&u.name)
+            .expect("one order channel per UPS");
         tasks.push(tokio::spawn(run_ups(
             shared.clone(),
             u.name.clone(),
@@ -278,6 +300,24 @@ pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, S
             d,
             exec_tx.clone(),
             reporter,
+            orders,
+            shutdown.resubscribe(),
+        )));
+    }
+    if let Some(cl) = &cluster {
+        use crate::staging;
+        tasks.push(tokio::spawn(staging::coordinate(
+            cl.clone(),
+            shutdown.resubscribe(),
+        )));
+        tasks.push(tokio::spawn(staging::run_my_stages(
+            shared.clone(),
+            cl.clone(),
+            shutdown.resubscribe(),
+        )));
+        tasks.push(tokio::spawn(staging::carry_out_ups_orders(
+            shared.clone(),
+            cl.clone(),
             shutdown.resubscribe(),
         )));
     }
@@ -312,6 +352,7 @@ async fn run_ups(
         Arc<crate::cluster::handle::Cluster>,
         Arc<crate::cluster::duties::UpsReporter>,
     )>,
+    mut orders: mpsc::Receiver<UpsOrder>,
     mut shutdown: Shutdown,
 ) {
     let mut last_sent: Option<(ReportKey, Instant)> = None;
@@ -324,6 +365,15 @@ async fn run_ups(
         tokio::select! {
             _ = shutdown.recv() => break,
             _ = ticker.tick() => {}
+            Some((cmd, reply)) = orders.recv() => {
+                tracing::warn!(ups = %name, "sending {cmd:?} to the UPS");
+                let r = tokio::time::timeout(poll_timeout, driver.command(cmd))
+                    .await
+                    .map_err(|_| "the UPS did not answer the command in time".to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                let _ = reply.send(r);
+                continue;
+            }
         }
         let (obs, err) = match tokio::time::timeout(poll_timeout, driver.poll()).await {
             Ok(Ok(r)) => (Observation::Reading(r), None),

@@ -132,3 +132,135 @@ pub fn cluster_event_to_pb(e: &crate::cluster::state::ClusterEvent) -> pb::Event
         node_name: e.node.clone(),
     }
 }
+
+/// The current outage and its stages in words, for `upsilon status`.
+pub fn outage_lines(s: &crate::cluster::state::PowerState) -> (String, Vec<String>) {
+    let Some(o) = s.outage.as_ref() else {
+        return (String::new(), vec![]);
+    };
+    let name = |id: &u64| {
+        s.nodes
+            .get(id)
+            .map_or_else(|| format!("node-{id}"), |n| n.name.clone())
+    };
+    let head = match o.ended_ms {
+        None => format!(
+            "outage {} since {}: {} of {} stage(s) started",
+            o.id,
+            crate::events::format_date(from_unix_ms(o.started_ms)),
+            o.stages.len(),
+            s.plan.as_ref().map_or(0, |p| p.stages.len())
+        ),
+        Some(end) => format!(
+            "outage {} ended {}: {}",
+            o.id,
+            crate::events::format_date(from_unix_ms(end)),
+            o.end_reason
+        ),
+    };
+    let mut lines = Vec::new();
+    for (k, r) in o.stages.iter().enumerate() {
+        let waiting: Vec<String> = r
+            .hosts
+            .iter()
+            .filter(|h| !r.acks.get(*h).is_some_and(|a| a.halting_ms.is_some()))
+            .map(name)
+            .collect();
+        let state = if waiting.is_empty() {
+            "every host halting".to_string()
+        } else {
+            format!("not yet acknowledged: {}", waiting.join(", "))
+        };
+        lines.push(format!(
+            "stage {} {}: started ({}); {state}",
+            k + 1,
+            r.name,
+            r.reason
+        ));
+    }
+    for (u, k) in &o.kill_power {
+        lines.push(match k.done_ms {
+            Some(_) => format!("kill power {u}: {}", k.result),
+            None => format!("kill power {u}: ordered, not yet carried out"),
+        });
+    }
+    (head, lines)
+}
+
+/// The plan, its progress and the coordinator's view, for `upsilon plan`.
+pub fn plan_reply(
+    s: &crate::cluster::state::PowerState,
+    now_ms: i64,
+    replay: bool,
+    assume_outage: bool,
+) -> pb::PlanReply {
+    use crate::plan;
+    let Some(p) = s.plan.as_ref() else {
+        return pb::PlanReply::default();
+    };
+    let nodes: Vec<&crate::cluster::state::NodeRecord> = s.nodes.values().collect();
+    let name = |id: &u64| {
+        s.nodes
+            .get(id)
+            .map_or_else(|| format!("node-{id}"), |n| n.name.clone())
+    };
+    let stages = p
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(k, st)| {
+            let run = s
+                .outage
+                .as_ref()
+                .filter(|o| o.ended_ms.is_none())
+                .and_then(|o| o.stages.get(k));
+            pb::PlanStage {
+                name: st.name.clone(),
+                selectors: st.hosts.clone(),
+                hosts: p.stage_hosts(k, &nodes).iter().map(name).collect(),
+                trigger: plan::trigger_words(&st.trigger),
+                ack_timeout_s: st.ack_timeout_s,
+                state: run.map_or_else(
+                    || "not started".to_string(),
+                    |r| {
+                        format!(
+                            "started {} ({})",
+                            crate::events::format_date(from_unix_ms(r.started_ms)),
+                            r.reason
+                        )
+                    },
+                ),
+                waiting_for: run.map_or_else(Vec::new, |r| {
+                    r.hosts
+                        .iter()
+                        .filter(|h| !r.acks.get(*h).is_some_and(|a| a.halting_ms.is_some()))
+                        .map(name)
+                        .collect()
+                }),
+            }
+        })
+        .collect();
+    let now: Vec<String> = plan::decide(s, now_ms)
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let (outage, _) = outage_lines(s);
+    pb::PlanReply {
+        has_plan: true,
+        stages,
+        outage,
+        now: if now.is_empty() {
+            vec!["nothing: no trigger is met".into()]
+        } else {
+            now
+        },
+        replay: if replay {
+            plan::replay(s, now_ms, assume_outage)
+        } else {
+            vec![]
+        },
+        runtime_floor_s: p.runtime_floor_s,
+        dead_time_s: p.dead_time_s,
+        kill_power_delay_s: p.kill_power_delay_s,
+    }
+}

@@ -153,4 +153,36 @@ impl AdminService for AdminApi {
         tracing::info!(by = %who.name, "removing node {}", r.id);
         self.membership(LeaderOp::Remove { id: r.id }).await
     }
+
+    async fn set_plan(
+        &self,
+        req: Request<pb::SetPlanRequest>,
+    ) -> Result<Response<pb::SetPlanReply>, Status> {
+        let who = authorize(&req, &[Role::Client, Role::Node])?;
+        let r = req.into_inner();
+        let source = if r.source.is_empty() {
+            "plan".to_string()
+        } else {
+            r.source.clone()
+        };
+        let plan: crate::plan::Plan =
+            crate::config::parse_toml(std::path::Path::new(&source), &r.toml)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        plan.validate()
+            .map_err(|e| Status::invalid_argument(format!("{source}: {e}")))?;
+        let cluster = self.shared.cluster.as_ref().ok_or_else(|| {
+            Status::failed_precondition("this node is standalone: a plan needs a [cluster]")
+        })?;
+        let stages = plan.stages.iter().map(|s| s.name.clone()).collect();
+        let cmd = crate::cluster::Command::SetPlan {
+            plan,
+            at_ms: crate::status::now_ms(),
+            by: who.name.clone(),
+        };
+        cluster
+            .submit(LeaderOp::Write(cmd), std::time::Duration::from_secs(10))
+            .await
+            .map_err(Status::unavailable)?;
+        Ok(Response::new(pb::SetPlanReply { stages }))
+    }
 }

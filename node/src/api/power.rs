@@ -53,6 +53,7 @@ pub fn status_reply(shared: &NodeShared) -> pb::StatusReply {
         };
     };
     let view = cluster.view();
+    let (outage, outage_stages) = cluster.read(pb_impl::outage_lines);
     let (views, records) = cluster.read(|s| {
         let views: Vec<_> = s
             .upses
@@ -111,6 +112,8 @@ pub fn status_reply(shared: &NodeShared) -> pb::StatusReply {
             last_applied: view.last_applied,
             voters: voters as u32,
             learners: (view.members.len() - voters) as u32,
+            outage,
+            stages: outage_stages,
         }),
     }
 }
@@ -166,6 +169,23 @@ impl PowerService for PowerApi {
             Some(c) => watch_cluster(shared, c),
         };
         Ok(Response::new(stream))
+    }
+
+    async fn get_plan(
+        &self,
+        req: Request<pb::GetPlanRequest>,
+    ) -> Result<Response<pb::PlanReply>, Status> {
+        authorize(&req, ANY_ROLE)?;
+        let r = req.into_inner();
+        let cluster = self.shared.cluster.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this node is standalone: staged shutdown needs a [cluster]",
+            )
+        })?;
+        let now = crate::status::now_ms();
+        Ok(Response::new(cluster.read(|s| {
+            pb_impl::plan_reply(s, now, r.replay, r.assume_outage)
+        })))
     }
 
     async fn list_events(

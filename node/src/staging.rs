@@ -1,0 +1,323 @@
+//! What every cluster member does for the staged shutdown.
+//!
+//! - [`coordinate`]: on the leader, after each apply and on a timer, propose what the
+//!   pure [`crate::plan::decide`] returns. A new leader simply does the same; the state
+//!   machine refuses anything already done, so no stage starts twice.
+//! - [`run_my_stages`]: when a started stage names this host, run its hooks and shutdown
+//!   command once (a marker file written first makes it at-most-once across restarts),
+//!   and acknowledge "shutting down" then "halting" through the log.
+//! - [`carry_out_ups_orders`]: a UPS owner sends its UPS the kill-power (or power-cycle)
+//!   order once, and reports the result.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::cluster::handle::{Cluster, LeaderOp};
+use crate::cluster::state::Command;
+use crate::driver::UpsCommand;
+use crate::node::NodeShared;
+use crate::pb_impl::unix_ms;
+use crate::plan::{self, Plan};
+use crate::shutdown::Shutdown;
+
+fn now_ms() -> i64 {
+    unix_ms(SystemTime::now())
+}
+
+const WRITE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Waits for the next apply, a tick, or shutdown; false on shutdown.
+async fn next_round(
+    changed: &mut tokio::sync::watch::Receiver<u64>,
+    tick: &mut tokio::time::Interval,
+    shutdown: &mut Shutdown,
+) -> bool {
+    tokio::select! {
+        _ = shutdown.recv() => false,
+        _ = changed.changed() => true,
+        _ = tick.tick() => true,
+    }
+}
+
+/// The leader's coordinator loop; every member also proposes its configured plan when
+/// the cluster has none.
+pub async fn coordinate(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+    let mut changed = cluster.sm.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut plan_tried: Option<Instant> = None;
+    while next_round(&mut changed, &mut tick, &mut shutdown).await {
+        if !cluster.is_member() {
+            continue;
+        }
+        if let Some(path) = &cluster.cfg.plan {
+            let missing = cluster.read(|s| s.plan.is_none());
+            if missing && plan_tried.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                plan_tried = Some(Instant::now());
+                propose_plan_file(&cluster, path).await;
+            }
+        }
+        if cluster.metrics().current_leader != Some(cluster.id) {
+            continue;
+        }
+        let cmds = cluster.read(|s| plan::decide(s, now_ms()));
+        for c in cmds {
+            tracing::info!("coordinator proposes {c}");
+            if let Err(e) = cluster.submit(LeaderOp::Write(c), WRITE_DEADLINE).await {
+                tracing::warn!("coordinator could not commit: {e}");
+                break;
+            }
+        }
+    }
+}
+
+async fn propose_plan_file(cluster: &Cluster, path: &Path) {
+    match Plan::load(path) {
+        Ok(plan) => {
+            let cmd = Command::SetPlan {
+                plan,
+                at_ms: now_ms(),
+                by: cluster.name.clone(),
+            };
+            if let Err(e) = cluster.submit(LeaderOp::Write(cmd), WRITE_DEADLINE).await {
+                tracing::warn!("cannot set the plan from {}: {e}", path.display());
+            }
+        }
+        Err(e) => tracing::error!("cannot use the plan file: {e}"),
+    }
+}
+
+/// One stage run that concerns this host.
+#[derive(Debug, Clone)]
+struct MyStage {
+    outage: u64,
+    stage: usize,
+    name: String,
+    reason: String,
+    command: Option<Vec<String>>,
+    ack_timeout: Duration,
+    acked_shutting_down: bool,
+    acked_halting: bool,
+}
+
+fn marker(dir: &Path, outage: u64, stage: usize) -> PathBuf {
+    dir.join(format!("stage-{outage}-{stage}.marker"))
+}
+
+fn write_marker(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+async fn ack(cluster: &Cluster, s: &MyStage, halting: bool) -> bool {
+    let cmd = Command::NodeAck {
+        outage: s.outage,
+        stage: s.stage,
+        node: cluster.id,
+        halting,
+        at_ms: now_ms(),
+    };
+    cluster
+        .submit(LeaderOp::Write(cmd), WRITE_DEADLINE)
+        .await
+        .is_ok()
+}
+
+/// Runs this host's stages, once each, and acknowledges them.
+pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+    let dir = cluster
+        .cfg
+        .marker_dir
+        .clone()
+        .unwrap_or_else(|| cluster.cfg.data_dir.clone());
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        tracing::error!(
+            "cannot create the stage marker directory {}: {e}",
+            dir.display()
+        );
+    }
+    let running: Arc<Mutex<HashSet<(u64, usize)>>> = Arc::default();
+    let mut changed = cluster.sm.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    while next_round(&mut changed, &mut tick, &mut shutdown).await {
+        let mine: Vec<MyStage> = cluster.read(|s| {
+            let Some(o) = s.outage.as_ref() else {
+                return vec![];
+            };
+            o.stages
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.hosts.contains(&cluster.id))
+                .map(|(k, r)| {
+                    let ack = r.acks.get(&cluster.id);
+                    let st = s.plan.as_ref().and_then(|p| p.stages.get(k));
+                    MyStage {
+                        outage: o.id,
+                        stage: k,
+                        name: r.name.clone(),
+                        reason: r.reason.clone(),
+                        command: st.and_then(|x| x.command.clone()),
+                        ack_timeout: Duration::from_secs(st.map_or(120, |x| x.ack_timeout_s)),
+                        acked_shutting_down: ack.is_some_and(|a| a.shutting_down_ms.is_some()),
+                        acked_halting: ack.is_some_and(|a| a.halting_ms.is_some()),
+                    }
+                })
+                .collect()
+        });
+        for st in mine {
+            let key = (st.outage, st.stage);
+            if running.lock().expect("running lock").contains(&key) {
+                continue;
+            }
+            let path = marker(&dir, st.outage, st.stage);
+            if path.exists() {
+                // Already run (perhaps before a restart): never again; finish the acks.
+                if !st.acked_shutting_down {
+                    ack(&cluster, &st, false).await;
+                }
+                if !st.acked_halting {
+                    ack(&cluster, &st, true).await;
+                }
+                continue;
+            }
+            if let Err(e) = write_marker(&path, "started\n") {
+                tracing::error!(
+                    "cannot write stage marker {}: {e}; not running the stage to stay at-most-once",
+                    path.display()
+                );
+                continue;
+            }
+            running.lock().expect("running lock").insert(key);
+            let (shared, cluster, running) = (shared.clone(), cluster.clone(), running.clone());
+            tokio::spawn(async move {
+                run_stage(&shared, &cluster, &st, &path).await;
+                running.lock().expect("running lock").remove(&key);
+            });
+        }
+    }
+}
+
+async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker: &Path) {
+    tracing::warn!(stage = %st.name, "cluster shutdown reached this host: {}", st.reason);
+    ack(cluster, st, false).await;
+    let my_upses: Vec<String> = shared.ups_orders.keys().cloned().collect();
+    let owned_on_battery: Vec<String> = cluster.read(|s| {
+        my_upses
+            .iter()
+            .filter(|u| s.upses.get(*u).is_some_and(|r| r.on_battery))
+            .cloned()
+            .collect()
+    });
+    if !owned_on_battery.is_empty() {
+        if let Some(dir) = &shared.powerfail_dir {
+            // apcupsd's killpower flag: the halt script cuts the UPS late in the halt.
+            let flag = dir.join("powerfail");
+            match std::fs::write(&flag, b"") {
+                Ok(()) => tracing::warn!("wrote {}", flag.display()),
+                Err(e) => tracing::error!("cannot write {}: {e}", flag.display()),
+            }
+        }
+        // This host carries the kill-power orders for its UPSes: wait for them (bounded
+        // by the stage's ack timeout) before halting itself.
+        let until = Instant::now() + st.ack_timeout;
+        while Instant::now() < until {
+            let done = cluster.read(|s| {
+                s.outage.as_ref().is_some_and(|o| {
+                    owned_on_battery
+                        .iter()
+                        .all(|u| o.kill_power.get(u).is_some_and(|k| k.done_ms.is_some()))
+                })
+            });
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let ups = my_upses.first().cloned().unwrap_or_default();
+    let reason = format!("(stage {}: {})", st.name, st.reason);
+    shared
+        .executor
+        .cluster_shutdown(&ups, &reason, st.command.as_deref())
+        .await;
+    if let Err(e) = write_marker(marker, "done\n") {
+        tracing::error!("cannot update stage marker {}: {e}", marker.display());
+    }
+    for _ in 0..20 {
+        if ack(cluster, st, true).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Kill-power and power-cycle orders for this node's UPSes.
+pub async fn carry_out_ups_orders(
+    shared: Arc<NodeShared>,
+    cluster: Arc<Cluster>,
+    mut shutdown: Shutdown,
+) {
+    let mut done: HashSet<(u64, String, bool)> = HashSet::new();
+    let mut changed = cluster.sm.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    while next_round(&mut changed, &mut tick, &mut shutdown).await {
+        let orders: Vec<(u64, String, bool, u32)> = cluster.read(|s| {
+            let mut v = Vec::new();
+            if let Some(o) = &s.outage {
+                for (u, k) in &o.kill_power {
+                    if k.done_ms.is_none() && shared.ups_orders.contains_key(u) {
+                        v.push((o.id, u.clone(), false, k.delay_s));
+                    }
+                }
+            }
+            for (u, k) in &s.power_cycled {
+                if k.done_ms.is_none() && shared.ups_orders.contains_key(u) {
+                    v.push((s.next_outage_id, u.clone(), true, 10));
+                }
+            }
+            v
+        });
+        for (outage, ups, cycle, delay_s) in orders {
+            let key = (outage, ups.clone(), cycle);
+            if done.contains(&key) {
+                continue;
+            }
+            done.insert(key);
+            let what = if cycle { "power cycle" } else { "kill power" };
+            let tx = shared.ups_orders.get(&ups).cloned();
+            let (ok, result) = shared
+                .executor
+                .ups_action(&ups, what, || async move {
+                    let tx = tx.ok_or("no such UPS on this node")?;
+                    let (reply, rx) = tokio::sync::oneshot::channel();
+                    let cmd = UpsCommand::KillPower {
+                        delay_s,
+                        return_on_mains: true,
+                    };
+                    tx.send((cmd, reply))
+                        .await
+                        .map_err(|_| "the UPS task has stopped".to_string())?;
+                    rx.await
+                        .map_err(|_| "the UPS task has stopped".to_string())?
+                })
+                .await;
+            let cmd = Command::UpsActionDone {
+                ups: ups.clone(),
+                power_cycle: cycle,
+                ok,
+                result,
+                at_ms: now_ms(),
+            };
+            if cluster
+                .submit(LeaderOp::Write(cmd), WRITE_DEADLINE)
+                .await
+                .is_err()
+            {
+                tracing::warn!(%ups, "could not report the {what} result; it is not sent again");
+            }
+        }
+    }
+}
