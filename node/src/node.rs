@@ -298,9 +298,11 @@ pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, S
             u.name.clone(),
             Duration::from_millis(u.poll_interval_ms),
             d,
-            exec_tx.clone(),
-            reporter,
-            orders,
+            UpsLinks {
+                exec_tx: exec_tx.clone(),
+                reporter,
+                orders,
+            },
             shutdown.resubscribe(),
         )));
     }
@@ -342,19 +344,32 @@ async fn run_executor(executor: Arc<Executor>, mut rx: mpsc::UnboundedReceiver<E
 }
 
 /// Polls one UPS until shutdown; every poll goes through the monitor.
+/// Where one UPS task sends what it learns, and where its orders come from.
+struct UpsLinks {
+    /// Events, in order, for the executor.
+    exec_tx: mpsc::UnboundedSender<Event>,
+    /// Reports for the cluster, when a member.
+    reporter: Option<(
+        Arc<crate::cluster::handle::Cluster>,
+        Arc<crate::cluster::duties::UpsReporter>,
+    )>,
+    /// Orders for the driver (kill power, power cycle).
+    orders: mpsc::Receiver<UpsOrder>,
+}
+
 async fn run_ups(
     shared: Arc<NodeShared>,
     name: String,
     interval: Duration,
     mut driver: Box<dyn UpsDriver>,
-    exec_tx: mpsc::UnboundedSender<Event>,
-    reporter: Option<(
-        Arc<crate::cluster::handle::Cluster>,
-        Arc<crate::cluster::duties::UpsReporter>,
-    )>,
-    mut orders: mpsc::Receiver<UpsOrder>,
+    links: UpsLinks,
     mut shutdown: Shutdown,
 ) {
+    let UpsLinks {
+        exec_tx,
+        reporter,
+        mut orders,
+    } = links;
     let mut last_sent: Option<(ReportKey, Instant)> = None;
     let mut monitor = UpsMonitor::new(shared.policy.clone(), Instant::now());
     let mut ticker = tokio::time::interval(interval);

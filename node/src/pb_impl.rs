@@ -163,7 +163,7 @@ pub fn outage_lines(s: &crate::cluster::state::PowerState) -> (String, Vec<Strin
         let waiting: Vec<String> = r
             .hosts
             .iter()
-            .filter(|h| !r.acks.get(*h).is_some_and(|a| a.halting_ms.is_some()))
+            .filter(|h| r.acks.get(*h).is_none_or(|a| a.halting_ms.is_none()))
             .map(name)
             .collect();
         let state = if waiting.is_empty() {
@@ -233,7 +233,7 @@ pub fn plan_reply(
                 waiting_for: run.map_or_else(Vec::new, |r| {
                     r.hosts
                         .iter()
-                        .filter(|h| !r.acks.get(*h).is_some_and(|a| a.halting_ms.is_some()))
+                        .filter(|h| r.acks.get(*h).is_none_or(|a| a.halting_ms.is_none()))
                         .map(name)
                         .collect()
                 }),

@@ -434,6 +434,129 @@ impl Plan {
     }
 }
 
+/// Words for a trigger, e.g. `on battery 30 s, or runtime < 600 s`.
+pub fn trigger_words(t: &Trigger) -> String {
+    let mut v = Vec::new();
+    if let Some(s) = t.on_battery_s {
+        v.push(format!("on battery {s} s"));
+    }
+    if let Some(s) = t.runtime_below_s {
+        v.push(format!("runtime < {s} s"));
+    }
+    if let Some(c) = t.charge_below {
+        v.push(format!("charge < {c} %"));
+    }
+    v.join(", or ")
+}
+
+/// A dry run: plays the plan forward from `state`, assuming every started stage's hosts
+/// acknowledge halting at once and every order is carried out, with the UPS readings
+/// frozen and time advancing in 5 s steps (up to an hour). Returns one line per step.
+pub fn replay(state: &PowerState, now_ms: i64, assume_outage: bool) -> Vec<String> {
+    let mut s = state.clone();
+    if assume_outage {
+        for u in s.upses.values_mut() {
+            if !u.on_battery {
+                u.on_battery = true;
+                u.on_battery_since_ms = Some(now_ms);
+            }
+        }
+    }
+    let mut t = now_ms;
+    let mut out = Vec::new();
+    let horizon = now_ms + 3_600_000;
+    while t <= horizon && out.len() < 200 {
+        let cmds = decide(&s, t);
+        if cmds.is_empty() {
+            t += 5_000;
+            continue;
+        }
+        for c in cmds {
+            let at = (t - now_ms) / 1000;
+            let line = match &c {
+                Command::OutageStart { id, .. } => format!("+{at} s: outage {id} begins"),
+                Command::StageStart {
+                    stage,
+                    name,
+                    hosts,
+                    reason,
+                    ..
+                } => {
+                    let names: Vec<String> = hosts
+                        .iter()
+                        .map(|h| s.nodes.get(h).map_or(h.to_string(), |n| n.name.clone()))
+                        .collect();
+                    format!(
+                        "+{at} s: stage {} ({name}) starts: {reason}; hosts: {}",
+                        stage + 1,
+                        names.join(", ")
+                    )
+                }
+                Command::KillPower { ups, delay_s, .. } => {
+                    format!(
+                        "+{at} s: UPS {ups} is told to cut power in {delay_s} s (returning with mains)"
+                    )
+                }
+                Command::PowerCycle { ups, .. } => format!("+{at} s: UPS {ups} is power-cycled"),
+                Command::OutageEnd { reason, .. } => format!("+{at} s: outage ends: {reason}"),
+                other => format!("+{at} s: {other}"),
+            };
+            out.push(line);
+            s.apply(&c);
+            // Assume prompt acknowledgements and executed orders.
+            match &c {
+                Command::StageStart {
+                    outage,
+                    stage,
+                    hosts,
+                    ..
+                } => {
+                    for h in hosts {
+                        for halting in [false, true] {
+                            s.apply(&Command::NodeAck {
+                                outage: *outage,
+                                stage: *stage,
+                                node: *h,
+                                halting,
+                                at_ms: t,
+                            });
+                        }
+                    }
+                }
+                Command::KillPower { ups, .. } | Command::PowerCycle { ups, .. } => {
+                    s.apply(&Command::UpsActionDone {
+                        ups: ups.clone(),
+                        power_cycle: matches!(c, Command::PowerCycle { .. }),
+                        ok: true,
+                        result: "dry run".into(),
+                        at_ms: t,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let finished = s.outage.as_ref().is_some_and(|o| {
+            let all_started = s
+                .plan
+                .as_ref()
+                .is_some_and(|p| o.stages.len() == p.stages.len());
+            let all_killed = s
+                .upses
+                .values()
+                .filter(|u| u.on_battery)
+                .all(|u| o.kill_power.contains_key(&u.name));
+            o.ended_ms.is_some() || (all_started && all_killed)
+        });
+        if finished {
+            break;
+        }
+    }
+    if out.is_empty() {
+        out.push("nothing would happen: every supply is on line (try --assume-outage)".into());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -824,127 +947,4 @@ mod tests {
         p.stages[0].hosts.clear();
         assert!(p.validate().unwrap_err().contains("names no hosts"));
     }
-}
-
-/// Words for a trigger, e.g. `on battery 30 s, or runtime < 600 s`.
-pub fn trigger_words(t: &Trigger) -> String {
-    let mut v = Vec::new();
-    if let Some(s) = t.on_battery_s {
-        v.push(format!("on battery {s} s"));
-    }
-    if let Some(s) = t.runtime_below_s {
-        v.push(format!("runtime < {s} s"));
-    }
-    if let Some(c) = t.charge_below {
-        v.push(format!("charge < {c} %"));
-    }
-    v.join(", or ")
-}
-
-/// A dry run: plays the plan forward from `state`, assuming every started stage's hosts
-/// acknowledge halting at once and every order is carried out, with the UPS readings
-/// frozen and time advancing in 5 s steps (up to an hour). Returns one line per step.
-pub fn replay(state: &PowerState, now_ms: i64, assume_outage: bool) -> Vec<String> {
-    let mut s = state.clone();
-    if assume_outage {
-        for u in s.upses.values_mut() {
-            if !u.on_battery {
-                u.on_battery = true;
-                u.on_battery_since_ms = Some(now_ms);
-            }
-        }
-    }
-    let mut t = now_ms;
-    let mut out = Vec::new();
-    let horizon = now_ms + 3_600_000;
-    while t <= horizon && out.len() < 200 {
-        let cmds = decide(&s, t);
-        if cmds.is_empty() {
-            t += 5_000;
-            continue;
-        }
-        for c in cmds {
-            let at = (t - now_ms) / 1000;
-            let line = match &c {
-                Command::OutageStart { id, .. } => format!("+{at} s: outage {id} begins"),
-                Command::StageStart {
-                    stage,
-                    name,
-                    hosts,
-                    reason,
-                    ..
-                } => {
-                    let names: Vec<String> = hosts
-                        .iter()
-                        .map(|h| s.nodes.get(h).map_or(h.to_string(), |n| n.name.clone()))
-                        .collect();
-                    format!(
-                        "+{at} s: stage {} ({name}) starts: {reason}; hosts: {}",
-                        stage + 1,
-                        names.join(", ")
-                    )
-                }
-                Command::KillPower { ups, delay_s, .. } => {
-                    format!(
-                        "+{at} s: UPS {ups} is told to cut power in {delay_s} s (returning with mains)"
-                    )
-                }
-                Command::PowerCycle { ups, .. } => format!("+{at} s: UPS {ups} is power-cycled"),
-                Command::OutageEnd { reason, .. } => format!("+{at} s: outage ends: {reason}"),
-                other => format!("+{at} s: {other}"),
-            };
-            out.push(line);
-            s.apply(&c);
-            // Assume prompt acknowledgements and executed orders.
-            match &c {
-                Command::StageStart {
-                    outage,
-                    stage,
-                    hosts,
-                    ..
-                } => {
-                    for h in hosts {
-                        for halting in [false, true] {
-                            s.apply(&Command::NodeAck {
-                                outage: *outage,
-                                stage: *stage,
-                                node: *h,
-                                halting,
-                                at_ms: t,
-                            });
-                        }
-                    }
-                }
-                Command::KillPower { ups, .. } | Command::PowerCycle { ups, .. } => {
-                    s.apply(&Command::UpsActionDone {
-                        ups: ups.clone(),
-                        power_cycle: matches!(c, Command::PowerCycle { .. }),
-                        ok: true,
-                        result: "dry run".into(),
-                        at_ms: t,
-                    });
-                }
-                _ => {}
-            }
-        }
-        let finished = s.outage.as_ref().is_some_and(|o| {
-            let all_started = s
-                .plan
-                .as_ref()
-                .is_some_and(|p| o.stages.len() == p.stages.len());
-            let all_killed = s
-                .upses
-                .values()
-                .filter(|u| u.on_battery)
-                .all(|u| o.kill_power.contains_key(&u.name));
-            o.ended_ms.is_some() || (all_started && all_killed)
-        });
-        if finished {
-            break;
-        }
-    }
-    if out.is_empty() {
-        out.push("nothing would happen: every supply is on line (try --assume-outage)".into());
-    }
-    out
 }

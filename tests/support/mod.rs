@@ -244,6 +244,8 @@ pub struct ClusterSpec {
     pub extra: String,
     /// Poll interval of the simulated UPSes, ms.
     pub poll_ms: u64,
+    /// Extra `[cluster]` keys per node (index 0 is node 1), e.g. feeds and labels.
+    pub cluster_extra: Vec<String>,
 }
 
 impl Default for ClusterSpec {
@@ -254,6 +256,7 @@ impl Default for ClusterSpec {
             ups_on: vec![1],
             extra: String::new(),
             poll_ms: 200,
+            cluster_extra: vec![],
         }
     }
 }
@@ -284,10 +287,11 @@ impl TestCluster {
                 format!("[\"127.0.0.1:{port}\"]")
             };
             configs.push(format!(
-                "[node]\nname = \"n{i}\"\nlisten = \"127.0.0.{i}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/n{i}.pem\"\nkey = \"certs/n{i}.key\"\n\n{ups}\n{extra}\n\n[cluster]\nid = {i}\ndata_dir = \"data-n{i}\"\nbootstrap = {boot}\nseeds = {seeds}\nvoter = {voter}\nheartbeat_ms = 500\nstale_after_ms = 3000\nelection_timeout_ms = 500\n",
+                "[node]\nname = \"n{i}\"\nlisten = \"127.0.0.{i}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/n{i}.pem\"\nkey = \"certs/n{i}.key\"\n\n{ups}\n{extra}\n\n[executor]\nrecord_file = \"record-n{i}.jsonl\"\n\n[cluster]\nid = {i}\ndata_dir = \"data-n{i}\"\nbootstrap = {boot}\nseeds = {seeds}\nvoter = {voter}\nheartbeat_ms = 500\nstale_after_ms = 3000\nelection_timeout_ms = 500\n{cx}\n",
                 extra = spec.extra,
                 boot = i == 1,
                 voter = i <= spec.voters,
+                cx = spec.cluster_extra.get(i - 1).cloned().unwrap_or_default(),
             ));
         }
         let mut c = TestCluster {
@@ -344,6 +348,15 @@ impl TestCluster {
 
     pub fn is_up(&self, i: usize) -> bool {
         self.nodes[i - 1].is_some()
+    }
+
+    /// What node `i`'s executor recorded or ran (one JSON object per line).
+    pub fn records(&self, i: usize) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.pki.path().join(format!("record-n{i}.jsonl")))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// `upsilon status --json` from node `i`, or None if it cannot be asked.

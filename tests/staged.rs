@@ -1,0 +1,257 @@
+//! The staged cluster shutdown with real processes on loopback: stages in order, each
+//! host shutting down exactly once, kill power last; mains returning mid-plan cancels
+//! the rest; a leader SIGKILLed mid-plan changes nothing about the order or the count.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use upsilon_tests::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// n1 and n2: core; n3: apps; n4: batch (learner). All fed by the UPS of node
+/// `owner` (named `ups<owner>`). n1 bootstraps with the plan file.
+fn cluster(plan: &str, drain: f64, owner: usize) -> TestCluster {
+    let feeds = format!("feeds = [\"ups{owner}\"]");
+    let pki_plan = plan.to_string();
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 4,
+        voters: 3,
+        ups_on: vec![owner],
+        // Local apcupsd rules off: the plan decides.
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
+        poll_ms: 200,
+        cluster_extra: vec![
+            format!("{feeds}\nlabels = [\"core\"]\nplan = \"plan.toml\""),
+            format!("{feeds}\nlabels = [\"core\"]"),
+            format!("{feeds}\nlabels = [\"apps\"]"),
+            format!("{feeds}\nlabels = [\"batch\"]"),
+        ],
+    });
+    std::fs::write(c.pki.path().join("plan.toml"), pki_plan).unwrap();
+    c.wait_formed(1, 3, 1, Duration::from_secs(40));
+    let o = c.cli(owner, &["sim", "set", "--drain", &drain.to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The plan is proposed from n1's config once the cluster is up.
+    wait_for(Duration::from_secs(15), || {
+        let o = c.cli(2, &["plan", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v["has_plan"] == true).then_some(())
+    })
+    .unwrap_or_else(|| panic!("plan never replicated\n{}", c.logs()));
+    c
+}
+
+const PLAN: &str = r#"
+kill_power_delay_s = 5
+runtime_floor_s = 0
+
+[[stage]]
+name = "batch"
+hosts = ["label:batch"]
+trigger = { on_battery_s = 2 }
+ack_timeout_s = 30
+
+[[stage]]
+name = "apps"
+hosts = ["label:apps"]
+trigger = { on_battery_s = 4 }
+ack_timeout_s = 30
+
+[[stage]]
+name = "core"
+hosts = ["label:core"]
+trigger = { charge_below = 70 }
+ack_timeout_s = 30
+"#;
+
+fn names(c: &TestCluster, i: usize) -> Vec<String> {
+    let o = c.cli(i, &["events", "--json", "-n", "1000"]);
+    stdout(&o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            format!(
+                "{} {}",
+                v["name"].as_str().unwrap_or(""),
+                v["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+fn shutdowns(c: &TestCluster, i: usize) -> usize {
+    c.records(i)
+        .iter()
+        .filter(|r| r["action"] == "shutdown")
+        .count()
+}
+
+fn position(lines: &[String], needle: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in history:\n{}", lines.join("\n")))
+}
+
+#[test]
+fn full_outage_runs_stages_in_order_and_kills_power_last() {
+    let _g = serial();
+    let c = cluster(PLAN, 2.0, 1);
+    let o = c.cli(1, &["shutdown", "--dry-run", "--assume-outage"]);
+    let dry = stdout(&o);
+    // Readings are frozen in a dry run: the charge trigger of "core" cannot fire.
+    assert!(
+        dry.contains("stage 1 (batch) starts") && dry.contains("stage 2 (apps) starts"),
+        "{dry}"
+    );
+    assert!(!dry.contains("stage 3"), "{dry}");
+
+    c.cli(1, &["sim", "set", "--on-battery"]);
+    let done = wait_for(Duration::from_secs(60), || {
+        let h = names(&c, 3);
+        h.iter()
+            .any(|l| l.starts_with("notice UPS ups1 kill power done"))
+            .then_some(h)
+    });
+    let h =
+        done.unwrap_or_else(|| panic!("no kill power\n{}\n{}", names(&c, 3).join("\n"), c.logs()));
+    let batch = position(&h, "Stage 1 (batch) started");
+    let n4_halting = position(&h, "n4 is halting");
+    let apps = position(&h, "Stage 2 (apps) started");
+    let core = position(&h, "Stage 3 (core) started");
+    let kill = position(&h, "killpower UPS ups1 ordered");
+    assert!(
+        batch < n4_halting && n4_halting < apps && apps < core && core < kill,
+        "{}",
+        h.join("\n")
+    );
+    for i in 1..=4 {
+        assert_eq!(
+            shutdowns(&c, i),
+            1,
+            "n{i} must shut down exactly once: {:?}",
+            c.records(i)
+        );
+    }
+    let killed: Vec<_> = c
+        .records(1)
+        .into_iter()
+        .filter(|r| r["action"] == "killpower")
+        .collect();
+    assert_eq!(killed.len(), 1, "one kill-power order carried out");
+    // status shows the outage and that every host acknowledged.
+    let o = c.cli(2, &["status"]);
+    let t = stdout(&o);
+    assert!(
+        t.contains("OUTAGE: outage 1") && t.contains("stage 3 core: started"),
+        "{t}"
+    );
+}
+
+#[test]
+fn mains_return_between_stages_cancels_the_rest() {
+    let _g = serial();
+    let plan = PLAN.replace(
+        "trigger = { on_battery_s = 4 }",
+        "trigger = { on_battery_s = 600 }",
+    );
+    let c = cluster(&plan, 0.1, 1);
+    c.cli(1, &["sim", "set", "--on-battery"]);
+    wait_for(Duration::from_secs(30), || {
+        names(&c, 2)
+            .iter()
+            .any(|l| l.contains("n4 is halting"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("batch did not run\n{}", c.logs()));
+    c.cli(1, &["sim", "set", "--on-line"]);
+    let h = wait_for(Duration::from_secs(20), || {
+        let h = names(&c, 3);
+        h.iter().any(|l| l.starts_with("cancel ")).then_some(h)
+    })
+    .unwrap_or_else(|| panic!("no cancellation\n{}", names(&c, 3).join("\n")));
+    assert!(
+        h.iter()
+            .any(|l| l.contains("2 stage(s) not started are cancelled")),
+        "{}",
+        h.join("\n")
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let h = names(&c, 3);
+    assert!(!h.iter().any(|l| l.contains("Stage 2")), "{}", h.join("\n"));
+    assert_eq!(shutdowns(&c, 4), 1);
+    for i in 1..=3 {
+        assert_eq!(shutdowns(&c, i), 0, "n{i} must keep running");
+    }
+}
+
+#[test]
+fn leader_sigkill_mid_plan_keeps_order_and_once() {
+    let _g = serial();
+    // Slow drain: the apps stage waits 8 s, long enough to kill the leader before it.
+    let plan = PLAN.replace(
+        "trigger = { on_battery_s = 4 }",
+        "trigger = { on_battery_s = 8 }",
+    );
+    // The UPS belongs to n2, so killing the leader (n1) does not silence it.
+    let mut c = cluster(&plan, 1.0, 2);
+    c.cli(2, &["sim", "set", "--on-battery"]);
+    wait_for(Duration::from_secs(30), || {
+        names(&c, 2)
+            .iter()
+            .any(|l| l.contains("Stage 1 (batch) started"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("batch did not start\n{}", c.logs()));
+    let leader = c.writable_leader(2).unwrap() as usize;
+    assert_eq!(leader, 1, "n1 bootstrapped");
+    c.kill(1);
+    wait_for(Duration::from_secs(20), || {
+        c.writable_leader(3).filter(|l| *l != 1)
+    })
+    .unwrap_or_else(|| panic!("no new leader\n{}", c.logs()));
+    // n1 (a core host) comes back mid-plan and must still run its stage exactly once.
+    std::thread::sleep(Duration::from_secs(3));
+    c.start_node(1);
+    let h = wait_for(Duration::from_secs(90), || {
+        let h = names(&c, 3);
+        h.iter()
+            .any(|l| l.contains("Stage 3 (core) started"))
+            .then_some(h)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "plan did not continue after the leader died\n{}\n{}",
+            names(&c, 3).join("\n"),
+            c.logs()
+        )
+    });
+    let stage_starts: Vec<&String> = h.iter().filter(|l| l.starts_with("stagestart")).collect();
+    assert_eq!(stage_starts.len(), 3, "each stage once: {stage_starts:?}");
+    assert!(
+        position(&h, "Stage 1") < position(&h, "Stage 2")
+            && position(&h, "Stage 2") < position(&h, "Stage 3")
+    );
+    wait_for(Duration::from_secs(30), || {
+        ((1..=4).all(|i| shutdowns(&c, i) == 1)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "hosts did not shut down once each: {:?}",
+            (1..=4).map(|i| shutdowns(&c, i)).collect::<Vec<_>>()
+        )
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 1..=4 {
+        assert!(
+            shutdowns(&c, i) <= 1,
+            "n{i} shut down {} times",
+            shutdowns(&c, i)
+        );
+    }
+}
