@@ -317,6 +317,11 @@ pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, S
             cl.clone(),
             shutdown.resubscribe(),
         )));
+        tasks.push(tokio::spawn(staging::local_fallback(
+            shared.clone(),
+            cl.clone(),
+            shutdown.resubscribe(),
+        )));
         tasks.push(tokio::spawn(staging::carry_out_ups_orders(
             shared.clone(),
             cl.clone(),

@@ -434,6 +434,34 @@ impl Plan {
     }
 }
 
+/// Local fallback: consensus must never be why a host dies with power on its disks.
+/// `no_quorum_for` is how long this node has been unable to commit (None: it can).
+/// A host cut off for `grace` whose last known supply is critical, or cut off for
+/// `dead_time` while its supply was last known on battery, shuts itself down.
+pub fn local_fallback(
+    no_quorum_for: Option<std::time::Duration>,
+    grace: std::time::Duration,
+    dead_time: std::time::Duration,
+    last_supply: Option<&Supply>,
+) -> Option<String> {
+    let lost = no_quorum_for?;
+    let s = last_supply?;
+    if let Some(e) = &s.emergency
+        && lost >= grace {
+            return Some(format!(
+                "no quorum for {} s and this host's supply is critical ({e})",
+                lost.as_secs()
+            ));
+        }
+    if s.on_battery && lost >= dead_time {
+        return Some(format!(
+            "cut off from the cluster for {} s while its feeds were last known on battery",
+            lost.as_secs()
+        ));
+    }
+    None
+}
+
 /// Words for a trigger, e.g. `on battery 30 s, or runtime < 600 s`.
 pub fn trigger_words(t: &Trigger) -> String {
     let mut v = Vec::new();
@@ -936,6 +964,68 @@ mod tests {
         s.halted.extend([1, 3]);
         // Now only db1 runs, and it has upsB.
         assert_eq!(kinds(&decide(&s, NOW)), ["PowerCycle(upsA)"]);
+    }
+
+    #[test]
+    fn local_fallback_rules() {
+        use std::time::Duration as D;
+        let on_line = Supply {
+            on_battery: false,
+            on_battery_since_ms: None,
+            charge: Some(100.0),
+            runtime_s: Some(3000.0),
+            emergency: None,
+        };
+        let on_batt = Supply {
+            on_battery: true,
+            on_battery_since_ms: Some(NOW),
+            ..on_line.clone()
+        };
+        let critical = Supply {
+            emergency: Some("ups1 signals low battery".into()),
+            ..on_batt.clone()
+        };
+        let (g, d) = (D::from_secs(10), D::from_secs(15));
+        // The cluster works: never.
+        assert_eq!(local_fallback(None, g, d, Some(&critical)), None);
+        // Cut off, on line: never, however long.
+        assert_eq!(
+            local_fallback(Some(D::from_secs(100_000)), g, d, Some(&on_line)),
+            None
+        );
+        // No known supply (no feeds): never.
+        assert_eq!(
+            local_fallback(Some(D::from_secs(100_000)), g, d, None),
+            None
+        );
+        // Critical: after the grace period.
+        assert_eq!(
+            local_fallback(Some(D::from_secs(9)), g, d, Some(&critical)),
+            None
+        );
+        assert!(
+            local_fallback(Some(D::from_secs(10)), g, d, Some(&critical))
+                .unwrap()
+                .contains("critical")
+        );
+        // On battery, not critical: after dead_time.
+        assert_eq!(
+            local_fallback(Some(D::from_secs(14)), g, d, Some(&on_batt)),
+            None
+        );
+        assert!(
+            local_fallback(Some(D::from_secs(15)), g, d, Some(&on_batt))
+                .unwrap()
+                .contains("last known on battery")
+        );
+    }
+
+    #[test]
+    fn shipped_example_plan_is_valid() {
+        let p =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/plan.toml");
+        let plan = Plan::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plan.stages.len(), 3);
     }
 
     #[test]

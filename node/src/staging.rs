@@ -321,3 +321,80 @@ pub async fn carry_out_ups_orders(
         }
     }
 }
+
+/// Watches this node's link to the quorum; if it is cut off and its supply is (or was
+/// last known) in danger, it shuts itself down without the cluster (once per outage).
+pub async fn local_fallback(
+    shared: Arc<NodeShared>,
+    cluster: Arc<Cluster>,
+    mut shutdown: Shutdown,
+) {
+    let grace = Duration::from_secs(10);
+    let mut cut_off_since: Option<Instant> = None;
+    let mut done = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tick.tick() => {}
+        }
+        if !cluster.is_member() {
+            continue;
+        }
+        let writable = cluster.view().writable;
+        if writable {
+            cut_off_since = None;
+            continue;
+        }
+        let since = *cut_off_since.get_or_insert_with(Instant::now);
+        if done {
+            continue;
+        }
+        let (supply, dead_time, outage) = cluster.read(|s| {
+            let plan = s.plan.clone().unwrap_or(Plan {
+                stages: vec![],
+                runtime_floor_s: 120,
+                dead_time_s: 15,
+                kill_power_delay_s: 20,
+            });
+            let sup = s
+                .nodes
+                .get(&cluster.id)
+                .and_then(|n| plan::supply(n, s, &plan, now_ms()));
+            (sup, Duration::from_secs(plan.dead_time_s), s.next_outage_id)
+        });
+        let Some(reason) =
+            plan::local_fallback(Some(since.elapsed()), grace, dead_time, supply.as_ref())
+        else {
+            continue;
+        };
+        let dir = cluster
+            .cfg
+            .marker_dir
+            .clone()
+            .unwrap_or_else(|| cluster.cfg.data_dir.clone());
+        let path = dir.join(format!("fallback-{outage}.marker"));
+        done = true;
+        if path.exists() {
+            continue;
+        }
+        if let Err(e) = write_marker(&path, "started\n") {
+            tracing::error!(
+                "cannot write {}: {e}; not shutting down alone",
+                path.display()
+            );
+            continue;
+        }
+        tracing::error!("local fallback: {reason}; shutting this host down without the cluster");
+        shared.log_event(
+            crate::events::EventKind::Notice,
+            "",
+            &format!("Local fallback: {reason}."),
+        );
+        let ups = shared.ups_orders.keys().next().cloned().unwrap_or_default();
+        shared
+            .executor
+            .cluster_shutdown(&ups, &format!("(local fallback: {reason})"), None)
+            .await;
+    }
+}
