@@ -255,3 +255,97 @@ fn leader_sigkill_mid_plan_keeps_order_and_once() {
         );
     }
 }
+
+#[test]
+fn partition_minority_never_starts_a_stage_and_majority_finishes() {
+    let _g = serial();
+    let plan = r#"
+kill_power_delay_s = 5
+runtime_floor_s = 0
+
+[[stage]]
+name = "batch"
+hosts = ["label:batch"]
+trigger = { on_battery_s = 2 }
+ack_timeout_s = 5
+
+[[stage]]
+name = "apps"
+hosts = ["label:apps"]
+trigger = { on_battery_s = 2 }
+ack_timeout_s = 5
+
+[[stage]]
+name = "core"
+hosts = ["label:core"]
+trigger = { charge_below = 95 }
+ack_timeout_s = 10
+"#;
+    let feeds = "feeds = [\"ups1\"]";
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 5,
+        voters: 5,
+        ups_on: vec![1],
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
+        poll_ms: 200,
+        cluster_extra: vec![
+            format!("{feeds}\nlabels = [\"core\"]\nplan = \"plan.toml\""),
+            format!("{feeds}\nlabels = [\"core\"]"),
+            format!("{feeds}\nlabels = [\"core\"]"),
+            format!("{feeds}\nlabels = [\"batch\"]"),
+            format!("{feeds}\nlabels = [\"apps\"]"),
+        ],
+    });
+    std::fs::write(c.pki.path().join("plan.toml"), plan).unwrap();
+    c.wait_formed(1, 5, 0, Duration::from_secs(60));
+    wait_for(Duration::from_secs(15), || {
+        let v: serde_json::Value =
+            serde_json::from_slice(&c.cli(5, &["plan", "--json"]).stdout).ok()?;
+        (v["has_plan"] == true).then_some(())
+    })
+    .expect("plan replicated to the minority-to-be");
+
+    c.partition(&[1, 2, 3], &[4, 5]);
+    let s = wait_for(Duration::from_secs(20), || {
+        let s = c.status(4)?;
+        (s["cluster"]["writable"] == false).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("minority still claims writes\n{}", c.logs()));
+    assert!(s["cluster"]["detail"].as_str().unwrap().len() > 5);
+
+    c.cli(1, &["sim", "set", "--on-battery", "--drain", "0.5"]);
+    let h = wait_for(Duration::from_secs(60), || {
+        let h = names(&c, 2);
+        h.iter().any(|l| l.starts_with("killpower")).then_some(h)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "majority did not finish\n{}\n{}",
+            names(&c, 2).join("\n"),
+            c.logs()
+        )
+    });
+    assert!(position(&h, "Stage 1 (batch)") < position(&h, "Stage 2 (apps)"));
+    assert!(position(&h, "Stage 2 (apps)") < position(&h, "Stage 3 (core)"));
+    for i in 1..=3 {
+        wait_for(Duration::from_secs(10), || {
+            (shutdowns(&c, i) == 1).then_some(())
+        })
+        .unwrap_or_else(|| panic!("n{i} did not shut down once: {:?}", c.records(i)));
+    }
+    // The minority saw none of it and started nothing.
+    for i in 4..=5 {
+        let h = names(&c, i);
+        assert!(
+            !h.iter().any(|l| l.contains("Stage")),
+            "n{i} saw a stage: {}",
+            h.join("\n")
+        );
+        assert_eq!(
+            shutdowns(&c, i),
+            0,
+            "n{i} shut down on stale data: {:?}",
+            c.records(i)
+        );
+    }
+}

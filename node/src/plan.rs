@@ -447,12 +447,13 @@ pub fn local_fallback(
     let lost = no_quorum_for?;
     let s = last_supply?;
     if let Some(e) = &s.emergency
-        && lost >= grace {
-            return Some(format!(
-                "no quorum for {} s and this host's supply is critical ({e})",
-                lost.as_secs()
-            ));
-        }
+        && lost >= grace
+    {
+        return Some(format!(
+            "no quorum for {} s and this host's supply is critical ({e})",
+            lost.as_secs()
+        ));
+    }
     if s.on_battery && lost >= dead_time {
         return Some(format!(
             "cut off from the cluster for {} s while its feeds were last known on battery",

@@ -295,6 +295,11 @@ fn explain_rustls_client(e: &rustls::Error, endpoint: &str) -> String {
 
 /// Opens a gRPC channel to `endpoint` (`host:port`) over mutual TLS.
 pub async fn connect(endpoint: &str, client: ClientConfig) -> Result<Channel, ConnectError> {
+    if crate::fault::blocked(endpoint) {
+        return Err(ConnectError(format!(
+            "cannot connect to {endpoint}: blocked by fault injection"
+        )));
+    }
     let (host, port) = split_host_port(endpoint)?;
     let server_name = ServerName::try_from(host.clone())
         .map_err(|_| ConnectError(format!("{endpoint}: {host:?} is not a valid host name")))?;

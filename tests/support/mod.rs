@@ -324,6 +324,10 @@ impl TestCluster {
             .arg("--config")
             .arg(&config)
             .env("UPSILON_LOG", "info,openraft=warn")
+            .env(
+                "UPSILON_FAULT_FILE",
+                self.pki.path().join(format!("fault-n{i}")),
+            )
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -336,6 +340,19 @@ impl TestCluster {
         };
         node.wait_listening();
         self.nodes[i - 1] = Some(node);
+    }
+
+    /// Cuts the network between the two groups of nodes (both ways), by fault injection.
+    pub fn partition(&self, a: &[usize], b: &[usize]) {
+        for (side, other) in [(a, b), (b, a)] {
+            let lines: String = other
+                .iter()
+                .map(|j| format!("{}\n", self.addr(*j)))
+                .collect();
+            for i in side {
+                std::fs::write(self.pki.path().join(format!("fault-n{i}")), &lines).unwrap();
+            }
+        }
     }
 
     /// SIGKILLs node `i`.

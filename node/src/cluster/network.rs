@@ -98,6 +98,13 @@ impl Conn {
         F: FnOnce(RaftServiceClient<Channel>, RaftPayload) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
     {
+        if crate::fault::blocked(&self.addr) {
+            self.client = None;
+            return Err(CallError::Unreachable(format!(
+                "{} blocked by fault injection",
+                self.addr
+            )));
+        }
         let client = match self.client.clone() {
             Some(c) => c,
             None => {
