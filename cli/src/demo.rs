@@ -27,20 +27,21 @@ const DEFAULT_SCENARIO: &str = include_str!("../../deploy/scenarios/power-failur
 pub struct DemoArgs {
     /// Scenario to play [default: the built-in power-failure scenario]
     #[arg(long, value_name = "FILE")]
-    scenario: Option<PathBuf>,
+    pub(crate) scenario: Option<PathBuf>,
     /// Stop after this many seconds even without a shutdown (then exit 0). Without it the
     /// demo runs until the shutdown decision and fails if none comes within 120 s.
     #[arg(long, value_name = "SECS")]
-    duration: Option<u64>,
-    /// How many nodes: 1 (standalone) or 3-7 (the first three vote, the rest learn).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=7))]
-    nodes: u8,
+    pub(crate) duration: Option<u64>,
+    /// Without it: the staged-shutdown demo (5 nodes, two UPSes). With it: one
+    /// standalone node (1), or a replication demo of 3-7 nodes playing `--scenario`.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=7))]
+    pub(crate) nodes: Option<u8>,
     /// Keep the work directory (certificates, configs, events file) instead of deleting it.
     #[arg(long)]
-    keep: bool,
+    pub(crate) keep: bool,
 }
 
-fn hook(dir: &Path, event: &str, log: &Path) -> anyhow::Result<()> {
+pub(crate) fn hook(dir: &Path, event: &str, log: &Path) -> anyhow::Result<()> {
     let p = dir.join(event);
     std::fs::write(
         &p,
@@ -53,15 +54,15 @@ fn hook(dir: &Path, event: &str, log: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Clock(Instant);
+pub(crate) struct Clock(pub(crate) Instant);
 
 impl Clock {
-    fn stamp(&self) -> String {
+    pub(crate) fn stamp(&self) -> String {
         format!("+{:>5.1}s", self.0.elapsed().as_secs_f64())
     }
 }
 
-fn api_err(opts: &ClientOptions) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
+pub(crate) fn api_err(opts: &ClientOptions) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
     move |s| anyhow::anyhow!(client::explain_status(&s, &opts.endpoint))
 }
 
@@ -86,7 +87,14 @@ fn node_config(i: usize, n: usize, seed: Option<&str>) -> String {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let n = args.nodes as usize;
+    let Some(n) = args.nodes.map(usize::from) else {
+        if args.scenario.is_some() {
+            bail!(
+                "--scenario plays one simulated UPS: add --nodes 1 (standalone) or --nodes 3-7 (replication)"
+            );
+        }
+        return crate::demo_cluster::run(args).await;
+    };
     if n == 2 {
         bail!("--nodes 2 cannot keep a quorum when one fails: use 1, or 3 to 7");
     }

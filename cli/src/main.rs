@@ -5,6 +5,7 @@
 
 mod conn;
 mod demo;
+mod demo_cluster;
 mod output;
 
 use std::path::PathBuf;
