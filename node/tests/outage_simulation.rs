@@ -284,7 +284,7 @@ fn run(seed: u64) -> Result<(), String> {
     let o = replayed.outage.as_ref().ok_or("no outage")?;
     for r in &o.stages {
         for h in &r.hosts {
-            if !r.acks.get(h).is_some_and(|a| a.halting_ms.is_some()) {
+            if r.acks.get(h).is_none_or(|a| a.halting_ms.is_none()) {
                 return Err(format!("host {h}'s halting ack was lost"));
             }
             match ran.get(h) {
