@@ -23,7 +23,8 @@ fn cluster(plan: &str, drain: f64, owner: usize) -> TestCluster {
         voters: 3,
         ups_on: vec![owner],
         // Local apcupsd rules off: the plan decides.
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n\n[hooks]\nscript_dir = \"hooks\"\n"
+            .into(),
         poll_ms: 200,
         cluster_extra: vec![
             format!("{feeds}\nlabels = [\"core\"]\nplan = \"plan.toml\""),
@@ -190,9 +191,38 @@ fn mains_return_between_stages_cancels_the_rest() {
     }
 }
 
+/// A doshutdown hook that takes `secs`: it holds a stage between "shutting down" and
+/// "halting", so the leader can be killed while acknowledgements are outstanding.
+fn slow_hook(c: &TestCluster, secs: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = c.pki.path().join("hooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("doshutdown");
+    std::fs::write(&p, format!("#!/bin/sh\nsleep {secs}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 #[test]
-fn leader_sigkill_mid_plan_keeps_order_and_once() {
+fn leader_sigkill_before_the_first_stage() {
     let _g = serial();
+    leader_sigkill_at("Outage 1 began");
+}
+
+#[test]
+fn leader_sigkill_while_a_stage_awaits_acks() {
+    let _g = serial();
+    leader_sigkill_at("n4 is shutting down");
+}
+
+#[test]
+fn leader_sigkill_after_a_stage_acked() {
+    let _g = serial();
+    leader_sigkill_at("n4 is halting");
+}
+
+/// Kills the leader (n1) when `needle` appears in the history, restarts it later, and
+/// checks every stage started once, in order, and every host shut down exactly once.
+fn leader_sigkill_at(needle: &str) {
     // Slow drain: the apps stage waits 8 s, long enough to kill the leader before it.
     let plan = PLAN.replace(
         "trigger = { on_battery_s = 4 }",
@@ -200,14 +230,15 @@ fn leader_sigkill_mid_plan_keeps_order_and_once() {
     );
     // The UPS belongs to n2, so killing the leader (n1) does not silence it.
     let mut c = cluster(&plan, 1.0, 2);
+    slow_hook(&c, 3);
     c.cli(2, &["sim", "set", "--on-battery"]);
     wait_for(Duration::from_secs(30), || {
         names(&c, 2)
             .iter()
-            .any(|l| l.contains("Stage 1 (batch) started"))
+            .any(|l| l.contains(needle))
             .then_some(())
     })
-    .unwrap_or_else(|| panic!("batch did not start\n{}", c.logs()));
+    .unwrap_or_else(|| panic!("{needle:?} never happened\n{}", c.logs()));
     let leader = c.writable_leader(2).unwrap() as usize;
     assert_eq!(leader, 1, "n1 bootstrapped");
     c.kill(1);
