@@ -72,12 +72,17 @@ fn outage_events(h: &[(String, String)], id: u64) -> Vec<(String, String)> {
     let Some(a) = h.iter().position(|(_, m)| m.starts_with(&start)) else {
         return vec![];
     };
-    let b = h.iter().position(|(_, m)| m.starts_with(&end)).unwrap_or(h.len() - 1);
+    let b = h
+        .iter()
+        .position(|(_, m)| m.starts_with(&end))
+        .unwrap_or(h.len() - 1);
     h[a..=b].to_vec()
 }
 
 fn any_up_node(c: &TestCluster) -> usize {
-    (1..=3).find(|i| c.is_up(*i) && c.writable_leader(*i).is_some()).unwrap_or(4)
+    (1..=3)
+        .find(|i| c.is_up(*i) && c.writable_leader(*i).is_some())
+        .unwrap_or(4)
 }
 
 fn check(id: u64, ev: &[(String, String)]) -> Result<(), String> {
@@ -98,7 +103,9 @@ fn check(id: u64, ev: &[(String, String)]) -> Result<(), String> {
         .collect();
     let last_stage = ev.iter().rposition(|(n, _)| n == "stagestart").unwrap();
     if kills.len() != 1 || kills[0] < last_stage {
-        return Err(format!("outage {id}: kill power at {kills:?}, last stage at {last_stage}"));
+        return Err(format!(
+            "outage {id}: kill power at {kills:?}, last stage at {last_stage}"
+        ));
     }
     for host in ["n1", "n2", "n3", "n4"] {
         let halting = ev
@@ -106,7 +113,9 @@ fn check(id: u64, ev: &[(String, String)]) -> Result<(), String> {
             .filter(|(n, m)| n == "nodeack" && m.starts_with(&format!("{host} is halting")))
             .count();
         if halting != 1 {
-            return Err(format!("outage {id}: {host} acknowledged halting {halting} times"));
+            return Err(format!(
+                "outage {id}: {host} acknowledged halting {halting} times"
+            ));
         }
     }
     Ok(())
@@ -114,8 +123,14 @@ fn check(id: u64, ev: &[(String, String)]) -> Result<(), String> {
 
 #[test]
 fn randomized_outages_with_leader_kills_keep_the_invariants() {
-    let runs: u64 = std::env::var("UPSILON_RANDOM_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-    let base: u64 = std::env::var("UPSILON_RANDOM_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let runs: u64 = std::env::var("UPSILON_RANDOM_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let base: u64 = std::env::var("UPSILON_RANDOM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     // n1-n3 vote; n4 is a learner that drives the UPS, so killing a leader never
     // silences it.
     let mut c = TestCluster::start(ClusterSpec {
@@ -134,7 +149,8 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
     std::fs::write(c.pki.path().join("plan.toml"), PLAN).unwrap();
     c.wait_formed(1, 3, 1, Duration::from_secs(60));
     wait_for(Duration::from_secs(20), || {
-        let v: serde_json::Value = serde_json::from_slice(&c.cli(4, &["plan", "--json"]).stdout).ok()?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&c.cli(4, &["plan", "--json"]).stdout).ok()?;
         (v["has_plan"] == true).then_some(())
     })
     .expect("plan replicated");
@@ -150,9 +166,26 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
             )
         };
         for i in 1..=4 {
-            shutdowns_before.insert(i, c.records(i).iter().filter(|r| r["action"] == "shutdown").count());
+            shutdowns_before.insert(
+                i,
+                c.records(i)
+                    .iter()
+                    .filter(|r| r["action"] == "shutdown")
+                    .count(),
+            );
         }
-        let o = c.cli(4, &["sim", "set", "--on-battery", "--charge", "100", "--drain", "8"]);
+        let o = c.cli(
+            4,
+            &[
+                "sim",
+                "set",
+                "--on-battery",
+                "--charge",
+                "100",
+                "--drain",
+                "8",
+            ],
+        );
         if !o.status.success() {
             fail(format!("sim set failed: {}", stderr(&o)), &c);
         }
@@ -171,18 +204,33 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
         let done = wait_for(Duration::from_secs(60), || {
             let h = history(&c, any_up_node(&c));
             let ev = outage_events(&h, id);
-            ev.iter().any(|(_, m)| m.contains("kill power done")).then_some(())
+            ev.iter()
+                .any(|(_, m)| m.contains("kill power done"))
+                .then_some(())
         });
         if done.is_none() {
-            fail(format!("outage {id} never reached kill power: {:?}", outage_events(&history(&c, 4), id)), &c);
+            fail(
+                format!(
+                    "outage {id} never reached kill power: {:?}",
+                    outage_events(&history(&c, 4), id)
+                ),
+                &c,
+            );
         }
         // Every host's halting ack lands (a restarted host finishes its stage).
         let acked = wait_for(Duration::from_secs(30), || {
             let ev = outage_events(&history(&c, 4), id);
-            (ev.iter().filter(|(n, m)| n == "nodeack" && m.contains("is halting")).count() >= 4).then_some(())
+            (ev.iter()
+                .filter(|(n, m)| n == "nodeack" && m.contains("is halting"))
+                .count()
+                >= 4)
+                .then_some(())
         });
         if acked.is_none() {
-            fail(format!("acks missing: {:?}", outage_events(&history(&c, 4), id)), &c);
+            fail(
+                format!("acks missing: {:?}", outage_events(&history(&c, 4), id)),
+                &c,
+            );
         }
         let o = c.cli(4, &["sim", "set", "--on-line"]);
         if !o.status.success() {
@@ -190,7 +238,9 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
         }
         let ended = wait_for(Duration::from_secs(30), || {
             let h = history(&c, 4);
-            h.iter().any(|(_, m)| m.starts_with(&format!("Outage {id} ended"))).then_some(h)
+            h.iter()
+                .any(|(_, m)| m.starts_with(&format!("Outage {id} ended")))
+                .then_some(h)
         });
         let Some(h) = ended else {
             fail(format!("outage {id} did not end after mains returned"), &c);
@@ -199,10 +249,17 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
             fail(e, &c);
         }
         for i in 1..=4 {
-            let now = c.records(i).iter().filter(|r| r["action"] == "shutdown").count();
+            let now = c
+                .records(i)
+                .iter()
+                .filter(|r| r["action"] == "shutdown")
+                .count();
             let ran = now - shutdowns_before[&i];
             if ran > 1 {
-                fail(format!("n{i} ran its shutdown {ran} times in outage {id}"), &c);
+                fail(
+                    format!("n{i} ran its shutdown {ran} times in outage {id}"),
+                    &c,
+                );
             }
         }
         // Let the halted hosts' power cycles settle before the next outage.

@@ -265,7 +265,11 @@ pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, S
 
     let mut tasks = Vec::new();
     let (exec_tx, exec_rx) = mpsc::unbounded_channel::<Event>();
-    tasks.push(tokio::spawn(run_executor(executor, exec_rx)));
+    tasks.push(tokio::spawn(run_executor(
+        executor,
+        cluster.clone(),
+        exec_rx,
+    )));
     if let Some(cl) = &cluster {
         use crate::cluster::duties;
         tasks.push(tokio::spawn(duties::join_and_announce(
@@ -342,13 +346,25 @@ pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, S
     })
 }
 
-async fn run_executor(executor: Arc<Executor>, mut rx: mpsc::UnboundedReceiver<Event>) {
+async fn run_executor(
+    executor: Arc<Executor>,
+    cluster: Option<Arc<crate::cluster::handle::Cluster>>,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+) {
     while let Some(ev) = rx.recv().await {
+        // In a cluster, the monitor's doshutdown is one more way for this host to shut
+        // down in an outage: it may happen only once per outage.
+        if ev.kind == EventKind::DoShutdown
+            && let Some(c) = &cluster
+            && !crate::staging::claim_host_shutdown(c)
+        {
+            tracing::warn!("doshutdown: this host already shut down in this outage; not again");
+            continue;
+        }
         executor.handle(&ev).await;
     }
 }
 
-/// Polls one UPS until shutdown; every poll goes through the monitor.
 /// Where one UPS task sends what it learns, and where its orders come from.
 struct UpsLinks {
     /// Events, in order, for the executor.
@@ -362,6 +378,7 @@ struct UpsLinks {
     orders: mpsc::Receiver<UpsOrder>,
 }
 
+/// Polls one UPS until shutdown; every poll goes through the monitor.
 async fn run_ups(
     shared: Arc<NodeShared>,
     name: String,

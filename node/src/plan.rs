@@ -463,6 +463,38 @@ pub fn local_fallback(
     None
 }
 
+/// apcupsd's thresholds applied to a host's supply (charge <= BATTERYLEVEL, runtime
+/// <= MINUTES, on battery longer than TIMEOUT); the caller debounces.
+pub fn host_threshold(policy: &crate::policy::Policy, s: &Supply, now_ms: i64) -> Option<String> {
+    if !s.on_battery {
+        return None;
+    }
+    if let Some(since) = s.on_battery_since_ms.filter(|_| policy.timeout > 0)
+        && now_ms - since > i64::from(policy.timeout) * 1000
+    {
+        return Some(format!(
+            "on battery longer than TIMEOUT ({} s)",
+            policy.timeout
+        ));
+    }
+    if let Some(c) = s.charge.filter(|c| *c <= f64::from(policy.battery_level)) {
+        return Some(format!(
+            "charge {c:.0} % at or below BATTERYLEVEL ({} %)",
+            policy.battery_level
+        ));
+    }
+    if let Some(r) = s
+        .runtime_s
+        .filter(|r| *r <= f64::from(policy.minutes) * 60.0)
+    {
+        return Some(format!(
+            "runtime {r:.0} s at or below MINUTES ({})",
+            policy.minutes
+        ));
+    }
+    None
+}
+
 /// Words for a trigger, e.g. `on battery 30 s, or runtime < 600 s`.
 pub fn trigger_words(t: &Trigger) -> String {
     let mut v = Vec::new();
@@ -1019,6 +1051,37 @@ mod tests {
                 .unwrap()
                 .contains("last known on battery")
         );
+    }
+
+    #[test]
+    fn host_thresholds_are_apcupsds() {
+        let p = crate::policy::Policy::default();
+        let mut sup = Supply {
+            on_battery: true,
+            on_battery_since_ms: Some(NOW - 100_000),
+            charge: Some(50.0),
+            runtime_s: Some(900.0),
+            emergency: None,
+        };
+        assert_eq!(host_threshold(&p, &sup, NOW), None);
+        sup.charge = Some(10.0);
+        assert!(
+            host_threshold(&p, &sup, NOW)
+                .unwrap()
+                .contains("BATTERYLEVEL")
+        );
+        sup.charge = Some(50.0);
+        sup.runtime_s = Some(300.0);
+        assert!(host_threshold(&p, &sup, NOW).unwrap().contains("MINUTES"));
+        sup.runtime_s = Some(900.0);
+        let t = crate::policy::Policy {
+            timeout: 60,
+            ..p.clone()
+        };
+        assert!(host_threshold(&t, &sup, NOW).unwrap().contains("TIMEOUT"));
+        sup.on_battery = false;
+        sup.charge = Some(1.0);
+        assert_eq!(host_threshold(&p, &sup, NOW), None, "on line: never");
     }
 
     #[test]

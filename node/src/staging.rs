@@ -101,6 +101,38 @@ struct MyStage {
     acked_halting: bool,
 }
 
+fn marker_dir(cluster: &Cluster) -> PathBuf {
+    cluster
+        .cfg
+        .marker_dir
+        .clone()
+        .unwrap_or_else(|| cluster.cfg.data_dir.clone())
+}
+
+/// Claims "this host shuts down in the current outage": true the first time (a marker
+/// file records it), false after, so a stage, the host's own thresholds and the UPS
+/// owner's monitor never shut the host down twice in one outage. With no outage
+/// active, always true.
+pub fn claim_host_shutdown(cluster: &Cluster) -> bool {
+    let Some(id) = cluster.read(|s| {
+        s.outage
+            .as_ref()
+            .filter(|o| o.ended_ms.is_none())
+            .map(|o| o.id)
+    }) else {
+        return true;
+    };
+    let path = marker_dir(cluster).join(format!("host-shutdown-{id}.marker"));
+    if path.exists() {
+        return false;
+    }
+    if let Err(e) = write_marker(&path, "claimed\n") {
+        // Shutting down twice is better than not at all.
+        tracing::error!("cannot write {}: {e}", path.display());
+    }
+    true
+}
+
 fn marker(dir: &Path, outage: u64, stage: usize) -> PathBuf {
     dir.join(format!("stage-{outage}-{stage}.marker"))
 }
@@ -239,10 +271,17 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
     }
     let ups = my_upses.first().cloned().unwrap_or_default();
     let reason = format!("(stage {}: {})", st.name, st.reason);
-    shared
-        .executor
-        .cluster_shutdown(&ups, &reason, st.command.as_deref())
-        .await;
+    if claim_host_shutdown(cluster) {
+        shared
+            .executor
+            .cluster_shutdown(&ups, &reason, st.command.as_deref())
+            .await;
+    } else {
+        tracing::warn!(
+            "this host already shut down in this outage; acknowledging stage {} only",
+            st.name
+        );
+    }
     if let Err(e) = write_marker(marker, "done\n") {
         tracing::error!("cannot update stage marker {}: {e}", marker.display());
     }
@@ -332,6 +371,7 @@ pub async fn local_fallback(
     let grace = Duration::from_secs(10);
     let mut cut_off_since: Option<Instant> = None;
     let mut done = false;
+    let mut threshold_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -344,6 +384,32 @@ pub async fn local_fallback(
         let writable = cluster.view().writable;
         if writable {
             cut_off_since = None;
+            // apcupsd's thresholds still apply to this host's own supply.
+            let hit = cluster.read(|s| {
+                let plan = s.plan.clone()?;
+                let n = s.nodes.get(&cluster.id)?;
+                let sup = plan::supply(n, s, &plan, now_ms())?;
+                plan::host_threshold(&shared.policy, &sup, now_ms())
+            });
+            match hit {
+                None => threshold_since = None,
+                Some(why) => {
+                    let since = *threshold_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= crate::policy::DEBOUNCE && claim_host_shutdown(&cluster) {
+                        tracing::warn!("this host's own threshold: {why}; shutting it down");
+                        shared.log_event(
+                            crate::events::EventKind::Notice,
+                            "",
+                            &format!("Host threshold: {why}."),
+                        );
+                        let ups = shared.ups_orders.keys().next().cloned().unwrap_or_default();
+                        shared
+                            .executor
+                            .cluster_shutdown(&ups, &format!("(host threshold: {why})"), None)
+                            .await;
+                    }
+                }
+            }
             continue;
         }
         let since = *cut_off_since.get_or_insert_with(Instant::now);
@@ -391,10 +457,12 @@ pub async fn local_fallback(
             "",
             &format!("Local fallback: {reason}."),
         );
-        let ups = shared.ups_orders.keys().next().cloned().unwrap_or_default();
-        shared
-            .executor
-            .cluster_shutdown(&ups, &format!("(local fallback: {reason})"), None)
-            .await;
+        if claim_host_shutdown(&cluster) {
+            let ups = shared.ups_orders.keys().next().cloned().unwrap_or_default();
+            shared
+                .executor
+                .cluster_shutdown(&ups, &format!("(local fallback: {reason})"), None)
+                .await;
+        }
     }
 }
