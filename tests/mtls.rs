@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use upsilon_node::pki::{self, IssueRequest, Role};
+use upsilon_node::pki::{IssueRequest, Role};
 use upsilon_tests::*;
 
 fn started() -> (TestPki, NodeProc) {
@@ -144,5 +144,4 @@ fn node_refuses_to_start_with_a_client_certificate() {
         "{}",
         stderr(&o)
     );
-    let _ = pki::Role::Node;
 }

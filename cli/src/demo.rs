@@ -54,6 +54,26 @@ pub(crate) fn hook(dir: &Path, event: &str, log: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A throw-away cluster CA in `certs`, node certificates n1..n`count` (each naming
+/// 127.0.0.i) and an operator certificate, valid for a day.
+pub(crate) fn demo_certificates(certs: &Path, count: usize) -> anyhow::Result<()> {
+    pki::init_ca(certs, "demo")?;
+    for i in 1..=count {
+        let req = IssueRequest::new(
+            &format!("n{i}"),
+            Role::Node,
+            vec![format!("127.0.0.{i}")],
+            1,
+        );
+        pki::issue(certs, &req)?;
+    }
+    pki::issue(
+        certs,
+        &IssueRequest::new("operator", Role::Client, vec![], 1),
+    )?;
+    Ok(())
+}
+
 pub(crate) struct Clock(pub(crate) Instant);
 
 impl Clock {
@@ -137,22 +157,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     // 1. Certificates: one CA, one node certificate per node, one for the operator.
     let certs = dir.join("certs");
-    pki::init_ca(&certs, "demo")?;
-    for i in 1..=n {
-        pki::issue(
-            &certs,
-            &IssueRequest::new(
-                &format!("n{i}"),
-                Role::Node,
-                vec![format!("127.0.0.{i}")],
-                1,
-            ),
-        )?;
-    }
-    pki::issue(
-        &certs,
-        &IssueRequest::new("operator", Role::Client, vec![], 1),
-    )?;
+    demo_certificates(&certs, n)?;
     println!("  [1] created a cluster CA, {n} node certificates and an operator certificate");
 
     // 2. Start the nodes, in-process, each with its own config, storage and API.

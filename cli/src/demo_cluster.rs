@@ -20,7 +20,6 @@ use tokio_stream::StreamExt;
 use upsilon_node::client::{self, ClientOptions};
 use upsilon_node::config::NodeConfig;
 use upsilon_node::node::RunningNode;
-use upsilon_node::pki::{self, IssueRequest, Role};
 use upsilon_node::shutdown::Shutdown;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
@@ -200,22 +199,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 
     let certs = dir.join("certs");
-    pki::init_ca(&certs, "demo")?;
-    for i in 1..=5 {
-        pki::issue(
-            &certs,
-            &IssueRequest::new(
-                &format!("n{i}"),
-                Role::Node,
-                vec![format!("127.0.0.{i}")],
-                1,
-            ),
-        )?;
-    }
-    pki::issue(
-        &certs,
-        &IssueRequest::new("operator", Role::Client, vec![], 1),
-    )?;
+    crate::demo::demo_certificates(&certs, 5)?;
     std::fs::write(dir.join("plan.toml"), PLAN)?;
 
     let (stop_tx, _) = tokio::sync::broadcast::channel(1);

@@ -253,6 +253,15 @@ async fn power(
     Ok(PowerServiceClient::new(ch))
 }
 
+async fn fetch_status(opts: &ClientOptions) -> anyhow::Result<pb::StatusReply> {
+    Ok(power(opts)
+        .await?
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .map_err(rpc_err(opts))?
+        .into_inner())
+}
+
 fn rpc_err(opts: &ClientOptions) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
     move |s| anyhow!(client::explain_status(&s, &opts.endpoint))
 }
@@ -261,12 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Command::Status { json } => {
             let opts = cli.conn.resolve()?;
-            let reply = power(&opts)
-                .await?
-                .get_status(pb::GetStatusRequest {})
-                .await
-                .map_err(rpc_err(&opts))?
-                .into_inner();
+            let reply = fetch_status(&opts).await?;
             if json {
                 println!(
                     "{}",
@@ -404,12 +408,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Nodes { cmd: None, json } => {
             let opts = cli.conn.resolve()?;
-            let s = power(&opts)
-                .await?
-                .get_status(pb::GetStatusRequest {})
-                .await
-                .map_err(rpc_err(&opts))?
-                .into_inner();
+            let s = fetch_status(&opts).await?;
             if json {
                 let v = output::status_json(&s);
                 let out = serde_json::json!({"nodes": v["nodes"], "cluster": v["cluster"]});

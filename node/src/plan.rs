@@ -290,7 +290,7 @@ pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
                     at_ms: now_ms,
                 });
             } else {
-                out.extend(power_cycles(state, plan, &nodes, now_ms));
+                out.extend(power_cycles(state, &nodes, now_ms));
             }
         }
         Some(o) => {
@@ -371,13 +371,7 @@ pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
 
 /// After an outage ended with hosts halted: power-cycle each UPS that feeds a halted
 /// host, once no running host depends on that UPS alone.
-fn power_cycles(
-    state: &PowerState,
-    plan: &Plan,
-    nodes: &[&NodeRecord],
-    now_ms: i64,
-) -> Vec<Command> {
-    let _ = plan;
+fn power_cycles(state: &PowerState, nodes: &[&NodeRecord], now_ms: i64) -> Vec<Command> {
     let mut out = Vec::new();
     for u in state.upses.values() {
         if state.power_cycled.contains_key(&u.name) || u.stale || u.comm_lost {
