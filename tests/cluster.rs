@@ -309,3 +309,42 @@ fn a_silent_ups_owner_makes_its_ups_comm_lost_everywhere() {
     .expect("ups3 back after its owner restarted");
     assert!(has(&c.events(2), "commok"));
 }
+
+#[test]
+fn raft_service_refuses_garbage_and_non_node_certificates_clearly() {
+    let _g = serial();
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 1,
+        voters: 1,
+        ups_on: vec![],
+        ..Default::default()
+    });
+    c.wait_formed(1, 1, 0, Duration::from_secs(30));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let call = |who: &str, json: &[u8]| {
+        let (ca, cert, key) = c.pki.files(who);
+        let opts = upsilon_node::client::ClientOptions {
+            endpoint: c.addr(1).to_string(),
+            ca,
+            identity: Some((cert, key)),
+        };
+        let json = json.to_vec();
+        rt.block_on(async move {
+            let ch = upsilon_node::client::connect(&opts).await.unwrap();
+            upsilon_proto::v1::raft_service_client::RaftServiceClient::new(ch)
+                .vote(upsilon_proto::v1::RaftPayload { json })
+                .await
+        })
+    };
+    let e = call("n1", b"{not json").unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("malformed raft message"), "{e:?}");
+    let e = call("operator", b"{}").unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("needs role node"), "{e:?}");
+    // The node is unharmed.
+    assert_eq!(c.status(1).unwrap()["cluster"]["writable"], true);
+}
