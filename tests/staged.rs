@@ -131,6 +131,13 @@ fn full_outage_runs_stages_in_order_and_kills_power_last() {
         "{}",
         h.join("\n")
     );
+    // The UPS owner halts last, after carrying out its kill-power order: wait for it.
+    for i in 1..=4 {
+        wait_for(Duration::from_secs(15), || {
+            (shutdowns(&c, i) >= 1).then_some(())
+        });
+    }
+    std::thread::sleep(Duration::from_secs(1));
     for i in 1..=4 {
         assert_eq!(
             shutdowns(&c, i),
