@@ -242,6 +242,7 @@ pub fn ups_json(u: &pb::UpsReading) -> Value {
         "transfers": u.transfers,
         "driver": u.driver,
         "read_at_unix_ms": u.read_at_unix_ms,
+        "details": u.details.iter().collect::<std::collections::BTreeMap<_, _>>(),
     })
 }
 

@@ -64,6 +64,8 @@ pub struct TlsSection {
 pub enum DriverKind {
     /// A simulated UPS that plays a scenario file.
     Sim,
+    /// An APC Smart-UPS on a serial line (apcupsd's `apcsmart`).
+    Apcsmart,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +80,9 @@ pub struct UpsSection {
     /// `sim`: the scenario to play; without one the UPS stays on line until told otherwise.
     #[serde(default)]
     pub scenario: Option<PathBuf>,
+    /// Serial drivers: the device, e.g. `/dev/ttyS0` or `/dev/ttyUSB0`.
+    #[serde(default)]
+    pub device: Option<PathBuf>,
 }
 
 fn default_poll_ms() -> u64 {
@@ -322,6 +327,38 @@ impl NodeConfig {
                     format!("UPS name {:?} is used twice", u.name),
                 ));
             }
+            match u.driver {
+                DriverKind::Sim if u.device.is_some() => {
+                    return Err(err(
+                        &key("device"),
+                        format!(
+                            "UPS {:?}: the sim driver has no device; remove `device` or use \
+                             driver = \"apcsmart\"",
+                            u.name
+                        ),
+                    ));
+                }
+                DriverKind::Apcsmart if u.device.is_none() => {
+                    return Err(err(
+                        &key("driver"),
+                        format!(
+                            "UPS {:?}: the apcsmart driver needs `device`, e.g. \
+                             device = \"/dev/ttyS0\"",
+                            u.name
+                        ),
+                    ));
+                }
+                DriverKind::Apcsmart if u.scenario.is_some() => {
+                    return Err(err(
+                        &key("scenario"),
+                        format!(
+                            "UPS {:?}: `scenario` is for the sim driver; a real UPS has none",
+                            u.name
+                        ),
+                    ));
+                }
+                _ => {}
+            }
             if !(100..=3_600_000).contains(&u.poll_interval_ms) {
                 return Err(err(
                     &key("poll_interval_ms"),
@@ -406,6 +443,9 @@ impl NodeConfig {
         for u in &mut self.ups {
             if let Some(s) = u.scenario.as_mut() {
                 fix(s);
+            }
+            if let Some(d) = u.device.as_mut() {
+                fix(d);
             }
         }
         if let Some(f) = self.events.file.as_mut() {

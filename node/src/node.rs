@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::NodeConfig;
-use crate::driver::{self, UpsDriver, sim::SimHandle};
+use crate::driver::{self, DriverError, UpsDriver, sim::SimHandle};
 use crate::events::{Event, EventKind, EventLog};
 use crate::executor::Executor;
 use crate::monitor::{Observation, UpsMonitor};
@@ -394,26 +394,40 @@ async fn run_ups(
     } = links;
     let mut last_sent: Option<(ReportKey, Instant)> = None;
     let mut monitor = UpsMonitor::new(shared.policy.clone(), Instant::now());
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A driver call may not stall the loop for longer than this.
-    let poll_timeout = interval.max(Duration::from_secs(5));
+    let poll_timeout = interval.max(driver.poll_timeout());
+    let mut next_poll = tokio::time::Instant::now();
     loop {
+        let wait = next_poll.saturating_duration_since(tokio::time::Instant::now());
         tokio::select! {
             _ = shutdown.recv() => break,
-            _ = ticker.tick() => {}
+            // Ends early when the UPS announces a change itself (apcsmart alerts).
+            _ = driver.wait_for_change(wait) => {}
             Some((cmd, reply)) = orders.recv() => {
                 tracing::warn!(ups = %name, "sending {cmd:?} to the UPS");
-                let r = tokio::time::timeout(poll_timeout, driver.command(cmd))
+                let limit = driver.command_timeout();
+                let r = tokio::time::timeout(limit, driver.command(cmd))
                     .await
-                    .map_err(|_| "the UPS did not answer the command in time".to_string())
+                    .map_err(|_| {
+                        format!("the UPS did not finish the command within {} s", limit.as_secs())
+                    })
                     .and_then(|r| r.map_err(|e| e.to_string()));
                 let _ = reply.send(r);
                 continue;
             }
         }
+        next_poll = tokio::time::Instant::now() + interval;
         let (obs, err) = match tokio::time::timeout(poll_timeout, driver.poll()).await {
             Ok(Ok(r)) => (Observation::Reading(r), None),
+            Ok(Err(DriverError::Retrying(msg))) => {
+                // Inside the driver's grace period: keep the last reading, say why.
+                tracing::debug!(ups = %name, "{msg}");
+                if let Some(v) = shared.ups.lock().expect("ups lock").get_mut(&name) {
+                    v.comm_error = Some(msg);
+                }
+                shared.bump_status();
+                continue;
+            }
             Ok(Err(e)) => (Observation::CommFailure(e.to_string()), Some(e.to_string())),
             Err(_) => {
                 let msg = format!("driver did not answer within {} s", poll_timeout.as_secs());

@@ -72,6 +72,11 @@ pub fn ups_view_to_pb(v: &UpsView) -> pb::UpsReading {
         time_on_battery_s: v.time_on_battery.as_secs() as u32,
         transfers: v.transfers,
         driver: v.driver.clone(),
+        details: r
+            .details
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 

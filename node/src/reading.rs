@@ -147,6 +147,10 @@ pub struct UpsReading {
     pub last_transfer: String,
     /// apcupsd's SELFTEST code (NO, NG, WN, IP, OK, BT, ??); empty when unsupported.
     pub self_test: String,
+    /// Further values in apcupsd's words, keyed by its STATUS key (SENSE, DWAKE,
+    /// DSHUTD, LOTRANS, HITRANS, DIPSW, REG1-3, MANDATE, NOMOUTV, ...).
+    #[serde(default)]
+    pub details: std::collections::BTreeMap<String, String>,
     pub read_at: SystemTime,
 }
 
@@ -175,6 +179,7 @@ impl UpsReading {
             battery_date: String::new(),
             last_transfer: String::new(),
             self_test: String::new(),
+            details: Default::default(),
             read_at,
         }
     }

@@ -5,7 +5,10 @@
 //! Adding a UPS family means adding a module here and a [`DriverKind`] variant; the
 //! monitor, policy and API never change.
 
+pub mod apcsmart;
 pub mod sim;
+
+use std::time::Duration;
 
 use crate::config::{DriverKind, UpsSection};
 use crate::reading::UpsReading;
@@ -25,6 +28,10 @@ pub enum DriverError {
     /// The UPS did not answer, or answered nonsense; the monitor counts it as comm loss.
     #[error("no communication with the UPS: {0}")]
     CommLost(String),
+    /// This poll failed but the driver is still inside its grace period (apcsmart: 20 s
+    /// of failed link checks); the monitor keeps the last reading and waits.
+    #[error("the UPS missed a poll: {0}")]
+    Retrying(String),
     /// The driver cannot be set up at all (bad device path, bad scenario file, ...).
     #[error("{0}")]
     Setup(String),
@@ -41,6 +48,20 @@ pub trait UpsDriver: Send {
     async fn poll(&mut self) -> Result<UpsReading, DriverError>;
     /// Carry out a command.
     async fn command(&mut self, cmd: UpsCommand) -> Result<(), DriverError>;
+    /// Waits up to `max` for the UPS to announce a change by itself (an alert);
+    /// `true` means "poll now". Drivers without alerts just sleep.
+    async fn wait_for_change(&mut self, max: Duration) -> bool {
+        tokio::time::sleep(max).await;
+        false
+    }
+    /// How long one [`UpsDriver::poll`] may take before it counts as a comm failure.
+    fn poll_timeout(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+    /// How long [`UpsDriver::command`] may take before the node gives up on it.
+    fn command_timeout(&self) -> Duration {
+        Duration::from_secs(5)
+    }
 }
 
 /// A driver built from config, plus the simulator handle when it is a `sim`.
@@ -62,6 +83,18 @@ pub fn open(section: &UpsSection) -> Result<OpenedDriver, DriverError> {
             Ok(OpenedDriver {
                 driver: Box::new(d),
                 sim: Some(handle),
+            })
+        }
+        DriverKind::Apcsmart => {
+            let device = section.device.clone().ok_or_else(|| {
+                DriverError::Setup(format!("UPS {}: apcsmart needs `device`", section.name))
+            })?;
+            Ok(OpenedDriver {
+                driver: Box::new(apcsmart::ApcSmartDriver::new(
+                    Box::new(apcsmart::link::TtyOpener::new(device)),
+                    apcsmart::Timing::default(),
+                )),
+                sim: None,
             })
         }
     }
