@@ -85,6 +85,11 @@ enum Command {
         #[command(subcommand)]
         cmd: SimCommand,
     },
+    /// Send a command to a UPS the node drives: self test, kill power, power off.
+    Ups {
+        #[command(subcommand)]
+        cmd: UpsCmd,
+    },
     /// Create the cluster CA and issue certificates.
     Cert {
         #[command(subcommand)]
@@ -120,6 +125,32 @@ enum NodesCommand {
     Demote { id: u64 },
     /// Remove a member from the cluster.
     Remove { id: u64 },
+}
+
+#[derive(Subcommand, Debug)]
+enum UpsCmd {
+    /// Start a battery self test (the result shows as SELFTEST in `status --json`).
+    SelfTest {
+        #[arg(long)]
+        ups: Option<String>,
+    },
+    /// Cut the UPS output after its grace delay; it returns when mains return
+    /// (apcupsd --killpower). Everything on the UPS loses power.
+    KillPower {
+        #[arg(long)]
+        ups: Option<String>,
+        /// Required: this cuts power to everything on the UPS.
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Turn the UPS off after its grace delay; it stays off (apcupsd --power-off).
+    PowerOff {
+        #[arg(long)]
+        ups: Option<String>,
+        /// Required: this cuts power to everything on the UPS until someone turns it on.
+        #[arg(long)]
+        confirm: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -489,6 +520,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_err(rpc_err(&opts))?
                 .into_inner();
             println!("{}: {}", reply.ups_name, reply.state);
+        }
+        Command::Ups { cmd } => {
+            let (ups, kind, confirmed) = match cmd {
+                UpsCmd::SelfTest { ups } => (ups, pb::UpsCommandKind::SelfTest, true),
+                UpsCmd::KillPower { ups, confirm } => (ups, pb::UpsCommandKind::KillPower, confirm),
+                UpsCmd::PowerOff { ups, confirm } => (ups, pb::UpsCommandKind::PowerOff, confirm),
+            };
+            if !confirmed {
+                anyhow::bail!(
+                    "this cuts power to everything on the UPS; add --confirm if that is what you want"
+                );
+            }
+            let opts = cli.conn.resolve()?;
+            let ch = client::connect(&opts).await?;
+            let reply = AdminServiceClient::new(ch)
+                .ups_command(pb::UpsCommandRequest {
+                    ups_name: ups.unwrap_or_default(),
+                    kind: kind as i32,
+                })
+                .await
+                .map_err(rpc_err(&opts))?
+                .into_inner();
+            println!("{}: {}", reply.ups_name, reply.result);
         }
         Command::Cert { cmd } => match cmd {
             CertCommand::Init { dir, cluster } => {

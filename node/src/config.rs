@@ -164,11 +164,25 @@ pub struct ExecutorSection {
     /// on battery, an empty `powerfail` file is written here so the OS halt script can
     /// run the UPS kill-power late in the halt, as with apcupsd. Unset: not written.
     pub powerfail_dir: Option<PathBuf>,
+    /// Whether kill-power and power-cycle orders reach the UPS: `send` or `record`.
+    /// Unset follows `mode`. `send` with `mode = "record"` is for a simulated UPS (the
+    /// apcsmart pty simulator in tests and demos): the UPS gets the real byte sequence
+    /// while host shutdowns are only recorded.
+    pub ups_commands: Option<UpsCommands>,
+}
+
+/// See [`ExecutorSection::ups_commands`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpsCommands {
+    Send,
+    Record,
 }
 
 impl Default for ExecutorSection {
     fn default() -> Self {
         ExecutorSection {
+            ups_commands: None,
             mode: ExecutorMode::Record,
             shutdown_command: vec!["shutdown".into(), "-h".into(), "now".into()],
             record_file: None,

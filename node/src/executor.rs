@@ -48,6 +48,7 @@ impl ExecRecord {
 #[derive(Debug)]
 pub struct Executor {
     mode: ExecutorMode,
+    send_ups_commands: bool,
     hooks: HooksSection,
     shutdown_command: Vec<String>,
     record_file: Option<PathBuf>,
@@ -67,6 +68,10 @@ impl Executor {
     pub fn new(cfg: &ExecutorSection, hooks: &HooksSection) -> Self {
         Executor {
             mode: cfg.mode,
+            send_ups_commands: match cfg.ups_commands {
+                Some(u) => u == crate::config::UpsCommands::Send,
+                None => cfg.mode == ExecutorMode::Live,
+            },
             hooks: hooks.clone(),
             shutdown_command: cfg.shutdown_command.clone(),
             record_file: cfg.record_file.clone(),
@@ -127,19 +132,21 @@ impl Executor {
         }
     }
 
-    /// Carries out a kill-power or power-cycle order: in `live` mode `send` talks to the
-    /// UPS; in `record` mode it is only written down. Returns (ok, what happened).
+    /// Carries out a kill-power or power-cycle order: with `ups_commands` = send (the
+    /// default in `live` mode) `send` talks to the UPS; otherwise it is only written
+    /// down. Returns (ok, what happened).
     pub async fn ups_action<F, Fut>(&self, ups: &str, what: &str, send: F) -> (bool, String)
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
-        let (ran, ok, outcome) = match self.mode {
-            ExecutorMode::Record => (false, true, "record mode: not sent to the UPS".to_string()),
-            ExecutorMode::Live => match send().await {
+        let (ran, ok, outcome) = if !self.send_ups_commands {
+            (false, true, "record mode: not sent to the UPS".to_string())
+        } else {
+            match send().await {
                 Ok(()) => (true, true, "sent to the UPS".to_string()),
                 Err(e) => (true, false, e),
-            },
+            }
         };
         self.keep(ExecRecord {
             at_unix_ms: unix_ms(SystemTime::now()),

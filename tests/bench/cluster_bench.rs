@@ -74,7 +74,7 @@ async fn run(nodes: usize, voters: usize, rounds: usize) -> (Vec<f64>, Vec<f64>)
             ups_on: vec![1],
             extra: String::new(),
             poll_ms: 100,
-            cluster_extra: vec![],
+            ..Default::default()
         });
         c.wait_formed(
             1,

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use upsilon_node::pki::{self, IssueRequest, Role};
 
+pub mod smartups;
+
 /// `target/debug` (or whichever profile the tests were built with).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -246,6 +248,9 @@ pub struct ClusterSpec {
     pub poll_ms: u64,
     /// Extra `[cluster]` keys per node (index 0 is node 1), e.g. feeds and labels.
     pub cluster_extra: Vec<String>,
+    /// `[[ups]]` TOML for a node (1-based) instead of the simulated `ups<i>`, e.g. an
+    /// apcsmart UPS on a pty.
+    pub ups_toml: Vec<(usize, String)>,
 }
 
 impl Default for ClusterSpec {
@@ -257,6 +262,7 @@ impl Default for ClusterSpec {
             extra: String::new(),
             poll_ms: 200,
             cluster_extra: vec![],
+            ups_toml: vec![],
         }
     }
 }
@@ -273,7 +279,9 @@ impl TestCluster {
                 vec![format!("127.0.0.{i}")],
                 30,
             ));
-            let ups = if spec.ups_on.contains(&i) {
+            let ups = if let Some((_, t)) = spec.ups_toml.iter().find(|(n, _)| *n == i) {
+                t.clone()
+            } else if spec.ups_on.contains(&i) {
                 format!(
                     "[[ups]]\nname = \"ups{i}\"\ndriver = \"sim\"\npoll_interval_ms = {}\n",
                     spec.poll_ms

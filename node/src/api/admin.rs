@@ -9,6 +9,7 @@ use upsilon_proto::v1::admin_service_server::AdminService;
 
 use crate::cluster::ClusterNode;
 use crate::cluster::handle::{LeaderOp, LeaderReply};
+use crate::driver::UpsCommand;
 use crate::driver::sim::SimChange;
 use crate::node::NodeShared;
 use crate::pki::Role;
@@ -152,6 +153,79 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         tracing::info!(by = %who.name, "removing node {}", r.id);
         self.membership(LeaderOp::Remove { id: r.id }).await
+    }
+
+    async fn ups_command(
+        &self,
+        req: Request<pb::UpsCommandRequest>,
+    ) -> Result<Response<pb::UpsCommandReply>, Status> {
+        let who = authorize(&req, &[Role::Client, Role::Node])?;
+        let r = req.into_inner();
+        let orders = &self.shared.ups_orders;
+        let name = if r.ups_name.is_empty() {
+            let mut names: Vec<_> = orders.keys().cloned().collect();
+            names.sort();
+            match names.len() {
+                1 => names.remove(0),
+                0 => return Err(Status::failed_precondition("this node drives no UPS")),
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "this node drives several UPSes ({}); name one with --ups",
+                        names.join(", ")
+                    )));
+                }
+            }
+        } else {
+            r.ups_name.clone()
+        };
+        let tx = orders.get(&name).cloned().ok_or_else(|| {
+            Status::not_found(format!(
+                "no UPS named {name:?} on node {}",
+                self.shared.name
+            ))
+        })?;
+        let (cmd, what) = match pb::UpsCommandKind::try_from(r.kind) {
+            Ok(pb::UpsCommandKind::SelfTest) => (UpsCommand::SelfTest, "self test"),
+            Ok(pb::UpsCommandKind::KillPower) => (
+                UpsCommand::KillPower {
+                    delay_s: 0,
+                    return_on_mains: true,
+                },
+                "kill power",
+            ),
+            Ok(pb::UpsCommandKind::PowerOff) => (
+                UpsCommand::KillPower {
+                    delay_s: 0,
+                    return_on_mains: false,
+                },
+                "power off",
+            ),
+            _ => return Err(Status::invalid_argument("unknown UPS command kind")),
+        };
+        tracing::warn!(ups = %name, by = %who.name, "{what} requested by an operator");
+        let send = || async move {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            tx.send((cmd, reply))
+                .await
+                .map_err(|_| "the UPS task has stopped".to_string())?;
+            rx.await
+                .map_err(|_| "the UPS task has stopped".to_string())?
+        };
+        let (ok, result) = if cmd == UpsCommand::SelfTest {
+            match send().await {
+                Ok(()) => (true, "sent to the UPS".to_string()),
+                Err(e) => (false, e),
+            }
+        } else {
+            self.shared.executor.ups_action(&name, what, send).await
+        };
+        if !ok {
+            return Err(Status::unavailable(format!("{what} on {name}: {result}")));
+        }
+        Ok(Response::new(pb::UpsCommandReply {
+            ups_name: name,
+            result,
+        }))
     }
 
     async fn set_plan(

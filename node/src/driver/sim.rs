@@ -97,6 +97,23 @@ pub struct ScenarioStep {
     pub note: Option<String>,
 }
 
+impl ScenarioStep {
+    /// The step as a change to the simulator's state.
+    pub fn change(&self) -> SimChange {
+        SimChange {
+            on_battery: self.mains.map(|m| m == Mains::Fail),
+            charge: self.charge,
+            load: self.load,
+            low_battery: self.low_battery.map(Some),
+            comm_lost: self.comm.map(|c| c == Comm::Lost),
+            replace_battery: self.replace_battery,
+            battery_present: self.battery_present,
+            drain_percent_per_second: self.drain_percent_per_second,
+            start_self_test: self.self_test,
+        }
+    }
+}
+
 /// A scenario file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -275,7 +292,7 @@ pub struct SimState {
 }
 
 impl SimState {
-    fn new(spec: SimUpsSpec, now: Instant) -> Self {
+    pub fn new(spec: SimUpsSpec, now: Instant) -> Self {
         SimState {
             on_battery: false,
             charge: spec.charge,
@@ -305,7 +322,8 @@ impl SimState {
         self.spec.full_load_runtime_s * (self.charge / 100.0) * (100.0 / load)
     }
 
-    fn advance(&mut self, now: Instant) {
+    /// Moves the model to `now`: drains or recharges, ends a finished self test.
+    pub fn advance(&mut self, now: Instant) {
         let dt = now
             .saturating_duration_since(self.last_advance)
             .as_secs_f64();
@@ -323,7 +341,7 @@ impl SimState {
         }
     }
 
-    fn apply(&mut self, c: &SimChange, now: Instant) {
+    pub fn apply(&mut self, c: &SimChange, now: Instant) {
         if let Some(b) = c.on_battery {
             if b && !self.on_battery {
                 self.last_transfer = "Low line voltage".into();
@@ -362,7 +380,7 @@ impl SimState {
         }
     }
 
-    fn reading(&self, wall: SystemTime) -> UpsReading {
+    pub fn reading(&self, wall: SystemTime) -> UpsReading {
         let discharging = self.discharging();
         let runtime = self.runtime_s();
         let low = self
@@ -491,18 +509,7 @@ impl SimDriver {
             if let Some(note) = &step.note {
                 tracing::info!(at_s = step.at_s, "scenario: {note}");
             }
-            let change = SimChange {
-                on_battery: step.mains.map(|m| m == Mains::Fail),
-                charge: step.charge,
-                load: step.load,
-                low_battery: step.low_battery.map(Some),
-                comm_lost: step.comm.map(|c| c == Comm::Lost),
-                replace_battery: step.replace_battery,
-                battery_present: step.battery_present,
-                drain_percent_per_second: step.drain_percent_per_second,
-                start_self_test: step.self_test,
-            };
-            st.apply(&change, now);
+            st.apply(&step.change(), now);
             self.next_step += 1;
         }
     }
