@@ -134,3 +134,373 @@ fn old_firmware_model_comes_from_v() {
     let rx: Vec<u8> = sim.received().iter().map(|r| r.byte).collect();
     assert!(rx.contains(&b'h') && rx.contains(&b'V'), "{rx:?}");
 }
+
+#[test]
+fn on_battery_alert_reaches_another_node_before_the_next_poll() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let link = pki_dir.path().join("ttyUPS");
+    let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
+    // A 10 s poll: only the alert can bring the news sooner.
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 3,
+        voters: 3,
+        ups_on: vec![],
+        ups_toml: vec![(1, ups_toml(&link, 10_000))],
+        ..Default::default()
+    });
+    c.wait_formed(1, 3, 0, Duration::from_secs(40));
+    let status_on_3 = || {
+        c.status(3)
+            .and_then(|v| {
+                v["ups"]
+                    .get(0)
+                    .map(|u| u["status"].as_str().unwrap_or("").to_string())
+            })
+            .unwrap_or_default()
+    };
+    wait_for(Duration::from_secs(30), || {
+        (status_on_3() == "ONLINE").then_some(())
+    })
+    .unwrap_or_else(|| panic!("ONLINE never reached node 3; logs:\n{}", c.logs()));
+    let polls_before = sim.received().iter().filter(|r| r.byte == b'Q').count();
+    let t0 = Instant::now();
+    sim.mains(true);
+    wait_for(Duration::from_secs(9), || {
+        (status_on_3() == "ONBATT").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "ONBATT did not reach node 3 within 9 s; logs:\n{}",
+            c.logs()
+        )
+    });
+    let took = t0.elapsed();
+    // The alert ended the wait: one extra poll, not the 10 s timer.
+    let polls_after = sim.received().iter().filter(|r| r.byte == b'Q').count();
+    assert!(polls_after > polls_before, "the alert triggered a poll");
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?}, a poll interval is 10 s"
+    );
+    let ev = c.events(3);
+    assert!(ev.iter().any(|(n, _)| n == "powerout"), "{ev:?}");
+    sim.mains(false);
+    wait_for(Duration::from_secs(9), || {
+        (status_on_3() == "ONLINE").then_some(())
+    })
+    .expect("mains return reached node 3");
+}
+
+#[test]
+fn comm_loss_after_20_s_and_recovery() {
+    let pki = TestPki::new();
+    let link = pki.path().join("ttyUPS");
+    let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
+    let node = NodeProc::start(&pki, &ups_toml(&link, 500));
+    wait_status(&pki, &node, "ONLINE", 20);
+    sim.set_mode(Mode::Silent);
+    let t0 = Instant::now();
+    // apcupsd waits 20 s of failed link checks before calling it comm lost.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(ups_of(&status_json(&pki, node.addr))["status"], "ONLINE");
+    wait_status(&pki, &node, "COMMLOST", 30);
+    assert!(
+        t0.elapsed() >= Duration::from_secs(19),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        events(&pki, &node).contains("Communications with UPS lost"),
+        "{}",
+        events(&pki, &node)
+    );
+    sim.set_mode(Mode::Normal);
+    wait_status(&pki, &node, "ONLINE", 20);
+    let ev = events(&pki, &node);
+    assert!(ev.contains("Communications with UPS restored"), "{ev}");
+}
+
+/// The bytes from the first `first` on, with gaps in seconds from the previous one.
+fn sequence_from(sim: &SmartUps, first: u8, n: usize) -> Vec<(u8, f64)> {
+    let rx = sim.received();
+    let start = rx
+        .iter()
+        .rposition(|r| r.byte == first)
+        .expect("first byte sent");
+    let mut out = Vec::new();
+    let mut prev = rx[start].at;
+    for r in &rx[start..(start + n).min(rx.len())] {
+        out.push((r.byte, (r.at - prev).as_secs_f64()));
+        prev = r.at;
+    }
+    out
+}
+
+fn sending_node(pki: &TestPki, link: &Path) -> NodeProc {
+    NodeProc::start(
+        pki,
+        &format!(
+            "{}\n[executor]\nups_commands = \"send\"\nrecord_file = \"record.jsonl\"\n",
+            ups_toml(link, 300)
+        ),
+    )
+}
+
+#[test]
+fn kill_power_on_battery_is_s_and_the_output_returns_with_mains() {
+    let pki = TestPki::new();
+    let link = pki.path().join("ttyUPS");
+    let mut opts = SmartUpsOptions::new(&link);
+    opts.grace_s = 2;
+    let sim = SmartUps::start(opts).unwrap();
+
+    // In record mode (the default) nothing reaches the UPS.
+    {
+        let node = NodeProc::start(&pki, &ups_toml(&link, 300));
+        wait_status(&pki, &node, "ONLINE", 20);
+        let o = upsilon(
+            &pki,
+            node.addr,
+            Some("operator"),
+            &["ups", "kill-power", "--confirm"],
+        );
+        assert!(
+            stdout(&o).contains("record mode: not sent to the UPS"),
+            "{o:?}"
+        );
+        let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "kill-power"]);
+        assert!(
+            !o.status.success() && stderr(&o).contains("--confirm"),
+            "{o:?}"
+        );
+    }
+    assert!(!sim.received().iter().any(|r| r.byte == b'S'));
+
+    let node = sending_node(&pki, &link);
+    wait_status(&pki, &node, "ONLINE", 20);
+    sim.mains(true);
+    wait_status(&pki, &node, "ONBATT", 10);
+    let o = upsilon(
+        &pki,
+        node.addr,
+        Some("operator"),
+        &["ups", "kill-power", "--confirm"],
+    );
+    assert!(
+        stdout(&o).contains("smart1: sent to the UPS"),
+        "{o:?}\n{}",
+        node.log_text()
+    );
+    // apcupsd: read the grace delay, send `S`, wait 5 s, read `OK`.
+    let seq = sequence_from(&sim, b'S', 2);
+    assert_eq!(seq[0].0, b'S');
+    let rx: Vec<u8> = sim.received().iter().map(|r| r.byte).collect();
+    let s_at = rx.iter().rposition(|b| *b == b'S').unwrap();
+    assert_eq!(rx[s_at - 1], b'p', "the grace delay is read first: {rx:?}");
+    if let Some((_, gap)) = seq.get(1) {
+        assert!(*gap >= 5.0, "nothing is sent for 5 s after S: {seq:?}");
+    }
+    assert!(
+        node.log_text()
+            .contains("UPS will power off after 2 seconds")
+    );
+    wait_for(Duration::from_secs(10), || sim.output_off().then_some(()))
+        .expect("the output goes off after the grace delay");
+    // Asleep, the UPS says nothing; mains return wakes it and the node sees it again.
+    sim.mains(false);
+    wait_for(Duration::from_secs(10), || {
+        (!sim.output_off()).then_some(())
+    })
+    .expect("the output returns with mains");
+    wait_status(&pki, &node, "ONLINE", 40);
+    let ev: Vec<String> = sim.events().into_iter().map(|(_, e)| e).collect();
+    assert_eq!(
+        ev.iter()
+            .filter(|e| ["S accepted", "output off", "output on"].contains(&e.as_str()))
+            .collect::<Vec<_>>(),
+        ["S accepted", "output off", "output on"]
+    );
+}
+
+#[test]
+fn kill_power_on_line_falls_back_to_at_000_with_apcupsd_pauses() {
+    let pki = TestPki::new();
+    let link = pki.path().join("ttyUPS");
+    let mut opts = SmartUpsOptions::new(&link);
+    opts.grace_s = 1;
+    let sim = SmartUps::start(opts).unwrap();
+    let node = sending_node(&pki, &link);
+    wait_status(&pki, &node, "ONLINE", 20);
+    // On line `S` is refused (NA), so the power cycle uses `@000`.
+    let o = upsilon(
+        &pki,
+        node.addr,
+        Some("operator"),
+        &["ups", "kill-power", "--confirm"],
+    );
+    assert!(
+        stdout(&o).contains("sent to the UPS"),
+        "{o:?}\n{}",
+        node.log_text()
+    );
+    let seq = sequence_from(&sim, b'S', 5);
+    let bytes: Vec<u8> = seq.iter().map(|(b, _)| *b).collect();
+    assert_eq!(bytes, b"S@000", "{seq:?}");
+    // S, 5 s + the 1 s read, @, 2 s, 0, 2 s, 0, 2 s + the 1 s read, 0.
+    for (i, min) in [(1, 5.0), (2, 2.0), (3, 2.0), (4, 2.0)] {
+        assert!(seq[i].1 >= min && seq[i].1 < min + 2.5, "gap {i}: {seq:?}");
+    }
+    let ev: Vec<String> = sim.events().into_iter().map(|(_, e)| e).collect();
+    assert!(ev.contains(&"@000 accepted".to_string()), "{ev:?}");
+    wait_for(Duration::from_secs(10), || {
+        let ev: Vec<String> = sim.events().into_iter().map(|(_, e)| e).collect();
+        (ev.contains(&"output off".into()) && ev.contains(&"output on".into())).then_some(())
+    })
+    .expect("a power cycle: off after the grace delay, on again (mains are on)");
+}
+
+#[test]
+fn power_off_is_k_pause_k_and_self_test_is_w() {
+    let pki = TestPki::new();
+    let link = pki.path().join("ttyUPS");
+    let mut opts = SmartUpsOptions::new(&link);
+    opts.spec.self_test_duration_s = 2.0;
+    let sim = SmartUps::start(opts).unwrap();
+    let node = sending_node(&pki, &link);
+    wait_status(&pki, &node, "ONLINE", 20);
+
+    let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
+    assert!(stdout(&o).contains("smart1: sent to the UPS"), "{o:?}");
+    assert!(sim.received().iter().any(|r| r.byte == b'W'));
+    let v = wait_for(Duration::from_secs(20), || {
+        let v = status_json(&pki, node.addr);
+        (ups_of(&v)["self_test"] == "OK").then_some(v)
+    })
+    .expect("the self test result is reported");
+    assert_eq!(
+        ups_of(&v)["last_transfer"],
+        "Automatic or explicit self test"
+    );
+    let ev = events(&pki, &node);
+    assert!(ev.contains("UPS Self Test switch to battery"), "{ev}");
+    assert!(ev.contains("UPS Self Test completed"), "{ev}");
+
+    let o = upsilon(
+        &pki,
+        node.addr,
+        Some("operator"),
+        &["ups", "power-off", "--confirm"],
+    );
+    assert!(
+        stdout(&o).contains("sent to the UPS"),
+        "{o:?}\n{}",
+        node.log_text()
+    );
+    let seq = sequence_from(&sim, b'K', 2);
+    let seq = {
+        // sequence_from found the last K; step back to the first.
+        let rx = sim.received();
+        let last = rx.iter().rposition(|r| r.byte == b'K').unwrap();
+        let first = rx[..last].iter().rposition(|r| r.byte == b'K').unwrap();
+        assert!(seq.len() == 1 || seq[1].0 != b'K');
+        vec![
+            rx[first].byte,
+            rx[last].byte,
+            ((rx[last].at - rx[first].at).as_secs_f64() * 10.0) as u8,
+        ]
+    };
+    assert_eq!(&seq[..2], b"KK");
+    assert!(seq[2] >= 20, "K, 2 s, K: {seq:?}");
+    assert!(sim.events().iter().any(|(_, e)| e == "K K accepted"));
+}
+
+#[test]
+fn alert_inside_a_reply_is_recognised() {
+    let pki = TestPki::new();
+    let link = pki.path().join("ttyUPS");
+    let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
+    let node = NodeProc::start(&pki, &ups_toml(&link, 500));
+    wait_status(&pki, &node, "ONLINE", 20);
+    sim.alerts_inside_replies(true);
+    sim.mains(true);
+    wait_status(&pki, &node, "ONBATT", 10);
+    let log = node.log_text();
+    assert!(log.contains("UPS alert: line fail, on battery"), "{log}");
+    assert!(!log.contains("missed a poll"), "{log}");
+    sim.mains(false);
+    wait_status(&pki, &node, "ONLINE", 10);
+}
+
+#[test]
+fn bad_bytes_silence_vanished_and_busy_devices_recover() {
+    let pki = TestPki::new();
+    let link = pki.path().join("ttyUPS");
+    let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
+
+    // Busy: another program holds the port's lock; the node says so and keeps trying.
+    let holder = std::fs::File::open(&link).unwrap();
+    // SAFETY: flock on a file we own.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&holder), libc::LOCK_EX) },
+        0
+    );
+    let node = NodeProc::start(&pki, &ups_toml(&link, 300));
+    assert!(
+        node.wait_log("the port is busy", Duration::from_secs(10)),
+        "{}",
+        node.log_text()
+    );
+    let o = stdout(&upsilon(&pki, node.addr, Some("operator"), &["status"]));
+    assert!(
+        o.contains(&format!("smart1: cannot open {}", link.display())),
+        "{o}"
+    );
+    drop(holder);
+    wait_status(&pki, &node, "ONLINE", 20);
+
+    // Garbage, truncated replies and wrong lengths: a missed poll each, then recovery.
+    for (mode, needle) in [
+        (Mode::Garbage, "link check failed"),
+        (Mode::Truncated, "link check failed"),
+        (Mode::WrongLength, "link check failed"),
+    ] {
+        sim.set_mode(mode);
+        let v = wait_for(Duration::from_secs(10), || {
+            let v = status_json(&pki, node.addr);
+            ups_of(&v)["comm_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(needle))
+                .then_some(v)
+        })
+        .unwrap_or_else(|| panic!("{mode:?}: no error shown; log:\n{}", node.log_text()));
+        assert_eq!(
+            ups_of(&v)["status"],
+            "ONLINE",
+            "{mode:?}: inside the 20 s grace"
+        );
+        sim.set_mode(Mode::Normal);
+        wait_for(Duration::from_secs(10), || {
+            let v = status_json(&pki, node.addr);
+            (ups_of(&v)["comm_error"] == "").then_some(())
+        })
+        .unwrap_or_else(|| panic!("{mode:?}: no recovery; log:\n{}", node.log_text()));
+    }
+
+    // A vanished adapter: named in the error, comm lost after 20 s, back when replugged.
+    sim.vanish();
+    assert!(
+        node.wait_log(
+            &format!("cannot open {}: no such device", link.display()),
+            Duration::from_secs(10)
+        ),
+        "{}",
+        node.log_text()
+    );
+    wait_status(&pki, &node, "COMMLOST", 40);
+    sim.reappear().unwrap();
+    wait_status(&pki, &node, "ONLINE", 20);
+    let ev = events(&pki, &node);
+    assert!(ev.contains("Communications with UPS restored"), "{ev}");
+    let log = node.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}

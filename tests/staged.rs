@@ -32,6 +32,7 @@ fn cluster(plan: &str, drain: f64, owner: usize) -> TestCluster {
             format!("{feeds}\nlabels = [\"apps\"]"),
             format!("{feeds}\nlabels = [\"batch\"]"),
         ],
+        ups_toml: vec![],
     });
     std::fs::write(c.pki.path().join("plan.toml"), pki_plan).unwrap();
     c.wait_formed(1, 3, 1, Duration::from_secs(40));
@@ -333,6 +334,7 @@ ack_timeout_s = 10
             format!("{feeds}\nlabels = [\"batch\"]"),
             format!("{feeds}\nlabels = [\"apps\"]"),
         ],
+        ups_toml: vec![],
     });
     std::fs::write(c.pki.path().join("plan.toml"), plan).unwrap();
     c.wait_formed(1, 5, 0, Duration::from_secs(60));

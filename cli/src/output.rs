@@ -85,6 +85,9 @@ pub fn status_table(s: &pb::StatusReply) -> String {
         out.push_str("(no UPS on this node)\n");
     } else {
         out.push_str(&table(&rows));
+        for u in s.ups.iter().filter(|u| !u.comm_error.is_empty()) {
+            out.push_str(&format!("  {}: {}\n", u.ups_name, u.comm_error));
+        }
     }
     out.push('\n');
     out.push_str(&nodes_table(&s.nodes, s.generated_at_unix_ms));
@@ -243,6 +246,7 @@ pub fn ups_json(u: &pb::UpsReading) -> Value {
         "driver": u.driver,
         "read_at_unix_ms": u.read_at_unix_ms,
         "details": u.details.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "comm_error": u.comm_error,
     })
 }
 

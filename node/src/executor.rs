@@ -302,6 +302,7 @@ mod tests {
                 shutdown_command: vec!["/bin/false".into(), "must-not-run".into()],
                 record_file: Some(dir.join("record.jsonl")),
                 powerfail_dir: None,
+                ups_commands: None,
             },
             &HooksSection {
                 script_dir: Some(dir.to_path_buf()),
@@ -353,6 +354,7 @@ mod tests {
                 shutdown_command: vec!["/bin/touch".into(), marker.display().to_string()],
                 record_file: None,
                 powerfail_dir: None,
+                ups_commands: None,
             },
             &HooksSection::default(),
         );

@@ -421,8 +421,10 @@ async fn run_ups(
             Ok(Ok(r)) => (Observation::Reading(r), None),
             Ok(Err(DriverError::Retrying(msg))) => {
                 // Inside the driver's grace period: keep the last reading, say why.
-                tracing::debug!(ups = %name, "{msg}");
                 if let Some(v) = shared.ups.lock().expect("ups lock").get_mut(&name) {
+                    if v.comm_error.is_none() {
+                        tracing::warn!(ups = %name, "the UPS missed a poll: {msg}");
+                    }
                     v.comm_error = Some(msg);
                 }
                 shared.bump_status();

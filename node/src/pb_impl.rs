@@ -77,6 +77,7 @@ pub fn ups_view_to_pb(v: &UpsView) -> pb::UpsReading {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        comm_error: v.comm_error.clone().unwrap_or_default(),
     }
 }
 

@@ -120,7 +120,10 @@ impl NodeProc {
         let child = Command::new(bin("upsilond"))
             .arg("--config")
             .arg(&config)
-            .env("UPSILON_LOG", "info")
+            .env(
+                "UPSILON_LOG",
+                std::env::var("UPSILON_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -103,7 +103,10 @@ struct Shared {
     /// Output off after a shutdown command; the UPS sleeps and says nothing.
     asleep: Option<bool>,
     wake_at: Option<Instant>,
-    alert_inside_next: Option<u8>,
+    /// Alerts to put inside the next reply.
+    alert_inside_next: Vec<u8>,
+    /// Hold the UPS's own alerts until a reply and send them inside it.
+    alerts_inside_replies: bool,
     last_flags: Option<(bool, bool, bool)>,
     last_line_fail_alert: Option<Instant>,
 }
@@ -123,6 +126,9 @@ fn open_pty() -> std::io::Result<(std::fs::File, OwnedFd, PathBuf)> {
             return Err(std::io::Error::last_os_error());
         }
         let master = std::fs::File::from_raw_fd(m);
+        // Not inherited by the upsilond processes the tests start: a child holding the
+        // master would keep the pty alive after `vanish()`.
+        libc::fcntl(m, libc::F_SETFD, libc::FD_CLOEXEC);
         if libc::grantpt(m) != 0 || libc::unlockpt(m) != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -134,7 +140,10 @@ fn open_pty() -> std::io::Result<(std::fs::File, OwnedFd, PathBuf)> {
             .to_string_lossy()
             .into_owned();
         let cpath = std::ffi::CString::new(path.clone()).expect("pty name");
-        let s = libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+        let s = libc::open(
+            cpath.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
         if s < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -176,7 +185,8 @@ impl SmartUps {
             kill: None,
             asleep: None,
             wake_at: None,
-            alert_inside_next: None,
+            alert_inside_next: vec![],
+            alerts_inside_replies: false,
             last_flags: None,
             last_line_fail_alert: None,
         }));
@@ -236,7 +246,12 @@ impl SmartUps {
 
     /// Puts `alert` in the middle of the next reply.
     pub fn alert_inside_next_reply(&self, alert: u8) {
-        self.lock().alert_inside_next = Some(alert);
+        self.lock().alert_inside_next.push(alert);
+    }
+
+    /// From now on the UPS's own alerts arrive inside its next reply, not on their own.
+    pub fn alerts_inside_replies(&self, on: bool) {
+        self.lock().alerts_inside_replies = on;
     }
 
     /// Like an unplugged USB-serial adapter: the pty closes and the device path goes.
@@ -426,7 +441,9 @@ fn tick(s: &mut Shared) {
         s.last_line_fail_alert = None;
     }
     s.last_flags = Some(flags);
-    if !alerts.is_empty() {
+    if s.alerts_inside_replies {
+        s.alert_inside_next.extend(alerts);
+    } else if !alerts.is_empty() {
         write_out(s, &alerts);
     }
 }
@@ -437,8 +454,10 @@ fn handle_byte(s: &mut Shared, b: u8) {
         return;
     }
     // Multi-character commands first: `@nnn` and `K K`.
-    if let Some(mut digits) = s.at_digits.take() {
-        if b.is_ascii_digit() {
+    if let Some(mut digits) = s.at_digits.take()
+        && b.is_ascii_digit()
+    {
+        {
             digits.push(b as char);
             if digits.len() == 3 {
                 let at = s.started.elapsed();
@@ -570,9 +589,10 @@ fn reply(s: &mut Shared, text: &str) {
         Mode::WrongLength => format!("{text}0\r\n").into_bytes(),
         Mode::Silent => return,
     };
-    if let Some(a) = s.alert_inside_next.take() {
+    let held = std::mem::take(&mut s.alert_inside_next);
+    if !held.is_empty() {
         let mid = out.len() / 2;
-        out.insert(mid, a);
+        out.splice(mid..mid, held);
     }
     write_out(s, &out);
 }

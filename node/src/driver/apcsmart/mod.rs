@@ -100,8 +100,11 @@ impl ApcSmartDriver {
     }
 
     fn close(&mut self, why: &str) {
-        if self.port.take().is_some() {
+        if let Some(port) = self.port.take() {
             tracing::warn!(device = %self.device(), "closing the serial port: {why}");
+            // Closing a tty waits for unsent output to drain (up to 30 s when nobody is
+            // at the other end), so it must not block the runtime.
+            tokio::task::spawn_blocking(move || drop(port));
         }
         self.decoder.reset();
         self.pieces.clear();
@@ -153,11 +156,9 @@ impl ApcSmartDriver {
         let Some(port) = self.port.as_mut() else {
             return Err(LinkError::Gone("the port is closed".into()));
         };
-        let r = async {
-            port.write_all(bytes).await?;
-            port.flush().await
-        };
-        match tokio::time::timeout(self.timing.reply, r).await {
+        // No flush: on a tty it is tcdrain(), which blocks the thread until the bytes
+        // are on the wire, forever if nothing is at the other end.
+        match tokio::time::timeout(self.timing.reply, port.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(self.gone(&format!("write error: {e}"))),
             Err(_) => Err(self.gone("write did not complete in time")),
@@ -191,7 +192,8 @@ impl ApcSmartDriver {
     /// silent through the retries, `Ok(Some(text))` otherwise (which may be `NA`).
     /// A garbled reply counts as no reply and is retried.
     async fn query(&mut self, cmd: u8, retries: u32) -> Result<Option<String>, LinkError> {
-        let literal = cmd == b'a';
+        // `a` lists the alert characters and `^Z` starts with `#`: read them as text.
+        let literal = cmd == b'a' || cmd == frame::CMD_EEPROM;
         for attempt in 0..=retries {
             self.settle();
             self.decoder.literal = literal;
@@ -461,7 +463,8 @@ impl ApcSmartDriver {
         self.send_cmd(b"S").await?;
         tokio::time::sleep(t.after_soft_shutdown).await;
         if self.acknowledged(t.reply).await? {
-            return Ok(self.will_power_off(grace, "soft shutdown (S)"));
+            self.will_power_off(grace, "soft shutdown (S)");
+            return Ok(());
         }
         self.settle();
         for b in [b"@", b"0", b"0"] {
@@ -469,12 +472,14 @@ impl ApcSmartDriver {
             tokio::time::sleep(t.between_chars).await;
         }
         if self.acknowledged(t.reply).await? {
-            return Ok(self.will_power_off(grace, "shutdown with return (@00)"));
+            self.will_power_off(grace, "shutdown with return (@00)");
+            return Ok(());
         }
         self.send_cmd(b"0").await?;
         tokio::time::sleep(t.between_chars).await;
         if self.acknowledged(t.reply).await? {
-            return Ok(self.will_power_off(grace, "shutdown with return (@000)"));
+            self.will_power_off(grace, "shutdown with return (@000)");
+            return Ok(());
         }
         tracing::warn!("the UPS refused S and @000; turning it off instead (K K)");
         self.power_off(grace).await
@@ -535,7 +540,14 @@ impl UpsDriver for ApcSmartDriver {
                 self.comm_lost = false;
                 Ok(reading)
             }
-            Err(msg) => Err(self.failure(msg)),
+            Err(mut msg) => {
+                // A pty or an unplugged adapter may just go quiet: look at the path too.
+                if self.port.is_some() && !self.opener.device().exists() {
+                    self.close("the device disappeared");
+                    msg = format!("{} disappeared (unplugged?)", self.device());
+                }
+                Err(self.failure(msg))
+            }
         }
     }
 
