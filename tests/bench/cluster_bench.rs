@@ -11,33 +11,16 @@
 use std::time::{Duration, Instant};
 
 use tokio_stream_shim::next;
-use upsilon_node::client::{self, ClientOptions};
+use upsilon_node::client;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 use upsilon_proto::v1::power_service_client::PowerServiceClient;
-use upsilon_tests::{ClusterSpec, TestCluster};
+use upsilon_tests::{ClusterSpec, TestCluster, percentile};
 
 mod tokio_stream_shim {
     /// The next message of a tonic stream.
     pub async fn next<T>(s: &mut tonic::Streaming<T>) -> Option<Result<T, tonic::Status>> {
         s.message().await.transpose()
-    }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn opts(c: &TestCluster, i: usize) -> ClientOptions {
-    let (ca, cert, key) = c.pki.files("operator");
-    ClientOptions {
-        endpoint: c.addr(i).to_string(),
-        ca,
-        identity: Some((cert, key)),
     }
 }
 
@@ -87,7 +70,7 @@ async fn run(nodes: usize, voters: usize, rounds: usize) -> (Vec<f64>, Vec<f64>)
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String, Instant)>();
     let mut watchers = Vec::new();
     for i in 1..=nodes {
-        let o = opts(&c, i);
+        let o = c.operator_options(i);
         let mut api = PowerServiceClient::new(client::connect(&o).await.expect("connect"));
         let mut stream = api
             .watch(pb::WatchRequest {})
@@ -103,7 +86,7 @@ async fn run(nodes: usize, voters: usize, rounds: usize) -> (Vec<f64>, Vec<f64>)
             }
         }));
     }
-    let o1 = opts(&c, 1);
+    let o1 = c.operator_options(1);
     let mut admin = AdminServiceClient::new(client::connect(&o1).await.expect("connect"));
     tokio::time::sleep(Duration::from_secs(1)).await;
     while rx.try_recv().is_ok() {}

@@ -353,6 +353,17 @@ impl TestCluster {
         self.nodes[i - 1] = Some(node);
     }
 
+    /// Client options for the operator's certificate against node `i` (for in-process
+    /// gRPC clients such as the benches).
+    pub fn operator_options(&self, i: usize) -> upsilon_node::client::ClientOptions {
+        let (ca, cert, key) = self.pki.files("operator");
+        upsilon_node::client::ClientOptions {
+            endpoint: self.addr(i).to_string(),
+            ca,
+            identity: Some((cert, key)),
+        }
+    }
+
     /// Cuts the network between the two groups of nodes (both ways), by fault injection.
     pub fn partition(&self, a: &[usize], b: &[usize]) {
         for (side, other) in [(a, b), (b, a)] {
@@ -466,4 +477,13 @@ impl TestCluster {
         }
         out
     }
+}
+
+/// The `p`th percentile (0-100) of sorted values, nearest rank; NaN when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
 }
