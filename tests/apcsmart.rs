@@ -504,3 +504,177 @@ fn bad_bytes_silence_vanished_and_busy_devices_recover() {
     let log = node.log_text();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[test]
+fn staged_shutdown_kill_power_order_reaches_the_serial_ups() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyUPS");
+    let mut opts = SmartUpsOptions::new(&link);
+    opts.grace_s = 2;
+    let sim = SmartUps::start(opts).unwrap();
+    let feeds = "feeds = [\"smart1\"]";
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 3,
+        voters: 3,
+        ups_on: vec![],
+        ups_toml: vec![(1, ups_toml(&link, 300))],
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
+        // The pty simulator gets the real bytes; host shutdowns are only recorded.
+        executor_extra: "ups_commands = \"send\"".into(),
+        cluster_extra: vec![
+            format!("{feeds}\nlabels = [\"core\"]\nplan = \"plan.toml\""),
+            format!("{feeds}\nlabels = [\"apps\"]"),
+            format!("{feeds}\nlabels = [\"apps\"]"),
+        ],
+        ..Default::default()
+    });
+    std::fs::write(
+        c.pki.path().join("plan.toml"),
+        "kill_power_delay_s = 1\nruntime_floor_s = 0\n\n[[stage]]\nname = \"apps\"\nhosts = [\"label:apps\"]\ntrigger = { on_battery_s = 1 }\nack_timeout_s = 30\n\n[[stage]]\nname = \"core\"\nhosts = [\"label:core\"]\ntrigger = { on_battery_s = 3 }\nack_timeout_s = 30\n",
+    )
+    .unwrap();
+    c.wait_formed(1, 3, 0, Duration::from_secs(40));
+    wait_for(Duration::from_secs(20), || {
+        let v: serde_json::Value =
+            serde_json::from_slice(&c.cli(2, &["plan", "--json"]).stdout).ok()?;
+        let online = c
+            .status(2)
+            .is_some_and(|s| s["ups"][0]["status"] == "ONLINE");
+        (v["has_plan"] == true && online).then_some(())
+    })
+    .unwrap_or_else(|| panic!("plan or UPS never replicated\n{}", c.logs()));
+
+    sim.mains(true);
+    wait_for(Duration::from_secs(60), || {
+        sim.events()
+            .iter()
+            .any(|(_, e)| e == "S accepted")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no kill power reached the UPS\n{}", c.logs()));
+    // Kill power came after the other hosts had shut down; the UPS owner (n1) halts
+    // after carrying out the order.
+    let shutdowns = |i: usize| {
+        c.records(i)
+            .iter()
+            .filter(|r| r["action"] == "shutdown")
+            .count()
+    };
+    for i in 2..=3 {
+        assert_eq!(
+            shutdowns(i),
+            1,
+            "n{i} shut down once before the UPS was told"
+        );
+    }
+    wait_for(Duration::from_secs(20), || {
+        (shutdowns(1) == 1).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the owner never halted
+{}",
+            c.logs()
+        )
+    });
+    let rx: Vec<u8> = sim.received().iter().map(|r| r.byte).collect();
+    assert_eq!(rx.iter().filter(|b| **b == b'S').count(), 1, "S sent once");
+    wait_for(Duration::from_secs(10), || sim.output_off().then_some(()))
+        .expect("the output goes off after the grace delay");
+    wait_for(Duration::from_secs(20), || {
+        let o = c.cli(3, &["events", "-n", "1000"]);
+        stdout(&o).contains("kill power done").then_some(())
+    })
+    .expect("kill power done is in the replicated history");
+}
+
+#[test]
+fn other_alerts_are_understood_and_eeprom_change_rereads_settings() {
+    let pki = TestPki::new();
+    let link = pki.path().join("ttyUPS");
+    let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
+    let node = NodeProc::start(&pki, &ups_toml(&link, 500));
+    wait_status(&pki, &node, "ONLINE", 20);
+    let count = |b: u8| sim.received().iter().filter(|r| r.byte == b).count();
+    let statics_before = count(b's');
+    sim.send_raw(b"?=&|");
+    for text in [
+        "UPS alert: abnormal condition",
+        "UPS alert: abnormal condition cleared",
+        "UPS alert: check alarm register",
+        "UPS alert: EEPROM value changed",
+    ] {
+        assert!(
+            node.wait_log(text, Duration::from_secs(5)),
+            "{text}\n{}",
+            node.log_text()
+        );
+    }
+    wait_for(Duration::from_secs(10), || {
+        (count(b's') > statics_before).then_some(())
+    })
+    .expect("an EEPROM change makes the driver read the settings again");
+    assert_eq!(ups_of(&status_json(&pki, node.addr))["status"], "ONLINE");
+}
+
+#[test]
+fn simulator_binary_plays_a_scenario() {
+    let pki = TestPki::new();
+    let link = pki.path().join("ttyUPS");
+    let scenario =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/scenarios/power-failure.toml");
+    let mut child = std::process::Command::new(bin("smartups-sim"))
+        .arg("--link")
+        .arg(&link)
+        .arg("--scenario")
+        .arg(&scenario)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), || link.exists().then_some(())).expect("pty created");
+    let node = NodeProc::start(&pki, &ups_toml(&link, 300));
+    // power-failure.toml: mains fail 3 s after the simulator starts.
+    let v = wait_status(&pki, &node, "ONBATT", 30);
+    assert_eq!(ups_of(&v)["model"], "Smart-UPS 1500 (simulated)");
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().unwrap();
+        writeln!(stdin, "quit").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("RX 'Y'") && log.contains("RX 'Q'"), "{log}");
+}
+
+#[test]
+fn kill_power_falls_back_to_power_off_when_s_and_at_are_refused() {
+    let pki = TestPki::new();
+    let link = pki.path().join("ttyUPS");
+    let mut opts = SmartUpsOptions::new(&link);
+    opts.refuse = b"S@".to_vec();
+    let sim = SmartUps::start(opts).unwrap();
+    let node = sending_node(&pki, &link);
+    wait_status(&pki, &node, "ONLINE", 20);
+    sim.mains(true);
+    wait_status(&pki, &node, "ONBATT", 10);
+    let o = upsilon(
+        &pki,
+        node.addr,
+        Some("operator"),
+        &["ups", "kill-power", "--confirm"],
+    );
+    assert!(
+        stdout(&o).contains("sent to the UPS"),
+        "{o:?}\n{}",
+        node.log_text()
+    );
+    let seq = sequence_from(&sim, b'S', 7);
+    let bytes: Vec<u8> = seq.iter().map(|(b, _)| *b).collect();
+    assert_eq!(bytes, b"S@000KK", "{seq:?}");
+    assert!(seq[6].1 >= 2.0, "K, 2 s, K: {seq:?}");
+    assert!(sim.events().iter().any(|(_, e)| e == "K K accepted"));
+    assert!(node.log_text().contains("turning it off instead (K K)"));
+}

@@ -146,6 +146,7 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
             "feeds = [\"ups4\"]".into(),
         ],
         ups_toml: vec![],
+        executor_extra: String::new(),
     });
     std::fs::write(c.pki.path().join("plan.toml"), PLAN).unwrap();
     c.wait_formed(1, 3, 1, Duration::from_secs(60));

@@ -33,6 +33,7 @@ fn cluster(plan: &str, drain: f64, owner: usize) -> TestCluster {
             format!("{feeds}\nlabels = [\"batch\"]"),
         ],
         ups_toml: vec![],
+        executor_extra: String::new(),
     });
     std::fs::write(c.pki.path().join("plan.toml"), pki_plan).unwrap();
     c.wait_formed(1, 3, 1, Duration::from_secs(40));
@@ -335,6 +336,7 @@ ack_timeout_s = 10
             format!("{feeds}\nlabels = [\"apps\"]"),
         ],
         ups_toml: vec![],
+        executor_extra: String::new(),
     });
     std::fs::write(c.pki.path().join("plan.toml"), plan).unwrap();
     c.wait_formed(1, 5, 0, Duration::from_secs(60));

@@ -254,6 +254,8 @@ pub struct ClusterSpec {
     /// `[[ups]]` TOML for a node (1-based) instead of the simulated `ups<i>`, e.g. an
     /// apcsmart UPS on a pty.
     pub ups_toml: Vec<(usize, String)>,
+    /// Extra `[executor]` keys for every node (e.g. `ups_commands = "send"`).
+    pub executor_extra: String,
 }
 
 impl Default for ClusterSpec {
@@ -266,6 +268,7 @@ impl Default for ClusterSpec {
             poll_ms: 200,
             cluster_extra: vec![],
             ups_toml: vec![],
+            executor_extra: String::new(),
         }
     }
 }
@@ -298,8 +301,9 @@ impl TestCluster {
                 format!("[\"127.0.0.1:{port}\"]")
             };
             configs.push(format!(
-                "[node]\nname = \"n{i}\"\nlisten = \"127.0.0.{i}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/n{i}.pem\"\nkey = \"certs/n{i}.key\"\n\n{ups}\n{extra}\n\n[executor]\nrecord_file = \"record-n{i}.jsonl\"\n\n[cluster]\nid = {i}\ndata_dir = \"data-n{i}\"\nbootstrap = {boot}\nseeds = {seeds}\nvoter = {voter}\nheartbeat_ms = 500\nstale_after_ms = 3000\nelection_timeout_ms = 500\n{cx}\n",
+                "[node]\nname = \"n{i}\"\nlisten = \"127.0.0.{i}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/n{i}.pem\"\nkey = \"certs/n{i}.key\"\n\n{ups}\n{extra}\n\n[executor]\nrecord_file = \"record-n{i}.jsonl\"\n{ex}\n\n[cluster]\nid = {i}\ndata_dir = \"data-n{i}\"\nbootstrap = {boot}\nseeds = {seeds}\nvoter = {voter}\nheartbeat_ms = 500\nstale_after_ms = 3000\nelection_timeout_ms = 500\n{cx}\n",
                 extra = spec.extra,
+                ex = spec.executor_extra,
                 boot = i == 1,
                 voter = i <= spec.voters,
                 cx = spec.cluster_extra.get(i - 1).cloned().unwrap_or_default(),

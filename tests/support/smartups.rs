@@ -46,6 +46,8 @@ pub struct SmartUpsOptions {
     pub grace_s: u32,
     /// Delay after mains return before the output comes back (EEPROM `r`).
     pub wake_s: u32,
+    /// Shutdown commands this UPS answers `NA` to (`S`, `@`), like some old models.
+    pub refuse: Vec<u8>,
 }
 
 impl SmartUpsOptions {
@@ -62,6 +64,7 @@ impl SmartUpsOptions {
             old_firmware: false,
             grace_s: 20,
             wake_s: 0,
+            refuse: vec![],
         }
     }
 }
@@ -459,7 +462,9 @@ fn handle_byte(s: &mut Shared, b: u8) {
     {
         {
             digits.push(b as char);
-            if digits.len() == 3 {
+            if digits.len() == 3 && s.opts.refuse.contains(&b'@') {
+                reply(s, "NA");
+            } else if digits.len() == 3 {
                 let at = s.started.elapsed();
                 s.events.push((at, format!("@{digits} accepted")));
                 schedule_kill(s, true);
@@ -553,6 +558,7 @@ fn handle_byte(s: &mut Shared, b: u8) {
             s.events.push((at, "self test started".into()));
             "OK".into()
         }
+        b'S' if s.opts.refuse.contains(&b'S') => "NA".into(),
         b'S' if batt => {
             let at = s.started.elapsed();
             s.events.push((at, "S accepted".into()));
