@@ -178,6 +178,9 @@ fn on_battery_alert_reaches_another_node_before_the_next_poll() {
     // The alert ended the wait: one extra poll, not the 10 s timer.
     let polls_after = sim.received().iter().filter(|r| r.byte == b'Q').count();
     assert!(polls_after > polls_before, "the alert triggered a poll");
+    // First a quick poll (the status byte alone), then the full one (link check first).
+    let rx: Vec<u8> = sim.received().iter().map(|r| r.byte).collect();
+    assert!(rx.windows(2).any(|w| w == b"QY"), "no quick poll: {rx:?}");
     assert!(
         took < Duration::from_secs(5),
         "took {took:?}, a poll interval is 10 s"

@@ -72,6 +72,10 @@ pub struct ApcSmartDriver {
     overlay: AlertOverlay,
     /// A state-changing alert arrived that no poll has seen yet.
     alert_pending: bool,
+    /// Volatile replies of the last full poll, reused by the quick poll after an alert.
+    last_volatile: Replies,
+    /// A quick poll ran; the full one follows at once.
+    full_poll_due: bool,
     failing_since: Option<Instant>,
     comm_lost: bool,
     last_open_error: Option<String>,
@@ -89,6 +93,8 @@ impl ApcSmartDriver {
             statics: Replies::new(),
             overlay: AlertOverlay::default(),
             alert_pending: false,
+            last_volatile: Replies::new(),
+            full_poll_due: false,
             failing_since: None,
             comm_lost: false,
             last_open_error: None,
@@ -109,6 +115,7 @@ impl ApcSmartDriver {
         self.decoder.reset();
         self.pieces.clear();
         self.supported = None;
+        self.last_volatile.clear();
     }
 
     fn on_alert(&mut self, a: Alert) {
@@ -331,17 +338,25 @@ impl ApcSmartDriver {
         Ok(())
     }
 
-    async fn read_volatile(&mut self) -> Result<UpsReading, String> {
-        if !self.link_check().await.map_err(|e| self.describe(e))? {
+    /// One poll. `quick` (right after an alert) asks only for the status byte and
+    /// reuses the other values of the last full poll, so the news leaves at once even at
+    /// 2400 baud (a full poll is about 25 exchanges, ~0.7 s); the full poll follows.
+    async fn read_volatile(&mut self, quick: bool) -> Result<UpsReading, String> {
+        if !quick && !self.link_check().await.map_err(|e| self.describe(e))? {
             return Err(format!(
                 "{}: link check failed (no `SM` in answer to `Y`)",
                 self.device()
             ));
         }
         let supported = self.supported.clone().unwrap_or_default();
-        let mut volatile = Replies::new();
+        let mut volatile = if quick {
+            self.last_volatile.clone()
+        } else {
+            Replies::new()
+        };
         let mut status = None;
-        for &cmd in VOLATILE {
+        let commands: &[u8] = if quick { b"Q" } else { VOLATILE };
+        for &cmd in commands {
             if !supported.contains(&cmd) {
                 continue;
             }
@@ -384,7 +399,7 @@ impl ApcSmartDriver {
             }
         }
         // apcupsd ends each poll with two `Y`s (apc_enable); the answers do not matter.
-        for _ in 0..2 {
+        for _ in 0..if quick { 0 } else { 2 } {
             let _ = self.query(b'Y', 0).await.map_err(|e| self.describe(e))?;
         }
         let Some(status) = status else {
@@ -393,6 +408,9 @@ impl ApcSmartDriver {
                 self.device()
             ));
         };
+        if !quick {
+            self.last_volatile = volatile.clone();
+        }
         let (reading, warnings) = frame::build_reading(
             &self.statics,
             &volatile,
@@ -526,11 +544,14 @@ impl UpsDriver for ApcSmartDriver {
     }
 
     async fn poll(&mut self) -> Result<UpsReading, DriverError> {
+        let quick =
+            self.alert_pending && self.supported.is_some() && !self.last_volatile.is_empty();
         let r = match self.ensure_link().await {
-            Ok(()) => self.read_volatile().await,
+            Ok(()) => self.read_volatile(quick).await,
             Err(e) => Err(e),
         };
         self.alert_pending = false;
+        self.full_poll_due = quick && r.is_ok();
         match r {
             Ok(reading) => {
                 if self.comm_lost {
@@ -552,7 +573,7 @@ impl UpsDriver for ApcSmartDriver {
     }
 
     async fn wait_for_change(&mut self, max: Duration) -> bool {
-        if std::mem::take(&mut self.alert_pending) {
+        if self.alert_pending || std::mem::take(&mut self.full_poll_due) {
             return true;
         }
         if self.port.is_none() {
@@ -564,7 +585,7 @@ impl UpsDriver for ApcSmartDriver {
             match self.next_piece(deadline).await {
                 Ok(Piece::Alert(a)) => {
                     self.on_alert(a);
-                    if std::mem::take(&mut self.alert_pending) {
+                    if self.alert_pending {
                         return true;
                     }
                 }
