@@ -283,6 +283,12 @@ fn kill_power_on_battery_is_s_and_the_output_returns_with_mains() {
     wait_status(&pki, &node, "ONLINE", 20);
     sim.mains(true);
     wait_status(&pki, &node, "ONBATT", 10);
+    // No self test on battery: the UPS answers NA and the operator is told why.
+    let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("the UPS refused"),
+        "{o:?}"
+    );
     let o = upsilon(
         &pki,
         node.addr,

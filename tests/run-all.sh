@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+start=$(date +%s)
+phase() { echo "==> [$(( $(date +%s) - start )) s] $*"; }
+
 packages=()
 command -v apcaccess >/dev/null 2>&1 || packages+=(apcupsd)
 if [ ${#packages[@]} -gt 0 ]; then
@@ -13,19 +16,19 @@ if [ ${#packages[@]} -gt 0 ]; then
     command -v sudo >/dev/null 2>&1 || { echo "run as root (or install: ${packages[*]})" >&2; exit 1; }
     sudo="sudo"
   fi
-  echo "==> installing ${packages[*]}"
+  phase "installing ${packages[*]}"
   $sudo apt-get update -qq
   # apcupsd's Debian package ships with ISCONFIGURED=no, so its daemon does not start.
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
 
-echo "==> cargo fmt --check"
+phase "cargo fmt --check"
 cargo fmt --all -- --check
-echo "==> cargo build (binaries the integration tests run)"
+phase "cargo build (binaries the integration tests run)"
 cargo build --workspace --bins --locked
-echo "==> cargo clippy"
+phase "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "==> cargo test"
+phase "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
@@ -33,5 +36,6 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole suite (cargo prints one per test binary).
+phase "done"
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 exit "$status"

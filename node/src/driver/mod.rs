@@ -37,6 +37,9 @@ pub enum DriverError {
     Setup(String),
     #[error("the UPS does not support {0}")]
     Unsupported(&'static str),
+    /// The UPS understood the command and said no.
+    #[error("the UPS refused: {0}")]
+    Refused(String),
 }
 
 /// One UPS family.

@@ -621,7 +621,11 @@ impl UpsDriver for ApcSmartDriver {
                     tracing::info!(device = %self.device(), "self test started");
                     Ok(())
                 }
-                Ok(Some(r)) if frame::is_na(&r) => Err(DriverError::Unsupported("self test (W)")),
+                Ok(Some(r)) if frame::is_na(&r) => Err(DriverError::Refused(
+                    "self test (W) answered NA: a Smart-UPS refuses it on battery, with a low \
+                     battery, or when it cannot test"
+                        .into(),
+                )),
                 Ok(Some(r)) => Err(DriverError::CommLost(format!(
                     "{}: the UPS answered the self test command with {r:?}",
                     self.device()
