@@ -578,6 +578,49 @@ battery_level = 20
     }
 
     #[test]
+    fn serial_driver_keys_are_checked() {
+        let smart = GOOD.replace(
+            "driver = \"sim\"\nscenario = \"power-failure.toml\"",
+            "driver = \"apcsmart\"\ndevice = \"/dev/ttyS0\"",
+        );
+        let c = load_text(&smart).unwrap();
+        assert_eq!(c.ups[0].driver, DriverKind::Apcsmart);
+        assert_eq!(c.ups[0].device.as_deref(), Some(Path::new("/dev/ttyS0")));
+        let e = load_text(&smart.replace("device = \"/dev/ttyS0\"", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ups.driver: UPS \"ups1\": the apcsmart driver needs `device`"),
+            "{e}"
+        );
+        let e = load_text(&smart.replace("device =", "scenario = \"x.toml\"\ndevice ="))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ups.scenario:") && e.contains("sim driver"),
+            "{e}"
+        );
+        let e = load_text(&GOOD.replace(
+            "driver = \"sim\"",
+            "driver = \"sim\"\ndevice = \"/dev/ttyS0\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(":14: ups.device: UPS \"ups1\": the sim driver has no device"),
+            "{e}"
+        );
+        let e =
+            load_text(&GOOD.replace("[policy]", "[executor]\nups_commands = \"yes\"\n\n[policy]"))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("executor.ups_commands: unknown variant `yes`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn shipped_example_config_is_valid() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/node.toml");
         let c = NodeConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));

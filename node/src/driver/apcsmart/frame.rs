@@ -595,6 +595,24 @@ mod tests {
         assert_eq!(out.last(), Some(&line("OK")));
     }
 
+    proptest::proptest! {
+        /// However the bytes are split into reads, the same pieces come out, and no
+        /// input panics.
+        #[test]
+        fn any_split_decodes_the_same(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            cut in 0usize..300,
+        ) {
+            let whole = decode(&bytes);
+            let mut d = ReplyDecoder::new();
+            let mut out = vec![];
+            let cut = cut.min(bytes.len());
+            d.feed(&bytes[..cut], &mut out);
+            d.feed(&bytes[cut..], &mut out);
+            proptest::prop_assert_eq!(whole, out);
+        }
+    }
+
     #[test]
     fn capabilities_golden() {
         let c = Capabilities::parse(
