@@ -553,6 +553,25 @@ fn staged_shutdown_kill_power_order_reaches_the_serial_ups() {
     })
     .unwrap_or_else(|| panic!("plan or UPS never replicated\n{}", c.logs()));
 
+    // The owner's trouble with its UPS is shown on every node, and cleared again.
+    let comm_error_on_3 = || {
+        c.status(3)
+            .map(|s| s["ups"][0]["comm_error"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    sim.set_mode(Mode::Garbage);
+    wait_for(Duration::from_secs(10), || {
+        comm_error_on_3()
+            .contains("link check failed")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the comm error never reached n3\n{}", c.logs()));
+    sim.set_mode(Mode::Normal);
+    wait_for(Duration::from_secs(10), || {
+        comm_error_on_3().is_empty().then_some(())
+    })
+    .expect("the comm error clears on n3");
+
     sim.mains(true);
     wait_for(Duration::from_secs(60), || {
         sim.events()

@@ -418,26 +418,35 @@ async fn run_ups(
         }
         next_poll = tokio::time::Instant::now() + interval;
         let (obs, err) = match tokio::time::timeout(poll_timeout, driver.poll()).await {
-            Ok(Ok(r)) => (Observation::Reading(r), None),
+            Ok(Ok(r)) => (Some(Observation::Reading(r)), None),
             Ok(Err(DriverError::Retrying(msg))) => {
-                // Inside the driver's grace period: keep the last reading, say why.
-                if let Some(v) = shared.ups.lock().expect("ups lock").get_mut(&name) {
-                    if v.comm_error.is_none() {
-                        tracing::warn!(ups = %name, "the UPS missed a poll: {msg}");
-                    }
-                    v.comm_error = Some(msg);
+                // Inside the driver's grace period: the monitor keeps the last reading;
+                // the reason is shown (and reported) at once.
+                let first = shared
+                    .ups
+                    .lock()
+                    .expect("ups lock")
+                    .get(&name)
+                    .is_some_and(|v| v.comm_error.is_none());
+                if first {
+                    tracing::warn!(ups = %name, "the UPS missed a poll: {msg}");
                 }
-                shared.bump_status();
-                continue;
+                (None, Some(msg))
             }
-            Ok(Err(e)) => (Observation::CommFailure(e.to_string()), Some(e.to_string())),
+            Ok(Err(e)) => (
+                Some(Observation::CommFailure(e.to_string())),
+                Some(e.to_string()),
+            ),
             Err(_) => {
                 let msg = format!("driver did not answer within {} s", poll_timeout.as_secs());
-                (Observation::CommFailure(msg.clone()), Some(msg))
+                (Some(Observation::CommFailure(msg.clone())), Some(msg))
             }
         };
         let now = Instant::now();
-        let events = monitor.observe(obs, now, SystemTime::now());
+        let events = match obs {
+            Some(obs) => monitor.observe(obs, now, SystemTime::now()),
+            None => Vec::new(),
+        };
         {
             let mut ups = shared.ups.lock().expect("ups lock");
             if let Some(v) = ups.get_mut(&name) {
@@ -488,6 +497,7 @@ struct ReportKey {
     charge_tenths: Option<i64>,
     runtime_s: Option<i64>,
     load_tenths: Option<i64>,
+    comm_error: Option<String>,
 }
 
 impl ReportKey {
@@ -503,6 +513,7 @@ impl ReportKey {
             load_tenths: r
                 .and_then(|r| r.load_percent)
                 .map(|c| (c * 10.0).round() as i64),
+            comm_error: v.comm_error.clone(),
         }
     }
 }
@@ -528,5 +539,6 @@ fn report_of(
             .shutdown
             .map(|(rule, at)| (rule, crate::pb_impl::unix_ms(at))),
         events,
+        comm_error: v.comm_error.clone(),
     }
 }

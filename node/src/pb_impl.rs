@@ -120,7 +120,11 @@ pub fn ups_record_to_view(r: &crate::cluster::state::UpsRecord, now_ms: i64) -> 
         reading: r.reading.clone(),
         statflag,
         comm_lost: r.comm_lost || r.stale,
-        comm_error: r.stale.then(|| "its owner stopped reporting".to_string()),
+        comm_error: if r.stale {
+            Some("its owner stopped reporting".to_string())
+        } else {
+            r.comm_error.clone()
+        },
         on_battery: r.on_battery,
         time_on_battery: std::time::Duration::from_secs(time_on_battery),
         transfers: r.transfers,

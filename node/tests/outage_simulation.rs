@@ -127,6 +127,7 @@ fn report(seq: u64, t_ms: i64, on_battery_since: Option<i64>, charge: f64) -> Co
         transfers: 0,
         shutdown: None,
         events: vec![],
+        comm_error: None,
     }))
 }
 

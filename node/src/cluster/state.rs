@@ -61,6 +61,10 @@ pub struct UpsRecord {
     pub on_battery_since_ms: Option<i64>,
     /// Since when the cluster has had no usable word from it (Unix ms).
     pub comm_lost_since_ms: Option<i64>,
+    /// Why the owner's last poll failed, in its words (a missed link check, a busy or
+    /// vanished device); shown on every node.
+    #[serde(default)]
+    pub comm_error: Option<String>,
 }
 
 /// One event in the cluster's history.
@@ -229,6 +233,8 @@ pub struct UpsReport {
     pub transfers: u32,
     pub shutdown: Option<(ShutdownRule, i64)>,
     pub events: Vec<ReportedEvent>,
+    #[serde(default)]
+    pub comm_error: Option<String>,
 }
 
 impl fmt::Display for Command {
@@ -379,6 +385,7 @@ impl PowerState {
                         } else {
                             None
                         },
+                        comm_error: r.comm_error.clone(),
                     },
                 );
                 self.touch(r.owner, r.at_ms);
@@ -715,6 +722,7 @@ mod tests {
                     message: format!("{n} text"),
                 })
                 .collect(),
+            comm_error: None,
         }))
     }
 
