@@ -300,9 +300,21 @@ pub async fn carry_out_ups_orders(
     mut shutdown: Shutdown,
 ) {
     let mut done: HashSet<(u64, String, bool)> = HashSet::new();
+    // Results not yet committed: sent again each round (apply ignores a second copy);
+    // the order itself is never carried out twice.
+    let mut unreported: Vec<Command> = Vec::new();
     let mut changed = cluster.sm.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     while next_round(&mut changed, &mut tick, &mut shutdown).await {
+        for cmd in std::mem::take(&mut unreported) {
+            if cluster
+                .submit(LeaderOp::Write(cmd.clone()), WRITE_DEADLINE)
+                .await
+                .is_err()
+            {
+                unreported.push(cmd);
+            }
+        }
         let orders: Vec<(u64, String, bool, u32)> = cluster.read(|s| {
             let mut v = Vec::new();
             if let Some(o) = &s.outage {
@@ -351,11 +363,12 @@ pub async fn carry_out_ups_orders(
                 at_ms: now_ms(),
             };
             if cluster
-                .submit(LeaderOp::Write(cmd), WRITE_DEADLINE)
+                .submit(LeaderOp::Write(cmd.clone()), WRITE_DEADLINE)
                 .await
                 .is_err()
             {
-                tracing::warn!(%ups, "could not report the {what} result; it is not sent again");
+                tracing::warn!(%ups, "could not report the {what} result yet; retrying");
+                unreported.push(cmd);
             }
         }
     }
