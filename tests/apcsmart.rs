@@ -178,9 +178,10 @@ fn on_battery_alert_reaches_another_node_before_the_next_poll() {
     // The alert ended the wait: one extra poll, not the 10 s timer.
     let polls_after = sim.received().iter().filter(|r| r.byte == b'Q').count();
     assert!(polls_after > polls_before, "the alert triggered a poll");
-    // First a quick poll (the status byte alone), then the full one (link check first).
+    // First a quick poll (status byte and transfer cause), then the full one (link
+    // check first).
     let rx: Vec<u8> = sim.received().iter().map(|r| r.byte).collect();
-    assert!(rx.windows(2).any(|w| w == b"QY"), "no quick poll: {rx:?}");
+    assert!(rx.windows(3).any(|w| w == b"QGY"), "no quick poll: {rx:?}");
     assert!(
         took < Duration::from_secs(5),
         "took {took:?}, a poll interval is 10 s"
@@ -705,4 +706,34 @@ fn kill_power_falls_back_to_power_off_when_s_and_at_are_refused() {
     assert!(seq[6].1 >= 2.0, "K, 2 s, K: {seq:?}");
     assert!(sim.events().iter().any(|(_, e)| e == "K K accepted"));
     assert!(node.log_text().contains("turning it off instead (K K)"));
+}
+
+#[test]
+fn self_test_with_a_late_transfer_cause_is_not_a_power_failure() {
+    let pki = TestPki::new();
+    let link = pki.path().join("ttyUPS");
+    let mut opts = SmartUpsOptions::new(&link);
+    opts.spec.self_test_duration_s = 6.0;
+    // The UPS answers `G` with NA for 3 s after the transfer; apcupsd asks again.
+    opts.transfer_cause_unknown_s = 3.0;
+    let sim = SmartUps::start(opts).unwrap();
+    let node = sending_node(&pki, &link);
+    wait_status(&pki, &node, "ONLINE", 20);
+    let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
+    assert!(stdout(&o).contains("sent to the UPS"), "{o:?}");
+    wait_for(Duration::from_secs(30), || {
+        events(&pki, &node)
+            .contains("UPS Self Test completed")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no self test end\n{}", events(&pki, &node)));
+    let ev = events(&pki, &node);
+    assert!(ev.contains("UPS Self Test switch to battery"), "{ev}");
+    assert!(
+        !ev.contains("Power failure"),
+        "a self test is no outage: {ev}"
+    );
+    // `G` was asked again while it said NA.
+    let g = sim.received().iter().filter(|r| r.byte == b'G').count();
+    assert!(g >= 3, "G asked {g} times");
 }

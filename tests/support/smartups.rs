@@ -48,6 +48,8 @@ pub struct SmartUpsOptions {
     pub wake_s: u32,
     /// Shutdown commands this UPS answers `NA` to (`S`, `@`), like some old models.
     pub refuse: Vec<u8>,
+    /// For this long after a transfer to battery, `G` (its cause) answers `NA`.
+    pub transfer_cause_unknown_s: f64,
 }
 
 impl SmartUpsOptions {
@@ -65,6 +67,7 @@ impl SmartUpsOptions {
             grace_s: 20,
             wake_s: 0,
             refuse: vec![],
+            transfer_cause_unknown_s: 0.0,
         }
     }
 }
@@ -112,6 +115,9 @@ struct Shared {
     alerts_inside_replies: bool,
     last_flags: Option<(bool, bool, bool)>,
     last_line_fail_alert: Option<Instant>,
+    /// When the UPS last went to battery (mains fail or self test).
+    transferred_at: Option<Instant>,
+    was_discharging: bool,
 }
 
 /// A running simulator; dropping it stops the thread and removes the symlink.
@@ -192,6 +198,8 @@ impl SmartUps {
             alerts_inside_replies: false,
             last_flags: None,
             last_line_fail_alert: None,
+            transferred_at: None,
+            was_discharging: false,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -408,6 +416,11 @@ fn tick(s: &mut Shared) {
             s.events.push((at, "output on".into()));
         }
     }
+    let discharging = s.sim.reading(SystemTime::now()).flags.on_battery;
+    if discharging && !s.was_discharging {
+        s.transferred_at = Some(now);
+    }
+    s.was_discharging = discharging;
     if s.asleep.is_some() || s.mode == Mode::Silent {
         return;
     }
@@ -505,6 +518,12 @@ fn handle_byte(s: &mut Shared, b: u8) {
         0x1A => "#uD43132135138129uM43229234239224lD43106103100097e4311000200000".into(),
         b'Q' => format!("{:02X}", r.flags.statflag_bits() & 0xFF),
         b'9' => if batt { "00" } else { "FF" }.into(),
+        b'G' if s
+            .transferred_at
+            .is_some_and(|t| t.elapsed().as_secs_f64() < s.opts.transfer_cause_unknown_s) =>
+        {
+            "NA".into()
+        }
         b'G' => transfer_code(&st.last_transfer).into(),
         b'X' => match st.self_test_result.as_str() {
             "OK" => "OK",

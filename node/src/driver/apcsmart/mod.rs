@@ -38,6 +38,8 @@ pub struct Timing {
     pub after_soft_shutdown: Duration,
     /// Between the characters of `@000` and of `K K`.
     pub between_chars: Duration,
+    /// Pause between asking `G` again after a transfer whose cause is still `NA`.
+    pub transfer_cause_retry: Duration,
 }
 
 impl Default for Timing {
@@ -48,6 +50,7 @@ impl Default for Timing {
             comm_lost_after: Duration::from_secs(20),
             after_soft_shutdown: Duration::from_secs(5),
             between_chars: Duration::from_secs(2),
+            transfer_cause_retry: Duration::from_secs(2),
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct ApcSmartDriver {
     last_volatile: Replies,
     /// A quick poll ran; the full one follows at once.
     full_poll_due: bool,
+    /// The last reading was on battery (to see a transfer happen).
+    was_on_battery: bool,
     failing_since: Option<Instant>,
     comm_lost: bool,
     last_open_error: Option<String>,
@@ -95,6 +100,7 @@ impl ApcSmartDriver {
             alert_pending: false,
             last_volatile: Replies::new(),
             full_poll_due: false,
+            was_on_battery: false,
             failing_since: None,
             comm_lost: false,
             last_open_error: None,
@@ -338,9 +344,10 @@ impl ApcSmartDriver {
         Ok(())
     }
 
-    /// One poll. `quick` (right after an alert) asks only for the status byte and
-    /// reuses the other values of the last full poll, so the news leaves at once even at
-    /// 2400 baud (a full poll is about 25 exchanges, ~0.7 s); the full poll follows.
+    /// One poll. `quick` (right after an alert) asks only for the status byte and the
+    /// transfer cause and reuses the other values of the last full poll, so the news
+    /// leaves at once even at 2400 baud (a full poll is about 25 exchanges, ~0.7 s); the
+    /// full poll follows.
     async fn read_volatile(&mut self, quick: bool) -> Result<UpsReading, String> {
         if !quick && !self.link_check().await.map_err(|e| self.describe(e))? {
             return Err(format!(
@@ -355,7 +362,8 @@ impl ApcSmartDriver {
             Replies::new()
         };
         let mut status = None;
-        let commands: &[u8] = if quick { b"Q" } else { VOLATILE };
+        // The quick poll reads the cause of a transfer too: a self test is no outage.
+        let commands: &[u8] = if quick { b"QG" } else { VOLATILE };
         for &cmd in commands {
             if !supported.contains(&cmd) {
                 continue;
@@ -389,13 +397,17 @@ impl ApcSmartDriver {
                 }
                 continue;
             }
-            if let Some(r) = self
+            match self
                 .query(cmd, self.timing.retries)
                 .await
                 .map_err(|e| self.describe(e))?
-                && !frame::is_na(&r)
             {
-                volatile.insert(cmd, r);
+                Some(r) if !frame::is_na(&r) => {
+                    volatile.insert(cmd, r);
+                }
+                _ => {
+                    volatile.remove(&cmd);
+                }
             }
         }
         // apcupsd ends each poll with two `Y`s (apc_enable); the answers do not matter.
@@ -408,6 +420,27 @@ impl ApcSmartDriver {
                 self.device()
             ));
         };
+        // apcupsd: at a transfer to battery whose cause is still `NA`, ask `G` again (5
+        // times, 2 s apart) so that a self test is not taken for a power failure.
+        let on_battery = frame::flags_of_status(status, true).on_battery;
+        if on_battery
+            && !self.was_on_battery
+            && supported.contains(&b'G')
+            && !volatile.contains_key(&b'G')
+        {
+            for _ in 0..5 {
+                tokio::time::sleep(self.timing.transfer_cause_retry).await;
+                if let Some(r) = self
+                    .query(b'G', self.timing.retries)
+                    .await
+                    .map_err(|e| self.describe(e))?
+                    && !frame::is_na(&r)
+                {
+                    volatile.insert(b'G', r);
+                    break;
+                }
+            }
+        }
         if !quick {
             self.last_volatile = volatile.clone();
         }
@@ -421,6 +454,7 @@ impl ApcSmartDriver {
         for w in warnings {
             tracing::warn!(device = %self.device(), "ignoring a malformed value: {w}");
         }
+        self.was_on_battery = reading.flags.on_battery;
         Ok(reading)
     }
 
