@@ -193,6 +193,15 @@ pub async fn mark_stale_upses(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
     }
 }
 
+/// A report's sequence number: microseconds of wall time, but always above the last
+/// one sent and above what the cluster already holds from this owner, so a clock that
+/// steps back (even across a restart) cannot make fresh reports look old.
+fn next_seq(now_us: u64, last_sent: u64, replicated: Option<u64>) -> u64 {
+    now_us
+        .max(last_sent.saturating_add(1))
+        .max(replicated.map_or(0, |r| r.saturating_add(1)))
+}
+
 /// Queues one UPS's reports for the cluster. The latest view wins; events are never
 /// dropped: they wait until a report carrying them is committed.
 pub struct UpsReporter {
@@ -224,15 +233,16 @@ impl UpsReporter {
         self.notify.notify_one();
     }
 
-    fn take(&self) -> Option<UpsReport> {
+    /// The next queued report; `replicated_seq` is the seq the cluster already holds
+    /// for this UPS from this owner, if any.
+    fn take(&self, replicated_seq: impl FnOnce(&UpsReport) -> Option<u64>) -> Option<UpsReport> {
         let mut p = self.pending.lock().expect("reporter lock");
         let mut r = p.latest.take()?;
         r.events = std::mem::take(&mut p.events);
-        // Sequence numbers grow across restarts: microseconds, strictly increasing.
         let now_us = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        p.last_seq = now_us.max(p.last_seq + 1);
+        p.last_seq = next_seq(now_us, p.last_seq, replicated_seq(&r));
         r.seq = p.last_seq;
         Some(r)
     }
@@ -254,7 +264,15 @@ impl UpsReporter {
                 _ = shutdown.recv() => return,
                 _ = self.notify.notified() => {}
             }
-            while let Some(r) = self.take() {
+            let held = |r: &UpsReport| {
+                cluster.read(|s| {
+                    s.upses
+                        .get(&r.ups)
+                        .filter(|u| u.owner == r.owner)
+                        .map(|u| u.seq)
+                })
+            };
+            while let Some(r) = self.take(held) {
                 let ups = r.ups.clone();
                 match cluster
                     .submit(
@@ -275,5 +293,21 @@ impl UpsReporter {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod seq_tests {
+    use super::next_seq;
+
+    #[test]
+    fn seq_follows_the_clock_but_never_goes_back() {
+        assert_eq!(next_seq(1_000, 0, None), 1_000);
+        // The clock stepped back within this process.
+        assert_eq!(next_seq(500, 1_000, None), 1_001);
+        // ... or before a restart: the cluster remembers the last seq.
+        assert_eq!(next_seq(500, 0, Some(9_000)), 9_001);
+        assert_eq!(next_seq(10_000, 0, Some(9_000)), 10_000);
+        assert_eq!(next_seq(0, u64::MAX, None), u64::MAX);
     }
 }
