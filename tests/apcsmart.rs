@@ -608,6 +608,14 @@ fn staged_shutdown_kill_power_order_reaches_the_serial_ups() {
     });
     let rx: Vec<u8> = sim.received().iter().map(|r| r.byte).collect();
     assert_eq!(rx.iter().filter(|b| **b == b'S').count(), 1, "S sent once");
+    // Each member's status tells what happens to that host: its own stage.
+    let pending_3 = c.status(3).map(|s| s["pending"]["detail"].to_string());
+    assert!(
+        pending_3
+            .as_deref()
+            .is_some_and(|d| d.contains("shutting down: stage 1 (apps) started")),
+        "{pending_3:?}"
+    );
     wait_for(Duration::from_secs(10), || sim.output_off().then_some(()))
         .expect("the output goes off after the grace delay");
     wait_for(Duration::from_secs(20), || {

@@ -66,6 +66,18 @@ pub struct Plan {
     pub kill_power_delay_s: u32,
 }
 
+impl Default for Plan {
+    /// No stages, default limits (what supplies are judged by when no plan is set).
+    fn default() -> Self {
+        Plan {
+            stages: vec![],
+            runtime_floor_s: default_floor(),
+            dead_time_s: default_dead_time(),
+            kill_power_delay_s: default_kill_delay(),
+        }
+    }
+}
+
 fn default_floor() -> u64 {
     120
 }

@@ -127,6 +127,131 @@ pub fn pending_action(
     }
 }
 
+/// The pending action of a cluster member: what will happen to *this host*, from the
+/// replicated state (its stage, its supply) rather than from other hosts' UPS monitors.
+pub fn member_pending_action(
+    state: &crate::cluster::state::PowerState,
+    me: crate::cluster::NodeId,
+    policy: &Policy,
+    records: &[ExecRecord],
+    mode: ExecutorMode,
+    now_ms: i64,
+) -> pb::PendingAction {
+    let commands: Vec<String> = records.iter().map(ExecRecord::summary).collect();
+    let shutdown_record = records.iter().find(|r| r.action == "shutdown");
+    let base = pb::PendingAction {
+        executor_mode: mode.as_str().into(),
+        shutdown_handled: shutdown_record.is_some(),
+        commands,
+        ..Default::default()
+    };
+    let how = match mode {
+        ExecutorMode::Record => "record mode: the shutdown command is recorded, not run",
+        ExecutorMode::Live => "the shutdown command was run",
+    };
+    let open = state.outage.as_ref().filter(|o| o.ended_ms.is_none());
+    // This host's stage has started.
+    if let Some((k, run)) = open.and_then(|o| {
+        o.stages
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.hosts.contains(&me))
+    }) {
+        return pb::PendingAction {
+            kind: pb::ActionKind::ShuttingDown as i32,
+            reason: "stage".into(),
+            detail: format!(
+                "shutting down: stage {} ({}) started: {}; {how}",
+                k + 1,
+                run.name,
+                run.reason
+            ),
+            since_unix_ms: run.started_ms,
+            ..base
+        };
+    }
+    // This host decided by itself (its own thresholds, local fallback, its UPS monitor).
+    if let Some(r) = shutdown_record {
+        return pb::PendingAction {
+            kind: pb::ActionKind::ShuttingDown as i32,
+            reason: r.event.clone(),
+            detail: format!("shutting down: {} on this host; {how}", r.event),
+            since_unix_ms: r.at_unix_ms,
+            ..base
+        };
+    }
+    let node = state.nodes.get(&me);
+    let supply = match (node, state.plan.as_ref()) {
+        (Some(n), Some(plan)) => crate::plan::supply(n, state, plan, now_ms),
+        (Some(n), None) => crate::plan::supply(n, state, &crate::plan::Plan::default(), now_ms),
+        _ => None,
+    };
+    let on_battery = supply.as_ref().is_some_and(|s| s.on_battery);
+    if open.is_some() || on_battery {
+        let mut words = match &supply {
+            Some(s) if s.on_battery => format!(
+                "this host's supply is on battery for {} s{}{}",
+                s.on_battery_since_ms
+                    .map_or(0, |t| (now_ms - t).max(0) / 1000),
+                s.charge
+                    .map_or(String::new(), |c| format!(", charge {c:.1} %")),
+                s.runtime_s
+                    .map_or(String::new(), |r| format!(", runtime {:.1} min", r / 60.0)),
+            ),
+            Some(_) => "outage under way; this host's supply is on line".to_string(),
+            None => "outage under way; this host has no feeds configured".to_string(),
+        };
+        let stage = state.plan.as_ref().and_then(|plan| {
+            let nodes: Vec<_> = state.nodes.values().collect();
+            (0..plan.stages.len())
+                .find(|&k| plan.stage_hosts(k, &nodes).contains(&me))
+                .map(|k| (k, &plan.stages[k]))
+        });
+        match stage {
+            Some((k, st)) => words.push_str(&format!(
+                ": stage {} ({}) shuts it down when {}",
+                k + 1,
+                st.name,
+                crate::plan::trigger_words(&st.trigger)
+            )),
+            None => words.push_str(&format!(
+                ": it is in no stage of the plan; its own thresholds apply (BATTERYLEVEL {} %, MINUTES {})",
+                policy.battery_level, policy.minutes
+            )),
+        }
+        return pb::PendingAction {
+            kind: pb::ActionKind::Watching as i32,
+            detail: words,
+            ..base
+        };
+    }
+    let fed_by = |u: &&crate::cluster::state::UpsRecord| {
+        node.is_some_and(|n| n.feeds.contains(&u.name)) || u.owner == me
+    };
+    let lost: Vec<&str> = state
+        .upses
+        .values()
+        .filter(fed_by)
+        .filter(|u| u.comm_lost || u.stale)
+        .map(|u| u.name.as_str())
+        .collect();
+    let detail = if !lost.is_empty() {
+        format!(
+            "no action: {} not answering, last known on line",
+            lost.join(", ")
+        )
+    } else if node.is_some_and(|n| !n.feeds.is_empty()) {
+        "no action: this host's supply is on line".to_string()
+    } else {
+        "no action: no outage in the cluster".to_string()
+    };
+    pb::PendingAction {
+        kind: pb::ActionKind::None as i32,
+        detail,
+        ..base
+    }
+}
+
 fn was_on_battery(v: &UpsView) -> bool {
     v.reading.as_ref().is_some_and(|r| r.flags.on_battery)
 }
@@ -203,5 +328,129 @@ mod tests {
             a.detail
         );
         assert!(a.detail.contains("recorded, not run"), "{}", a.detail);
+    }
+
+    mod member {
+        use super::super::member_pending_action;
+        use crate::cluster::state::{NodeRecord, Outage, PowerState, StageRun, UpsRecord};
+        use crate::config::ExecutorMode;
+        use crate::policy::{Policy, ShutdownRule};
+        use crate::reading::{UpsFlags, UpsReading};
+        use upsilon_proto::v1 as pb;
+
+        const NOW: i64 = 1_000_000;
+
+        fn state(on_battery: bool) -> PowerState {
+            let mut s = PowerState::default();
+            for (id, name, label) in [(1, "n1", "core"), (2, "n2", "apps")] {
+                s.nodes.insert(
+                    id,
+                    NodeRecord {
+                        id,
+                        name: name.into(),
+                        addr: String::new(),
+                        labels: vec![label.into()],
+                        last_seen_ms: NOW,
+                        version: String::new(),
+                        feeds: vec!["ups1".into()],
+                        min_supplies: 1,
+                    },
+                );
+            }
+            let mut r = UpsReading::empty(
+                UpsFlags {
+                    online: !on_battery,
+                    on_battery,
+                    battery_present: true,
+                    ..Default::default()
+                },
+                std::time::SystemTime::UNIX_EPOCH,
+            );
+            r.charge_percent = Some(80.0);
+            r.runtime_s = Some(600.0);
+            s.upses.insert(
+                "ups1".into(),
+                UpsRecord {
+                    name: "ups1".into(),
+                    owner: 1,
+                    driver: "apcsmart".into(),
+                    seq: 1,
+                    reading: Some(r),
+                    statflag: 0,
+                    comm_lost: false,
+                    stale: false,
+                    on_battery,
+                    time_on_battery_s: 30,
+                    transfers: 1,
+                    // The owner's own monitor decided (its apcupsd thresholds).
+                    shutdown: on_battery.then_some((ShutdownRule::BatteryLevel, NOW)),
+                    last_report_ms: NOW,
+                    on_battery_since_ms: on_battery.then_some(NOW - 30_000),
+                    comm_lost_since_ms: None,
+                    comm_error: None,
+                },
+            );
+            s.plan = Some(
+                toml::from_str(
+                    "[[stage]]\nname = \"apps\"\nhosts = [\"label:apps\"]\ntrigger = { on_battery_s = 60 }\n\n[[stage]]\nname = \"core\"\nhosts = [\"label:core\"]\ntrigger = { charge_below = 20 }\n",
+                )
+                .unwrap(),
+            );
+            s
+        }
+
+        fn pending(s: &PowerState, me: u64) -> pb::PendingAction {
+            member_pending_action(s, me, &Policy::default(), &[], ExecutorMode::Record, NOW)
+        }
+
+        #[test]
+        fn a_member_shows_its_own_stage_not_the_owners_monitor() {
+            let s = state(true);
+            let a = pending(&s, 2);
+            assert_eq!(a.kind, pb::ActionKind::Watching as i32);
+            assert!(
+                a.detail
+                    .contains("on battery for 30 s, charge 80.0 %, runtime 10.0 min")
+                    && a.detail
+                        .contains("stage 1 (apps) shuts it down when on battery 60 s"),
+                "{}",
+                a.detail
+            );
+            let a = pending(&s, 1);
+            assert!(a.detail.contains("stage 2 (core)"), "{}", a.detail);
+        }
+
+        #[test]
+        fn a_started_stage_is_shutting_down_and_on_line_is_no_action() {
+            let mut s = state(true);
+            s.outage = Some(Outage {
+                id: 1,
+                started_ms: NOW - 30_000,
+                stages: vec![StageRun {
+                    name: "apps".into(),
+                    started_ms: NOW - 1_000,
+                    reason: "on battery 60 s".into(),
+                    hosts: vec![2],
+                    acks: Default::default(),
+                }],
+                kill_power: Default::default(),
+                ended_ms: None,
+                end_reason: String::new(),
+            });
+            let a = pending(&s, 2);
+            assert_eq!(a.kind, pb::ActionKind::ShuttingDown as i32);
+            assert!(
+                a.detail.starts_with(
+                    "shutting down: stage 1 (apps) started: on battery 60 s; record mode"
+                ),
+                "{}",
+                a.detail
+            );
+            assert_eq!(a.since_unix_ms, NOW - 1_000);
+            assert_eq!(pending(&s, 1).kind, pb::ActionKind::Watching as i32);
+            let a = pending(&state(false), 2);
+            assert_eq!(a.kind, pb::ActionKind::None as i32);
+            assert_eq!(a.detail, "no action: this host's supply is on line");
+        }
     }
 }

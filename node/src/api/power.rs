@@ -119,6 +119,15 @@ pub fn status_reply(shared: &NodeShared) -> pb::StatusReply {
 }
 
 fn pending(shared: &NodeShared, views: &[crate::node::UpsView]) -> pb::PendingAction {
+    if let Some(cluster) = &shared.cluster {
+        let me = cluster.cfg.id;
+        let records = shared.executor.records();
+        let mode = shared.executor.mode();
+        let now = crate::status::now_ms();
+        return cluster.read(|s| {
+            crate::status::member_pending_action(s, me, &shared.policy, &records, mode, now)
+        });
+    }
     crate::status::pending_action(
         &shared.policy,
         views,
