@@ -5,7 +5,10 @@
 //! poll, a link check before each poll, and 20 s of failed link checks before the UPS
 //! counts as comm lost (after which the port is reopened on every poll until it
 //! answers again). Alerts (`!`, `$`, `%`, `+`, `#`) are read whenever they arrive,
-//! between polls or inside replies, and end the wait for the next poll at once.
+//! between polls or inside replies, and end the wait for the next poll at once: a quick
+//! poll (`Q` and `G` only) reports the change, and the full poll follows. Where this
+//! differs from apcupsd (no exit when the port is missing at start, the quick poll), it
+//! is so the node keeps running and the cluster hears at once.
 //!
 //! Framing and meaning live in [`frame`] (pure, fuzzed); the device is behind
 //! [`link::PortOpener`].
