@@ -1,5 +1,6 @@
 //! The apcsmart driver in a real `upsilond` against the Smart-UPS simulator on a pty
-//! (tests/support/smartups.rs): values as apcupsd reports them, alerts reaching
+//! (tests/support/smartups.rs): values as apcupsd reports them (checked against the real
+//! apcupsd reading the same simulator), alerts reaching
 //! another node before the next poll, comm loss and recovery, the kill-power byte
 //! sequences with their timing, self test, and bad bytes, a silent port, a vanished
 //! and a busy device.
@@ -744,4 +745,110 @@ fn self_test_with_a_late_transfer_cause_is_not_a_power_failure() {
     // `G` was asked again while it said NA.
     let g = sim.received().iter().filter(|r| r.byte == b'G').count();
     assert!(g >= 3, "G asked {g} times");
+}
+
+/// Real peer: Debian's unmodified apcupsd (apcsmart driver) reads the same simulator;
+/// every value it prints must be what our driver reports. Needs the `apcupsd` package
+/// (tests/run-all.sh installs it). apcupsd cannot shut anything down here: its
+/// thresholds are 0, the UPS stays on line, and SCRIPTDIR holds a harmless apccontrol.
+#[test]
+fn same_values_as_real_apcupsd() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let link = d.join("ttyUPS");
+    let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
+    std::fs::create_dir_all(d.join("scripts")).unwrap();
+    std::fs::create_dir_all(d.join("lock")).unwrap();
+    let apccontrol = d.join("scripts/apccontrol");
+    std::fs::write(&apccontrol, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(
+        &apccontrol,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let port = free_port();
+    let conf = d.join("apcupsd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "## apcupsd.conf v1.1 ##\nUPSCABLE smart\nUPSTYPE apcsmart\nDEVICE {dev}\nLOCKFILE {d}/lock\nSCRIPTDIR {d}/scripts\nPWRFAILDIR {d}\nNOLOGINDIR {d}\nBATTERYLEVEL 0\nMINUTES 0\nTIMEOUT 0\nNETSERVER on\nNISIP 127.0.0.1\nNISPORT {port}\nEVENTSFILE {d}/events\nUPSCLASS standalone\nUPSMODE disable\n",
+            dev = link.display(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let mut apcupsd = std::process::Command::new("apcupsd")
+        .args(["-b", "-f"])
+        .arg(&conf)
+        .arg("-P")
+        .arg(d.join("apcupsd.pid"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("apcupsd (Debian package apcupsd; tests/run-all.sh installs it)");
+    let addr = format!("127.0.0.1:{port}");
+    let theirs = wait_for(Duration::from_secs(30), || {
+        let o = std::process::Command::new("apcaccess")
+            .args(["status", &addr])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        text.contains("FIRMWARE").then_some(text)
+    });
+    let _ = apcupsd.kill();
+    let _ = apcupsd.wait();
+    let theirs = theirs.expect("apcupsd read the simulator and answered apcaccess");
+    let value = |key: &str| -> String {
+        theirs
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == key).then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("{key} missing from apcupsd's status:\n{theirs}"))
+    };
+
+    // Now our node on the same simulator.
+    let pki = TestPki::new();
+    let node = NodeProc::start(&pki, &ups_toml(&link, 300));
+    let v = wait_status(&pki, &node, "ONLINE", 20);
+    let u = ups_of(&v);
+    let num = |k: &str| u[k].as_f64().unwrap_or_else(|| panic!("{k} in {u}"));
+    let text = |k: &str| u[k].as_str().unwrap_or_default().to_string();
+    let ours: Vec<(&str, String)> = vec![
+        ("MODEL", text("model")),
+        ("FIRMWARE", text("firmware")),
+        ("SERIALNO", text("serial_number")),
+        ("BATTDATE", text("battery_date")),
+        ("LASTXFER", text("last_transfer")),
+        ("SELFTEST", text("self_test")),
+        ("STATUS", text("status")),
+        ("STATFLAG", text("statflag")),
+        ("LINEV", format!("{:.1} Volts", num("line_voltage"))),
+        ("MAXLINEV", format!("{:.1} Volts", num("max_line_voltage"))),
+        ("MINLINEV", format!("{:.1} Volts", num("min_line_voltage"))),
+        ("OUTPUTV", format!("{:.1} Volts", num("output_voltage"))),
+        ("LOADPCT", format!("{:.1} Percent", num("load_percent"))),
+        ("BCHARGE", format!("{:.1} Percent", num("charge_percent"))),
+        (
+            "TIMELEFT",
+            format!("{:.1} Minutes", num("runtime_seconds") / 60.0),
+        ),
+        ("BATTV", format!("{:.1} Volts", num("battery_voltage"))),
+        ("LINEFREQ", format!("{:.1} Hz", num("line_frequency_hz"))),
+        ("ITEMP", format!("{:.1} C", num("internal_temp_c"))),
+    ];
+    for (key, mine) in ours {
+        assert_eq!(value(key), mine, "{key}: apcupsd vs upsilon");
+    }
+    let details = u["details"].as_object().unwrap();
+    for (key, mine) in details {
+        assert_eq!(
+            value(key),
+            mine.as_str().unwrap(),
+            "{key}: apcupsd vs upsilon"
+        );
+    }
+    assert!(details.len() >= 18, "{details:?}");
+    drop(sim);
 }
