@@ -1,9 +1,8 @@
 //! The apcsmart driver in a real `upsilond` against the Smart-UPS simulator on a pty
-//! (tests/support/smartups.rs): values as apcupsd reports them (checked against the real
-//! apcupsd reading the same simulator), alerts reaching
-//! another node before the next poll, comm loss and recovery, the kill-power byte
-//! sequences with their timing, self test, and bad bytes, a silent port, a vanished
-//! and a busy device.
+//! (tests/support/smartups.rs): values as apcupsd reports them (checked against the
+//! real apcupsd reading the same simulator), alerts reaching another node before the
+//! next poll, comm loss and recovery, the kill-power byte sequences with their timing,
+//! self test, and bad bytes, a silent port, a vanished and a busy device.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -851,4 +850,79 @@ fn same_values_as_real_apcupsd() {
     }
     assert!(details.len() >= 18, "{details:?}");
     drop(sim);
+}
+
+/// Real peer: `apcupsd --killpower` and `upsilon ups kill-power` send the same bytes
+/// with the same pauses to a Smart-UPS on line (which refuses `S`). apcupsd only talks
+/// to the simulator's pty here; it needs its powerfail flag, kept in a temp dir.
+#[test]
+fn kill_power_sequence_matches_real_apcupsd() {
+    fn kill_sequence(sim: &SmartUps) -> Vec<(u8, f64)> {
+        let rx = sim.received();
+        let p = rx
+            .windows(2)
+            .rposition(|w| w[0].byte == b'p' && w[1].byte == b'S')
+            .expect("p then S");
+        rx[p + 1..]
+            .iter()
+            .take(5)
+            .map(|r| (r.byte, (r.at - rx[p + 1].at).as_secs_f64()))
+            .collect()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let link = d.join("ttyUPS");
+    let theirs_sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
+    std::fs::create_dir_all(d.join("lock")).unwrap();
+    std::fs::write(d.join("powerfail"), "").unwrap();
+    let conf = d.join("apcupsd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "## apcupsd.conf v1.1 ##\nUPSCABLE smart\nUPSTYPE apcsmart\nDEVICE {}\nLOCKFILE {d}/lock\nPWRFAILDIR {d}\nNOLOGINDIR {d}\nSCRIPTDIR {d}/none\nNETSERVER off\n",
+            link.display(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let st = std::process::Command::new("apcupsd")
+        .args(["--killpower", "-f"])
+        .arg(&conf)
+        .arg("-P")
+        .arg(d.join("apcupsd.pid"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("apcupsd (Debian package apcupsd; tests/run-all.sh installs it)");
+    assert!(st.success(), "apcupsd --killpower: {st}");
+    let theirs = kill_sequence(&theirs_sim);
+    drop(theirs_sim);
+
+    let pki = TestPki::new();
+    let link = pki.path().join("ttyUPS");
+    let ours_sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
+    let node = sending_node(&pki, &link);
+    wait_status(&pki, &node, "ONLINE", 20);
+    let o = upsilon(
+        &pki,
+        node.addr,
+        Some("operator"),
+        &["ups", "kill-power", "--confirm"],
+    );
+    assert!(stdout(&o).contains("sent to the UPS"), "{o:?}");
+    let ours = kill_sequence(&ours_sim);
+
+    let bytes = |s: &[(u8, f64)]| s.iter().map(|(b, _)| *b).collect::<Vec<u8>>();
+    assert_eq!(bytes(&theirs), b"S@000", "apcupsd: {theirs:?}");
+    assert_eq!(
+        bytes(&ours),
+        bytes(&theirs),
+        "ours {ours:?} vs apcupsd {theirs:?}"
+    );
+    for (o, t) in ours.iter().zip(&theirs) {
+        assert!(
+            (o.1 - t.1).abs() < 0.5,
+            "timing: ours {ours:?} vs apcupsd {theirs:?}"
+        );
+    }
 }
