@@ -28,6 +28,24 @@ fn rule_words(rule: ShutdownRule, p: &Policy) -> String {
     }
 }
 
+/// What the executor did, common to every pending action.
+fn base_action(records: &[ExecRecord], mode: ExecutorMode) -> pb::PendingAction {
+    pb::PendingAction {
+        executor_mode: mode.as_str().into(),
+        shutdown_handled: records.iter().any(|r| r.action == "shutdown"),
+        commands: records.iter().map(ExecRecord::summary).collect(),
+        ..Default::default()
+    }
+}
+
+/// How the shutdown command is handled, in words.
+fn shutdown_how(mode: ExecutorMode) -> &'static str {
+    match mode {
+        ExecutorMode::Record => "record mode: the shutdown command is recorded, not run",
+        ExecutorMode::Live => "the shutdown command was run",
+    }
+}
+
 /// The pending action for a set of UPS views.
 pub fn pending_action(
     policy: &Policy,
@@ -35,23 +53,14 @@ pub fn pending_action(
     records: &[ExecRecord],
     mode: ExecutorMode,
 ) -> pb::PendingAction {
-    let commands: Vec<String> = records.iter().map(ExecRecord::summary).collect();
-    let base = pb::PendingAction {
-        executor_mode: mode.as_str().into(),
-        shutdown_handled: records.iter().any(|r| r.action == "shutdown"),
-        commands,
-        ..Default::default()
-    };
+    let base = base_action(records, mode);
     // A shutdown that has started wins: it is latched.
     if let Some((v, (rule, at))) = views
         .iter()
         .filter_map(|v| v.shutdown.map(|s| (v, s)))
         .min_by_key(|(_, (_, at))| *at)
     {
-        let how = match mode {
-            ExecutorMode::Record => "record mode: the shutdown command is recorded, not run",
-            ExecutorMode::Live => "the shutdown command was run",
-        };
+        let how = shutdown_how(mode);
         return pb::PendingAction {
             kind: pb::ActionKind::ShuttingDown as i32,
             reason: EventKind::from_rule(rule).name().to_string(),
@@ -137,18 +146,9 @@ pub fn member_pending_action(
     mode: ExecutorMode,
     now_ms: i64,
 ) -> pb::PendingAction {
-    let commands: Vec<String> = records.iter().map(ExecRecord::summary).collect();
     let shutdown_record = records.iter().find(|r| r.action == "shutdown");
-    let base = pb::PendingAction {
-        executor_mode: mode.as_str().into(),
-        shutdown_handled: shutdown_record.is_some(),
-        commands,
-        ..Default::default()
-    };
-    let how = match mode {
-        ExecutorMode::Record => "record mode: the shutdown command is recorded, not run",
-        ExecutorMode::Live => "the shutdown command was run",
-    };
+    let base = base_action(records, mode);
+    let how = shutdown_how(mode);
     let open = state.outage.as_ref().filter(|o| o.ended_ms.is_none());
     // This host's stage has started.
     if let Some((k, run)) = open.and_then(|o| {
@@ -181,11 +181,9 @@ pub fn member_pending_action(
         };
     }
     let node = state.nodes.get(&me);
-    let supply = match (node, state.plan.as_ref()) {
-        (Some(n), Some(plan)) => crate::plan::supply(n, state, plan, now_ms),
-        (Some(n), None) => crate::plan::supply(n, state, &crate::plan::Plan::default(), now_ms),
-        _ => None,
-    };
+    let no_plan = crate::plan::Plan::default();
+    let plan = state.plan.as_ref().unwrap_or(&no_plan);
+    let supply = node.and_then(|n| crate::plan::supply(n, state, plan, now_ms));
     let on_battery = supply.as_ref().is_some_and(|s| s.on_battery);
     if open.is_some() || on_battery {
         let mut words = match &supply {

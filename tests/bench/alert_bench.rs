@@ -12,11 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use upsilon_node::client;
-use upsilon_proto::v1 as pb;
-use upsilon_proto::v1::power_service_client::PowerServiceClient;
 use upsilon_tests::smartups::{SmartUps, SmartUpsOptions};
-use upsilon_tests::{ClusterSpec, TestCluster, percentile};
+use upsilon_tests::{ClusterSpec, EventWatch, TestCluster, percentile};
 
 async fn run(rounds: usize) -> Vec<f64> {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -40,54 +37,21 @@ async fn run(rounds: usize) -> Vec<f64> {
         c.wait_formed(1, 3, 2, Duration::from_secs(120));
         c
     });
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String, Instant)>();
-    let mut watchers = Vec::new();
-    for i in 1..=nodes {
-        let o = c.operator_options(i);
-        let mut api = PowerServiceClient::new(client::connect(&o).await.expect("connect"));
-        let mut stream = api
-            .watch(pb::WatchRequest {})
-            .await
-            .expect("watch")
-            .into_inner();
-        let tx = tx.clone();
-        watchers.push(tokio::spawn(async move {
-            while let Ok(Some(u)) = stream.message().await {
-                if let Some(pb::watch_update::Update::Event(e)) = u.update {
-                    let _ = tx.send((i, e.name, Instant::now()));
-                }
-            }
-        }));
-    }
+    let mut watch = EventWatch::start(&c, nodes).await;
     // Let the owner's first report (after the link's discovery) settle.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    while rx.try_recv().is_ok() {}
+    watch.clear();
     let mut every = Vec::new();
     for r in 0..rounds {
         let fail = r % 2 == 0;
         let want = if fail { "powerout" } else { "mainsback" };
         let t0 = Instant::now();
         sim.mains(fail);
-        let mut seen = vec![false; nodes + 1];
-        let mut got = 0;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(9);
-        while got < nodes {
-            let Ok(Some((i, name, at))) = tokio::time::timeout_at(deadline, rx.recv()).await else {
-                panic!("round {r}: only {got} of {nodes} nodes applied {want} within 9 s");
-            };
-            if name == want && !seen[i] {
-                seen[i] = true;
-                got += 1;
-                if got == nodes {
-                    every.push(at.duration_since(t0).as_secs_f64() * 1000.0);
-                }
-            }
-        }
+        let delays = watch.until_all(want, t0, Duration::from_secs(9)).await;
+        every.extend(delays.last());
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    for w in watchers {
-        w.abort();
-    }
+    drop(watch);
     drop(c);
     every.sort_by(f64::total_cmp);
     every

@@ -10,19 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use tokio_stream_shim::next;
 use upsilon_node::client;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
-use upsilon_proto::v1::power_service_client::PowerServiceClient;
-use upsilon_tests::{ClusterSpec, TestCluster, percentile};
-
-mod tokio_stream_shim {
-    /// The next message of a tonic stream.
-    pub async fn next<T>(s: &mut tonic::Streaming<T>) -> Option<Result<T, tonic::Status>> {
-        s.message().await.transpose()
-    }
-}
+use upsilon_tests::{ClusterSpec, EventWatch, TestCluster, percentile};
 
 struct ProcStats {
     rss_kib: u64,
@@ -67,29 +58,11 @@ async fn run(nodes: usize, voters: usize, rounds: usize) -> (Vec<f64>, Vec<f64>)
         );
         c
     });
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String, Instant)>();
-    let mut watchers = Vec::new();
-    for i in 1..=nodes {
-        let o = c.operator_options(i);
-        let mut api = PowerServiceClient::new(client::connect(&o).await.expect("connect"));
-        let mut stream = api
-            .watch(pb::WatchRequest {})
-            .await
-            .expect("watch")
-            .into_inner();
-        let tx = tx.clone();
-        watchers.push(tokio::spawn(async move {
-            while let Some(Ok(u)) = next(&mut stream).await {
-                if let Some(pb::watch_update::Update::Event(e)) = u.update {
-                    let _ = tx.send((i, e.name, Instant::now()));
-                }
-            }
-        }));
-    }
+    let mut watch = EventWatch::start(&c, nodes).await;
     let o1 = c.operator_options(1);
     let mut admin = AdminServiceClient::new(client::connect(&o1).await.expect("connect"));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    while rx.try_recv().is_ok() {}
+    watch.clear();
 
     let mut every = Vec::new();
     let mut each = Vec::new();
@@ -104,23 +77,9 @@ async fn run(nodes: usize, voters: usize, rounds: usize) -> (Vec<f64>, Vec<f64>)
             })
             .await
             .expect("sim set");
-        let mut seen = vec![false; nodes + 1];
-        let mut got = 0;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while got < nodes {
-            let Ok(Some((i, name, at))) = tokio::time::timeout_at(deadline, rx.recv()).await else {
-                panic!("round {r}: only {got} of {nodes} nodes applied {want} within 20 s");
-            };
-            if name == want && !seen[i] {
-                seen[i] = true;
-                got += 1;
-                let ms = at.duration_since(t0).as_secs_f64() * 1000.0;
-                each.push(ms);
-                if got == nodes {
-                    every.push(ms);
-                }
-            }
-        }
+        let delays = watch.until_all(want, t0, Duration::from_secs(20)).await;
+        every.extend(delays.last());
+        each.extend(delays);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     drop(admin);
@@ -154,9 +113,7 @@ async fn run(nodes: usize, voters: usize, rounds: usize) -> (Vec<f64>, Vec<f64>)
             a.rss_kib as f64 / 1024.0
         );
     }
-    for w in watchers {
-        w.abort();
-    }
+    drop(watch);
     drop(c);
     every.sort_by(f64::total_cmp);
     each.sort_by(f64::total_cmp);

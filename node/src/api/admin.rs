@@ -15,6 +15,33 @@ use crate::node::NodeShared;
 use crate::pki::Role;
 use crate::tls::authorize;
 
+/// The UPS a request names, or the node's only one when it names none.
+fn pick_ups<'a>(
+    requested: &str,
+    names: impl Iterator<Item = &'a String>,
+    what: &str,
+) -> Result<String, Status> {
+    if !requested.is_empty() {
+        return Ok(requested.to_string());
+    }
+    let mut names: Vec<&String> = names.collect();
+    names.sort();
+    match names.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(Status::failed_precondition(format!(
+            "this node has no {what}"
+        ))),
+        _ => Err(Status::invalid_argument(format!(
+            "this node has several {what}es ({}); name one with --ups",
+            names
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 pub struct AdminApi {
     shared: Arc<NodeShared>,
 }
@@ -51,26 +78,7 @@ impl AdminService for AdminApi {
         let who = authorize(&req, &[Role::Client, Role::Node])?;
         let r = req.into_inner();
         let sims = &self.shared.sims;
-        let name = if r.ups_name.is_empty() {
-            match sims.len() {
-                1 => sims.keys().next().cloned().unwrap_or_default(),
-                0 => {
-                    return Err(Status::failed_precondition(
-                        "this node has no simulated UPS",
-                    ));
-                }
-                _ => {
-                    let mut names: Vec<_> = sims.keys().cloned().collect();
-                    names.sort();
-                    return Err(Status::invalid_argument(format!(
-                        "this node has several simulated UPSes ({}); name one with --ups",
-                        names.join(", ")
-                    )));
-                }
-            }
-        } else {
-            r.ups_name.clone()
-        };
+        let name = pick_ups(&r.ups_name, sims.keys(), "simulated UPS")?;
         let handle = sims.get(&name).ok_or_else(|| {
             Status::not_found(format!(
                 "no simulated UPS named {name:?} on node {}",
@@ -162,22 +170,7 @@ impl AdminService for AdminApi {
         let who = authorize(&req, &[Role::Client, Role::Node])?;
         let r = req.into_inner();
         let orders = &self.shared.ups_orders;
-        let name = if r.ups_name.is_empty() {
-            let mut names: Vec<_> = orders.keys().cloned().collect();
-            names.sort();
-            match names.len() {
-                1 => names.remove(0),
-                0 => return Err(Status::failed_precondition("this node drives no UPS")),
-                _ => {
-                    return Err(Status::invalid_argument(format!(
-                        "this node drives several UPSes ({}); name one with --ups",
-                        names.join(", ")
-                    )));
-                }
-            }
-        } else {
-            r.ups_name.clone()
-        };
+        let name = pick_ups(&r.ups_name, orders.keys(), "UPS")?;
         let tx = orders.get(&name).cloned().ok_or_else(|| {
             Status::not_found(format!(
                 "no UPS named {name:?} on node {}",

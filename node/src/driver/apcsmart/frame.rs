@@ -241,15 +241,8 @@ pub fn parse_status_byte(reply: &str) -> Result<u8, ReplyError> {
 /// The status byte as flags (bits as apcupsd's STATFLAG low byte, PROTOCOLS.md §2.3).
 pub fn flags_of_status(b: u8, battery_present: bool) -> UpsFlags {
     UpsFlags {
-        calibration: b & 0x01 != 0,
-        trim: b & 0x02 != 0,
-        boost: b & 0x04 != 0,
-        online: b & 0x08 != 0,
-        on_battery: b & 0x10 != 0,
-        overload: b & 0x20 != 0,
-        low_battery: b & 0x40 != 0,
-        replace_battery: b & 0x80 != 0,
         battery_present,
+        ..UpsFlags::from_statflag(u32::from(b))
     }
 }
 

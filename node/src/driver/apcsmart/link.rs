@@ -37,45 +37,9 @@ impl TtyOpener {
     }
 }
 
-struct TtyPort(tokio_serial::SerialStream);
-
-impl SerialIo for TtyPort {
+impl SerialIo for tokio_serial::SerialStream {
     fn discard_input(&mut self) {
-        let _ = self.0.clear(tokio_serial::ClearBuffer::Input);
-    }
-}
-
-impl AsyncRead for TtyPort {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TtyPort {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+        let _ = self.clear(tokio_serial::ClearBuffer::Input);
     }
 }
 
@@ -91,7 +55,7 @@ impl PortOpener for TtyOpener {
             .map_err(|e| explain_open_error(&self.device, &e))?;
         // Needed for the BackUPS Pro PnP cable; a pty has no modem lines.
         let _ = port.write_request_to_send(false);
-        Ok(Box::new(TtyPort(port)))
+        Ok(Box::new(port))
     }
 
     fn device(&self) -> &Path {

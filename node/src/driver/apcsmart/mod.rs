@@ -505,15 +505,16 @@ impl ApcSmartDriver {
             .map_err(|e| DriverError::CommLost(self.describe(e)))
     }
 
+    /// The UPS's shutdown grace delay (EEPROM `p`), for the log; read first, as apcupsd.
+    async fn grace_delay(&mut self) -> Option<f64> {
+        let r = self.query(b'p', self.timing.retries).await.ok().flatten()?;
+        frame::parse_number(&r).ok()
+    }
+
     /// apcupsd's hibernate: `S` (on battery only), else `@000`, else power off.
     async fn kill_power_and_return(&mut self) -> Result<(), DriverError> {
         let t = self.timing;
-        let grace = self
-            .query(b'p', t.retries)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|r| frame::parse_number(&r).ok());
+        let grace = self.grace_delay().await;
         self.settle();
         self.send_cmd(b"S").await?;
         tokio::time::sleep(t.after_soft_shutdown).await;
@@ -686,12 +687,7 @@ impl UpsDriver for ApcSmartDriver {
                 if return_on_mains {
                     self.kill_power_and_return().await
                 } else {
-                    let grace = self
-                        .query(b'p', self.timing.retries)
-                        .await
-                        .ok()
-                        .flatten()
-                        .and_then(|r| frame::parse_number(&r).ok());
+                    let grace = self.grace_delay().await;
                     self.power_off(grace).await
                 }
             }
