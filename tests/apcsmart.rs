@@ -202,8 +202,20 @@ fn comm_loss_after_20_s_and_recovery() {
     let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
     let node = NodeProc::start(&pki, &ups_toml(&link, 500));
     wait_status(&pki, &node, "ONLINE", 20);
-    sim.set_mode(Mode::Silent);
+    // The UPS dies in the middle of a poll (at the line voltage query).
+    sim.go_silent_on(b'L');
     let t0 = Instant::now();
+    // The poll ends at once (a link check after the silent query), not after ~20
+    // more queries of 3 s each; the UPS is not yet comm lost.
+    let v = wait_for(Duration::from_secs(8), || {
+        let v = status_json(&pki, node.addr);
+        ups_of(&v)["comm_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("the UPS stopped answering (no reply to 'L')"))
+            .then_some(v)
+    })
+    .unwrap_or_else(|| panic!("no early error; log:\n{}", node.log_text()));
+    assert_eq!(ups_of(&v)["status"], "ONLINE");
     // apcupsd waits 20 s of failed link checks before calling it comm lost.
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(ups_of(&status_json(&pki, node.addr))["status"], "ONLINE");

@@ -113,6 +113,8 @@ struct Shared {
     alert_inside_next: Vec<u8>,
     /// Hold the UPS's own alerts until a reply and send them inside it.
     alerts_inside_replies: bool,
+    /// Fall silent when this command arrives (a UPS dying in the middle of a poll).
+    silent_on: Option<u8>,
     last_flags: Option<(bool, bool, bool)>,
     last_line_fail_alert: Option<Instant>,
     /// When the UPS last went to battery (mains fail or self test).
@@ -196,6 +198,7 @@ impl SmartUps {
             wake_at: None,
             alert_inside_next: vec![],
             alerts_inside_replies: false,
+            silent_on: None,
             last_flags: None,
             last_line_fail_alert: None,
             transferred_at: None,
@@ -258,6 +261,11 @@ impl SmartUps {
     /// Puts `alert` in the middle of the next reply.
     pub fn alert_inside_next_reply(&self, alert: u8) {
         self.lock().alert_inside_next.push(alert);
+    }
+
+    /// The UPS falls silent (`Mode::Silent`) when it next receives `cmd`, mid-poll.
+    pub fn go_silent_on(&self, cmd: u8) {
+        self.lock().silent_on = Some(cmd);
     }
 
     /// From now on the UPS's own alerts arrive inside its next reply, not on their own.
@@ -466,6 +474,13 @@ fn tick(s: &mut Shared) {
 
 fn handle_byte(s: &mut Shared, b: u8) {
     tick(s);
+    if s.silent_on == Some(b) {
+        s.silent_on = None;
+        s.mode = Mode::Silent;
+        let at = s.started.elapsed();
+        s.events
+            .push((at, format!("silent from {:?} on", b as char)));
+    }
     if s.asleep.is_some() || s.mode == Mode::Silent {
         return;
     }

@@ -328,7 +328,14 @@ impl ApcSmartDriver {
                         statics.insert(cmd, r);
                     }
                 }
-                _ => {}
+                Some(_) => {}
+                // Silence: an unsupported command, or the UPS went away (apcupsd's
+                // UPSlinkCheck); only the link check tells, and a dead link ends discovery.
+                None => {
+                    if !self.link_check().await? {
+                        return Err(LinkError::Timeout);
+                    }
+                }
             }
         }
         tracing::info!(
@@ -408,8 +415,20 @@ impl ApcSmartDriver {
                 Some(r) if !frame::is_na(&r) => {
                     volatile.insert(cmd, r);
                 }
-                _ => {
+                Some(_) => {
                     volatile.remove(&cmd);
+                }
+                None => {
+                    volatile.remove(&cmd);
+                    // A UPS that falls silent mid-poll must not cost 3 s per remaining
+                    // query: check the link, as apcupsd does, and end the poll if it is down.
+                    if !self.link_check().await.map_err(|e| self.describe(e))? {
+                        return Err(format!(
+                            "{}: the UPS stopped answering (no reply to {:?})",
+                            self.device(),
+                            cmd as char
+                        ));
+                    }
                 }
             }
         }
