@@ -143,6 +143,9 @@ enum UpsCmd {
         #[arg(long)]
         confirm: bool,
     },
+    /// Free a UPS name in the cluster: the next node to report a UPS of that name owns
+    /// it (moving a UPS to another host, or ending a clash of two UPSes with one name).
+    Release { name: String },
     /// Turn the UPS off after its grace delay; it stays off (apcupsd --power-off).
     PowerOff {
         #[arg(long)]
@@ -521,8 +524,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .into_inner();
             println!("{}: {}", reply.ups_name, reply.state);
         }
+        Command::Ups {
+            cmd: UpsCmd::Release { name },
+        } => {
+            let opts = cli.conn.resolve()?;
+            let reply = AdminServiceClient::new(client::connect(&opts).await?)
+                .release_ups(pb::ReleaseUpsRequest {
+                    ups_name: name.clone(),
+                })
+                .await
+                .map_err(rpc_err(&opts))?
+                .into_inner();
+            println!(
+                "{name}: released (was owned by {}); the next node to report it owns it",
+                reply.previous_owner
+            );
+        }
         Command::Ups { cmd } => {
             let (ups, kind, confirmed) = match cmd {
+                UpsCmd::Release { .. } => unreachable!("handled above"),
                 UpsCmd::SelfTest { ups } => (ups, pb::UpsCommandKind::SelfTest, true),
                 UpsCmd::KillPower { ups, confirm } => (ups, pb::UpsCommandKind::KillPower, confirm),
                 UpsCmd::PowerOff { ups, confirm } => (ups, pb::UpsCommandKind::PowerOff, confirm),

@@ -138,6 +138,9 @@ pub fn cluster_line(c: &pb::ClusterInfo) -> String {
     } else {
         line.push_str(&format!("NOT ACCEPTING WRITES\n  {}\n", c.detail));
     }
+    for w in &c.warnings {
+        line.push_str(&format!("WARNING: {w}\n"));
+    }
     if !c.outage.is_empty() {
         line.push_str(&format!("OUTAGE: {}\n", c.outage));
         for s in &c.stages {
@@ -273,7 +276,7 @@ pub fn status_json(s: &pb::StatusReply) -> Value {
             "enabled": c.enabled, "leader": c.leader, "leader_id": c.leader_id, "term": c.term,
             "writable": c.writable, "detail": c.detail, "last_applied": c.last_applied,
             "voters": c.voters, "learners": c.learners,
-            "outage": c.outage, "stages": c.stages,
+            "outage": c.outage, "stages": c.stages, "warnings": c.warnings,
         })),
         "pending": {
             "kind": action_kind(p.kind),

@@ -143,6 +143,28 @@ pub fn cluster_event_to_pb(e: &crate::cluster::state::ClusterEvent) -> pb::Event
     }
 }
 
+/// Problems in the replicated state an operator must fix, in words.
+pub fn cluster_warnings(s: &crate::cluster::state::PowerState) -> Vec<String> {
+    let name = |id: u64| {
+        s.nodes
+            .get(&id)
+            .map_or_else(|| format!("node-{id}"), |n| n.name.clone())
+    };
+    let mut out = Vec::new();
+    for u in s.upses.values() {
+        if let Some(r) = &u.rival {
+            out.push(format!(
+                "two nodes report a UPS named {ups}: {owner} owns it, {rival}'s reports are refused (since {since}); rename one, or `upsilon ups release {ups}` to move it",
+                ups = u.name,
+                owner = name(u.owner),
+                rival = name(r.node),
+                since = crate::events::format_date(from_unix_ms(r.since_ms)),
+            ));
+        }
+    }
+    out
+}
+
 /// The current outage and its stages in words, for `upsilon status`.
 pub fn outage_lines(s: &crate::cluster::state::PowerState) -> (String, Vec<String>) {
     let Some(o) = s.outage.as_ref() else {

@@ -722,6 +722,7 @@ mod tests {
             on_battery_since_ms: on_battery_for_s.map(|s| NOW - s * 1000),
             comm_lost_since_ms: None,
             comm_error: None,
+            rival: None,
         }
     }
 

@@ -316,16 +316,22 @@ pub async fn carry_out_ups_orders(
             }
         }
         let orders: Vec<(u64, String, bool, u32)> = cluster.read(|s| {
+            // Only UPSes the cluster records as ours: a node whose UPS merely shares a
+            // name with another node's (a refused rival) must never act on its orders.
+            let mine = |u: &String| {
+                shared.ups_orders.contains_key(u)
+                    && s.upses.get(u).is_some_and(|r| r.owner == cluster.id)
+            };
             let mut v = Vec::new();
             if let Some(o) = &s.outage {
                 for (u, k) in &o.kill_power {
-                    if k.done_ms.is_none() && shared.ups_orders.contains_key(u) {
+                    if k.done_ms.is_none() && mine(u) {
                         v.push((o.id, u.clone(), false, k.delay_s));
                     }
                 }
             }
             for (u, k) in &s.power_cycled {
-                if k.done_ms.is_none() && shared.ups_orders.contains_key(u) {
+                if k.done_ms.is_none() && mine(u) {
                     v.push((s.next_outage_id, u.clone(), true, 10));
                 }
             }

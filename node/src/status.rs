@@ -386,6 +386,7 @@ mod tests {
                     on_battery_since_ms: on_battery.then_some(NOW - 30_000),
                     comm_lost_since_ms: None,
                     comm_error: None,
+                    rival: None,
                 },
             );
             s.plan = Some(

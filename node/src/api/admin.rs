@@ -221,6 +221,50 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn release_ups(
+        &self,
+        req: Request<pb::ReleaseUpsRequest>,
+    ) -> Result<Response<pb::ReleaseUpsReply>, Status> {
+        let who = authorize(&req, &[Role::Client, Role::Node])?;
+        let r = req.into_inner();
+        let cluster = self.shared.cluster.as_ref().ok_or_else(|| {
+            Status::failed_precondition("this node is standalone: UPS names are its own")
+        })?;
+        let owner = cluster
+            .read(|s| {
+                s.upses.get(&r.ups_name).map(|u| {
+                    s.nodes
+                        .get(&u.owner)
+                        .map_or_else(|| format!("node-{}", u.owner), |n| n.name.clone())
+                })
+            })
+            .ok_or_else(|| {
+                Status::not_found(format!("the cluster knows no UPS named {:?}", r.ups_name))
+            })?;
+        let cmd = crate::cluster::Command::UpsRelease {
+            ups: r.ups_name.clone(),
+            by: who.name.clone(),
+            at_ms: crate::status::now_ms(),
+        };
+        cluster
+            .submit(LeaderOp::Write(cmd), std::time::Duration::from_secs(10))
+            .await
+            .map_err(Status::unavailable)?;
+        tracing::warn!(ups = %r.ups_name, by = %who.name, "UPS name released (was owned by {owner})");
+        Ok(Response::new(pb::ReleaseUpsReply {
+            previous_owner: owner,
+        }))
+    }
+
+    async fn revoke_cert(
+        &self,
+        _req: Request<pb::RevokeCertRequest>,
+    ) -> Result<Response<pb::RevokeCertReply>, Status> {
+        Err(Status::unimplemented(
+            "certificate revocation is not built yet",
+        ))
+    }
+
     async fn set_plan(
         &self,
         req: Request<pb::SetPlanRequest>,

@@ -114,6 +114,12 @@ pub fn status_reply(shared: &NodeShared) -> pb::StatusReply {
             learners: (view.members.len() - voters) as u32,
             outage,
             stages: outage_stages,
+            warnings: view
+                .warnings
+                .iter()
+                .cloned()
+                .chain(cluster.read(pb_impl::cluster_warnings))
+                .collect(),
         }),
     }
 }

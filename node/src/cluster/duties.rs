@@ -259,6 +259,8 @@ impl UpsReporter {
 
     /// Sends queued reports until shutdown.
     pub async fn run(self: Arc<Self>, cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+        // The owner that refuses this node's reports, once the refusal was logged.
+        let mut refused_by: Option<String> = None;
         loop {
             tokio::select! {
                 _ = shutdown.recv() => return,
@@ -281,7 +283,32 @@ impl UpsReporter {
                     )
                     .await
                 {
-                    Ok(_) => {}
+                    Ok(reply) => {
+                        let refused = matches!(
+                            reply,
+                            super::handle::LeaderReply::Written(ref w) if !w.applied
+                        );
+                        let owner = cluster.read(|s| {
+                            s.upses.get(&ups).filter(|u| u.owner != r.owner).map(|u| {
+                                s.nodes
+                                    .get(&u.owner)
+                                    .map_or_else(|| format!("node-{}", u.owner), |n| n.name.clone())
+                            })
+                        });
+                        match (refused, owner) {
+                            (true, Some(owner))
+                                if refused_by.as_deref().is_none_or(|o| o != owner) =>
+                            {
+                                tracing::error!(%ups, "the cluster refuses this node's reports: node {owner} already owns a UPS named {ups}; rename one of them, or `upsilon ups release {ups}` to move it here");
+                                refused_by = Some(owner);
+                            }
+                            (false, _) if refused_by.is_some() => {
+                                tracing::info!(%ups, "the cluster accepts this node's reports again");
+                                refused_by = None;
+                            }
+                            _ => {}
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(%ups, "report not committed, will retry: {e}");
                         self.put_back(r);

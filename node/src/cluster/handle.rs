@@ -133,6 +133,8 @@ pub struct ClusterView {
     pub detail: String,
     pub last_applied: u64,
     pub members: Vec<MemberView>,
+    /// Problems this node sees that an operator must fix, in words.
+    pub warnings: Vec<String>,
 }
 
 /// This node's part in the cluster.
@@ -490,6 +492,7 @@ impl Cluster {
             detail,
             last_applied: m.last_applied.as_ref().map_or(0, |l| l.index()),
             members,
+            warnings: Vec::new(),
         }
     }
 }

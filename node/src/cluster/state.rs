@@ -18,6 +18,9 @@ use super::NodeId;
 /// How many cluster events the state keeps (oldest dropped first).
 pub const EVENT_HISTORY: usize = 1000;
 
+/// A refused second owner of a UPS name is forgotten after this long without a report.
+pub const RIVAL_FORGET_MS: i64 = 60_000;
+
 /// A node as the cluster knows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NodeRecord {
@@ -65,6 +68,20 @@ pub struct UpsRecord {
     /// vanished device); shown on every node.
     #[serde(default)]
     pub comm_error: Option<String>,
+    /// Another node that reports a UPS of the same name and is refused while this
+    /// owner is live (one owner per UPS name).
+    #[serde(default)]
+    pub rival: Option<RivalOwner>,
+}
+
+/// A node refused as a UPS's owner because another live node owns that UPS name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RivalOwner {
+    pub node: NodeId,
+    /// First refused report from it (Unix ms, from the command).
+    pub since_ms: i64,
+    /// Last refused report from it.
+    pub last_ms: i64,
 }
 
 /// One event in the cluster's history.
@@ -210,6 +227,9 @@ pub enum Command {
     },
     /// Mains returned: the outage ends and stages not started are cancelled.
     OutageEnd { id: u64, at_ms: i64, reason: String },
+    /// An operator frees a UPS name: the next report from any node takes it (moving a
+    /// UPS to another host, or ending a name clash).
+    UpsRelease { ups: String, by: String, at_ms: i64 },
     /// A line for the cluster's event history (membership changes and the like).
     Notice {
         at_ms: i64,
@@ -248,6 +268,7 @@ impl fmt::Display for Command {
             Command::UpsStale { ups, .. } => write!(f, "UpsStale({ups})"),
             Command::NodeRemoved { id, .. } => write!(f, "NodeRemoved({id})"),
             Command::Notice { message, .. } => write!(f, "Notice({message})"),
+            Command::UpsRelease { ups, .. } => write!(f, "UpsRelease({ups})"),
             Command::SetPlan { plan, .. } => write!(f, "SetPlan({} stages)", plan.stages.len()),
             Command::OutageStart { id, .. } => write!(f, "OutageStart({id})"),
             Command::StageStart { outage, stage, .. } => write!(f, "StageStart({outage}/{stage})"),
@@ -300,6 +321,40 @@ impl PowerState {
         }
     }
 
+    /// Records a refused report from a second node claiming an owned UPS name; the
+    /// event is written once per rival, not once per report.
+    fn refuse_rival(&mut self, r: &UpsReport) {
+        let owner_name = self.upses.get(&r.ups).map(|u| self.node_name(u.owner));
+        let rival_name = self.node_name(r.owner);
+        let Some(u) = self.upses.get_mut(&r.ups) else {
+            return;
+        };
+        let new_rival = u.rival.as_ref().is_none_or(|x| x.node != r.owner);
+        if new_rival {
+            u.rival = Some(RivalOwner {
+                node: r.owner,
+                since_ms: r.at_ms,
+                last_ms: r.at_ms,
+            });
+        } else if let Some(x) = u.rival.as_mut() {
+            x.last_ms = x.last_ms.max(r.at_ms);
+        }
+        self.touch(r.owner, r.at_ms);
+        if new_rival {
+            let owner = owner_name.unwrap_or_default();
+            let ups = r.ups.clone();
+            self.push_event(
+                r.at_ms,
+                "ownerconflict",
+                &ups,
+                &format!(
+                    "Node {rival_name} reports a UPS named {ups}, which {owner} owns: its reports are refused. Rename one of them, or run `upsilon ups release {ups}` to move it."
+                ),
+                &rival_name,
+            );
+        }
+    }
+
     /// Applies one command. Deterministic: reads nothing but its arguments.
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
         match cmd {
@@ -339,14 +394,28 @@ impl PowerState {
             }
             Command::UpsReport(r) => {
                 if let Some(cur) = self.upses.get(&r.ups) {
-                    // Same owner: only newer reports. A new owner (restart or move) wins.
+                    // Same owner: only newer reports.
                     if cur.owner == r.owner && r.seq <= cur.seq && !cur.stale {
+                        return CommandResult { applied: false };
+                    }
+                    // One owner per UPS name: another node takes it over only once the
+                    // owner went stale (silent for `stale_after_ms`), left the cluster,
+                    // or an operator released the name.
+                    if cur.owner != r.owner && !cur.stale && self.nodes.contains_key(&cur.owner) {
+                        self.refuse_rival(r);
                         return CommandResult { applied: false };
                     }
                 }
                 let node = self.node_name(r.owner);
                 let was_stale = self.upses.get(&r.ups).is_some_and(|u| u.stale);
                 let prev_lost = self.upses.get(&r.ups).and_then(|u| u.comm_lost_since_ms);
+                // A refused rival stays on record while it keeps reporting.
+                let rival = self
+                    .upses
+                    .get(&r.ups)
+                    .filter(|u| u.owner == r.owner)
+                    .and_then(|u| u.rival.clone())
+                    .filter(|x| r.at_ms - x.last_ms < RIVAL_FORGET_MS);
                 if was_stale {
                     self.push_event(
                         r.at_ms,
@@ -386,6 +455,7 @@ impl PowerState {
                             None
                         },
                         comm_error: r.comm_error.clone(),
+                        rival,
                     },
                 );
                 self.touch(r.owner, r.at_ms);
@@ -665,6 +735,25 @@ impl PowerState {
                 );
                 CommandResult { applied: true }
             }
+            Command::UpsRelease { ups, by, at_ms } => {
+                let Some(u) = self.upses.get_mut(ups) else {
+                    return CommandResult { applied: false };
+                };
+                u.stale = true;
+                u.comm_lost_since_ms.get_or_insert(*at_ms);
+                let owner = u.owner;
+                let owner = self.node_name(owner);
+                self.push_event(
+                    *at_ms,
+                    "notice",
+                    ups,
+                    &format!(
+                        "UPS {ups} released by {by}: it was owned by {owner}; the next node to report it owns it."
+                    ),
+                    by,
+                );
+                CommandResult { applied: true }
+            }
             Command::Notice {
                 at_ms,
                 node,
@@ -776,6 +865,62 @@ mod tests {
             at_ms: 400,
         };
         assert!(!s.apply(&stale).applied);
+    }
+
+    fn report_from(owner: NodeId, seq: u64, at_ms: i64) -> Command {
+        let Command::UpsReport(mut r) = report(seq, at_ms, &[]) else {
+            unreachable!()
+        };
+        r.owner = owner;
+        Command::UpsReport(r)
+    }
+
+    #[test]
+    fn a_second_owner_of_one_ups_name_is_refused_until_the_owner_is_stale() {
+        let mut s = PowerState::default();
+        s.apply(&up(1, "a"));
+        s.apply(&up(2, "b"));
+        assert!(s.apply(&report_from(1, 10, 100)).applied);
+        // b reports a UPS of the same name: refused, one event however often it reports.
+        for i in 0..5 {
+            assert!(!s.apply(&report_from(2, 20 + i, 200 + i as i64)).applied);
+            assert!(s.apply(&report_from(1, 30 + i, 200 + i as i64)).applied);
+        }
+        assert_eq!(s.upses["ups1"].owner, 1);
+        let rival = s.upses["ups1"].rival.clone().unwrap();
+        assert_eq!((rival.node, rival.since_ms, rival.last_ms), (2, 200, 204));
+        let conflicts = s
+            .events
+            .iter()
+            .filter(|e| e.name == "ownerconflict")
+            .count();
+        assert_eq!(conflicts, 1, "{:?}", s.events);
+        // The owner goes silent: the leader marks it stale; then b takes over.
+        let seq = s.upses["ups1"].seq;
+        s.apply(&Command::UpsStale {
+            ups: "ups1".into(),
+            owner: 1,
+            seq,
+            at_ms: 300,
+        });
+        assert!(s.apply(&report_from(2, 40, 310)).applied);
+        assert_eq!(s.upses["ups1"].owner, 2);
+        assert!(s.upses["ups1"].rival.is_none());
+        // Now a is the one refused.
+        assert!(!s.apply(&report_from(1, 50, 320)).applied);
+        assert_eq!(s.upses["ups1"].rival.as_ref().unwrap().node, 1);
+        // An operator releases the name: the next reporter owns it.
+        s.apply(&Command::UpsRelease {
+            ups: "ups1".into(),
+            by: "operator".into(),
+            at_ms: 330,
+        });
+        assert!(s.apply(&report_from(1, 60, 340)).applied);
+        assert_eq!(s.upses["ups1"].owner, 1);
+        // An owner that left the cluster does not hold the name.
+        s.apply(&Command::NodeRemoved { id: 1, at_ms: 350 });
+        assert!(s.apply(&report_from(2, 70, 360)).applied);
+        assert_eq!(s.upses["ups1"].owner, 2);
     }
 
     #[test]
