@@ -30,6 +30,28 @@ fn owner_of(s: &serde_json::Value, ups: &str) -> Option<String> {
     })
 }
 
+/// A valid plan of about `bytes` bytes of TOML: stages for `host` whose commands carry
+/// long arguments (`tag` makes each plan different).
+fn big_plan(bytes: usize, host: &str, tag: usize) -> String {
+    let arg = "x".repeat(4000);
+    let mut out = String::from("runtime_floor_s = 0\n");
+    let mut i = 0;
+    while out.len() < bytes {
+        out.push_str(&format!(
+            "\n[[stage]]\nname = \"s{tag}-{i}\"\nhosts = [\"{host}\"]\ntrigger = {{ on_battery_s = {} }}\ncommand = [\"/bin/true\", \"{arg}\", \"{arg}\", \"{arg}\"]\n",
+            600 + i
+        ));
+        i += 1;
+    }
+    out
+}
+
+fn apply_plan(c: &TestCluster, node: usize, toml: &str, name: &str) -> std::process::Output {
+    let path = c.pki.path().join(name);
+    std::fs::write(&path, toml).unwrap();
+    c.cli(node, &["plan", "apply", path.to_str().unwrap()])
+}
+
 fn count(events: &[(String, String)], name: &str) -> usize {
     events.iter().filter(|(n, _)| n == name).count()
 }
@@ -95,4 +117,363 @@ fn a_second_node_reporting_an_owned_ups_name_is_refused_and_takes_over_only_when
     })
     .unwrap_or_else(|| panic!("n2 never took ups1 over: {:?}\n{}", c.status(3), c.logs()));
     assert_eq!(s["ups"][0]["status"], "ONBATT", "{s}");
+}
+
+/// 3 voters and a learner n4, all fed by ups1 (owned by n1), one stage for every host.
+fn staged_cluster() -> TestCluster {
+    let feeds = "feeds = [\"ups1\"]\nlabels = [\"all\"]";
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 4,
+        voters: 3,
+        ups_on: vec![1],
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
+        cluster_extra: vec![
+            format!("{feeds}\nplan = \"plan.toml\""),
+            feeds.into(),
+            feeds.into(),
+            feeds.into(),
+        ],
+        ..Default::default()
+    });
+    std::fs::write(
+        c.pki.path().join("plan.toml"),
+        "kill_power_delay_s = 5\nruntime_floor_s = 0\n\n[[stage]]\nname = \"all\"\nhosts = [\"label:all\"]\ntrigger = { on_battery_s = 2 }\nack_timeout_s = 30\n",
+    )
+    .unwrap();
+    c.wait_formed(1, 3, 1, Duration::from_secs(40));
+    c
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// Waits until node 1 (the leader) and node 2 both warn about n4 with `needle`, the
+/// leader's process is still up and the cluster still accepts writes.
+fn expect_n4_held_back(c: &mut TestCluster, needle: &str, not_before: &str) -> String {
+    let s = wait_for(Duration::from_secs(20), || {
+        let s = c.status(2)?;
+        (warnings(&s).contains(needle) && warnings(&s) != not_before).then_some(s)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no warning {needle:?} about n4: {:?}\n{}",
+            c.status(2).map(|s| s["cluster"].clone()),
+            c.logs()
+        )
+    });
+    assert!(
+        warnings(&s).contains("upsilon nodes remove 4"),
+        "{}",
+        warnings(&s)
+    );
+    eprintln!("held back as expected: {}", warnings(&s));
+    for i in 1..=3 {
+        let st = c.nodes[i - 1].as_mut().unwrap().child.try_wait().unwrap();
+        assert!(st.is_none(), "node {i} exited: {st:?}\n{}", c.logs());
+    }
+    // The leader's Raft core is alive: writes still commit (a heartbeat a second).
+    let before = c.status(1).unwrap()["cluster"]["last_applied"]
+        .as_u64()
+        .unwrap();
+    wait_for(Duration::from_secs(10), || {
+        let s = c.status(1)?;
+        (s["cluster"]["writable"] == true && s["cluster"]["last_applied"].as_u64()? > before + 2)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the leader stopped committing\n{}", c.logs()));
+    let o = c.cli(3, &["nodes"]);
+    assert!(stdout(&o).contains("WARNING:"), "{}", stdout(&o));
+    warnings(&s)
+}
+
+/// The operator's fix: remove n4; it rejoins as a new member and catches up.
+fn remove_and_rejoin_n4(c: &mut TestCluster, wipe: bool) {
+    let o = c.cli(1, &["nodes", "remove", "4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    if wipe {
+        c.kill(4);
+        std::fs::remove_dir_all(c.data_dir(4)).unwrap();
+        c.start_node(4);
+    }
+    c.wait_formed(1, 3, 1, Duration::from_secs(30));
+    wait_for(Duration::from_secs(20), || {
+        let s1 = c.status(1)?;
+        let s4 = c.status(4)?;
+        let caught_up = s4["cluster"]["last_applied"].as_u64()? + 5
+            >= s1["cluster"]["last_applied"].as_u64()?;
+        (caught_up && warnings(&s1) == "[]" && s4["cluster"]["writable"] == true).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "n4 did not rejoin cleanly: {:?} / {:?}\n{}",
+            c.status(1).map(|s| s["cluster"].clone()),
+            c.status(4).map(|s| s["cluster"].clone()),
+            c.logs()
+        )
+    });
+}
+
+#[test]
+fn a_learner_with_a_wiped_restored_or_truncated_store_is_refused_and_every_host_still_acts_on_an_outage()
+ {
+    let _g = serial();
+    let mut c = staged_cluster();
+    let backup = c.pki.path().join("n4-backup");
+
+    // Wiped, twice: a new store is refused (it is not the member the cluster knew).
+    let mut previous = String::new();
+    for round in 0..2 {
+        if round == 0 {
+            c.stop(4, Duration::from_secs(10));
+            copy_dir(&c.data_dir(4), &backup);
+        } else {
+            c.kill(4);
+        }
+        std::fs::remove_dir_all(c.data_dir(4)).unwrap();
+        c.start_node(4);
+        // The second wipe is another incarnation: a new warning.
+        previous = expect_n4_held_back(&mut c, "another data directory", &previous);
+        let log = c.log_of(4);
+        assert!(
+            log.contains("refusing Raft traffic from the leader")
+                || log.contains("the cluster refuses this node"),
+            "{log}"
+        );
+        let s4 = c.status(4).unwrap();
+        assert!(
+            warnings(&s4).contains("kept out of the cluster"),
+            "{}",
+            warnings(&s4)
+        );
+    }
+    let ev: Vec<String> = c
+        .events(2)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n == "memberrefused")
+        .collect();
+    assert!(!ev.is_empty(), "no memberrefused event");
+    remove_and_rejoin_n4(&mut c, false);
+
+    // Restored from an old copy: same store identity, but it lost entries it had
+    // acknowledged. openraft's leader would stop (debug) or misbehave (release).
+    c.stop(4, Duration::from_secs(10));
+    std::fs::remove_dir_all(&backup).unwrap();
+    copy_dir(&c.data_dir(4), &backup);
+    c.start_node(4);
+    // Let it acknowledge more entries, then put the old copy back.
+    let at = c.status(1).unwrap()["cluster"]["last_applied"]
+        .as_u64()
+        .unwrap();
+    wait_for(Duration::from_secs(20), || {
+        (c.status(4)?["cluster"]["last_applied"].as_u64()? > at + 10).then_some(())
+    })
+    .expect("n4 replicates");
+    c.stop(4, Duration::from_secs(10));
+    std::fs::remove_dir_all(c.data_dir(4)).unwrap();
+    copy_dir(&backup, &c.data_dir(4));
+    c.start_node(4);
+    expect_n4_held_back(&mut c, "lost log entries", "");
+
+    // Truncated in place: a clear start-up error, or held back; never a sick leader.
+    c.stop(4, Duration::from_secs(10));
+    let db = c.data_dir(4).join("raft.sled").join("db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    f.set_len(len / 3).unwrap();
+    drop(f);
+    let started = c.try_start_node(4);
+    eprintln!(
+        "after truncation: {:?}",
+        started
+            .as_ref()
+            .map_err(|e| e.lines().last().unwrap_or("").to_string())
+    );
+    match started {
+        Err(e) => assert!(
+            e.contains("is corrupt") && e.contains("data-n4") && !e.contains("panicked"),
+            "{e}"
+        ),
+        Ok(()) => {
+            // sled recovered a prefix: it either lost entries (held back) or none.
+            std::thread::sleep(Duration::from_secs(3));
+            let s = c.status(1).unwrap();
+            assert_eq!(s["cluster"]["writable"], true, "{s}");
+        }
+    }
+    remove_and_rejoin_n4(&mut c, true);
+
+    // The outage: every host on ups1, n4 included, shuts down by the plan.
+    let o = c.cli(1, &["sim", "set", "--on-battery"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_for(Duration::from_secs(40), || {
+        (1..=4)
+            .all(|i| c.records(i).iter().any(|r| r["action"] == "shutdown"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not every host shut down: {:?}\n{}",
+            (1..=4).map(|i| c.records(i).len()).collect::<Vec<_>>(),
+            c.logs()
+        )
+    });
+}
+
+/// A tmpfs of `size` mounted at `dir` for the test's lifetime (needs root, as the
+/// README's test command is run).
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let o = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            o.status.success(),
+            "this test mounts a small tmpfs and needs root (run the README's test command as root): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        SmallDisk {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Fills the disk to the last byte.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.join("filler")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let small = [0u8; 512];
+        while f.write_all(&small).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    fn free(&self) {
+        let _ = std::fs::remove_file(self.dir.join("filler"));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_node_with_a_clear_error_and_sigterm_is_bounded() {
+    let _g = serial();
+    let mut c = TestCluster::start(ClusterSpec {
+        nodes: 3,
+        voters: 3,
+        ups_on: vec![1],
+        ..Default::default()
+    });
+    c.wait_formed(1, 3, 0, Duration::from_secs(40));
+    // Move n3's data directory onto a small tmpfs.
+    c.stop(3, Duration::from_secs(10))
+        .expect("n3 stops on SIGTERM");
+    let data = c.data_dir(3);
+    let saved = c.pki.path().join("data-n3.saved");
+    std::fs::rename(&data, &saved).unwrap();
+    let disk = SmallDisk::mount(&data, "32m");
+    copy_dir(&saved, &data);
+    c.start_node(3);
+    c.wait_formed(3, 3, 0, Duration::from_secs(20));
+
+    // The disk fills up: the node must exit non-zero with the reason, not run on
+    // saying "accepting writes" at a frozen index.
+    disk.fill();
+    // Enough log volume that sled must grow its file.
+    for k in 0..12 {
+        let o = apply_plan(&c, 1, &big_plan(200_000, "n1", k), "big.toml");
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = c.nodes[2].as_mut().unwrap().child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        if let Some(s) = c.status(3)
+            && t0.elapsed() > Duration::from_secs(10)
+        {
+            // Still up after 10 s on a full disk: it must at least not claim health.
+            assert_ne!(
+                s["cluster"]["writable"],
+                true,
+                "n3 claims to accept writes on a full disk\n{}",
+                c.log_of(3)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let log = c.log_of(3);
+    match status {
+        Some(st) => {
+            assert_eq!(st.code(), Some(70), "{st:?}\n{log}");
+            assert!(log.contains("fatal:"), "{log}");
+            assert!(!log.contains("panicked at"), "{log}");
+            c.nodes[2] = None;
+        }
+        None => {
+            // Still running: SIGTERM must end it within a bounded time.
+            let st = c.stop(3, Duration::from_secs(15));
+            assert!(
+                st.is_some(),
+                "SIGTERM did not stop n3 on a full disk\n{log}"
+            );
+        }
+    }
+    // The cluster goes on without it.
+    wait_for(Duration::from_secs(10), || c.writable_leader(1)).expect("n1 and n2 go on");
+
+    // Space again: the node restarts on the same directory (the lock was released)
+    // and catches up.
+    disk.free();
+    c.start_node(3);
+    c.wait_formed(3, 3, 0, Duration::from_secs(30));
+
+    // Again, with a SIGTERM in the middle of the failure: the process is gone within
+    // a bounded time either way, and its storage lock with it.
+    disk.fill();
+    for k in 20..26 {
+        let o = apply_plan(&c, 1, &big_plan(200_000, "n1", k), "big.toml");
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let t0 = Instant::now();
+    let st = c.stop(3, Duration::from_secs(15));
+    assert!(
+        st.is_some(),
+        "n3 did not stop within 15 s of SIGTERM\n{}",
+        c.log_of(3)
+    );
+    eprintln!("n3 stopped in {:?} with {st:?}", t0.elapsed());
+    disk.free();
+    c.start_node(3);
+    c.wait_formed(3, 3, 0, Duration::from_secs(30));
+    c.stop(3, Duration::from_secs(15))
+        .expect("SIGTERM stops n3");
+    drop(disk);
 }

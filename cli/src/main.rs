@@ -461,7 +461,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let reply = match cmd {
                 NodesCommand::Join { id, name, address } => {
                     admin
-                        .join_node(pb::JoinNodeRequest { id, name, address })
+                        .join_node(pb::JoinNodeRequest {
+                            id,
+                            name,
+                            address,
+                            incarnation: 0,
+                        })
                         .await
                 }
                 NodesCommand::Promote { id } => {

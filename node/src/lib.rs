@@ -12,6 +12,7 @@ pub mod config;
 pub mod driver;
 pub mod events;
 pub mod executor;
+pub mod fatal;
 pub mod fault;
 pub mod monitor;
 pub mod node;

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use upsilon_node::config::NodeConfig;
@@ -85,6 +86,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before any thread exists, so that every thread inherits the blocked mask and only
+    // the signal thread receives SIGTERM/SIGINT.
+    let signals = StopSignals::start();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,34 +99,107 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async move {
+    let fatal = upsilon_node::fatal::Fatal::new();
+    upsilon_node::fatal::install_panic_hook(fatal.clone());
+    let code = rt.block_on(async move {
         let (tx, rx) = tokio::sync::broadcast::channel(1);
-        let node = match upsilon_node::node::start(cfg, Shutdown::new(rx)).await {
-            Ok(n) => n,
-            Err(e) => {
-                eprintln!("upsilond: {e}");
-                return ExitCode::FAILURE;
+        let node =
+            match upsilon_node::node::start_with(cfg, Shutdown::new(rx), fatal.clone()).await {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("upsilond: {e}");
+                    return 1;
+                }
+            };
+        let code = tokio::select! {
+            _ = signals.received() => {
+                tracing::info!("stopping");
+                node.shared.log_event(
+                    upsilon_node::events::EventKind::Notice,
+                    "",
+                    "upsilond shutdown succeeded",
+                );
+                0
+            }
+            why = fatal.raised() => {
+                eprintln!("upsilond: {why}");
+                upsilon_node::fatal::EXIT_FATAL
             }
         };
-        wait_for_signal().await;
-        tracing::info!("stopping");
-        node.shared.log_event(
-            upsilon_node::events::EventKind::Notice,
-            "",
-            "upsilond shutdown succeeded",
-        );
+        // Whatever happens below, the process is gone in bounded time: a task stuck on a
+        // full disk or a dead device (even one holding every runtime thread) must not
+        // keep it, and its storage lock, alive.
+        exit_after(STOP_GRACE + Duration::from_secs(2), code);
         let _ = tx.send(());
-        node.join().await;
-        ExitCode::SUCCESS
-    })
+        if tokio::time::timeout(STOP_GRACE, node.join()).await.is_err() {
+            tracing::error!(
+                "tasks did not stop within {STOP_GRACE:?}; exiting anyway (nothing is lost: every Raft write is flushed before it is acknowledged)"
+            );
+        }
+        code
+    });
+    // Never wait for blocking work that cannot finish (a tty close, a flush on a full
+    // disk); exiting releases the storage lock.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    std::process::exit(i32::from(code));
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// How long a stopping node waits for its tasks.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Exits the process with `code` after `after`, from a plain thread (no runtime needed).
+fn exit_after(after: Duration, code: u8) {
+    let _ = std::thread::Builder::new()
+        .name("stop-watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(after);
+            eprintln!("upsilond: did not stop within {after:?}; exiting now");
+            std::process::exit(i32::from(code));
+        });
+}
+
+/// SIGTERM and SIGINT, received by a dedicated thread with `sigwait` rather than by the
+/// runtime: a runtime whose threads are all stuck (a storage call on a full disk) would
+/// never see them. A second signal exits at once.
+struct StopSignals {
+    rx: tokio::sync::watch::Receiver<bool>,
+}
+
+impl StopSignals {
+    fn start() -> StopSignals {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        // SAFETY: plain libc calls on a local sigset; the mask is set before any other
+        // thread is spawned.
+        let set = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            set
+        };
+        let _ = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut seen = false;
+                loop {
+                    let mut sig: libc::c_int = 0;
+                    // SAFETY: `set` is a valid, initialised sigset.
+                    if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                        continue;
+                    }
+                    if seen {
+                        eprintln!("upsilond: second signal {sig}: exiting now");
+                        std::process::exit(1);
+                    }
+                    seen = true;
+                    let _ = tx.send(true);
+                }
+            });
+        StopSignals { rx }
+    }
+
+    async fn received(mut self) {
+        let _ = self.rx.wait_for(|s| *s).await;
     }
 }

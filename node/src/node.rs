@@ -58,6 +58,8 @@ pub struct NodeShared {
     pub ups_orders: HashMap<String, mpsc::Sender<UpsOrder>>,
     /// Where this node keeps its markers and writes the powerfail flag.
     pub powerfail_dir: Option<std::path::PathBuf>,
+    /// Raised when the node must stop (the Raft core stopped, a task panicked).
+    pub fatal: crate::fatal::Fatal,
     ups: Mutex<BTreeMap<String, UpsView>>,
     events: Mutex<EventLog>,
     event_tx: broadcast::Sender<Event>,
@@ -116,6 +118,42 @@ impl NodeShared {
     }
 }
 
+/// Raises the node's fatal signal when the Raft core stops (a storage error such as a
+/// full disk, or an internal error): without it the node cannot commit or apply, and
+/// a process that runs on would only pretend.
+async fn watch_raft_core(
+    shared: Arc<NodeShared>,
+    cluster: Arc<crate::cluster::handle::Cluster>,
+    mut shutdown: Shutdown,
+) {
+    use openraft::type_config::async_runtime::WatchReceiver;
+    let mut rx = cluster.raft.metrics();
+    loop {
+        let stopped = match &rx.borrow_watched().running_state {
+            Ok(()) => None,
+            Err(f) => Some(format!("the Raft core stopped: {f}")),
+        };
+        if let Some(why) = stopped {
+            if !shutdown.is_shutdown() {
+                shared.log_event(EventKind::Notice, "", &format!("upsilond stopping: {why}"));
+                shared.fatal.raise(&why);
+            }
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            r = rx.changed() => {
+                if r.is_err() {
+                    if !shutdown.is_shutdown() {
+                        shared.fatal.raise("the Raft core stopped");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// A started node: its shared state and the address it actually listens on.
 pub struct RunningNode {
     pub shared: Arc<NodeShared>,
@@ -124,10 +162,13 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    /// Waits for every task to end (after shutdown was signalled).
+    /// Waits for every task to end (after shutdown was signalled), then stops Raft.
     pub async fn join(self) {
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(cl) = &self.shared.cluster {
+            let _ = cl.raft.shutdown().await;
         }
     }
 }
@@ -150,6 +191,15 @@ pub enum StartError {
 
 /// Starts the node: drivers, monitors, executor and the mTLS gRPC API.
 pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, StartError> {
+    start_with(cfg, shutdown, crate::fatal::Fatal::new()).await
+}
+
+/// [`start`], raising `fatal` when the node can no longer run (the daemon exits on it).
+pub async fn start_with(
+    cfg: NodeConfig,
+    shutdown: Shutdown,
+    fatal: crate::fatal::Fatal,
+) -> Result<RunningNode, StartError> {
     let files = crate::tls::TlsFiles {
         ca: cfg.tls.ca.clone(),
         cert: cfg.tls.cert.clone(),
@@ -243,6 +293,7 @@ pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, S
         sims,
         ups_orders,
         powerfail_dir: cfg.executor.powerfail_dir.clone(),
+        fatal,
         ups: Mutex::new(ups_views),
         events: Mutex::new(EventLog::new(
             cfg.events.file.clone(),
@@ -282,6 +333,15 @@ pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, S
             shutdown.resubscribe(),
         )));
         tasks.push(tokio::spawn(duties::mark_stale_upses(
+            cl.clone(),
+            shutdown.resubscribe(),
+        )));
+        tasks.push(tokio::spawn(duties::publish_member_problems(
+            cl.clone(),
+            shutdown.resubscribe(),
+        )));
+        tasks.push(tokio::spawn(watch_raft_core(
+            shared.clone(),
             cl.clone(),
             shutdown.resubscribe(),
         )));

@@ -150,7 +150,7 @@ pub fn cluster_warnings(s: &crate::cluster::state::PowerState) -> Vec<String> {
             .get(&id)
             .map_or_else(|| format!("node-{id}"), |n| n.name.clone())
     };
-    let mut out = Vec::new();
+    let mut out: Vec<String> = s.member_problems.values().cloned().collect();
     for u in s.upses.values() {
         if let Some(r) = &u.rival {
             out.push(format!(

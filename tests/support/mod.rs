@@ -140,21 +140,31 @@ impl NodeProc {
     }
 
     fn wait_listening(&mut self) {
+        if let Err(e) = self.try_wait_listening() {
+            panic!("{e}");
+        }
+    }
+
+    /// Waits until the node listens; an early exit is an error carrying its status.
+    pub fn try_wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(st) = self.child.try_wait().unwrap() {
-                panic!("upsilond exited early ({st}); log:\n{}", self.log_text());
+                return Err(format!(
+                    "upsilond exited early ({st}); log:\n{}",
+                    self.log_text()
+                ));
             }
             if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
+        Err(format!(
             "upsilond did not listen on {} in 20 s; log:\n{}",
             self.addr,
             self.log_text()
-        );
+        ))
     }
 
     pub fn log_text(&self) -> String {
@@ -327,6 +337,14 @@ impl TestCluster {
 
     /// Starts (or restarts) node `i` with its config; its log is appended to.
     pub fn start_node(&mut self, i: usize) {
+        if let Err(e) = self.try_start_node(i) {
+            panic!("{e}");
+        }
+    }
+
+    /// Like [`Self::start_node`], but an early exit is returned (with the log) instead of
+    /// a panic.
+    pub fn try_start_node(&mut self, i: usize) -> Result<(), String> {
         let config = self.pki.path().join(format!("n{i}.toml"));
         std::fs::write(&config, &self.configs[i - 1]).unwrap();
         let log = self.pki.path().join(format!("n{i}.log"));
@@ -353,8 +371,37 @@ impl TestCluster {
             log,
             config,
         };
-        node.wait_listening();
+        node.try_wait_listening()?;
         self.nodes[i - 1] = Some(node);
+        Ok(())
+    }
+
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.pki.path().join(format!("data-n{i}"))
+    }
+
+    /// Node `i`'s log file.
+    pub fn log_of(&self, i: usize) -> String {
+        std::fs::read_to_string(self.pki.path().join(format!("n{i}.log"))).unwrap_or_default()
+    }
+
+    /// Stops node `i` with SIGTERM and waits (at most `timeout`) for it to exit.
+    pub fn stop(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut n = self.nodes[i - 1].take()?;
+        unsafe {
+            libc::kill(n.child.id() as i32, libc::SIGTERM);
+        }
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if let Ok(Some(st)) = n.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = n.child.kill();
+        let _ = n.child.wait();
+        None
     }
 
     /// Client options for the operator's certificate against node `i` (for in-process

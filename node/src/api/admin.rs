@@ -133,6 +133,7 @@ impl AdminService for AdminApi {
             node: ClusterNode {
                 name: r.name.clone(),
                 addr: r.address.clone(),
+                incarnation: r.incarnation,
             },
         };
         tracing::info!(by = %who.name, "adding {}({}) at {} as a learner", r.name, r.id, r.address);

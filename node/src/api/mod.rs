@@ -17,10 +17,12 @@ use crate::tls::TlsIncoming;
 /// Serves every service on the already-authenticated TLS connections until shutdown.
 /// RaftService is served only when the node is a cluster member.
 pub async fn serve(shared: Arc<NodeShared>, incoming: TlsIncoming, mut shutdown: Shutdown) {
-    let raft = shared
-        .cluster
-        .clone()
-        .map(|c| RaftServiceServer::new(raft::RaftApi::new(c)));
+    let raft = shared.cluster.clone().map(|c| {
+        use crate::cluster::network::MAX_RAFT_MESSAGE;
+        RaftServiceServer::new(raft::RaftApi::new(c))
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE)
+    });
     let res = tonic::transport::Server::builder()
         .add_service(PowerServiceServer::new(power::PowerApi::new(
             shared.clone(),

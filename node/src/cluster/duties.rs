@@ -37,7 +37,14 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut shutd
                 match ask_to_join(&cluster, seed).await {
                     Ok(()) => {
                         tracing::info!(%seed, "admitted to the cluster as a learner");
+                        cluster.note_refusal("join", None);
                         break;
+                    }
+                    Err(e) if e.contains("another data directory") => {
+                        if attempt.is_multiple_of(20) {
+                            tracing::error!(%seed, "the cluster refuses this node: {e}");
+                        }
+                        cluster.note_refusal("join", Some(e));
                     }
                     Err(e) => {
                         if attempt.is_multiple_of(10) {
@@ -114,6 +121,7 @@ async fn ask_to_join(cluster: &Cluster, seed: &str) -> Result<(), String> {
             id: cluster.id,
             name: cluster.name.clone(),
             address: cluster.addr.clone(),
+            incarnation: cluster.identity.get().incarnation,
         })
         .await
         .map_err(|s| crate::client::explain_status(&s, seed))?;
@@ -184,6 +192,51 @@ pub async fn mark_stale_upses(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
                 ups,
                 owner,
                 seq,
+                at_ms: now_ms(),
+            };
+            let _ = cluster
+                .submit(LeaderOp::Write(cmd), Duration::from_secs(3))
+                .await;
+        }
+    }
+}
+
+/// On the leader: members the Raft client holds back (a store that was wiped or lost
+/// entries) are recorded in the replicated state, so every node's `status` and `nodes`
+/// show the problem and how to fix it, with one event when it starts.
+pub async fn publish_member_problems(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tick.tick() => {}
+        }
+        let m = cluster.metrics();
+        if m.current_leader != Some(cluster.id) {
+            continue;
+        }
+        let members: Vec<u64> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        let seen = cluster.net.health.problems();
+        let held = cluster.read(|s| s.member_problems.clone());
+        let mut changes = Vec::new();
+        for id in &members {
+            let now = seen.get(id);
+            if now != held.get(id) {
+                changes.push((*id, now.cloned()));
+            }
+        }
+        for id in held.keys().filter(|id| !members.contains(id)) {
+            changes.push((*id, None));
+        }
+        for (id, problem) in changes {
+            let cmd = Command::MemberProblem {
+                id,
+                problem,
                 at_ms: now_ms(),
             };
             let _ = cluster

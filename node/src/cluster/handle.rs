@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::network::{self, Network};
 use super::state::{Command, CommandResult, PowerState};
-use super::store::{self, StateMachineStore};
+use super::store::{self, IdentityHandle, StateMachineStore};
 use super::{ClusterNode, NodeId, Raft};
 
 /// The `[cluster]` section of a node's config.
@@ -146,7 +146,11 @@ pub struct Cluster {
     pub sm: StateMachineStore,
     pub net: Network,
     pub cfg: ClusterSection,
+    /// Who this node's store is (incarnation, cluster id).
+    pub identity: IdentityHandle,
     last_write: Mutex<WriteHealth>,
+    /// Why this node could not join or is refusing the leader, in words.
+    refusals: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -161,15 +165,16 @@ impl std::fmt::Debug for Cluster {
 
 #[derive(Debug, Default)]
 struct WriteHealth {
-    ok_at: Option<Instant>,
+    /// This node's latest committed writes: when, and at which log index.
+    ok: std::collections::VecDeque<(Instant, u64)>,
     failed_since: Option<SystemTime>,
     last_error: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("cannot open the raft storage: {0}")]
-    Storage(std::io::Error),
+    #[error("{0}")]
+    Storage(#[from] store::OpenError),
     #[error("cannot start raft: {0}")]
     Raft(String),
 }
@@ -186,7 +191,7 @@ impl Cluster {
         addr: String,
         tls: rustls::ClientConfig,
     ) -> Result<Arc<Cluster>, ClusterError> {
-        let (log, sm) = store::open(&cfg.data_dir).map_err(ClusterError::Storage)?;
+        let (log, sm, identity) = store::open(&cfg.data_dir, cfg.id)?;
         let raft_cfg = openraft::Config {
             cluster_name: "upsilon".into(),
             heartbeat_interval: (cfg.election_timeout_ms / 5).max(50),
@@ -198,13 +203,14 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let net = Network::new(tls);
+        let net = Network::new(tls, identity.clone());
         let raft = Raft::new(cfg.id, Arc::new(raft_cfg), net.clone(), log, sm.clone())
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let me = ClusterNode {
             name: name.to_string(),
             addr: addr.clone(),
+            incarnation: identity.get().incarnation,
         };
         if cfg.bootstrap
             && !raft
@@ -212,6 +218,13 @@ impl Cluster {
                 .await
                 .map_err(|e| ClusterError::Raft(e.to_string()))?
         {
+            // A new cluster gets its id now; members learn it from the leader.
+            if identity.get().cluster_id.is_none() {
+                let cid = format!("{:016x}", store::random_u64());
+                identity.set_cluster_id(&cid).map_err(|e| {
+                    ClusterError::Raft(format!("cannot record the cluster id: {e}"))
+                })?;
+            }
             let mut members = BTreeMap::new();
             members.insert(cfg.id, me);
             raft.initialize(members)
@@ -227,7 +240,9 @@ impl Cluster {
             sm,
             net,
             cfg,
+            identity,
             last_write: Mutex::new(WriteHealth::default()),
+            refusals: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -263,7 +278,7 @@ impl Cluster {
                     break;
                 }
                 Ok(Ok(r)) => {
-                    self.note_write(Ok(()));
+                    self.note_write(Ok(written_index(&r)));
                     return Ok(r);
                 }
                 Ok(Err(Local::Forward(Some(addr)))) => {
@@ -272,7 +287,7 @@ impl Cluster {
                     );
                     match tokio::time::timeout(left, fwd).await {
                         Ok(Ok(Ok(r))) => {
-                            self.note_write(Ok(()));
+                            self.note_write(Ok(written_index(&r)));
                             return Ok(r);
                         }
                         Ok(Ok(Err(e))) => last = format!("leader at {addr}: {e}"),
@@ -298,11 +313,17 @@ impl Cluster {
         Err(last)
     }
 
-    fn note_write(&self, r: Result<(), String>) {
+    fn note_write(&self, r: Result<u64, String>) {
         let mut h = self.last_write.lock().expect("write health lock");
         match r {
-            Ok(()) => {
-                h.ok_at = Some(Instant::now());
+            Ok(index) => {
+                // A membership change (index 0) proves nothing about this node's log.
+                if index > 0 {
+                    if h.ok.len() >= 16 {
+                        h.ok.pop_front();
+                    }
+                    h.ok.push_back((Instant::now(), index));
+                }
                 h.failed_since = None;
                 h.last_error = None;
             }
@@ -340,13 +361,32 @@ impl Cluster {
                 Err(e) => Err(fwd(&e).unwrap_or_else(|| Local::Failed(e.to_string()))),
             },
             LeaderOp::AddLearner { id, node } => {
-                if self
-                    .metrics()
-                    .membership_config
-                    .membership()
-                    .get_node(id)
-                    .is_none()
+                let m = self.metrics();
+                let membership = m.membership_config.membership();
+                if let Some(cur) = membership.get_node(id) {
+                    if cur.name != node.name {
+                        return Err(Local::Failed(format!(
+                            "node id {id} is already the member {}, not {}: give the new node an unused [cluster] id",
+                            cur.name, node.name
+                        )));
+                    }
+                    if cur.incarnation != 0
+                        && node.incarnation != 0
+                        && cur.incarnation != node.incarnation
+                    {
+                        return Err(Local::Failed(identity_changed(*id, cur, node)));
+                    }
+                }
+                if let Some((other, _)) = membership
+                    .nodes()
+                    .find(|(other, n)| n.name == node.name && *other != id)
                 {
+                    return Err(Local::Failed(format!(
+                        "the name {} already belongs to member id {other}: one certificate, one member",
+                        node.name
+                    )));
+                }
+                if membership.get_node(id).is_none() {
                     self.raft
                         .add_learner(*id, node.clone(), true)
                         .await
@@ -413,6 +453,50 @@ impl Cluster {
         }
     }
 
+    /// Records (or with `None` clears) why this node is kept out: `what` is `join` or
+    /// `leader`.
+    pub fn note_refusal(&self, what: &'static str, why: Option<String>) {
+        let mut r = self.refusals.lock().expect("refusals lock");
+        match why {
+            Some(w) => {
+                r.insert(what, w);
+            }
+            None => {
+                r.remove(what);
+            }
+        }
+    }
+
+    /// Like [`Self::note_refusal`] with a reason; true when the reason is new (log it).
+    pub fn note_refusal_changed(&self, what: &'static str, why: &str) -> bool {
+        let mut r = self.refusals.lock().expect("refusals lock");
+        if r.get(what).map(String::as_str) == Some(why) {
+            return false;
+        }
+        r.insert(what, why.to_string());
+        true
+    }
+
+    /// This node's own problems and, on the leader, the members it holds back.
+    fn warnings(&self, m: &openraft::RaftMetrics<super::TypeConfig>) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .refusals
+            .lock()
+            .expect("refusals lock")
+            .values()
+            .map(|w| format!("this node is kept out of the cluster: {w}"))
+            .collect();
+        if m.state == ServerState::Leader {
+            let replicated = self.read(|s| s.member_problems.clone());
+            for (id, p) in self.net.health.problems() {
+                if replicated.get(&id) != Some(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
     /// The cluster as this node sees it, for `upsilon status`.
     pub fn view(&self) -> ClusterView {
         let m = self.metrics();
@@ -459,10 +543,24 @@ impl Cluster {
         });
         let h = self.last_write.lock().expect("write health lock");
         let window = Duration::from_millis((self.cfg.heartbeat_ms * 3).max(3000));
-        let fresh = h.ok_at.is_some_and(|t| t.elapsed() < window);
-        let writable = leader.is_some() && fresh;
+        // Writable means one of this node's own writes was committed recently *and*
+        // has been applied here: a node whose storage is stuck, or that the leader
+        // holds back, commits through the leader but no longer keeps up.
+        let applied = m.last_applied.as_ref().map_or(0, |l| l.index());
+        let recent = |t: &Instant| t.elapsed() < window;
+        let committed = h.ok.iter().any(|(t, _)| recent(t));
+        let fresh = h.ok.iter().any(|(t, i)| recent(t) && *i <= applied);
+        let core = m.running_state.as_ref().err().map(|f| f.to_string());
+        let writable = leader.is_some() && fresh && core.is_none();
         let detail = if writable {
             String::new()
+        } else if let Some(f) = core {
+            format!("the Raft core stopped ({f}): this node is exiting to be restarted")
+        } else if leader.is_some() && committed {
+            let latest = h.ok.back().map_or(0, |(_, i)| *i);
+            format!(
+                "this node is not keeping up: its writes commit on the leader (index {latest}) but it has applied only up to {applied} (storage stuck, or held back by the leader: see the warnings)"
+            )
         } else if !self.is_member() {
             "this node is not a member of the cluster yet".to_string()
         } else if leader.is_none() {
@@ -492,9 +590,25 @@ impl Cluster {
             detail,
             last_applied: m.last_applied.as_ref().map_or(0, |l| l.index()),
             members,
-            warnings: Vec::new(),
+            warnings: self.warnings(&m),
         }
     }
+}
+
+/// The log index of a committed write (0 for a membership change).
+fn written_index(r: &LeaderReply) -> u64 {
+    match r {
+        LeaderReply::Written(w) => w.index,
+        LeaderReply::Membership { .. } => 0,
+    }
+}
+
+/// The refusal of a member whose store was recreated, in words for both sides.
+pub fn identity_changed(id: NodeId, known: &ClusterNode, now: &ClusterNode) -> String {
+    format!(
+        "node {} (id {id}) is a member with another data directory (store incarnation {:016x}; this one is {:016x}): its storage was wiped or replaced, and it cannot rejoin under its old identity. Run `upsilon nodes remove {id}` on any member; it then joins as a new member by itself",
+        known.name, known.incarnation, now.incarnation
+    )
 }
 
 /// Why an operation did not run here.

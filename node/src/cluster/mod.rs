@@ -23,6 +23,9 @@ pub struct ClusterNode {
     pub name: String,
     /// `host:port` of its gRPC API (which also carries Raft traffic).
     pub addr: String,
+    /// The incarnation of its store when it joined (0: joined before incarnations).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 impl fmt::Display for ClusterNode {

@@ -4,9 +4,15 @@
 //! certificate (role `node`); a failed call drops the channel so the next one
 //! reconnects. openraft's messages travel as JSON in `RaftPayload`. The same client
 //! forwards writes and membership changes to the leader ([`forward`]).
+//!
+//! It also protects the leader from what a follower says: every RPC names the target's
+//! store incarnation (a wiped store refuses it), and a follower that lost entries it had
+//! acknowledged is held back here instead of being handed to openraft, which cannot
+//! rewind a follower and would stop its core ([`PeerHealth`]).
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::RaftNetworkV2;
 use openraft::alias::{SnapshotOf, VoteOf};
@@ -20,19 +26,94 @@ use tonic::transport::Channel;
 use upsilon_proto::v1::RaftPayload;
 use upsilon_proto::v1::raft_service_client::RaftServiceClient;
 
+use openraft::entry::RaftEntry;
+
+use super::store::IdentityHandle;
 use super::{ClusterNode, NodeId, TypeConfig};
 
 type C = TypeConfig;
+
+/// The largest Raft message either side sends or accepts. Every replicated record is
+/// bounded (see `limits`), so a snapshot of the whole state fits far below it; an
+/// AppendEntries batch that would not fit is cut short and reported as a partial
+/// success, so openraft sends the rest next.
+pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// gRPC metadata keys a leader sends with each Raft RPC so that a follower can refuse
+/// traffic meant for someone else: the cluster, the target's id, and the incarnation of
+/// the target's store the leader knows (see `store::StoreIdentity`).
+pub const HDR_CLUSTER: &str = "x-upsilon-cluster";
+pub const HDR_TARGET: &str = "x-upsilon-target-id";
+pub const HDR_INCARNATION: &str = "x-upsilon-target-incarnation";
+
+/// Problems with peers seen by this node's Raft client, shared with the cluster view.
+#[derive(Debug, Default)]
+pub struct PeerHealth {
+    /// Target -> why replication to it is held back, in words.
+    problems: Mutex<BTreeMap<NodeId, String>>,
+    /// (target, its incarnation) -> (leader term, highest log index it acknowledged in
+    /// that term). Within one term the leader never truncates its own log, so a target
+    /// that later lacks an index at or below this lost entries it had stored.
+    matched: Mutex<HashMap<(NodeId, u64), (u64, u64)>>,
+}
+
+impl PeerHealth {
+    /// Every problem now held, by target.
+    pub fn problems(&self) -> BTreeMap<NodeId, String> {
+        self.problems.lock().expect("peer health lock").clone()
+    }
+
+    fn set_problem(&self, target: NodeId, problem: String) {
+        let mut p = self.problems.lock().expect("peer health lock");
+        if p.get(&target) != Some(&problem) {
+            tracing::error!(target, "replication to node {target} held back: {problem}");
+            p.insert(target, problem);
+        }
+    }
+
+    fn clear_problem(&self, target: NodeId) {
+        if self
+            .problems
+            .lock()
+            .expect("peer health lock")
+            .remove(&target)
+            .is_some()
+        {
+            tracing::info!(target, "node {target} accepts replication again");
+        }
+    }
+
+    fn note_match(&self, key: (NodeId, u64), term: u64, index: u64) {
+        let mut m = self.matched.lock().expect("peer health lock");
+        let e = m.entry(key).or_insert((term, index));
+        if e.0 != term {
+            *e = (term, index);
+        } else {
+            e.1 = e.1.max(index);
+        }
+    }
+
+    fn matched_in(&self, key: (NodeId, u64), term: u64) -> Option<u64> {
+        let m = self.matched.lock().expect("peer health lock");
+        m.get(&key).filter(|(t, _)| *t == term).map(|(_, i)| *i)
+    }
+}
 
 /// Makes Raft connections; holds this node's client TLS settings.
 #[derive(Clone)]
 pub struct Network {
     tls: Arc<rustls::ClientConfig>,
+    identity: IdentityHandle,
+    pub health: Arc<PeerHealth>,
 }
 
 impl Network {
-    pub fn new(tls: rustls::ClientConfig) -> Self {
-        Network { tls: Arc::new(tls) }
+    pub fn new(tls: rustls::ClientConfig, identity: IdentityHandle) -> Self {
+        Network {
+            tls: Arc::new(tls),
+            identity,
+            health: Arc::new(PeerHealth::default()),
+        }
     }
 
     /// Opens an mTLS channel to a node's API address.
@@ -43,10 +124,19 @@ impl Network {
     }
 }
 
+/// A Raft client with the message limit on both directions.
+pub fn raft_client(ch: Channel) -> RaftServiceClient<Channel> {
+    RaftServiceClient::new(ch)
+        .max_decoding_message_size(MAX_RAFT_MESSAGE)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE)
+}
+
 /// One connection to one target node.
 pub struct Conn {
     net: Network,
     target: NodeId,
+    /// The incarnation of the target's store recorded in membership (0: unknown).
+    incarnation: u64,
     addr: String,
     client: Option<RaftServiceClient<Channel>>,
 }
@@ -58,6 +148,7 @@ impl RaftNetworkFactory<C> for Network {
         Conn {
             net: self.clone(),
             target,
+            incarnation: node.incarnation,
             addr: node.addr.clone(),
             client: None,
         }
@@ -86,16 +177,19 @@ enum CallError {
 }
 
 impl Conn {
-    async fn call<Req, Resp, F, Fut>(
+    fn key(&self) -> (NodeId, u64) {
+        (self.target, self.incarnation)
+    }
+
+    async fn call_payload<Resp, F, Fut>(
         &mut self,
-        req: &Req,
+        payload: RaftPayload,
         ttl: std::time::Duration,
         f: F,
     ) -> Result<Resp, CallError>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
-        F: FnOnce(RaftServiceClient<Channel>, RaftPayload) -> Fut,
+        F: FnOnce(RaftServiceClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
     {
         if crate::fault::blocked(&self.addr) {
@@ -114,19 +208,38 @@ impl Conn {
                         CallError::Unreachable(format!("connect to {} timed out", self.addr))
                     })?
                     .map_err(CallError::Unreachable)?;
-                let c = RaftServiceClient::new(ch);
+                let c = raft_client(ch);
                 self.client = Some(c.clone());
                 c
             }
         };
-        let payload = encode(req).map_err(CallError::Failed)?;
-        match tokio::time::timeout(ttl, f(client, payload)).await {
+        let mut req = tonic::Request::new(payload);
+        let md = req.metadata_mut();
+        if let Some(cluster) = self.net.identity.get().cluster_id
+            && let Ok(v) = cluster.parse()
+        {
+            md.insert(HDR_CLUSTER, v);
+        }
+        if let Ok(v) = self.target.to_string().parse() {
+            md.insert(HDR_TARGET, v);
+        }
+        if let Ok(v) = self.incarnation.to_string().parse() {
+            md.insert(HDR_INCARNATION, v);
+        }
+        match tokio::time::timeout(ttl, f(client, req)).await {
             Err(_) => {
                 self.client = None;
                 Err(CallError::Unreachable(format!(
                     "node {} did not answer in {ttl:?}",
                     self.target
                 )))
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
+                // The target refuses this traffic (another store, another cluster):
+                // back off, and tell the operator; never hand openraft its log.
+                let why = status.message().to_string();
+                self.net.health.set_problem(self.target, why.clone());
+                Err(CallError::Unreachable(why))
             }
             Ok(Err(status)) => {
                 self.client = None;
@@ -136,6 +249,28 @@ impl Conn {
             }
             Ok(Ok(resp)) => decode(resp.get_ref()).map_err(CallError::Failed),
         }
+    }
+
+    async fn call<Req, Resp, F, Fut>(
+        &mut self,
+        req: &Req,
+        ttl: std::time::Duration,
+        f: F,
+    ) -> Result<Resp, CallError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftServiceClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+    {
+        let payload = encode(req).map_err(CallError::Failed)?;
+        if payload.json.len() > MAX_RAFT_MESSAGE {
+            return Err(CallError::Failed(format!(
+                "raft message of {} bytes exceeds the {MAX_RAFT_MESSAGE}-byte limit",
+                payload.json.len()
+            )));
+        }
+        self.call_payload(payload, ttl, f).await
     }
 }
 
@@ -153,21 +288,78 @@ fn unwrap_remote<T>(w: Wire<T>) -> Result<T, CallError> {
     w.map_err(CallError::Failed)
 }
 
+/// Cuts `rpc` to the longest prefix of its entries whose encoding fits the message
+/// limit (at least one entry). Returns the encoding and whether entries were left out.
+fn fit_append(rpc: &mut AppendEntriesRequest<C>) -> Result<(RaftPayload, bool), String> {
+    let mut payload = encode(&*rpc)?;
+    let mut cut = false;
+    while payload.json.len() > MAX_RAFT_MESSAGE && rpc.entries.len() > 1 {
+        let keep = rpc.entries.len() / 2;
+        rpc.entries.truncate(keep);
+        cut = true;
+        payload = encode(&*rpc)?;
+    }
+    if payload.json.len() > MAX_RAFT_MESSAGE {
+        return Err(format!(
+            "one raft entry of {} bytes exceeds the {MAX_RAFT_MESSAGE}-byte message limit",
+            payload.json.len()
+        ));
+    }
+    Ok((payload, cut))
+}
+
 impl RaftNetworkV2<C> for Conn {
     type SnapshotData = Vec<u8>;
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<C>,
+        mut rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        let (payload, cut) = fit_append(&mut rpc).map_err(|m| rpc_err(CallError::Failed(m)))?;
+        let term = rpc.vote.leader_id.term;
+        let prev = rpc.prev_log_id.as_ref().map(|l| l.index());
+        let last = rpc.entries.last().map(|e| e.log_id());
+        let last_index = last.as_ref().map(|l| l.index()).or(prev);
         let w: Wire<AppendEntriesResponse<C>> = self
-            .call(&rpc, option.hard_ttl(), |mut c, p| async move {
+            .call_payload(payload, option.hard_ttl(), |mut c, p| async move {
                 c.append_entries(p).await
             })
             .await
             .map_err(rpc_err)?;
-        unwrap_remote(w).map_err(rpc_err)
+        let resp = unwrap_remote(w).map_err(rpc_err)?;
+        match &resp {
+            AppendEntriesResponse::Success => {
+                if let Some(i) = last_index {
+                    self.net.health.note_match(self.key(), term, i);
+                }
+                self.net.health.clear_problem(self.target);
+                if cut {
+                    return Ok(AppendEntriesResponse::PartialSuccess(last));
+                }
+            }
+            AppendEntriesResponse::PartialSuccess(Some(l)) => {
+                self.net.health.note_match(self.key(), term, l.index());
+                self.net.health.clear_problem(self.target);
+            }
+            AppendEntriesResponse::Conflict => {
+                if let (Some(p), Some(m)) = (prev, self.net.health.matched_in(self.key(), term))
+                    && p <= m
+                {
+                    // The target stored entry `m` for this leader and now lacks `p`:
+                    // its log was truncated or restored. openraft must never see this
+                    // (it cannot rewind a follower); the operator re-adds the node.
+                    let why = format!(
+                        "node {} lost log entries it had stored (it acknowledged index {m} and now lacks index {p}): its data directory was truncated or restored from an old copy. Run `upsilon nodes remove {}`, empty its data_dir, and start it again to join as a new member",
+                        self.target, self.target
+                    );
+                    self.net.health.set_problem(self.target, why.clone());
+                    return Err(rpc_err(CallError::Unreachable(why)));
+                }
+            }
+            _ => {}
+        }
+        Ok(resp)
     }
 
     async fn vote(
@@ -205,7 +397,9 @@ impl RaftNetworkV2<C> for Conn {
             )
             .await
             .map_err(to_stream)?;
-        unwrap_remote(w).map_err(to_stream)
+        let resp = unwrap_remote(w).map_err(to_stream)?;
+        self.net.health.clear_problem(self.target);
+        Ok(resp)
     }
 }
 
@@ -216,7 +410,7 @@ pub async fn forward<Req: Serialize, Resp: DeserializeOwned>(
     req: &Req,
 ) -> Result<Resp, String> {
     let ch = net.channel(addr).await?;
-    let mut c = RaftServiceClient::new(ch);
+    let mut c = raft_client(ch);
     let resp = c
         .forward(encode(req)?)
         .await

@@ -120,6 +120,10 @@ pub struct PowerState {
     pub halted: BTreeSet<NodeId>,
     /// UPSes power-cycled to bring halted hosts back (since the last outage started).
     pub power_cycled: BTreeMap<String, ActionRun>,
+    /// Members the leader holds back, with why and what to do (a wiped store, lost
+    /// log entries).
+    #[serde(default)]
+    pub member_problems: BTreeMap<NodeId, String>,
 }
 
 /// An order to a UPS owner and whether it was carried out.
@@ -227,6 +231,12 @@ pub enum Command {
     },
     /// Mains returned: the outage ends and stages not started are cancelled.
     OutageEnd { id: u64, at_ms: i64, reason: String },
+    /// The leader holds a member back (`problem`), or no longer does (`None`).
+    MemberProblem {
+        id: NodeId,
+        problem: Option<String>,
+        at_ms: i64,
+    },
     /// An operator frees a UPS name: the next report from any node takes it (moving a
     /// UPS to another host, or ending a name clash).
     UpsRelease { ups: String, by: String, at_ms: i64 },
@@ -269,6 +279,7 @@ impl fmt::Display for Command {
             Command::NodeRemoved { id, .. } => write!(f, "NodeRemoved({id})"),
             Command::Notice { message, .. } => write!(f, "Notice({message})"),
             Command::UpsRelease { ups, .. } => write!(f, "UpsRelease({ups})"),
+            Command::MemberProblem { id, .. } => write!(f, "MemberProblem({id})"),
             Command::SetPlan { plan, .. } => write!(f, "SetPlan({} stages)", plan.stages.len()),
             Command::OutageStart { id, .. } => write!(f, "OutageStart({id})"),
             Command::StageStart { outage, stage, .. } => write!(f, "StageStart({outage}/{stage})"),
@@ -291,6 +302,9 @@ impl fmt::Display for Command {
 pub struct CommandResult {
     /// False if the command was ignored (e.g. an out-of-date report).
     pub applied: bool,
+    /// The log index the command was applied at (set by the state machine store).
+    #[serde(default)]
+    pub index: u64,
 }
 
 impl PowerState {
@@ -384,26 +398,36 @@ impl PowerState {
                         min_supplies: *min_supplies,
                     },
                 );
-                CommandResult { applied: true }
+                CommandResult {
+                    applied: true,
+                    index: 0,
+                }
             }
             Command::Heartbeat { id, at_ms } => {
                 self.touch(*id, *at_ms);
                 CommandResult {
                     applied: self.nodes.contains_key(id),
+                    index: 0,
                 }
             }
             Command::UpsReport(r) => {
                 if let Some(cur) = self.upses.get(&r.ups) {
                     // Same owner: only newer reports.
                     if cur.owner == r.owner && r.seq <= cur.seq && !cur.stale {
-                        return CommandResult { applied: false };
+                        return CommandResult {
+                            applied: false,
+                            index: 0,
+                        };
                     }
                     // One owner per UPS name: another node takes it over only once the
                     // owner went stale (silent for `stale_after_ms`), left the cluster,
                     // or an operator released the name.
                     if cur.owner != r.owner && !cur.stale && self.nodes.contains_key(&cur.owner) {
                         self.refuse_rival(r);
-                        return CommandResult { applied: false };
+                        return CommandResult {
+                            applied: false,
+                            index: 0,
+                        };
                     }
                 }
                 let node = self.node_name(r.owner);
@@ -459,7 +483,10 @@ impl PowerState {
                     },
                 );
                 self.touch(r.owner, r.at_ms);
-                CommandResult { applied: true }
+                CommandResult {
+                    applied: true,
+                    index: 0,
+                }
             }
             Command::UpsStale {
                 ups,
@@ -480,12 +507,19 @@ impl PowerState {
                         ),
                         &node,
                     );
-                    CommandResult { applied: true }
+                    CommandResult {
+                        applied: true,
+                        index: 0,
+                    }
                 }
-                _ => CommandResult { applied: false },
+                _ => CommandResult {
+                    applied: false,
+                    index: 0,
+                },
             },
             Command::NodeRemoved { id, at_ms } => {
                 let name = self.node_name(*id);
+                self.member_problems.remove(id);
                 let removed = self.nodes.remove(id).is_some();
                 if removed {
                     self.push_event(
@@ -496,7 +530,10 @@ impl PowerState {
                         &name,
                     );
                 }
-                CommandResult { applied: removed }
+                CommandResult {
+                    applied: removed,
+                    index: 0,
+                }
             }
             Command::SetPlan { plan, at_ms, by } => {
                 self.plan = Some(plan.clone());
@@ -508,12 +545,18 @@ impl PowerState {
                     &format!("Shutdown plan set by {by}: {}.", names.join(" -> ")),
                     by,
                 );
-                CommandResult { applied: true }
+                CommandResult {
+                    applied: true,
+                    index: 0,
+                }
             }
             Command::OutageStart { id, at_ms } => {
                 let active = self.outage.as_ref().is_some_and(|o| o.ended_ms.is_none());
                 if active || *id != self.next_outage_id + 1 {
-                    return CommandResult { applied: false };
+                    return CommandResult {
+                        applied: false,
+                        index: 0,
+                    };
                 }
                 self.next_outage_id = *id;
                 self.power_cycled.clear();
@@ -532,7 +575,10 @@ impl PowerState {
                     &format!("Outage {id} began: a supply is on battery."),
                     "",
                 );
-                CommandResult { applied: true }
+                CommandResult {
+                    applied: true,
+                    index: 0,
+                }
             }
             Command::StageStart {
                 outage,
@@ -548,11 +594,17 @@ impl PowerState {
                     .as_mut()
                     .filter(|o| o.id == *outage && o.ended_ms.is_none())
                 else {
-                    return CommandResult { applied: false };
+                    return CommandResult {
+                        applied: false,
+                        index: 0,
+                    };
                 };
                 // Exactly once and in order: only the next stage may start.
                 if o.stages.len() != *stage {
-                    return CommandResult { applied: false };
+                    return CommandResult {
+                        applied: false,
+                        index: 0,
+                    };
                 }
                 o.stages.push(StageRun {
                     name: name.clone(),
@@ -572,7 +624,10 @@ impl PowerState {
                     ),
                     "",
                 );
-                CommandResult { applied: true }
+                CommandResult {
+                    applied: true,
+                    index: 0,
+                }
             }
             Command::NodeAck {
                 outage,
@@ -589,7 +644,10 @@ impl PowerState {
                     .and_then(|o| o.stages.get_mut(*stage))
                     .filter(|r| r.hosts.contains(node))
                 else {
-                    return CommandResult { applied: false };
+                    return CommandResult {
+                        applied: false,
+                        index: 0,
+                    };
                 };
                 let stage_name = run.name.clone();
                 let ack = run.acks.entry(*node).or_default();
@@ -599,7 +657,10 @@ impl PowerState {
                     &mut ack.shutting_down_ms
                 };
                 if slot.is_some() {
-                    return CommandResult { applied: false };
+                    return CommandResult {
+                        applied: false,
+                        index: 0,
+                    };
                 }
                 *slot = Some(*at_ms);
                 if *halting {
@@ -617,7 +678,10 @@ impl PowerState {
                     &format!("{name} {what} (stage {stage_name})."),
                     &name,
                 );
-                CommandResult { applied: true }
+                CommandResult {
+                    applied: true,
+                    index: 0,
+                }
             }
             Command::KillPower {
                 outage,
@@ -630,10 +694,16 @@ impl PowerState {
                     .as_mut()
                     .filter(|o| o.id == *outage && o.ended_ms.is_none())
                 else {
-                    return CommandResult { applied: false };
+                    return CommandResult {
+                        applied: false,
+                        index: 0,
+                    };
                 };
                 if o.kill_power.contains_key(ups) {
-                    return CommandResult { applied: false };
+                    return CommandResult {
+                        applied: false,
+                        index: 0,
+                    };
                 }
                 o.kill_power.insert(
                     ups.clone(),
@@ -653,11 +723,17 @@ impl PowerState {
                     ),
                     "",
                 );
-                CommandResult { applied: true }
+                CommandResult {
+                    applied: true,
+                    index: 0,
+                }
             }
             Command::PowerCycle { ups, at_ms } => {
                 if self.power_cycled.contains_key(ups) {
-                    return CommandResult { applied: false };
+                    return CommandResult {
+                        applied: false,
+                        index: 0,
+                    };
                 }
                 self.power_cycled.insert(
                     ups.clone(),
@@ -677,7 +753,10 @@ impl PowerState {
                     ),
                     "",
                 );
-                CommandResult { applied: true }
+                CommandResult {
+                    applied: true,
+                    index: 0,
+                }
             }
             Command::UpsActionDone {
                 ups,
@@ -692,7 +771,10 @@ impl PowerState {
                     self.outage.as_mut().and_then(|o| o.kill_power.get_mut(ups))
                 };
                 let Some(run) = run.filter(|r| r.done_ms.is_none()) else {
-                    return CommandResult { applied: false };
+                    return CommandResult {
+                        applied: false,
+                        index: 0,
+                    };
                 };
                 run.done_ms = Some(*at_ms);
                 run.result = result.clone();
@@ -709,7 +791,10 @@ impl PowerState {
                     &format!("UPS {ups} {what} {how}: {result}"),
                     "",
                 );
-                CommandResult { applied: true }
+                CommandResult {
+                    applied: true,
+                    index: 0,
+                }
             }
             Command::OutageEnd { id, at_ms, reason } => {
                 let Some(o) = self
@@ -717,7 +802,10 @@ impl PowerState {
                     .as_mut()
                     .filter(|o| o.id == *id && o.ended_ms.is_none())
                 else {
-                    return CommandResult { applied: false };
+                    return CommandResult {
+                        applied: false,
+                        index: 0,
+                    };
                 };
                 o.ended_ms = Some(*at_ms);
                 o.end_reason = reason.clone();
@@ -733,11 +821,51 @@ impl PowerState {
                     &format!("Outage {id} ended: {reason}."),
                     "",
                 );
-                CommandResult { applied: true }
+                CommandResult {
+                    applied: true,
+                    index: 0,
+                }
+            }
+            Command::MemberProblem { id, problem, at_ms } => {
+                let name = self.node_name(*id);
+                match problem {
+                    Some(p) => {
+                        if self.member_problems.get(id) == Some(p) {
+                            return CommandResult {
+                                applied: false,
+                                index: 0,
+                            };
+                        }
+                        self.member_problems.insert(*id, p.clone());
+                        self.push_event(*at_ms, "memberrefused", "", p, &name);
+                    }
+                    None => {
+                        if self.member_problems.remove(id).is_none() {
+                            return CommandResult {
+                                applied: false,
+                                index: 0,
+                            };
+                        }
+                        self.push_event(
+                            *at_ms,
+                            "notice",
+                            "",
+                            &format!("{name} accepts replication again."),
+                            &name,
+                        );
+                    }
+                }
+                CommandResult {
+                    applied: true,
+                    index: 0,
+                }
             }
             Command::UpsRelease { ups, by, at_ms } => {
                 let Some(u) = self.upses.get_mut(ups) else {
-                    return CommandResult { applied: false };
+                    return CommandResult {
+                        applied: false,
+                        index: 0,
+                    };
                 };
                 u.stale = true;
                 u.comm_lost_since_ms.get_or_insert(*at_ms);
@@ -752,7 +880,10 @@ impl PowerState {
                     ),
                     by,
                 );
-                CommandResult { applied: true }
+                CommandResult {
+                    applied: true,
+                    index: 0,
+                }
             }
             Command::Notice {
                 at_ms,
@@ -760,7 +891,10 @@ impl PowerState {
                 message,
             } => {
                 self.push_event(*at_ms, "notice", "", message, node);
-                CommandResult { applied: true }
+                CommandResult {
+                    applied: true,
+                    index: 0,
+                }
             }
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! Layout in one sled database (opened in LowSpace mode, see STACK.md):
 //! - tree `log`: big-endian u64 index -> JSON entry;
-//! - tree `meta`: `vote`, `committed`, `last_purged` as JSON;
+//! - tree `meta`: `vote`, `committed`, `last_purged`, `identity` ([`StoreIdentity`]) as
+//!   JSON;
 //! - tree `snapshot`: `current` -> JSON `{meta, data}`.
 //!
 //! The state machine lives in memory; on restart openraft installs the last snapshot
@@ -27,8 +28,8 @@ use openraft::{EntryPayload, OptionalSend, StoredMembership};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::TypeConfig;
 use super::state::{CommandResult, PowerState};
+use super::{NodeId, TypeConfig};
 
 type C = TypeConfig;
 
@@ -44,27 +45,237 @@ fn from_json<T: for<'de> Deserialize<'de>>(b: &[u8]) -> io::Result<T> {
     serde_json::from_slice(b).map_err(|e| io_err(format!("corrupt raft storage record: {e}")))
 }
 
-/// Opens (or creates) the node's Raft storage under `dir`.
-pub fn open(dir: &Path) -> io::Result<(LogStore, StateMachineStore)> {
-    std::fs::create_dir_all(dir)?;
-    let db = sled::Config::new()
-        .path(dir.join("raft.sled"))
-        .mode(sled::Mode::LowSpace)
-        // The state is small; sled's default 1 GiB page cache is not needed.
-        .cache_capacity(16 * 1024 * 1024)
-        .open()
-        .map_err(|e| {
-            io_err(format!(
-                "cannot open raft storage in {}: {e}",
-                dir.display()
-            ))
-        })?;
-    let log = LogStore {
-        log: db.open_tree("log").map_err(io_err)?,
-        meta: db.open_tree("meta").map_err(io_err)?,
+/// Who a data directory belongs to: written once, when the store is created. A store
+/// that was wiped (or a disk that was replaced) comes back with a new incarnation, so the
+/// cluster can tell it is not the member it knew (see `raft.rs` and `handle.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreIdentity {
+    /// The Raft id the store was created for.
+    pub node_id: NodeId,
+    /// Random, never 0; new with every new store.
+    pub incarnation: u64,
+    /// The cluster this store belongs to, once known (set at bootstrap, or learned from
+    /// the first leader that replicates to it).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    pub created_ms: i64,
+}
+
+/// Reads and updates the store's identity record.
+#[derive(Debug, Clone)]
+pub struct IdentityHandle {
+    meta: sled::Tree,
+    current: Arc<RwLock<StoreIdentity>>,
+}
+
+impl IdentityHandle {
+    pub fn get(&self) -> StoreIdentity {
+        self.current.read().expect("identity lock").clone()
+    }
+
+    /// Records the cluster this store belongs to (once); flushed before it returns.
+    pub fn set_cluster_id(&self, id: &str) -> io::Result<()> {
+        let mut cur = self.current.write().expect("identity lock");
+        if cur.cluster_id.as_deref() == Some(id) {
+            return Ok(());
+        }
+        let mut next = cur.clone();
+        next.cluster_id = Some(id.to_string());
+        self.meta
+            .insert("identity", to_json(&next)?)
+            .map_err(io_err)?;
+        self.meta.flush().map_err(io_err)?;
+        *cur = next;
+        Ok(())
+    }
+}
+
+/// A random non-zero u64 from the TLS provider's system random source.
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let rng = rustls::crypto::ring::default_provider().secure_random;
+    loop {
+        if rng.fill(&mut b).is_err() {
+            // No system randomness: fall back to the clock (still unique per store).
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64);
+            return t.max(1);
+        }
+        let v = u64::from_le_bytes(b);
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+/// Why the store could not be opened, in words naming the directory and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the data directory {dir}: {source}")]
+    CreateDir { dir: String, source: io::Error },
+    #[error(
+        "the raft store in {dir} is corrupt ({detail}). This node cannot rejoin with it: move the directory away (keep it for a bug report), then run `upsilon nodes remove {node_id}` on a member and start this node again to join as a new member"
+    )]
+    Corrupt {
+        dir: String,
+        detail: String,
+        node_id: NodeId,
+    },
+    #[error(
+        "the raft store in {dir} is locked by another process (is another upsilond running with this data_dir?): {detail}"
+    )]
+    Locked { dir: String, detail: String },
+    #[error("cannot open the raft store in {dir}: {detail}")]
+    Io { dir: String, detail: String },
+    #[error(
+        "the data directory {dir} belongs to node id {found}, but this node's [cluster] id is {wanted}: point data_dir at this node's own directory (ids are never reused for another store)"
+    )]
+    WrongNode {
+        dir: String,
+        found: NodeId,
+        wanted: NodeId,
+    },
+}
+
+/// Opens (or creates) node `node_id`'s Raft storage under `dir`. A corrupt store is an
+/// error naming the directory, never a panic (sled panics on some corruptions: caught).
+pub fn open(
+    dir: &Path,
+    node_id: NodeId,
+) -> Result<(LogStore, StateMachineStore, IdentityHandle), OpenError> {
+    let d = dir.display().to_string();
+    std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
+        dir: d.clone(),
+        source,
+    })?;
+    let path = dir.join("raft.sled");
+    let opened = crate::fatal::catch_panics(|| {
+        sled::Config::new()
+            .path(&path)
+            .mode(sled::Mode::LowSpace)
+            // The state is small; sled's default 1 GiB page cache is not needed.
+            .cache_capacity(16 * 1024 * 1024)
+            .open()
+    });
+    let corrupt = |detail: String| OpenError::Corrupt {
+        dir: d.clone(),
+        detail,
+        node_id,
     };
-    let sm = StateMachineStore::new(db.open_tree("snapshot").map_err(io_err)?);
-    Ok((log, sm))
+    let db = match opened {
+        Err(panic) => return Err(corrupt(format!("sled could not read it: {panic}"))),
+        Ok(Err(sled::Error::Corruption { at, .. })) => {
+            return Err(corrupt(format!("sled found corruption at {at:?}")));
+        }
+        Ok(Err(sled::Error::Io(e))) if e.kind() == io::ErrorKind::WouldBlock => {
+            return Err(OpenError::Locked {
+                dir: d.clone(),
+                detail: e.to_string(),
+            });
+        }
+        Ok(Err(sled::Error::Io(e))) if e.to_string().contains("lock") => {
+            return Err(OpenError::Locked {
+                dir: d.clone(),
+                detail: e.to_string(),
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(OpenError::Io {
+                dir: d.clone(),
+                detail: e.to_string(),
+            });
+        }
+        Ok(Ok(db)) => db,
+    };
+    let tree = |name: &str| {
+        db.open_tree(name).map_err(|e| OpenError::Io {
+            dir: d.clone(),
+            detail: e.to_string(),
+        })
+    };
+    let meta = tree("meta")?;
+    let log_tree = tree("log")?;
+    let identity = match meta.get("identity") {
+        Ok(Some(v)) => from_json::<StoreIdentity>(&v).map_err(|e| corrupt(e.to_string()))?,
+        Ok(None) => {
+            // A store from before identities, or a new one: either way, from now on
+            // this is its identity. A store that already holds a log keeps working
+            // (its members know it with incarnation 0, which is not checked).
+            let id = StoreIdentity {
+                node_id,
+                incarnation: random_u64(),
+                cluster_id: None,
+                created_ms: crate::pb_impl::unix_ms(std::time::SystemTime::now()),
+            };
+            let json = to_json(&id).map_err(|e| corrupt(e.to_string()))?;
+            meta.insert("identity", json)
+                .and_then(|_| meta.flush())
+                .map_err(|e| OpenError::Io {
+                    dir: d.clone(),
+                    detail: e.to_string(),
+                })?;
+            id
+        }
+        Err(e) => return Err(corrupt(e.to_string())),
+    };
+    if identity.node_id != node_id {
+        return Err(OpenError::WrongNode {
+            dir: d,
+            found: identity.node_id,
+            wanted: node_id,
+        });
+    }
+    let log = LogStore {
+        log: log_tree,
+        meta: meta.clone(),
+    };
+    let sm = StateMachineStore::new(tree("snapshot")?);
+    check_consistent(&log, &sm).map_err(corrupt)?;
+    let handle = IdentityHandle {
+        meta,
+        current: Arc::new(RwLock::new(identity)),
+    };
+    Ok((log, sm, handle))
+}
+
+/// A store sled recovered only in part (a truncated or damaged file) can hold a log
+/// that ends before what this node had already committed: openraft must never start on
+/// it (it would panic, or hand the leader a reverted log).
+fn check_consistent(log: &LogStore, sm: &StateMachineStore) -> Result<(), String> {
+    let committed: Option<LogIdOf<C>> = log
+        .meta_get::<Option<LogIdOf<C>>>("committed")
+        .map_err(|e| e.to_string())?
+        .flatten();
+    let Some(committed) = committed else {
+        return Ok(());
+    };
+    let last_log = match log.log.last().map_err(|e| e.to_string())? {
+        Some((_, v)) => Some(
+            from_json::<EntryOf<C>>(&v)
+                .map_err(|e| e.to_string())?
+                .log_id()
+                .index(),
+        ),
+        None => None,
+    };
+    let purged: Option<LogIdOf<C>> = log.meta_get("last_purged").map_err(|e| e.to_string())?;
+    let snapshot = sm
+        .current()
+        .map_err(|e| e.to_string())?
+        .and_then(|s| s.meta.last_log_id.map(|l| l.index()));
+    let held = [last_log, purged.map(|l| l.index()), snapshot]
+        .into_iter()
+        .flatten()
+        .max();
+    if held.is_none_or(|h| h < committed.index()) {
+        return Err(format!(
+            "its log ends at index {} but this node had committed index {}: entries were lost",
+            held.map_or("0".to_string(), |h| h.to_string()),
+            committed.index()
+        ));
+    }
+    Ok(())
 }
 
 /// The Raft log and vote.
@@ -302,14 +513,22 @@ impl RaftStateMachine<C> for StateMachineStore {
             let result = {
                 let mut a = self.applied.write().expect("state lock");
                 a.last_applied = Some(entry.log_id());
-                match &entry.payload {
-                    EntryPayload::Blank => CommandResult { applied: true },
+                let mut r = match &entry.payload {
+                    EntryPayload::Blank => CommandResult {
+                        applied: true,
+                        index: 0,
+                    },
                     EntryPayload::Normal(cmd) => a.power.apply(cmd),
                     EntryPayload::Membership(m) => {
                         a.last_membership = StoredMembership::new(Some(entry.log_id()), m.clone());
-                        CommandResult { applied: true }
+                        CommandResult {
+                            applied: true,
+                            index: 0,
+                        }
                     }
-                }
+                };
+                r.index = entry.log_id().index();
+                r
             };
             if let Some(r) = responder {
                 r.send(result);
@@ -367,7 +586,7 @@ mod tests {
             &self,
         ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<C>> {
             let dir = tempfile::tempdir().expect("tempdir");
-            let (l, s) = open(dir.path()).expect("open store");
+            let (l, s, _) = open(dir.path(), 1).expect("open store");
             Ok((dir, l, s))
         }
     }
@@ -383,20 +602,77 @@ mod tests {
     async fn log_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut l, _) = open(dir.path()).unwrap();
+            let (mut l, _, _) = open(dir.path(), 1).unwrap();
             let vote = VoteOf::<C>::new(1, 1);
             l.save_vote(&vote).await.unwrap();
             l.save_committed(None).await.unwrap();
         }
-        let (mut l, _) = open(dir.path()).unwrap();
+        let (mut l, _, _) = open(dir.path(), 1).unwrap();
         assert!(l.read_vote().await.unwrap().is_some());
         assert_eq!(l.read_committed().await.unwrap(), None);
+    }
+
+    #[test]
+    fn identity_is_kept_across_reopen_and_new_for_a_new_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path(), 4).unwrap().2.get();
+        assert_ne!(first.incarnation, 0);
+        assert_eq!(first.node_id, 4);
+        let again = open(dir.path(), 4).unwrap().2;
+        assert_eq!(again.get(), first);
+        again.set_cluster_id("c1").unwrap();
+        drop(again);
+        assert_eq!(
+            open(dir.path(), 4).unwrap().2.get().cluster_id.as_deref(),
+            Some("c1")
+        );
+        let e = open(dir.path(), 5).unwrap_err().to_string();
+        assert!(
+            e.contains("belongs to node id 4") && e.contains("id is 5"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        let wiped = open(dir.path(), 4).unwrap().2.get();
+        assert_ne!(wiped.incarnation, first.incarnation);
+        assert_eq!(wiped.cluster_id, None);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_lost_committed_entries_is_an_error_naming_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut l, _, _) = open(dir.path(), 1).unwrap();
+            for i in 1..=10u64 {
+                l.log.insert(i.to_be_bytes(), entry_json(i)).unwrap();
+            }
+            let committed: LogIdOf<C> =
+                serde_json::from_str(r#"{"leader_id":{"term":1,"node_id":1},"index":20}"#).unwrap();
+            l.save_committed(Some(committed)).await.unwrap();
+        }
+        // sled recovers a truncated file to a consistent prefix; the log then ends
+        // before what this node had committed.
+        let e = open(dir.path(), 1).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, OpenError::Corrupt { .. }), "{text}");
+        assert!(
+            text.contains(&dir.path().display().to_string())
+                && text.contains("committed index 20")
+                && text.contains("upsilon nodes remove 1"),
+            "{text}"
+        );
+    }
+
+    fn entry_json(i: u64) -> Vec<u8> {
+        format!(
+            r#"{{"log_id":{{"leader_id":{{"term":1,"node_id":1}},"index":{i}}},"payload":"Blank"}}"#
+        )
+        .into_bytes()
     }
 
     #[tokio::test]
     async fn corrupt_record_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut l, _) = open(dir.path()).unwrap();
+        let (mut l, _, _) = open(dir.path(), 1).unwrap();
         l.meta.insert("vote", b"not json".to_vec()).unwrap();
         let e = l.read_vote().await.unwrap_err().to_string();
         assert!(e.contains("corrupt raft storage record"), "{e}");
