@@ -8,6 +8,11 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use upsilon_node::cluster::Command;
+use upsilon_node::cluster::handle::LeaderOp;
+use upsilon_node::pki::{IssueRequest, Role};
+use upsilon_proto::v1::RaftPayload;
+use upsilon_proto::v1::raft_service_client::RaftServiceClient;
 use upsilon_tests::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -476,4 +481,196 @@ fn a_full_disk_stops_the_node_with_a_clear_error_and_sigterm_is_bounded() {
     c.stop(3, Duration::from_secs(15))
         .expect("SIGTERM stops n3");
     drop(disk);
+}
+
+/// Sends one forwarded write (`LeaderOp`) to node `i`'s RaftService with `holder`'s
+/// certificate; returns the gRPC error message, or "ok".
+fn forward_as(c: &TestCluster, i: usize, holder: &str, op: &LeaderOp) -> String {
+    let (ca, cert, key) = c.pki.files(holder);
+    let opts = upsilon_node::client::ClientOptions {
+        endpoint: c.addr(i).to_string(),
+        ca,
+        identity: Some((cert, key)),
+    };
+    let json = serde_json::to_vec(op).unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            let ch = upsilon_node::client::connect(&opts).await.expect("connect");
+            match RaftServiceClient::new(ch)
+                .forward(RaftPayload { json })
+                .await
+            {
+                Ok(r) => {
+                    let v: Result<serde_json::Value, String> =
+                        serde_json::from_slice(&r.into_inner().json).unwrap();
+                    match v {
+                        Ok(_) => "ok".to_string(),
+                        Err(e) => e,
+                    }
+                }
+                Err(s) => format!("{:?}: {}", s.code(), s.message()),
+            }
+        })
+}
+
+#[test]
+fn certificates_act_only_within_their_role_and_a_revoked_one_is_refused_everywhere() {
+    let _g = serial();
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 4,
+        voters: 3,
+        ups_on: vec![1],
+        ..Default::default()
+    });
+    c.wait_formed(1, 3, 1, Duration::from_secs(40));
+    c.pki.issue(&IssueRequest::new(
+        "attacker",
+        Role::Node,
+        vec!["127.0.0.9".into()],
+        1,
+    ));
+    c.pki
+        .issue(&IssueRequest::new("watcher", Role::Viewer, vec![], 1));
+    let as_ = |who: &str, i: usize, args: &[&str]| upsilon(&c.pki, c.addr(i), Some(who), args);
+    let voters = |c: &TestCluster| c.status(1).unwrap()["cluster"]["voters"].clone();
+
+    // A node certificate may not join as another node.
+    let addr9 = format!("127.0.0.9:{}", c.port);
+    let o = as_(
+        "attacker",
+        2,
+        &[
+            "nodes",
+            "join",
+            "--id",
+            "9",
+            "--name",
+            "n3",
+            "--address",
+            &addr9,
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("may only join as itself"),
+        "{}",
+        stderr(&o)
+    );
+    // Nor change membership, the plan, or a UPS.
+    for args in [
+        vec!["nodes", "remove", "2"],
+        vec!["nodes", "promote", "4"],
+        vec!["ups", "kill-power", "--confirm"],
+        vec!["sim", "set", "--on-battery"],
+    ] {
+        for who in ["attacker", "n4", "watcher"] {
+            let o = as_(who, 1, &args);
+            assert!(!o.status.success(), "{who} {args:?} was accepted");
+            assert!(
+                stderr(&o).contains("this call needs role operator"),
+                "{who} {args:?}: {}",
+                stderr(&o)
+            );
+        }
+    }
+    std::fs::write(
+        c.pki.path().join("p.toml"),
+        "[[stage]]\nname = \"x\"\nhosts = [\"n4\"]\ntrigger = { on_battery_s = 5 }\n",
+    )
+    .unwrap();
+    let plan = c.pki.path().join("p.toml");
+    for who in ["attacker", "watcher"] {
+        let o = as_(who, 1, &["plan", "apply", plan.to_str().unwrap()]);
+        assert!(stderr(&o).contains("needs role operator"), "{}", stderr(&o));
+    }
+    assert_eq!(voters(&c), 3);
+    // A viewer reads.
+    let o = as_("watcher", 3, &["status", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // It may join as itself, but not promote itself into a 3-voter cluster, nor speak
+    // for anyone else; nor may a real member (n4) speak for another.
+    let o = as_(
+        "attacker",
+        3,
+        &[
+            "nodes",
+            "join",
+            "--id",
+            "9",
+            "--name",
+            "attacker",
+            "--address",
+            &addr9,
+        ],
+    );
+    assert!(o.status.success(), "self-join: {}", stderr(&o));
+    let promote = LeaderOp::SetVoter { id: 9, voter: true };
+    let e = forward_as(&c, 1, "attacker", &promote);
+    assert!(e.contains("already has 3 voters"), "{e}");
+    let hb3 = LeaderOp::Write(Command::Heartbeat { id: 3, at_ms: 1 });
+    for who in ["attacker", "n4"] {
+        let e = forward_as(&c, 1, who, &hb3);
+        assert!(
+            e.contains("PermissionDenied") && e.contains("for node 3"),
+            "{who}: {e}"
+        );
+    }
+    let e = forward_as(&c, 1, "n4", &LeaderOp::Remove { id: 2 });
+    assert!(e.contains("operator action"), "{e}");
+    let e = forward_as(
+        &c,
+        1,
+        "n4",
+        &LeaderOp::Write(Command::UpsRelease {
+            ups: "ups1".into(),
+            by: "n4".into(),
+            at_ms: 1,
+        }),
+    );
+    assert!(e.contains("operator action"), "{e}");
+    assert_eq!(
+        forward_as(
+            &c,
+            1,
+            "n4",
+            &LeaderOp::Write(Command::Heartbeat { id: 4, at_ms: 1 })
+        ),
+        "ok"
+    );
+    assert_eq!(voters(&c), 3, "membership changed");
+    let s = c.status(2).unwrap();
+    let names: Vec<String> = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.iter().filter(|n| *n == "n3").count(), 1, "{names:?}");
+
+    // An operator removes it and revokes its certificate: every node refuses it.
+    let o = c.cli(2, &["nodes", "remove", "9"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cert = c.pki.files("attacker").1;
+    let o = c.cli(
+        3,
+        &["cert", "revoke", cert.to_str().unwrap(), "--reason", "test"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for i in 1..=4 {
+        wait_for(Duration::from_secs(10), || {
+            let o = as_("attacker", i, &["status"]);
+            (!o.status.success()).then_some(())
+        })
+        .unwrap_or_else(|| panic!("node {i} still serves the revoked certificate"));
+    }
+    assert!(
+        c.nodes[0]
+            .as_ref()
+            .unwrap()
+            .wait_log("is revoked", Duration::from_secs(5))
+    );
+    let o = c.cli(1, &["events", "-n", "100"]);
+    assert!(stdout(&o).contains("revoked by operator"), "{}", stdout(&o));
 }

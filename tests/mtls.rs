@@ -81,7 +81,7 @@ fn expired_client_certificate_is_refused() {
     let now = time::OffsetDateTime::now_utc();
     pki.issue(&IssueRequest {
         name: "old-operator".into(),
-        role: Role::Client,
+        role: Role::Operator,
         sans: vec![],
         not_before: now - time::Duration::days(30),
         not_after: now - time::Duration::days(1),
@@ -119,7 +119,7 @@ fn bridge_role_may_read_but_not_drive_the_simulator() {
         &["sim", "set", "--on-battery"],
     ));
     assert!(
-        e.contains("has role bridge; this call needs role client or node"),
+        e.contains("has role bridge; this call needs role operator"),
         "{e}"
     );
 }

@@ -69,7 +69,7 @@ pub(crate) fn demo_certificates(certs: &Path, count: usize) -> anyhow::Result<()
     }
     pki::issue(
         certs,
-        &IssueRequest::new("operator", Role::Client, vec![], 1),
+        &IssueRequest::new("operator", Role::Operator, vec![], 1),
     )?;
     Ok(())
 }

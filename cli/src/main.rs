@@ -102,10 +102,16 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum PlanCommand {
     /// Replace the cluster's plan with a plan file (TOML `[[stage]]` tables).
-    Apply { file: PathBuf },
+    Apply {
+        file: PathBuf,
+        /// Accept what is refused by default: hosts the cluster does not know (yet),
+        /// `ack_timeout_s = 0`, `kill_power_delay_s = 0`.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 enum NodesCommand {
     /// Admit a node as a learner (it receives the log but does not vote).
     Join {
@@ -228,20 +234,41 @@ enum CertCommand {
         dir: PathBuf,
         #[arg(long)]
         name: String,
-        /// node (an upsilond), client (an operator's CLI) or bridge.
+        /// node (an upsilond: Raft and its own reports), operator (membership, plan, UPS
+        /// commands, revocation), viewer (read only) or bridge (the legacy bridge).
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// Extra DNS names or IP addresses the node answers on (repeatable).
         #[arg(long = "san", value_name = "NAME_OR_IP")]
         sans: Vec<String>,
-        /// Validity in days.
+        /// Validity in days (1 to 36500).
         #[arg(long, default_value_t = 825)]
         days: i64,
+    },
+    /// Print a certificate's name, role, serial and validity.
+    Show { file: PathBuf },
+    /// Put a certificate on the cluster's deny list: every node refuses it from now on
+    /// (a lost laptop, a retired host). Needs an operator certificate.
+    Revoke {
+        /// The certificate file (its serial is read from it).
+        #[arg(conflicts_with = "serial", required_unless_present = "serial")]
+        file: Option<PathBuf>,
+        /// The serial in hex, as `upsilon cert show` prints it.
+        #[arg(long)]
+        serial: Option<String>,
+        /// Why, for the record.
+        #[arg(long, default_value = "")]
+        reason: String,
     },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
+}
+
+fn read_identity(file: &std::path::Path) -> anyhow::Result<pki::Identity> {
+    let certs = pki::load_certs(file)?;
+    pki::identity(&certs[0]).map_err(|e| anyhow!("{}: {e}", file.display()))
 }
 
 fn init_tracing(default: &str) {
@@ -389,20 +416,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Plan {
-            cmd: Some(PlanCommand::Apply { file }),
+            cmd: Some(PlanCommand::Apply { file, force }),
             ..
         } => {
             let opts = cli.conn.resolve()?;
             let toml = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let reply = AdminServiceClient::new(client::connect(&opts).await?)
-                .set_plan(pb::SetPlanRequest {
-                    toml,
-                    source: file.display().to_string(),
-                })
-                .await
-                .map_err(rpc_err(&opts))?
-                .into_inner();
+            if toml.len() > upsilon_node::plan::MAX_PLAN_BYTES {
+                anyhow::bail!(
+                    "{} is {} bytes; a plan may be at most {} bytes",
+                    file.display(),
+                    toml.len(),
+                    upsilon_node::plan::MAX_PLAN_BYTES
+                );
+            }
+            let source = file.display().to_string();
+            let (reply, _) = client::on_leader(&opts, |ch| {
+                let req = pb::SetPlanRequest {
+                    toml: toml.clone(),
+                    source: source.clone(),
+                    force,
+                };
+                async move { AdminServiceClient::new(ch).set_plan(req).await }
+            })
+            .await
+            .map_err(|e| anyhow!(e))?;
+            for w in &reply.warnings {
+                eprintln!("warning: {w}");
+            }
             println!("plan set: {}", reply.stages.join(" -> "));
         }
         Command::Plan { cmd: None, json } => {
@@ -457,34 +498,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Nodes { cmd: Some(cmd), .. } => {
             let opts = cli.conn.resolve()?;
-            let mut admin = AdminServiceClient::new(client::connect(&opts).await?);
-            let reply = match cmd {
-                NodesCommand::Join { id, name, address } => {
-                    admin
-                        .join_node(pb::JoinNodeRequest {
-                            id,
-                            name,
-                            address,
-                            incarnation: 0,
-                        })
-                        .await
+            let (reply, _) = client::on_leader(&opts, |ch| {
+                let cmd = cmd.clone();
+                async move {
+                    let mut admin = AdminServiceClient::new(ch);
+                    match cmd {
+                        NodesCommand::Join { id, name, address } => {
+                            admin
+                                .join_node(pb::JoinNodeRequest {
+                                    id,
+                                    name,
+                                    address,
+                                    incarnation: 0,
+                                })
+                                .await
+                        }
+                        NodesCommand::Promote { id } => {
+                            admin
+                                .set_voter(pb::SetVoterRequest { id, voter: true })
+                                .await
+                        }
+                        NodesCommand::Demote { id } => {
+                            admin
+                                .set_voter(pb::SetVoterRequest { id, voter: false })
+                                .await
+                        }
+                        NodesCommand::Remove { id } => {
+                            admin.remove_node(pb::RemoveNodeRequest { id }).await
+                        }
+                    }
                 }
-                NodesCommand::Promote { id } => {
-                    admin
-                        .set_voter(pb::SetVoterRequest { id, voter: true })
-                        .await
-                }
-                NodesCommand::Demote { id } => {
-                    admin
-                        .set_voter(pb::SetVoterRequest { id, voter: false })
-                        .await
-                }
-                NodesCommand::Remove { id } => {
-                    admin.remove_node(pb::RemoveNodeRequest { id }).await
-                }
-            }
-            .map_err(rpc_err(&opts))?
-            .into_inner();
+            })
+            .await
+            .map_err(|e| anyhow!(e))?;
             println!("voters:   {}", reply.voters.join(", "));
             let learners = if reply.learners.is_empty() {
                 "-".to_string()
@@ -533,13 +579,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cmd: UpsCmd::Release { name },
         } => {
             let opts = cli.conn.resolve()?;
-            let reply = AdminServiceClient::new(client::connect(&opts).await?)
-                .release_ups(pb::ReleaseUpsRequest {
+            let (reply, _) = client::on_leader(&opts, |ch| {
+                let req = pb::ReleaseUpsRequest {
                     ups_name: name.clone(),
-                })
-                .await
-                .map_err(rpc_err(&opts))?
-                .into_inner();
+                };
+                async move { AdminServiceClient::new(ch).release_ups(req).await }
+            })
+            .await
+            .map_err(|e| anyhow!(e))?;
             println!(
                 "{name}: released (was owned by {}); the next node to report it owns it",
                 reply.previous_owner
@@ -581,8 +628,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 sans,
                 days,
             } => {
-                if days <= 0 {
-                    return Err(anyhow!("--days must be at least 1"));
+                if !(1..=pki::MAX_DAYS).contains(&days) {
+                    return Err(anyhow!("--days must be between 1 and {}", pki::MAX_DAYS));
                 }
                 let (c, k) = pki::issue(&dir, &IssueRequest::new(&name, role, sans, days))
                     .with_context(|| format!("cannot issue a certificate for {name}"))?;
@@ -591,6 +638,56 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     role,
                     c.display(),
                     k.display()
+                );
+            }
+            CertCommand::Show { file } => {
+                let id = read_identity(&file)?;
+                let date = |t: i64| {
+                    upsilon_node::events::format_date(upsilon_node::pb_impl::from_unix_ms(
+                        t.saturating_mul(1000),
+                    ))
+                };
+                println!("name:       {}", id.name);
+                println!("role:       {}", id.role);
+                println!("serial:     {}", id.serial);
+                println!("not before: {}", date(id.not_before_unix));
+                println!("not after:  {}", date(id.not_after_unix));
+            }
+            CertCommand::Revoke {
+                file,
+                serial,
+                reason,
+            } => {
+                let (serial, name) = match (file, serial) {
+                    (Some(file), _) => {
+                        let id = read_identity(&file)?;
+                        (id.serial, id.name)
+                    }
+                    (None, Some(s)) => (
+                        pki::normalize_serial(&s).map_err(|e| anyhow!(e))?,
+                        String::new(),
+                    ),
+                    (None, None) => unreachable!("clap requires --cert or --serial"),
+                };
+                let opts = cli.conn.resolve()?;
+                let (reply, _) = client::on_leader(&opts, |ch| {
+                    let req = pb::RevokeCertRequest {
+                        serial: serial.clone(),
+                        name: name.clone(),
+                        reason: reason.clone(),
+                    };
+                    async move { AdminServiceClient::new(ch).revoke_cert(req).await }
+                })
+                .await
+                .map_err(|e| anyhow!(e))?;
+                println!(
+                    "revoked {serial}{}; the cluster's deny list holds {} certificate(s)",
+                    if name.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({name})")
+                    },
+                    reply.revoked
                 );
             }
         },

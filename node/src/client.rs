@@ -32,6 +32,45 @@ pub async fn connect(opts: &ClientOptions) -> Result<Channel, ConnectError> {
     tls::connect(&opts.endpoint, cfg).await
 }
 
+/// gRPC metadata naming the leader's API address on a "not the leader" refusal.
+pub const LEADER_HEADER: &str = "x-upsilon-leader";
+
+/// Calls `call` on the node in `opts`, following "not the leader" refusals to the
+/// leader (at most 3 hops) with the same certificate: cluster-wide operator actions run
+/// on the leader, which checks the caller's certificate itself. Returns the reply and
+/// the endpoint that answered.
+pub async fn on_leader<T, F, Fut>(opts: &ClientOptions, mut call: F) -> Result<(T, String), String>
+where
+    F: FnMut(Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut opts = opts.clone();
+    for _ in 0..4 {
+        let ch = connect(&opts).await.map_err(|e| e.0)?;
+        match call(ch).await {
+            Ok(r) => return Ok((r.into_inner(), opts.endpoint)),
+            Err(s) => {
+                let leader = s
+                    .metadata()
+                    .get(LEADER_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                match leader {
+                    Some(l) if l != opts.endpoint => {
+                        tracing::debug!("{} is not the leader; asking {l}", opts.endpoint);
+                        opts.endpoint = l;
+                    }
+                    _ => return Err(explain_status(&s, &opts.endpoint)),
+                }
+            }
+        }
+    }
+    Err(format!(
+        "the leader kept moving while {} was asked; try again",
+        opts.endpoint
+    ))
+}
+
 /// An RPC failure in words: TLS refusals are named, server messages passed through.
 pub fn explain_status(status: &tonic::Status, endpoint: &str) -> String {
     match status.code() {

@@ -20,6 +20,7 @@ pub mod pb_impl;
 pub mod pki;
 pub mod plan;
 pub mod policy;
+pub mod ratelimit;
 pub mod reading;
 pub mod shutdown;
 pub mod staging;

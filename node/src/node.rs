@@ -336,6 +336,10 @@ pub async fn start_with(
             cl.clone(),
             shutdown.resubscribe(),
         )));
+        tasks.push(tokio::spawn(duties::follow_revocations(
+            cl.clone(),
+            shutdown.resubscribe(),
+        )));
         tasks.push(tokio::spawn(duties::publish_member_problems(
             cl.clone(),
             shutdown.resubscribe(),

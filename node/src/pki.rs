@@ -1,8 +1,9 @@
 //! The cluster's certificates: create the CA, issue node/client/bridge certificates,
 //! load them, and read a peer certificate's name and role.
 //!
-//! A certificate's subject carries the holder's name as CN and its role as OU
-//! (`node`, `client` or `bridge`), so a server can tell a node from an operator's CLI.
+//! A certificate's subject carries the holder's name as CN and its role as exactly one
+//! OU (`node`, `operator`, `viewer` or `bridge`; `client`, the old name of `operator`,
+//! is still read), so a server can tell a node from an operator's CLI.
 //! Files are PEM: `ca.pem`/`ca.key` for the CA, `<name>.pem`/`<name>.key` for a holder.
 //! Private keys are written mode 0600.
 
@@ -22,19 +23,26 @@ use time::{Duration, OffsetDateTime};
 /// What a certificate's holder may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// An `upsilond`: serves the API, and (later) takes part in Raft.
+    /// An `upsilond`: Raft traffic and its own reports, bound to the member whose name
+    /// it carries.
     Node,
-    /// An operator's `upsilon` CLI.
-    Client,
-    /// The legacy bridge.
+    /// An operator: membership, plan, UPS commands, revocation, plus everything a viewer
+    /// may do.
+    Operator,
+    /// Read only: status, watch, events, plan.
+    Viewer,
+    /// The legacy bridge: read, and acknowledge its own legacy hosts.
     Bridge,
 }
 
 impl Role {
+    pub const ALL: [Role; 4] = [Role::Node, Role::Operator, Role::Viewer, Role::Bridge];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Node => "node",
-            Role::Client => "client",
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
             Role::Bridge => "bridge",
         }
     }
@@ -51,14 +59,19 @@ impl FromStr for Role {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "node" => Ok(Role::Node),
-            "client" => Ok(Role::Client),
+            // Certificates issued before roles were split say `client`.
+            "operator" | "client" => Ok(Role::Operator),
+            "viewer" => Ok(Role::Viewer),
             "bridge" => Ok(Role::Bridge),
             other => Err(format!(
-                "unknown role {other:?}: use node, client or bridge"
+                "unknown role {other:?}: use node, operator, viewer or bridge"
             )),
         }
     }
 }
+
+/// The longest validity `upsilon cert issue` accepts, in days (about 100 years).
+pub const MAX_DAYS: i64 = 36_500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -165,8 +178,9 @@ pub struct IssueRequest {
 }
 
 impl IssueRequest {
-    /// A certificate valid from an hour ago for `days` days.
+    /// A certificate valid from an hour ago for `days` days (clamped to 1..=MAX_DAYS).
     pub fn new(name: &str, role: Role, sans: Vec<String>, days: i64) -> Self {
+        let days = days.clamp(1, MAX_DAYS);
         let now = OffsetDateTime::now_utc();
         IssueRequest {
             name: name.to_string(),
@@ -241,7 +255,9 @@ pub fn issue(dir: &Path, req: &IssueRequest) -> Result<(PathBuf, PathBuf), PkiEr
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
-        Role::Client | Role::Bridge => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Role::Operator | Role::Viewer | Role::Bridge => {
+            vec![ExtendedKeyUsagePurpose::ClientAuth]
+        }
     };
     params.not_before = req.not_before;
     params.not_after = req.not_after;
@@ -288,10 +304,13 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
 pub struct Identity {
     pub name: String,
     pub role: Role,
+    pub not_before_unix: i64,
     pub not_after_unix: i64,
+    /// The serial number, lower-case hex without separators (what revocation lists).
+    pub serial: String,
 }
 
-/// Reads name (CN), role (OU) and expiry from a DER certificate.
+/// Reads name (CN), role (the one OU), validity and serial from a DER certificate.
 pub fn identity(der: &[u8]) -> Result<Identity, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| format!("unreadable certificate: {e}"))?;
@@ -301,16 +320,67 @@ pub fn identity(der: &[u8]) -> Result<Identity, String> {
         .next()
         .and_then(|a| a.as_str().ok())
         .ok_or("certificate has no common name")?;
-    let ou = subject
+    let ous: Vec<&str> = subject
         .iter_organizational_unit()
-        .next()
-        .and_then(|a| a.as_str().ok())
-        .ok_or("certificate has no role (OU); issue it with `upsilon cert issue --role`")?;
+        .filter_map(|a| a.as_str().ok())
+        .collect();
+    let ou = match ous.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(
+                "certificate has no role (OU); issue it with `upsilon cert issue --role`".into(),
+            );
+        }
+        many => {
+            return Err(format!(
+                "certificate has {} roles (OU {}); a certificate must carry exactly one: issue a new one with `upsilon cert issue --role`",
+                many.len(),
+                many.join(", ")
+            ));
+        }
+    };
     Ok(Identity {
         name: cn.to_string(),
         role: ou.parse()?,
+        not_before_unix: cert.validity().not_before.timestamp(),
         not_after_unix: cert.validity().not_after.timestamp(),
+        serial: serial_hex(cert.raw_serial()),
     })
+}
+
+/// A serial number as lower-case hex, leading zero bytes dropped.
+pub fn serial_hex(raw: &[u8]) -> String {
+    let trimmed: &[u8] = match raw.iter().position(|b| *b != 0) {
+        Some(i) => &raw[i..],
+        None => &raw[raw.len().saturating_sub(1)..],
+    };
+    trimmed.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Normalises a serial typed by an operator (`0A:1b:...`, `0x0a1b`, spaces) to the form
+/// [`Identity::serial`] uses.
+pub fn normalize_serial(s: &str) -> Result<String, String> {
+    let t = s.trim().trim_start_matches("0x").trim_start_matches("0X");
+    let hex: String = t
+        .chars()
+        .filter(|c| *c != ':' && !c.is_whitespace())
+        .collect();
+    if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) || hex.len() > 64 {
+        return Err(format!(
+            "{s:?} is not a certificate serial: give the hex digits `upsilon cert show` prints"
+        ));
+    }
+    let hex = hex.to_ascii_lowercase();
+    let hex = if hex.len() % 2 == 1 {
+        format!("0{hex}")
+    } else {
+        hex
+    };
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0))
+        .collect();
+    Ok(serial_hex(&bytes))
 }
 
 #[cfg(test)]
@@ -344,10 +414,69 @@ mod tests {
     #[test]
     fn issue_without_ca_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        let e = issue(dir.path(), &IssueRequest::new("x", Role::Client, vec![], 1))
-            .unwrap_err()
-            .to_string();
+        let e = issue(
+            dir.path(),
+            &IssueRequest::new("x", Role::Operator, vec![], 1),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("upsilon cert init"), "{e}");
+    }
+
+    #[test]
+    fn roles_parse_and_old_client_certificates_are_operators() {
+        for r in Role::ALL {
+            assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
+        }
+        assert_eq!("client".parse::<Role>().unwrap(), Role::Operator);
+        let e = "admin".parse::<Role>().unwrap_err();
+        assert!(e.contains("node, operator, viewer or bridge"), "{e}");
+    }
+
+    #[test]
+    fn a_certificate_with_two_roles_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "test").unwrap();
+        let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+        let ca_key =
+            KeyPair::from_pem(&std::fs::read_to_string(dir.path().join("ca.key")).unwrap())
+                .unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "two");
+        dn.push(DnType::OrganizationalUnitName, "viewer");
+        dn.push(DnType::OrganizationalUnitName, "operator");
+        params.distinguished_name = dn;
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let e = identity(cert.der()).unwrap_err();
+        assert!(e.contains("2 roles") && e.contains("exactly one"), "{e}");
+    }
+
+    #[test]
+    fn huge_validity_is_clamped_not_a_panic_and_serials_normalise() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "test").unwrap();
+        let (cert, _) = issue(
+            dir.path(),
+            &IssueRequest::new("long", Role::Viewer, vec![], 99_999_999),
+        )
+        .unwrap();
+        let id = identity(&load_certs(&cert).unwrap()[0]).unwrap();
+        assert_eq!(id.role, Role::Viewer);
+        assert!(id.not_after_unix > id.not_before_unix);
+        assert!(!id.serial.is_empty());
+        let colons: String = id
+            .serial
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap().to_ascii_uppercase())
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(normalize_serial(&colons).unwrap(), id.serial);
+        assert_eq!(normalize_serial("0x00ff").unwrap(), "ff");
+        assert!(normalize_serial("zz").is_err());
     }
 
     #[test]

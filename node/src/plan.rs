@@ -48,6 +48,25 @@ fn default_ack_timeout() -> u64 {
     120
 }
 
+/// The largest plan accepted, as TOML text.
+pub const MAX_PLAN_BYTES: usize = 256 * 1024;
+/// At most this many stages.
+pub const MAX_STAGES: usize = 64;
+/// Stage names (and node names in selectors) at most this many bytes.
+pub const MAX_NAME: usize = 64;
+/// Host selectors per stage.
+pub const MAX_SELECTORS: usize = 256;
+/// A stage command's arguments and their total size.
+pub const MAX_COMMAND_ARGS: usize = 64;
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
+
+/// What [`Plan::review`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanReview {
+    pub refusals: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
 /// The whole plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,14 +113,53 @@ impl Plan {
         if self.stages.is_empty() {
             return Err("the plan has no [[stage]]".into());
         }
+        if self.stages.len() > MAX_STAGES {
+            return Err(format!(
+                "the plan has {} stages; at most {MAX_STAGES}",
+                self.stages.len()
+            ));
+        }
         let mut names = BTreeSet::new();
         for (i, s) in self.stages.iter().enumerate() {
             let at = format!("stage {} ({:?})", i + 1, s.name);
+            if s.name.len() > MAX_NAME {
+                return Err(format!(
+                    "stage {}: its name is {} bytes; at most {MAX_NAME}",
+                    i + 1,
+                    s.name.len()
+                ));
+            }
             if s.name.is_empty() || !names.insert(s.name.clone()) {
                 return Err(format!("{at}: every stage needs a unique name"));
             }
             if s.hosts.is_empty() {
                 return Err(format!("{at}: names no hosts"));
+            }
+            if s.hosts.len() > MAX_SELECTORS {
+                return Err(format!(
+                    "{at}: {} host selectors; at most {MAX_SELECTORS}",
+                    s.hosts.len()
+                ));
+            }
+            if let Some(h) = s
+                .hosts
+                .iter()
+                .find(|h| h.is_empty() || h.len() > MAX_NAME + 6)
+            {
+                return Err(format!(
+                    "{at}: host selector {:?} must be 1 to {} bytes",
+                    h.chars().take(40).collect::<String>(),
+                    MAX_NAME + 6
+                ));
+            }
+            if let Some(c) = &s.command {
+                let total: usize = c.iter().map(String::len).sum();
+                if c.len() > MAX_COMMAND_ARGS || total > MAX_COMMAND_BYTES {
+                    return Err(format!(
+                        "{at}: command has {} arguments and {total} bytes; at most {MAX_COMMAND_ARGS} and {MAX_COMMAND_BYTES}",
+                        c.len()
+                    ));
+                }
             }
             let t = &s.trigger;
             if t.on_battery_s.is_none() && t.runtime_below_s.is_none() && t.charge_below.is_none() {
@@ -119,6 +177,42 @@ impl Plan {
             }
         }
         Ok(())
+    }
+
+    /// Checks the plan against the nodes the cluster knows. `refusals` are refused
+    /// unless the operator forces them (a host the cluster has never seen may be a typo;
+    /// a zero timeout or delay leaves no time to act); `warnings` are only reported.
+    pub fn review(&self, nodes: &[&NodeRecord]) -> PlanReview {
+        let mut r = PlanReview::default();
+        if self.kill_power_delay_s == 0 {
+            r.refusals.push(
+                "kill_power_delay_s = 0 cuts power the moment it is ordered, with no margin".into(),
+            );
+        }
+        for (i, st) in self.stages.iter().enumerate() {
+            let at = format!("stage {} ({})", i + 1, st.name);
+            if st.ack_timeout_s == 0 {
+                r.refusals.push(format!(
+                    "{at}: ack_timeout_s = 0 starts the next stage without waiting for any host"
+                ));
+            }
+            for sel in &st.hosts {
+                match sel.strip_prefix("label:") {
+                    Some(l) if !nodes.iter().any(|n| n.labels.iter().any(|x| x == l)) => r
+                        .warnings
+                        .push(format!("{at}: no node has the label {l:?} (yet)")),
+                    None if !nodes.iter().any(|n| &n.name == sel) => r
+                        .refusals
+                        .push(format!("{at}: the cluster knows no node named {sel:?}")),
+                    _ => {}
+                }
+            }
+            if self.stage_hosts(i, nodes).is_empty() {
+                r.warnings
+                    .push(format!("{at}: selects no host of the cluster as it is now"));
+            }
+        }
+        r
     }
 
     /// The node ids a stage names, in id order.
@@ -428,6 +522,14 @@ impl Plan {
                 path: path.to_path_buf(),
                 source,
             })?;
+        if text.len() > MAX_PLAN_BYTES {
+            return Err(crate::config::ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: 1,
+                key: "stage".into(),
+                message: format!("the plan is {} bytes; at most {MAX_PLAN_BYTES}", text.len()),
+            });
+        }
         let plan: Plan = crate::config::parse_toml(path, &text)?;
         plan.validate()
             .map_err(|message| crate::config::ConfigError::Invalid {

@@ -20,6 +20,36 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::pki::{self, Identity, PkiError, Role};
 
+/// Serials of revoked certificates (the cluster's replicated deny list, copied here after
+/// every apply), checked on every TLS connection and on every RPC. One per process: a
+/// process is one node, and the list is the same on every node of a cluster.
+static REVOKED: std::sync::RwLock<std::collections::BTreeSet<String>> =
+    std::sync::RwLock::new(std::collections::BTreeSet::new());
+
+/// Replaces the revoked-serial list.
+pub fn set_revoked(serials: impl IntoIterator<Item = String>) {
+    let new: std::collections::BTreeSet<String> = serials.into_iter().collect();
+    let mut cur = REVOKED.write().expect("revoked lock");
+    if *cur != new {
+        *cur = new;
+    }
+}
+
+/// Whether a serial is on the deny list.
+pub fn is_revoked(serial: &str) -> bool {
+    REVOKED.read().expect("revoked lock").contains(serial)
+}
+
+static REFUSALS: crate::ratelimit::LogLimiter = crate::ratelimit::LogLimiter::new();
+
+/// Logs a refused connection, rate-limited per reason (the peer's address is kept out of
+/// the key so a scan from many ports is one line).
+fn log_refusal(peer: SocketAddr, why: &str) {
+    if let Some(n) = REFUSALS.note(why) {
+        tracing::warn!(%peer, "refused TLS connection: {why}{}", crate::ratelimit::repeats(n));
+    }
+}
+
 /// Installs ring as the process's rustls crypto provider (once; later calls no-op).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -173,18 +203,31 @@ pub async fn serve_tls(
             tokio::spawn(async move {
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
+                        let revoked = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(|c| pki::identity(c).ok())
+                            .filter(|id| is_revoked(&id.serial));
+                        if let Some(id) = revoked {
+                            log_refusal(
+                                peer,
+                                &format!(
+                                    "certificate {:?} (serial {}) is revoked",
+                                    id.name, id.serial
+                                ),
+                            );
+                            return;
+                        }
                         let _ = tx.send(Ok(tls)).await;
                     }
                     Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                         // A port probe or a client that gave up: nothing to explain.
                         tracing::debug!(%peer, "connection closed before the TLS handshake finished");
                     }
-                    Ok(Err(e)) => {
-                        tracing::warn!(%peer, "refused TLS connection: {}", explain_server_refusal(&e));
-                    }
-                    Err(_) => {
-                        tracing::warn!(%peer, "refused TLS connection: handshake timed out after 10 s")
-                    }
+                    Ok(Err(e)) => log_refusal(peer, &explain_server_refusal(&e)),
+                    Err(_) => log_refusal(peer, "handshake timed out after 10 s"),
                 }
             });
         }
@@ -201,6 +244,12 @@ pub fn authorize<T>(req: &tonic::Request<T>, roles: &[Role]) -> Result<Identity,
         .first()
         .ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
     let id = pki::identity(first).map_err(tonic::Status::unauthenticated)?;
+    if is_revoked(&id.serial) {
+        return Err(tonic::Status::permission_denied(format!(
+            "certificate {:?} (serial {}) has been revoked",
+            id.name, id.serial
+        )));
+    }
     if !roles.contains(&id.role) {
         let allowed: Vec<_> = roles.iter().map(|r| r.as_str()).collect();
         return Err(tonic::Status::permission_denied(format!(
@@ -255,7 +304,7 @@ pub fn explain_client_error(err: &(dyn std::error::Error + 'static), endpoint: &
     }
     if all.contains("CertificateExpired") {
         return format!(
-            "{endpoint} refused our certificate: it has expired (issue a new one with `upsilon cert issue`)"
+            "{endpoint} refused our certificate: it has expired or is not valid yet (check its dates with `upsilon cert show` and both clocks; issue a new one with `upsilon cert issue`)"
         );
     }
     format!("cannot talk to {endpoint}: {all}")
@@ -275,7 +324,7 @@ fn explain_rustls_client(e: &rustls::Error, endpoint: &str) -> String {
             format!("{endpoint} refused our certificate: it is not signed by that cluster's CA")
         }
         E::AlertReceived(A::CertificateExpired) => format!(
-            "{endpoint} refused our certificate: it has expired (issue a new one with `upsilon cert issue`)"
+            "{endpoint} refused our certificate: it has expired or is not valid yet (check its dates with `upsilon cert show` and both clocks; issue a new one with `upsilon cert issue`)"
         ),
         E::InvalidCertificate(C::UnknownIssuer) | E::InvalidCertificate(C::BadSignature) => {
             format!(
@@ -431,17 +480,31 @@ fn split_host_port(endpoint: &str) -> Result<(String, u16), ConnectError> {
     Ok((host.to_string(), port))
 }
 
-/// Checks our own certificate before connecting, so an expired one is named as such.
+/// Checks our own certificate before connecting, so an expired or not yet valid one is
+/// named as such.
 pub fn check_own_certificate(cert: &Path) -> Result<(), ConnectError> {
     let certs = pki::load_certs(cert).map_err(|e| ConnectError(e.to_string()))?;
     let id =
         pki::identity(&certs[0]).map_err(|e| ConnectError(format!("{}: {e}", cert.display())))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let date = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .map(|d| d.to_string())
+            .unwrap_or_else(|_| t.to_string())
+    };
+    // Warned, not refused here: the server refuses it too and says so in its log.
     if id.not_after_unix < now {
         tracing::warn!(
-            "{} expired at unix time {}; the server will refuse it",
+            "{} expired on {}; the server will refuse it: issue a new one with `upsilon cert issue`",
             cert.display(),
-            id.not_after_unix
+            date(id.not_after_unix)
+        );
+    }
+    if id.not_before_unix > now {
+        tracing::warn!(
+            "{} is not valid until {}; the server will refuse it (is a clock wrong?)",
+            cert.display(),
+            date(id.not_before_unix)
         );
     }
     Ok(())

@@ -60,7 +60,7 @@ impl TestPki {
         .unwrap();
         pki::issue(
             &certs,
-            &IssueRequest::new("operator", Role::Client, vec![], 30),
+            &IssueRequest::new("operator", Role::Operator, vec![], 30),
         )
         .unwrap();
         TestPki { dir }
@@ -245,6 +245,8 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 pub struct TestCluster {
     pub pki: TestPki,
     pub port: u16,
+    /// Nodes 1..=voters are meant to be voters.
+    pub voters: usize,
     pub nodes: Vec<Option<NodeProc>>,
     configs: Vec<String>,
 }
@@ -322,6 +324,7 @@ impl TestCluster {
         let mut c = TestCluster {
             pki,
             port,
+            voters: spec.voters,
             nodes: (0..spec.nodes).map(|_| None).collect(),
             configs,
         };
@@ -502,6 +505,16 @@ impl TestCluster {
         let ok = wait_for(timeout, || {
             let s = self.status(i)?;
             let c = &s["cluster"];
+            // Nodes promote themselves only up to 3 voters; an operator promotes more.
+            if voters > 3
+                && c["voters"]
+                    .as_u64()
+                    .is_some_and(|v| (3..voters).contains(&v))
+            {
+                for j in 4..=self.voters.min(voters as usize) {
+                    self.cli(i, &["nodes", "promote", &j.to_string()]);
+                }
+            }
             (c["voters"] == voters && c["learners"] == learners && c["writable"] == true)
                 .then_some(())
         });

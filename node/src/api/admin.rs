@@ -1,5 +1,11 @@
-//! `AdminService`: operator actions. Today: change a simulated UPS. Roles client and
-//! node may call it; the bridge may not.
+//! `AdminService`: operator actions. Only role `operator` may call it, except that a
+//! node may ask to join the cluster as itself (the name in its certificate).
+//!
+//! Cluster-wide actions (membership, plan, UPS names, revocation) run on the leader
+//! only: any other node answers with the leader's address (metadata
+//! `x-upsilon-leader`) and the client asks the leader itself, so the leader checks the
+//! operator's own certificate, never a node's word for it. UPS and simulator commands
+//! run on the node that drives that UPS.
 
 use std::sync::Arc;
 
@@ -7,8 +13,9 @@ use tonic::{Request, Response, Status};
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_server::AdminService;
 
+use crate::client::LEADER_HEADER;
 use crate::cluster::ClusterNode;
-use crate::cluster::handle::{LeaderOp, LeaderReply};
+use crate::cluster::handle::{Cluster, Here, LeaderOp, LeaderReply};
 use crate::driver::UpsCommand;
 use crate::driver::sim::SimChange;
 use crate::node::NodeShared;
@@ -42,6 +49,8 @@ fn pick_ups<'a>(
     }
 }
 
+const OPERATOR: &[Role] = &[Role::Operator];
+
 pub struct AdminApi {
     shared: Arc<NodeShared>,
 }
@@ -51,20 +60,44 @@ impl AdminApi {
         AdminApi { shared }
     }
 
-    async fn membership(&self, op: LeaderOp) -> Result<Response<pb::MembershipReply>, Status> {
-        let cluster = self.shared.cluster.as_ref().ok_or_else(|| {
+    fn cluster(&self) -> Result<&Arc<Cluster>, Status> {
+        self.shared.cluster.as_ref().ok_or_else(|| {
             Status::failed_precondition(
                 "this node is standalone: add a [cluster] section to its config",
             )
-        })?;
-        match cluster.submit(op, std::time::Duration::from_secs(15)).await {
-            Ok(LeaderReply::Membership { voters, learners }) => {
+        })
+    }
+
+    /// Runs a cluster-wide action here if this node leads, else sends the caller to
+    /// the leader.
+    async fn on_leader(&self, op: LeaderOp) -> Result<LeaderReply, Status> {
+        match self
+            .cluster()?
+            .submit_here(op, std::time::Duration::from_secs(15))
+            .await
+        {
+            Ok(r) => Ok(r),
+            Err(Here::Redirect(addr)) => {
+                let mut st = Status::failed_precondition(format!(
+                    "this node is not the leader: send this to the leader at {addr}"
+                ));
+                if let Ok(v) = addr.parse() {
+                    st.metadata_mut().insert(LEADER_HEADER, v);
+                }
+                Err(st)
+            }
+            Err(Here::Failed(e)) => Err(Status::unavailable(e)),
+        }
+    }
+
+    async fn membership(&self, op: LeaderOp) -> Result<Response<pb::MembershipReply>, Status> {
+        match self.on_leader(op).await? {
+            LeaderReply::Membership { voters, learners } => {
                 Ok(Response::new(pb::MembershipReply { voters, learners }))
             }
-            Ok(LeaderReply::Written(_)) => {
+            LeaderReply::Written(_) => {
                 Err(Status::internal("unexpected reply to a membership change"))
             }
-            Err(e) => Err(Status::unavailable(e)),
         }
     }
 }
@@ -75,7 +108,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::SimSetRequest>,
     ) -> Result<Response<pb::SimSetReply>, Status> {
-        let who = authorize(&req, &[Role::Client, Role::Node])?;
+        let who = authorize(&req, OPERATOR)?;
         let r = req.into_inner();
         let sims = &self.shared.sims;
         let name = pick_ups(&r.ups_name, sims.keys(), "simulated UPS")?;
@@ -121,8 +154,19 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::JoinNodeRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
-        let who = authorize(&req, &[Role::Client, Role::Node])?;
+        let who = authorize(&req, &[Role::Operator, Role::Node])?;
         let r = req.into_inner();
+        if who.role == Role::Node && r.name != who.name {
+            tracing::warn!(
+                "refused: certificate {:?} (role node) asked to join as {:?}",
+                who.name,
+                r.name
+            );
+            return Err(Status::permission_denied(format!(
+                "a node certificate may only join as itself: certificate {:?} asked to join as {:?}",
+                who.name, r.name
+            )));
+        }
         if r.id == 0 || r.name.is_empty() || r.address.is_empty() {
             return Err(Status::invalid_argument(
                 "join needs an id above 0, a name and an address",
@@ -144,7 +188,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::SetVoterRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
-        let who = authorize(&req, &[Role::Client, Role::Node])?;
+        let who = authorize(&req, OPERATOR)?;
         let r = req.into_inner();
         tracing::info!(by = %who.name, "setting node {} voter={}", r.id, r.voter);
         self.membership(LeaderOp::SetVoter {
@@ -158,7 +202,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
-        let who = authorize(&req, &[Role::Client, Role::Node])?;
+        let who = authorize(&req, OPERATOR)?;
         let r = req.into_inner();
         tracing::info!(by = %who.name, "removing node {}", r.id);
         self.membership(LeaderOp::Remove { id: r.id }).await
@@ -168,7 +212,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::UpsCommandRequest>,
     ) -> Result<Response<pb::UpsCommandReply>, Status> {
-        let who = authorize(&req, &[Role::Client, Role::Node])?;
+        let who = authorize(&req, OPERATOR)?;
         let r = req.into_inner();
         let orders = &self.shared.ups_orders;
         let name = pick_ups(&r.ups_name, orders.keys(), "UPS")?;
@@ -226,11 +270,9 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::ReleaseUpsRequest>,
     ) -> Result<Response<pb::ReleaseUpsReply>, Status> {
-        let who = authorize(&req, &[Role::Client, Role::Node])?;
+        let who = authorize(&req, OPERATOR)?;
         let r = req.into_inner();
-        let cluster = self.shared.cluster.as_ref().ok_or_else(|| {
-            Status::failed_precondition("this node is standalone: UPS names are its own")
-        })?;
+        let cluster = self.cluster()?;
         let owner = cluster
             .read(|s| {
                 s.upses.get(&r.ups_name).map(|u| {
@@ -247,10 +289,7 @@ impl AdminService for AdminApi {
             by: who.name.clone(),
             at_ms: crate::status::now_ms(),
         };
-        cluster
-            .submit(LeaderOp::Write(cmd), std::time::Duration::from_secs(10))
-            .await
-            .map_err(Status::unavailable)?;
+        self.on_leader(LeaderOp::Write(cmd)).await?;
         tracing::warn!(ups = %r.ups_name, by = %who.name, "UPS name released (was owned by {owner})");
         Ok(Response::new(pb::ReleaseUpsReply {
             previous_owner: owner,
@@ -259,42 +298,82 @@ impl AdminService for AdminApi {
 
     async fn revoke_cert(
         &self,
-        _req: Request<pb::RevokeCertRequest>,
+        req: Request<pb::RevokeCertRequest>,
     ) -> Result<Response<pb::RevokeCertReply>, Status> {
-        Err(Status::unimplemented(
-            "certificate revocation is not built yet",
-        ))
+        let who = authorize(&req, OPERATOR)?;
+        let r = req.into_inner();
+        let serial = crate::pki::normalize_serial(&r.serial).map_err(Status::invalid_argument)?;
+        for (what, v, max) in [("name", &r.name, 256), ("reason", &r.reason, 1024)] {
+            if v.len() > max {
+                return Err(Status::invalid_argument(format!(
+                    "the {what} is {} bytes; at most {max}",
+                    v.len()
+                )));
+            }
+        }
+        let cluster = self.cluster()?;
+        let cmd = crate::cluster::Command::RevokeCert {
+            serial: serial.clone(),
+            name: r.name.clone(),
+            reason: r.reason.clone(),
+            by: who.name.clone(),
+            at_ms: crate::status::now_ms(),
+        };
+        self.on_leader(LeaderOp::Write(cmd)).await?;
+        tracing::warn!(by = %who.name, "certificate {serial} ({}) revoked", r.name);
+        let revoked = cluster.read(|s| s.revoked.len()) as u32;
+        Ok(Response::new(pb::RevokeCertReply { revoked }))
     }
 
     async fn set_plan(
         &self,
         req: Request<pb::SetPlanRequest>,
     ) -> Result<Response<pb::SetPlanReply>, Status> {
-        let who = authorize(&req, &[Role::Client, Role::Node])?;
+        let who = authorize(&req, OPERATOR)?;
         let r = req.into_inner();
         let source = if r.source.is_empty() {
             "plan".to_string()
         } else {
             r.source.clone()
         };
+        if r.toml.len() > crate::plan::MAX_PLAN_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "{source}: the plan is {} bytes; a plan may be at most {} bytes",
+                r.toml.len(),
+                crate::plan::MAX_PLAN_BYTES
+            )));
+        }
         let plan: crate::plan::Plan =
             crate::config::parse_toml(std::path::Path::new(&source), &r.toml)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         plan.validate()
             .map_err(|e| Status::invalid_argument(format!("{source}: {e}")))?;
-        let cluster = self.shared.cluster.as_ref().ok_or_else(|| {
-            Status::failed_precondition("this node is standalone: a plan needs a [cluster]")
-        })?;
+        let review = self.cluster()?.read(|s| {
+            let nodes: Vec<_> = s.nodes.values().collect();
+            plan.review(&nodes)
+        });
+        if !review.refusals.is_empty() && !r.force {
+            return Err(Status::invalid_argument(format!(
+                "{source}: {}; add --force to apply it anyway",
+                review.refusals.join("; ")
+            )));
+        }
+        if self.shared.cluster.is_none() {
+            return Err(Status::failed_precondition(
+                "this node is standalone: a plan needs a [cluster]",
+            ));
+        }
         let stages = plan.stages.iter().map(|s| s.name.clone()).collect();
         let cmd = crate::cluster::Command::SetPlan {
             plan,
             at_ms: crate::status::now_ms(),
             by: who.name.clone(),
         };
-        cluster
-            .submit(LeaderOp::Write(cmd), std::time::Duration::from_secs(10))
-            .await
-            .map_err(Status::unavailable)?;
-        Ok(Response::new(pb::SetPlanReply { stages }))
+        self.on_leader(LeaderOp::Write(cmd)).await?;
+        let mut warnings = review.warnings;
+        if r.force {
+            warnings.extend(review.refusals.into_iter().map(|x| format!("forced: {x}")));
+        }
+        Ok(Response::new(pb::SetPlanReply { stages, warnings }))
     }
 }

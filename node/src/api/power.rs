@@ -15,7 +15,7 @@ use crate::pb_impl;
 use crate::pki::Role;
 use crate::tls::authorize;
 
-const ANY_ROLE: &[Role] = &[Role::Node, Role::Client, Role::Bridge];
+const ANY_ROLE: &[Role] = &Role::ALL;
 
 pub struct PowerApi {
     shared: Arc<NodeShared>,

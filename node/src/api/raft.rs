@@ -1,5 +1,11 @@
 //! `RaftService`: openraft's RPCs from other nodes, and writes forwarded to the leader.
-//! Only certificates with role `node` of this cluster's CA may call it.
+//! Only certificates with role `node` of this cluster's CA may call it, and each speaks
+//! only for the member whose name it carries: Raft messages must come from that
+//! member's id, and a forwarded write may only concern the caller itself (its
+//! heartbeats, reports, acknowledgements, its own promotion while the cluster has fewer
+//! than [`SELF_PROMOTION_VOTERS`] voters); the coordinator's commands only from voters.
+//! Membership changes, plans, UPS names and revocations are operator actions and never
+//! arrive here (see `admin.rs`).
 
 use std::sync::Arc;
 
@@ -13,7 +19,8 @@ use upsilon_proto::v1::raft_service_server::RaftService;
 use crate::cluster::TypeConfig;
 use crate::cluster::handle::{Cluster, LeaderOp, LeaderReply, Local};
 use crate::cluster::network::{HDR_CLUSTER, HDR_INCARNATION, HDR_TARGET, decode};
-use crate::pki::Role;
+use crate::cluster::{Command, NodeId};
+use crate::pki::{Identity, Role};
 use crate::tls::authorize;
 
 type C = TypeConfig;
@@ -34,9 +41,18 @@ fn reply<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
         .map_err(|e| Status::internal(format!("cannot encode reply: {e}")))
 }
 
-fn payload<T: serde::de::DeserializeOwned>(req: &Request<RaftPayload>) -> Result<T, Status> {
-    authorize(req, &[Role::Node])?;
-    decode(req.get_ref()).map_err(Status::invalid_argument)
+/// A node may make itself a voter (`[cluster] voter = true`) only while the cluster has
+/// fewer voters than this; beyond, an operator promotes (`upsilon nodes promote`).
+pub const SELF_PROMOTION_VOTERS: usize = 3;
+
+static REFUSALS: crate::ratelimit::LogLimiter = crate::ratelimit::LogLimiter::new();
+
+fn payload<T: serde::de::DeserializeOwned>(
+    req: &Request<RaftPayload>,
+) -> Result<(T, Identity), Status> {
+    let who = authorize(req, &[Role::Node])?;
+    let v = decode(req.get_ref()).map_err(Status::invalid_argument)?;
+    Ok((v, who))
 }
 
 fn header(req: &Request<RaftPayload>, key: &str) -> Option<String> {
@@ -97,13 +113,148 @@ impl RaftApi {
         self.cluster.note_refusal("leader", None);
         Ok(())
     }
+
+    /// The caller's certificate must be the member `sender` (when this node knows that
+    /// id), and must not be another member's.
+    fn check_sender(&self, who: &Identity, sender: NodeId) -> Result<(), Status> {
+        let m = self.cluster.metrics();
+        let mem = m.membership_config.membership();
+        let refuse = |why: String| {
+            if let Some(n) = REFUSALS.note(&why) {
+                tracing::warn!(
+                    "refused Raft message: {why}{}",
+                    crate::ratelimit::repeats(n)
+                );
+            }
+            Err(Status::permission_denied(why))
+        };
+        if let Some(n) = mem.get_node(&sender) {
+            if n.name != who.name {
+                return refuse(format!(
+                    "certificate {:?} may not speak for node {sender} ({})",
+                    who.name, n.name
+                ));
+            }
+        } else if let Some((id, _)) = mem.nodes().find(|(_, n)| n.name == who.name) {
+            return refuse(format!(
+                "certificate {:?} belongs to member {id}, not to node {sender}",
+                who.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// What a node certificate may ask the leader to do (see the module doc).
+    fn check_forward(&self, who: &Identity, op: &LeaderOp) -> Result<(), String> {
+        let m = self.cluster.metrics();
+        let mem = m.membership_config.membership();
+        let Some(me) = mem
+            .nodes()
+            .find(|(_, n)| n.name == who.name)
+            .map(|(id, _)| *id)
+        else {
+            return Err(format!(
+                "certificate {:?} is not a member of this cluster: a node joins as itself (JoinNode) first",
+                who.name
+            ));
+        };
+        if let Some(p) = self.cluster.net.health.problems().get(&me) {
+            return Err(format!("node {} is held back: {p}", who.name));
+        }
+        let voters = m.membership_config.voter_ids().count();
+        let voter = m.membership_config.voter_ids().any(|v| v == me);
+        let own = |id: NodeId, what: &str| {
+            if id == me {
+                Ok(())
+            } else {
+                Err(format!(
+                    "certificate {:?} (node {me}) may not send {what} for node {id}",
+                    who.name
+                ))
+            }
+        };
+        let need_voter = |what: &str| {
+            if voter {
+                Ok(())
+            } else {
+                Err(format!(
+                    "only a voter may propose {what}; {} is not one",
+                    who.name
+                ))
+            }
+        };
+        let operator_only = |what: &str| {
+            Err(format!(
+                "{what} is an operator action: use an operator certificate (`upsilon` asks the leader directly)"
+            ))
+        };
+        match op {
+            LeaderOp::Write(cmd) => match cmd {
+                Command::NodeUp { id, name, .. } => {
+                    own(*id, "an announcement")?;
+                    if *name != who.name {
+                        return Err(format!(
+                            "certificate {:?} may not announce itself as {name:?}",
+                            who.name
+                        ));
+                    }
+                    Ok(())
+                }
+                Command::Heartbeat { id, .. } => own(*id, "a heartbeat"),
+                Command::UpsReport(r) => own(r.owner, "a UPS report"),
+                Command::NodeAck { node, .. } => own(*node, "a stage acknowledgement"),
+                Command::UpsActionDone { ups, .. } => {
+                    let owner = self.cluster.read(|s| s.upses.get(ups).map(|u| u.owner));
+                    match owner {
+                        Some(o) => own(o, "a UPS order's result"),
+                        None => Err(format!("no UPS named {ups}")),
+                    }
+                }
+                Command::Notice { node, .. } if *node == who.name => Ok(()),
+                Command::Notice { .. } => Err("a notice in another node's name".into()),
+                Command::OutageStart { .. }
+                | Command::StageStart { .. }
+                | Command::KillPower { .. }
+                | Command::PowerCycle { .. }
+                | Command::OutageEnd { .. }
+                | Command::UpsStale { .. }
+                | Command::MemberProblem { .. } => need_voter("the coordinator's commands"),
+                Command::SetPlan { .. } => {
+                    // A voter's `[cluster] plan` file, only while the cluster has none.
+                    need_voter("a plan")?;
+                    if self.cluster.read(|s| s.plan.is_some()) {
+                        return operator_only("replacing the plan");
+                    }
+                    Ok(())
+                }
+                Command::NodeRemoved { .. } => operator_only("removing a node"),
+                Command::UpsRelease { .. } => operator_only("releasing a UPS name"),
+                Command::RevokeCert { .. } => operator_only("revoking a certificate"),
+            },
+            LeaderOp::AddLearner { .. } => {
+                Err("a node joins through JoinNode, as itself, on the leader".into())
+            }
+            LeaderOp::SetVoter { id, voter: true } => {
+                own(*id, "a promotion")?;
+                if voters >= SELF_PROMOTION_VOTERS {
+                    return Err(format!(
+                        "the cluster already has {voters} voters: a node may promote itself only while it has fewer than {SELF_PROMOTION_VOTERS}; an operator promotes more (`upsilon nodes promote {id}`)"
+                    ));
+                }
+                Ok(())
+            }
+            LeaderOp::SetVoter { voter: false, .. } => operator_only("demoting a voter"),
+            LeaderOp::Remove { .. } => operator_only("removing a node"),
+        }
+    }
 }
 
 #[tonic::async_trait]
 impl RaftService for RaftApi {
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.check_addressed_to_me(&req)?;
-        let rpc: VoteRequest<C> = payload(&req)?;
+        let (rpc, who): (VoteRequest<C>, _) = payload(&req)?;
+        self.check_sender(&who, rpc.vote.leader_id.node_id)?;
         reply(&self.cluster.raft.vote(rpc).await.map_err(|e| e.to_string()))
     }
 
@@ -112,7 +263,8 @@ impl RaftService for RaftApi {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.check_addressed_to_me(&req)?;
-        let rpc: AppendEntriesRequest<C> = payload(&req)?;
+        let (rpc, who): (AppendEntriesRequest<C>, _) = payload(&req)?;
+        self.check_sender(&who, rpc.vote.leader_id.node_id)?;
         reply(
             &self
                 .cluster
@@ -128,7 +280,9 @@ impl RaftService for RaftApi {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.check_addressed_to_me(&req)?;
-        let (vote, meta, data): (VoteOf<C>, SnapshotMetaOf<C>, Vec<u8>) = payload(&req)?;
+        let ((vote, meta, data), who): ((VoteOf<C>, SnapshotMetaOf<C>, Vec<u8>), _) =
+            payload(&req)?;
+        self.check_sender(&who, vote.leader_id.node_id)?;
         let snap = SnapshotOf::<C, Vec<u8>> {
             meta,
             snapshot: data,
@@ -144,7 +298,17 @@ impl RaftService for RaftApi {
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let op: LeaderOp = payload(&req)?;
+        let (op, who): (LeaderOp, _) = payload(&req)?;
+        if let Err(why) = self.check_forward(&who, &op) {
+            if let Some(n) = REFUSALS.note(&why) {
+                tracing::warn!(
+                    "refused a forwarded write from {:?}: {why}{}",
+                    who.name,
+                    crate::ratelimit::repeats(n)
+                );
+            }
+            return Err(Status::permission_denied(why));
+        }
         let r: Result<LeaderReply, String> = match self.cluster.run_local(&op).await {
             Ok(r) => Ok(r),
             Err(Local::Forward(to)) => Err(format!(

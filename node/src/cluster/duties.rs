@@ -84,6 +84,7 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut shutd
         }
     }
     if cluster.cfg.voter {
+        let mut told = false;
         loop {
             let is_voter = cluster
                 .metrics()
@@ -104,6 +105,19 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut shutd
                 .await
             {
                 Ok(_) => tracing::info!("promoted to voter"),
+                Err(e) if e.contains("operator promotes") => {
+                    // Not a failure: the cluster has its first voters; an operator
+                    // decides on more. Ask again now and then, quietly.
+                    if !told {
+                        tracing::info!("staying a learner: {e}");
+                        told = true;
+                    }
+                    tokio::select! {
+                        _ = shutdown.recv() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    }
+                    continue;
+                }
                 Err(e) => tracing::warn!("cannot become a voter yet: {e}"),
             }
             tokio::select! {
@@ -114,18 +128,36 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut shutd
     }
 }
 
+/// Asks `seed` to admit this node, following "not the leader" answers to the leader:
+/// the leader admits a node only on its own certificate's word.
 async fn ask_to_join(cluster: &Cluster, seed: &str) -> Result<(), String> {
-    let ch = cluster.net.channel(seed).await?;
-    AdminServiceClient::new(ch)
-        .join_node(pb::JoinNodeRequest {
-            id: cluster.id,
-            name: cluster.name.clone(),
-            address: cluster.addr.clone(),
-            incarnation: cluster.identity.get().incarnation,
-        })
-        .await
-        .map_err(|s| crate::client::explain_status(&s, seed))?;
-    Ok(())
+    let mut at = seed.to_string();
+    for _ in 0..4 {
+        let ch = cluster.net.channel(&at).await?;
+        let r = AdminServiceClient::new(ch)
+            .join_node(pb::JoinNodeRequest {
+                id: cluster.id,
+                name: cluster.name.clone(),
+                address: cluster.addr.clone(),
+                incarnation: cluster.identity.get().incarnation,
+            })
+            .await;
+        match r {
+            Ok(_) => return Ok(()),
+            Err(s) => {
+                let leader = s
+                    .metadata()
+                    .get(crate::client::LEADER_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                match leader {
+                    Some(l) if l != at => at = l,
+                    _ => return Err(crate::client::explain_status(&s, &at)),
+                }
+            }
+        }
+    }
+    Err(format!("the leader kept moving while {seed} was asked"))
 }
 
 /// Sends a heartbeat at the configured interval (it also measures write health).
@@ -242,6 +274,19 @@ pub async fn publish_member_problems(cluster: Arc<Cluster>, mut shutdown: Shutdo
             let _ = cluster
                 .submit(LeaderOp::Write(cmd), Duration::from_secs(3))
                 .await;
+        }
+    }
+}
+
+/// Keeps this process's TLS deny list equal to the replicated one, after every apply.
+pub async fn follow_revocations(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+    let mut changed = cluster.sm.subscribe();
+    loop {
+        let serials: Vec<String> = cluster.read(|s| s.revoked.keys().cloned().collect());
+        crate::tls::set_revoked(serials);
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            r = changed.changed() => if r.is_err() { return },
         }
     }
 }

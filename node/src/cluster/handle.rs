@@ -313,6 +313,36 @@ impl Cluster {
         Err(last)
     }
 
+    /// Runs `op` only if this node is the leader (waiting out an election up to
+    /// `deadline`); otherwise says where the leader is, so that the caller goes there
+    /// with its own certificate. Operator actions take this path: the leader checks the
+    /// operator's certificate itself, never a node's word for it.
+    pub async fn submit_here(&self, op: LeaderOp, deadline: Duration) -> Result<LeaderReply, Here> {
+        let until = Instant::now() + deadline;
+        let mut last = String::from("no leader is known yet (no quorum?)");
+        while Instant::now() < until {
+            let left = until.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.run_local(&op)).await {
+                Err(_) => {
+                    return Err(Here::Failed(
+                        "the leader could not commit in time (no quorum?)".into(),
+                    ));
+                }
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(Local::Forward(Some(addr)))) => return Err(Here::Redirect(addr)),
+                Ok(Err(Local::Forward(None))) => {}
+                Ok(Err(Local::Failed(e))) => {
+                    if !e.contains("leader") {
+                        return Err(Here::Failed(e));
+                    }
+                    last = e;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(Here::Failed(last))
+    }
+
     fn note_write(&self, r: Result<u64, String>) {
         let mut h = self.last_write.lock().expect("write health lock");
         match r {
@@ -356,7 +386,7 @@ impl Cluster {
             return Err(Local::Forward(addr));
         }
         match op {
-            LeaderOp::Write(cmd) => match self.raft.client_write(cmd.clone()).await {
+            LeaderOp::Write(cmd) => match self.raft.client_write(check_size(cmd)?).await {
                 Ok(resp) => Ok(LeaderReply::Written(resp.data)),
                 Err(e) => Err(fwd(&e).unwrap_or_else(|| Local::Failed(e.to_string()))),
             },
@@ -595,6 +625,21 @@ impl Cluster {
     }
 }
 
+/// The largest command the log accepts, as JSON. Every replicated record is bounded
+/// (plans by `plan::MAX_PLAN_BYTES`, events and readings by their producers); this is
+/// the backstop that keeps one entry far below the Raft message limit.
+pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
+
+fn check_size(cmd: &Command) -> Result<Command, Local> {
+    let n = serde_json::to_vec(cmd).map_or(usize::MAX, |v| v.len());
+    if n > MAX_COMMAND_BYTES {
+        return Err(Local::Failed(format!(
+            "{cmd} is {n} bytes; a replicated command may be at most {MAX_COMMAND_BYTES}"
+        )));
+    }
+    Ok(cmd.clone())
+}
+
 /// The log index of a committed write (0 for a membership change).
 fn written_index(r: &LeaderReply) -> u64 {
     match r {
@@ -609,6 +654,14 @@ pub fn identity_changed(id: NodeId, known: &ClusterNode, now: &ClusterNode) -> S
         "node {} (id {id}) is a member with another data directory (store incarnation {:016x}; this one is {:016x}): its storage was wiped or replaced, and it cannot rejoin under its old identity. Run `upsilon nodes remove {id}` on any member; it then joins as a new member by itself",
         known.name, known.incarnation, now.incarnation
     )
+}
+
+/// Why [`Cluster::submit_here`] did not run an operation.
+#[derive(Debug)]
+pub enum Here {
+    /// This node is not the leader; the leader's API address.
+    Redirect(String),
+    Failed(String),
 }
 
 /// Why an operation did not run here.

@@ -124,6 +124,21 @@ pub struct PowerState {
     /// log entries).
     #[serde(default)]
     pub member_problems: BTreeMap<NodeId, String>,
+    /// Revoked certificates by serial (lower-case hex): refused on every connection.
+    #[serde(default)]
+    pub revoked: BTreeMap<String, RevokedCert>,
+}
+
+/// How many certificates the deny list holds at most.
+pub const MAX_REVOKED: usize = 10_000;
+
+/// A certificate on the deny list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedCert {
+    pub name: String,
+    pub reason: String,
+    pub by: String,
+    pub at_ms: i64,
 }
 
 /// An order to a UPS owner and whether it was carried out.
@@ -237,6 +252,14 @@ pub enum Command {
         problem: Option<String>,
         at_ms: i64,
     },
+    /// An operator puts a certificate on the deny list.
+    RevokeCert {
+        serial: String,
+        name: String,
+        reason: String,
+        by: String,
+        at_ms: i64,
+    },
     /// An operator frees a UPS name: the next report from any node takes it (moving a
     /// UPS to another host, or ending a name clash).
     UpsRelease { ups: String, by: String, at_ms: i64 },
@@ -280,6 +303,7 @@ impl fmt::Display for Command {
             Command::Notice { message, .. } => write!(f, "Notice({message})"),
             Command::UpsRelease { ups, .. } => write!(f, "UpsRelease({ups})"),
             Command::MemberProblem { id, .. } => write!(f, "MemberProblem({id})"),
+            Command::RevokeCert { serial, .. } => write!(f, "RevokeCert({serial})"),
             Command::SetPlan { plan, .. } => write!(f, "SetPlan({} stages)", plan.stages.len()),
             Command::OutageStart { id, .. } => write!(f, "OutageStart({id})"),
             Command::StageStart { outage, stage, .. } => write!(f, "StageStart({outage}/{stage})"),
@@ -855,6 +879,50 @@ impl PowerState {
                         );
                     }
                 }
+                CommandResult {
+                    applied: true,
+                    index: 0,
+                }
+            }
+            Command::RevokeCert {
+                serial,
+                name,
+                reason,
+                by,
+                at_ms,
+            } => {
+                if self.revoked.contains_key(serial) || self.revoked.len() >= MAX_REVOKED {
+                    return CommandResult {
+                        applied: false,
+                        index: 0,
+                    };
+                }
+                self.revoked.insert(
+                    serial.clone(),
+                    RevokedCert {
+                        name: name.clone(),
+                        reason: reason.clone(),
+                        by: by.clone(),
+                        at_ms: *at_ms,
+                    },
+                );
+                let who = if name.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({name})")
+                };
+                let why = if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {reason}")
+                };
+                self.push_event(
+                    *at_ms,
+                    "notice",
+                    "",
+                    &format!("Certificate {serial}{who} revoked by {by}{why}."),
+                    by,
+                );
                 CommandResult {
                     applied: true,
                     index: 0,
