@@ -674,3 +674,149 @@ fn certificates_act_only_within_their_role_and_a_revoked_one_is_refused_everywhe
     let o = c.cli(1, &["events", "-n", "100"]);
     assert!(stdout(&o).contains("revoked by operator"), "{}", stdout(&o));
 }
+
+#[test]
+fn check_config_checks_what_start_up_would() {
+    let pki = TestPki::new();
+    let port = free_port();
+    let write = |name: &str, extra: &str| {
+        let p = pki.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[node]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node1.pem\"\nkey = \"certs/node1.key\"\n\n{extra}\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let check = |p: &std::path::Path| {
+        std::process::Command::new(bin("upsilond"))
+            .arg("--check-config")
+            .arg(p)
+            .output()
+            .unwrap()
+    };
+    let ok = write("node1", "");
+    let o = check(&ok);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A name that is not the certificate's.
+    let o = check(&write("rack-node7", ""));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("node.name is \"rack-node7\" but its certificate"),
+        "{}",
+        stderr(&o)
+    );
+    let o = std::process::Command::new(bin("upsilond"))
+        .arg("--config")
+        .arg(write("rack-node7", ""))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "started with a foreign name");
+
+    // Record and events files in a directory that does not exist.
+    for extra in [
+        "[executor]\nrecord_file = \"no/such/dir/records.jsonl\"\n",
+        "[events]\nfile = \"missing-dir/events\"\n",
+    ] {
+        let o = check(&write("node1", extra));
+        assert!(!o.status.success(), "{extra}");
+        assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    }
+    // A data directory that cannot be created (its parent is a file).
+    std::fs::write(pki.path().join("afile"), "x").unwrap();
+    let o = check(&write(
+        "node1",
+        "[cluster]\nid = 1\ndata_dir = \"afile/data\"\nbootstrap = true\n",
+    ));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cluster.data_dir"), "{}", stderr(&o));
+
+    // The listen address is taken (apcupsd or another upsilond).
+    let ok = write("node1", "");
+    let _held = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let o = check(&ok);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn oversized_plans_are_refused_and_a_paused_learner_catches_up_after_big_ones() {
+    let _g = serial();
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 4,
+        voters: 3,
+        ups_on: vec![1],
+        // Snapshots often, so the paused learner must catch up from one.
+        cluster_extra: (0..4).map(|_| "snapshot_logs = 40".to_string()).collect(),
+        ..Default::default()
+    });
+    c.wait_formed(1, 3, 1, Duration::from_secs(40));
+    let n4 = c.nodes[3].as_ref().unwrap().child.id() as i32;
+    unsafe {
+        libc::kill(n4, libc::SIGSTOP);
+    }
+
+    // 5 MB: refused with a clear error, by the CLI and by the node itself.
+    let huge = big_plan(5_000_000, "n4", 0);
+    let o = apply_plan(&c, 1, &huge, "huge.toml");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("a plan may be at most 262144 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    let (ca, cert, key) = c.pki.files("operator");
+    let opts = upsilon_node::client::ClientOptions {
+        endpoint: c.addr(1).to_string(),
+        ca,
+        identity: Some((cert, key)),
+    };
+    let direct = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let ch = upsilon_node::client::connect(&opts).await.unwrap();
+        upsilon_proto::v1::admin_service_client::AdminServiceClient::new(ch)
+            .set_plan(upsilon_proto::v1::SetPlanRequest {
+                toml: big_plan(300_000, "n4", 0),
+                source: "direct".into(),
+                force: false,
+            })
+            .await
+    });
+    let e = direct.unwrap_err();
+    assert!(e.message().contains("at most 262144 bytes"), "{e:?}");
+
+    // Plans just under the limit, one after the other, while the learner sleeps.
+    for k in 1..=4 {
+        let o = apply_plan(&c, 2, &big_plan(250_000, "n4", k), "big.toml");
+        assert!(o.status.success(), "plan {k}: {}", stderr(&o));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    unsafe {
+        libc::kill(n4, libc::SIGCONT);
+    }
+    let got = wait_for(Duration::from_secs(40), || {
+        let o = c.cli(4, &["plan", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        let first = v["stages"][0]["name"].as_str()?.to_string();
+        let s = c.status(4)?;
+        (first == "s4-0" && s["cluster"]["writable"] == true).then_some(first)
+    });
+    assert!(
+        got.is_some(),
+        "n4 did not catch up: {:?}\n{}",
+        c.status(4).map(|s| s["cluster"].clone()),
+        c.logs()
+    );
+    // It fell further behind than the log kept after a snapshot: it caught up by one.
+    assert!(
+        c.log_of(4).contains("installed a snapshot"),
+        "{}",
+        c.log_of(4)
+    );
+}

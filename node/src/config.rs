@@ -429,6 +429,12 @@ impl NodeConfig {
                     ),
                 ));
             }
+            if !(10..=1_000_000).contains(&c.snapshot_logs) {
+                return Err(err(
+                    "cluster.snapshot_logs",
+                    format!("{} is out of range: use 10-1000000", c.snapshot_logs),
+                ));
+            }
             if c.advertise.is_none() && self.node.listen.ip().is_unspecified() {
                 return Err(err(
                     "cluster.advertise",
@@ -483,6 +489,80 @@ impl NodeConfig {
                 fix(p);
             }
         }
+    }
+}
+
+impl NodeConfig {
+    /// The directories this node writes to at run time, with the key that names each
+    /// and whether the node creates it itself (data directories) or needs it to exist.
+    fn written_dirs(&self) -> Vec<(&'static str, PathBuf, bool)> {
+        let parent = |f: &Path| {
+            f.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        };
+        let mut v = Vec::new();
+        if let Some(f) = &self.executor.record_file {
+            v.push(("executor.record_file", parent(f), false));
+        }
+        if let Some(d) = &self.executor.powerfail_dir {
+            v.push(("executor.powerfail_dir", d.clone(), false));
+        }
+        if let Some(f) = &self.events.file {
+            v.push(("events.file", parent(f), false));
+        }
+        if let Some(c) = &self.cluster {
+            v.push(("cluster.data_dir", c.data_dir.clone(), true));
+            if let Some(m) = &c.marker_dir {
+                v.push(("cluster.marker_dir", m.clone(), true));
+            }
+        }
+        v
+    }
+
+    /// Checks, without changing anything, that every directory the node will write to
+    /// exists (or can be created, for the ones it creates) and is writable: a missing
+    /// directory for the record file must not first show up at shutdown time.
+    pub fn check_writable(&self) -> Result<(), String> {
+        for (key, dir, creates) in self.written_dirs() {
+            let target = if dir.exists() {
+                dir.clone()
+            } else if creates {
+                // The nearest existing ancestor must let us create it.
+                match dir.ancestors().skip(1).find(|a| a.exists()) {
+                    Some(a) => a.to_path_buf(),
+                    None => PathBuf::from("."),
+                }
+            } else {
+                return Err(format!(
+                    "{key}: the directory {} does not exist: create it, or point {key} elsewhere",
+                    dir.display()
+                ));
+            };
+            if !target.is_dir() {
+                return Err(format!("{key}: {} is not a directory", target.display()));
+            }
+            let probe = target.join(format!(".upsilon-write-check-{}", std::process::id()));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
+            {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&probe);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let _ = std::fs::remove_file(&probe);
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "{key}: cannot write in {}: {e} (check its owner and mode, or that the disk is not full or read-only)",
+                        target.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -48,12 +48,23 @@ fn check(path: &std::path::Path) -> Result<NodeConfig, String> {
         cert: cfg.tls.cert.clone(),
         key: cfg.tls.key.clone(),
     };
-    upsilon_node::tls::server_config(&files)
+    let (_, ident) = upsilon_node::tls::server_config(&files)
         .map_err(|e| format!("{}: [tls]: {e}", path.display()))?;
+    upsilon_node::node::check_name(&cfg, &ident).map_err(|e| format!("{}: {e}", path.display()))?;
+    cfg.check_writable()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     for u in &cfg.ups {
         upsilon_node::driver::open(u)
             .map_err(|e| format!("{}: UPS {:?}: {e}", path.display(), u.name))?;
     }
+    // The address must be free now (an apcupsd or another upsilond may hold it).
+    std::net::TcpListener::bind(cfg.node.listen).map_err(|e| {
+        format!(
+            "{}: node.listen: cannot listen on {}: {e} (is upsilond already running, or another program using the port?)",
+            path.display(),
+            cfg.node.listen
+        )
+    })?;
     Ok(cfg)
 }
 

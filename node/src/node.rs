@@ -187,6 +187,24 @@ pub enum StartError {
     Listen(std::io::Error),
     #[error("cluster: {0}")]
     Cluster(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A node's name must be its certificate's: the cluster binds what a node may say to
+/// the name in its certificate.
+pub fn check_name(cfg: &NodeConfig, cert: &crate::pki::Identity) -> Result<(), String> {
+    if cert.name != cfg.node.name {
+        return Err(format!(
+            "node.name is {:?} but its certificate ({}) names {:?}: use the certificate's name, or issue one for {:?} with `upsilon cert issue --name {} --role node`",
+            cfg.node.name,
+            cfg.tls.cert.display(),
+            cert.name,
+            cfg.node.name,
+            cfg.node.name
+        ));
+    }
+    Ok(())
 }
 
 /// Starts the node: drivers, monitors, executor and the mTLS gRPC API.
@@ -206,13 +224,8 @@ pub async fn start_with(
         key: cfg.tls.key.clone(),
     };
     let (server_cfg, ident) = crate::tls::server_config(&files)?;
-    if ident.name != cfg.node.name {
-        tracing::warn!(
-            "node name {:?} differs from its certificate's name {:?}",
-            cfg.node.name,
-            ident.name
-        );
-    }
+    check_name(&cfg, &ident).map_err(StartError::Config)?;
+    cfg.check_writable().map_err(StartError::Config)?;
 
     let mut drivers: Vec<(crate::config::UpsSection, Box<dyn UpsDriver>)> = Vec::new();
     let mut sims = HashMap::new();

@@ -446,7 +446,8 @@ mod tests {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "two");
         dn.push(DnType::OrganizationalUnitName, "viewer");
-        dn.push(DnType::OrganizationalUnitName, "operator");
+        // rcgen keys names by type: the second OU goes in under OU's raw OID.
+        dn.push(DnType::CustomDnType(vec![2, 5, 4, 11]), "operator");
         params.distinguished_name = dn;
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &issuer).unwrap();

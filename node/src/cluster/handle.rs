@@ -62,6 +62,15 @@ pub struct ClusterSection {
     /// Raft election timeout (minimum; the maximum is twice this).
     #[serde(default = "default_election_ms")]
     pub election_timeout_ms: u64,
+    /// A snapshot is taken after this many log entries; a member that falls further
+    /// behind than the entries kept after it (a quarter of this, at most 500) catches
+    /// up from the snapshot.
+    #[serde(default = "default_snapshot_logs")]
+    pub snapshot_logs: u64,
+}
+
+fn default_snapshot_logs() -> u64 {
+    2000
 }
 
 fn default_min_supplies() -> u32 {
@@ -197,8 +206,8 @@ impl Cluster {
             heartbeat_interval: (cfg.election_timeout_ms / 5).max(50),
             election_timeout_min: cfg.election_timeout_ms,
             election_timeout_max: cfg.election_timeout_ms * 2,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2000),
-            max_in_snapshot_log_to_keep: 500,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs.max(10)),
+            max_in_snapshot_log_to_keep: (cfg.snapshot_logs / 4).min(500),
             ..Default::default()
         }
         .validate()

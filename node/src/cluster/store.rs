@@ -548,6 +548,11 @@ impl RaftStateMachine<C> for StateMachineStore {
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
         let power: PowerState = from_json(&snapshot)?;
+        tracing::info!(
+            "installed a snapshot up to index {} ({} bytes) from the leader",
+            meta.last_log_id.as_ref().map_or(0, |l| l.index()),
+            snapshot.len()
+        );
         {
             let mut a = self.applied.write().expect("state lock");
             *a = Applied {
