@@ -149,19 +149,6 @@ fn staged_cluster() -> TestCluster {
     c
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 /// Waits until node 1 (the leader) and node 2 both warn about n4 with `needle`, the
 /// leader's process is still up and the cluster still accepts writes.
 fn expect_n4_held_back(c: &mut TestCluster, needle: &str, not_before: &str) -> String {
@@ -335,55 +322,6 @@ fn a_learner_with_a_wiped_restored_or_truncated_store_is_refused_and_every_host_
     });
 }
 
-/// A tmpfs of `size` mounted at `dir` for the test's lifetime (needs root, as the
-/// README's test command is run).
-struct SmallDisk {
-    dir: std::path::PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(dir).unwrap();
-        let o = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            o.status.success(),
-            "this test mounts a small tmpfs and needs root (run the README's test command as root): {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        SmallDisk {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Fills the disk to the last byte.
-    fn fill(&self) {
-        use std::io::Write;
-        let mut f = std::fs::File::create(self.dir.join("filler")).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        while f.write_all(&block).is_ok() {}
-        let small = [0u8; 512];
-        while f.write_all(&small).is_ok() {}
-        let _ = f.sync_all();
-    }
-
-    fn free(&self) {
-        let _ = std::fs::remove_file(self.dir.join("filler"));
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.dir)
-            .status();
-    }
-}
-
 #[test]
 fn a_full_disk_stops_the_node_with_a_clear_error_and_sigterm_is_bounded() {
     let _g = serial();
@@ -395,14 +333,7 @@ fn a_full_disk_stops_the_node_with_a_clear_error_and_sigterm_is_bounded() {
     });
     c.wait_formed(1, 3, 0, Duration::from_secs(40));
     // Move n3's data directory onto a small tmpfs.
-    c.stop(3, Duration::from_secs(10))
-        .expect("n3 stops on SIGTERM");
-    let data = c.data_dir(3);
-    let saved = c.pki.path().join("data-n3.saved");
-    std::fs::rename(&data, &saved).unwrap();
-    let disk = SmallDisk::mount(&data, "32m");
-    copy_dir(&saved, &data);
-    c.start_node(3);
+    let disk = c.put_data_on_small_disk(3, "32m");
     c.wait_formed(3, 3, 0, Duration::from_secs(20));
 
     // The disk fills up: the node must exit non-zero with the reason, not run on

@@ -1,6 +1,10 @@
 //! Seeded randomized outages on one real cluster (4 `upsilond` processes): each run
-//! fails mains on the UPS, SIGKILLs the current leader at a random moment, restarts it
-//! after a random pause, lets the plan finish, and returns mains. After each run the
+//! fails mains on the UPS, injects one fault at a random moment, lets the plan finish,
+//! and returns mains. The faults, one per outage in turn: the leader SIGKILLed and
+//! restarted after a random pause; a voter frozen (SIGSTOP) for up to 3 s; a voter's
+//! disk filling up (it must exit or stop on SIGTERM in bounded time, then restart on
+//! the same directory); a voter's data directory wiped before the outage (refused,
+//! removed by the operator, rejoining as a new member and promoting itself back). After each run the
 //! invariants are checked on the replicated history: every stage started once and in
 //! order, kill power after every stage and once, every host acknowledged halting, no
 //! host shut down twice in one outage. A failure prints the seed; replay a run with
@@ -25,6 +29,65 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
+}
+
+/// The fault injected into one outage.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    KillLeader,
+    Freeze,
+    FullDisk,
+    WipeAndRejoin,
+}
+
+impl Fault {
+    fn of(seed: u64) -> Fault {
+        [
+            Fault::KillLeader,
+            Fault::Freeze,
+            Fault::FullDisk,
+            Fault::WipeAndRejoin,
+        ][(seed % 4) as usize]
+    }
+}
+
+/// Wipes voter `v`'s store and brings it back the way an operator would: it is
+/// refused, removed, rejoins as a new member and (the cluster then having 2 voters)
+/// promotes itself.
+fn wipe_and_rejoin(c: &mut TestCluster, v: usize) -> Result<(), String> {
+    c.kill(v);
+    // The directory is a mount point: empty it.
+    for e in std::fs::read_dir(c.data_dir(v)).map_err(|e| e.to_string())? {
+        let p = e.map_err(|e| e.to_string())?.path();
+        let r = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        r.map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    c.start_node(v);
+    let other = (1..=4).find(|i| *i != v && c.is_up(*i)).unwrap_or(4);
+    let refused = wait_for(Duration::from_secs(20), || {
+        let s = c.status(other)?;
+        s["cluster"]["warnings"]
+            .to_string()
+            .contains("another data directory")
+            .then_some(())
+    });
+    if refused.is_none() {
+        return Err(format!("wiped n{v} was not refused"));
+    }
+    let o = c.cli(other, &["nodes", "remove", &v.to_string()]);
+    if !o.status.success() {
+        return Err(format!("nodes remove {v}: {}", stderr(&o)));
+    }
+    let back = wait_for(Duration::from_secs(40), || {
+        let s = c.status(v)?;
+        let cl = &s["cluster"];
+        (cl["voters"] == 3 && cl["learners"] == 1 && cl["writable"] == true).then_some(())
+    });
+    back.ok_or_else(|| format!("n{v} did not come back as a voter"))
 }
 
 const PLAN: &str = r#"
@@ -157,6 +220,15 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
     })
     .expect("plan replicated");
 
+    // The voters' data directories live on small disks, for the full-disk fault.
+    let disks: BTreeMap<usize, SmallDisk> = (1..=3)
+        .map(|i| {
+            let d = c.put_data_on_small_disk(i, "24m");
+            c.wait_formed(i, 3, 1, Duration::from_secs(30));
+            (i, d)
+        })
+        .collect();
+
     let mut shutdowns_before: BTreeMap<usize, usize> = BTreeMap::new();
     for id in 1..=runs {
         let seed = base + id - 1;
@@ -167,6 +239,16 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
                 c.logs()
             )
         };
+        let fault = Fault::of(seed);
+        eprintln!("run {id} (seed {seed}): {fault:?}");
+        if let Fault::WipeAndRejoin = fault {
+            // Before the outage: the host is back, as a new member, when mains fail.
+            // n1 bootstraps and has no seeds, so it could not rejoin by itself.
+            let v = 2 + rng.below(2) as usize;
+            if let Err(e) = wipe_and_rejoin(&mut c, v) {
+                fail(e, &c);
+            }
+        }
         for i in 1..=4 {
             shutdowns_before.insert(
                 i,
@@ -191,16 +273,49 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
         if !o.status.success() {
             fail(format!("sim set failed: {}", stderr(&o)), &c);
         }
-        // Kill the leader at a random moment of the run, restart it after a pause.
+        // One fault at a random moment of the run.
         std::thread::sleep(Duration::from_millis(rng.below(5000)));
-        let leader = (1..=3)
-            .filter(|i| c.is_up(*i))
-            .find_map(|i| c.writable_leader(i))
-            .map(|l| l as usize);
-        if let Some(l) = leader.filter(|l| *l <= 3) {
-            c.kill(l);
-            std::thread::sleep(Duration::from_millis(500 + rng.below(2500)));
-            c.start_node(l);
+        let victim = 1 + rng.below(3) as usize;
+        match fault {
+            Fault::KillLeader => {
+                let leader = (1..=3)
+                    .filter(|i| c.is_up(*i))
+                    .find_map(|i| c.writable_leader(i))
+                    .map(|l| l as usize);
+                if let Some(l) = leader.filter(|l| *l <= 3) {
+                    c.kill(l);
+                    std::thread::sleep(Duration::from_millis(500 + rng.below(2500)));
+                    c.start_node(l);
+                }
+            }
+            Fault::Freeze => {
+                let pid = c.nodes[victim - 1].as_ref().unwrap().child.id() as i32;
+                unsafe {
+                    libc::kill(pid, libc::SIGSTOP);
+                }
+                std::thread::sleep(Duration::from_millis(500 + rng.below(2500)));
+                unsafe {
+                    libc::kill(pid, libc::SIGCONT);
+                }
+            }
+            Fault::FullDisk => {
+                let disk = &disks[&victim];
+                disk.fill();
+                // It exits by itself once a write fails, or stops on SIGTERM; either
+                // way within a bounded time.
+                std::thread::sleep(Duration::from_millis(500 + rng.below(2500)));
+                if c.stop(victim, Duration::from_secs(15)).is_none() {
+                    fail(format!("n{victim} did not stop on a full disk"), &c);
+                }
+                disk.free();
+                if let Err(e) = c.try_start_node(victim) {
+                    fail(
+                        format!("n{victim} did not restart after a full disk: {e}"),
+                        &c,
+                    );
+                }
+            }
+            Fault::WipeAndRejoin => {}
         }
         // The plan finishes: kill power carried out for this outage.
         let done = wait_for(Duration::from_secs(60), || {

@@ -221,12 +221,24 @@ impl Cluster {
             addr: addr.clone(),
             incarnation: identity.get().incarnation,
         };
-        if cfg.bootstrap
-            && !raft
-                .is_initialized()
-                .await
-                .map_err(|e| ClusterError::Raft(e.to_string()))?
-        {
+        let fresh = !raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let existing = if cfg.bootstrap && fresh {
+            existing_cluster(&net, &cfg.seeds).await
+        } else {
+            None
+        };
+        if let Some(seed) = &existing {
+            tracing::warn!(
+                "bootstrap = true, but a cluster already answers at {seed}: joining it instead of creating a new one (set bootstrap = false once the cluster exists)"
+            );
+        }
+        if cfg.bootstrap && fresh && existing.is_none() {
+            tracing::warn!(
+                "bootstrapping a NEW cluster with this node as its first voter (if this host was a member whose disk was replaced, stop it now, set bootstrap = false and list seeds)"
+            );
             // A new cluster gets its id now; members learn it from the leader.
             if identity.get().cluster_id.is_none() {
                 let cid = format!("{:016x}", store::random_u64());
@@ -632,6 +644,32 @@ impl Cluster {
             warnings: self.warnings(&m),
         }
     }
+}
+
+/// The first seed that answers as a member of a cluster with a leader, if any: a node
+/// told to bootstrap must not found a second cluster beside a running one.
+async fn existing_cluster(net: &Network, seeds: &[String]) -> Option<String> {
+    use upsilon_proto::v1::power_service_client::PowerServiceClient;
+    for seed in seeds {
+        let Ok(Ok(ch)) = tokio::time::timeout(Duration::from_secs(3), net.channel(seed)).await
+        else {
+            continue;
+        };
+        let reply = tokio::time::timeout(
+            Duration::from_secs(3),
+            PowerServiceClient::new(ch).get_status(upsilon_proto::v1::GetStatusRequest {}),
+        )
+        .await;
+        if let Ok(Ok(r)) = reply
+            && r.get_ref()
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.enabled && c.leader_id != 0)
+        {
+            return Some(seed.clone());
+        }
+    }
+    None
 }
 
 /// The largest command the log accepts, as JSON. Every replicated record is bounded
