@@ -751,3 +751,48 @@ fn oversized_plans_are_refused_and_a_paused_learner_catches_up_after_big_ones() 
         c.log_of(4)
     );
 }
+
+#[test]
+fn a_store_that_lost_committed_entries_is_a_clear_start_up_error_not_a_panic() {
+    use openraft::entry::RaftEntry;
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+    let _g = serial();
+    let mut c = TestCluster::start(ClusterSpec {
+        nodes: 1,
+        voters: 1,
+        ups_on: vec![1],
+        ..Default::default()
+    });
+    c.wait_formed(1, 1, 0, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    c.stop(1, Duration::from_secs(15)).expect("n1 stops");
+    // What a damaged disk leaves: the log's tail is gone, the "committed" mark is not.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (mut log, _, _) = upsilon_node::cluster::store::open(&c.data_dir(1), 1).unwrap();
+        let entries = log.try_get_log_entries(0..u64::MAX).await.unwrap();
+        assert!(entries.len() > 10, "{} entries", entries.len());
+        let keep = entries[entries.len() - 10].log_id();
+        log.truncate_after(Some(keep)).await.unwrap();
+    });
+    // It may bind its port before it opens the store: wait for the exit.
+    let err = match c.try_start_node(1) {
+        Err(e) => e,
+        Ok(()) => {
+            let n = c.nodes[0].as_mut().unwrap();
+            let st = wait_for(Duration::from_secs(15), || n.child.try_wait().unwrap());
+            let log = c.log_of(1);
+            c.nodes[0] = None;
+            format!(
+                "exited early ({}); log:\n{log}",
+                st.expect("n1 kept running on a damaged store")
+            )
+        }
+    };
+    assert!(err.contains("exited early (exit status: 1)"), "{err}");
+    assert!(
+        err.contains("is corrupt") && err.contains("data-n1") && err.contains("entries were lost"),
+        "{err}"
+    );
+    assert!(err.contains("upsilon nodes remove 1"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
