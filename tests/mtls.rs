@@ -1,6 +1,7 @@
 //! Mutual TLS refusals between real processes: no client certificate, another CA's
 //! certificate, an expired certificate, a server the client does not trust, and a role
-//! that may not call a service. Each refusal is explained on both sides.
+//! that may not call a service, a certificate not valid yet. Each refusal is explained
+//! on both sides, and repeated refusals are logged once a minute per reason.
 
 use std::time::Duration;
 
@@ -144,4 +145,69 @@ fn node_refuses_to_start_with_a_client_certificate() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn refusals_are_logged_once_a_minute_per_reason_with_a_count() {
+    let (pki, node) = started();
+    for _ in 0..40 {
+        refused(&upsilon(&pki, node.addr, None, &["status"]));
+    }
+    assert!(node.wait_log(
+        "the client presented no certificate",
+        Duration::from_secs(5)
+    ));
+    let lines = node
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("refused TLS connection"))
+        .count();
+    assert_eq!(lines, 1, "{}", node.log_text());
+}
+
+#[test]
+fn a_not_yet_valid_certificate_is_called_that_and_huge_validity_is_refused() {
+    let (pki, node) = started();
+    let now = time::OffsetDateTime::now_utc();
+    pki.issue(&IssueRequest {
+        name: "future-operator".into(),
+        role: Role::Operator,
+        sans: vec![],
+        not_before: now + time::Duration::days(2),
+        not_after: now + time::Duration::days(30),
+    });
+    let e = refused(&upsilon(
+        &pki,
+        node.addr,
+        Some("future-operator"),
+        &["status"],
+    ));
+    assert!(e.contains("not valid until"), "client said: {e}");
+    assert!(e.contains("not valid yet"), "client said: {e}");
+    assert!(
+        node.wait_log(
+            "the client's certificate is not valid yet",
+            Duration::from_secs(5)
+        ),
+        "server log:\n{}",
+        node.log_text()
+    );
+    let o = std::process::Command::new(bin("upsilon"))
+        .args(["cert", "issue", "--dir"])
+        .arg(pki.certs())
+        .args([
+            "--name", "forever", "--role", "viewer", "--days", "99999999",
+        ])
+        .output()
+        .unwrap();
+    let e = refused(&o);
+    assert!(e.contains("--days must be between 1 and 36500"), "{e}");
+    let o = std::process::Command::new(bin("upsilon"))
+        .args(["cert", "issue", "--dir"])
+        .arg(pki.certs())
+        .args(["--name", "w", "--role", "admin"])
+        .output()
+        .unwrap();
+    let e = refused(&o);
+    assert!(e.contains("use node, operator, viewer or bridge"), "{e}");
 }
