@@ -393,6 +393,20 @@ impl NodeConfig {
                     "must be above 0 (and unique in the cluster)".into(),
                 ));
             }
+            for (key, list) in [("cluster.labels", &c.labels), ("cluster.feeds", &c.feeds)] {
+                if list.len() > 32 {
+                    return Err(err(key, format!("{} entries; at most 32", list.len())));
+                }
+                if let Some(bad) = list.iter().find(|x| !valid_name(x)) {
+                    return Err(err(
+                        key,
+                        format!(
+                            "{:?} is not a valid name: use 1-63 letters, digits, '-', '_' or '.'",
+                            bad.chars().take(80).collect::<String>()
+                        ),
+                    ));
+                }
+            }
             if c.min_supplies == 0
                 || (!c.feeds.is_empty() && c.min_supplies as usize > c.feeds.len())
             {

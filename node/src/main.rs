@@ -141,6 +141,9 @@ fn main() -> ExitCode {
         // full disk or a dead device (even one holding every runtime thread) must not
         // keep it, and its storage lock, alive.
         exit_after(STOP_GRACE + Duration::from_secs(2), code);
+        // Never dropped: sled's Drop flushes again and, on a failing disk, waits forever.
+        // Every write Raft relies on was flushed before it was acknowledged.
+        std::mem::forget(node.shared.clone());
         let _ = tx.send(());
         if tokio::time::timeout(STOP_GRACE, node.join()).await.is_err() {
             tracing::error!(

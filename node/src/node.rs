@@ -158,14 +158,17 @@ async fn watch_raft_core(
 pub struct RunningNode {
     pub shared: Arc<NodeShared>,
     pub local_addr: SocketAddr,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
 }
 
 impl RunningNode {
     /// Waits for every task to end (after shutdown was signalled), then stops Raft.
     pub async fn join(self) {
-        for t in self.tasks {
-            let _ = t.await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+        for (name, t) in self.tasks {
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                tracing::warn!("task {name} did not stop in time");
+            }
         }
         if let Some(cl) = &self.shared.cluster {
             let _ = cl.raft.shutdown().await;
@@ -329,92 +332,115 @@ pub async fn start_with(
 
     let mut tasks = Vec::new();
     let (exec_tx, exec_rx) = mpsc::unbounded_channel::<Event>();
-    tasks.push(tokio::spawn(run_executor(
-        executor,
-        cluster.clone(),
-        exec_rx,
-    )));
+    tasks.push((
+        "run_executor",
+        tokio::spawn(run_executor(executor, cluster.clone(), exec_rx)),
+    ));
     if let Some(cl) = &cluster {
         use crate::cluster::duties;
-        tasks.push(tokio::spawn(duties::join_and_announce(
-            cl.clone(),
-            env!("CARGO_PKG_VERSION").to_string(),
-            shutdown.resubscribe(),
-        )));
-        tasks.push(tokio::spawn(duties::heartbeats(
-            cl.clone(),
-            shutdown.resubscribe(),
-        )));
-        tasks.push(tokio::spawn(duties::mark_stale_upses(
-            cl.clone(),
-            shutdown.resubscribe(),
-        )));
-        tasks.push(tokio::spawn(duties::follow_revocations(
-            cl.clone(),
-            shutdown.resubscribe(),
-        )));
-        tasks.push(tokio::spawn(duties::publish_member_problems(
-            cl.clone(),
-            shutdown.resubscribe(),
-        )));
-        tasks.push(tokio::spawn(watch_raft_core(
-            shared.clone(),
-            cl.clone(),
-            shutdown.resubscribe(),
-        )));
+        tasks.push((
+            "join_and_announce",
+            tokio::spawn(duties::join_and_announce(
+                cl.clone(),
+                env!("CARGO_PKG_VERSION").to_string(),
+                shutdown.resubscribe(),
+            )),
+        ));
+        tasks.push((
+            "heartbeats",
+            tokio::spawn(duties::heartbeats(cl.clone(), shutdown.resubscribe())),
+        ));
+        tasks.push((
+            "mark_stale_upses",
+            tokio::spawn(duties::mark_stale_upses(cl.clone(), shutdown.resubscribe())),
+        ));
+        tasks.push((
+            "follow_revocations",
+            tokio::spawn(duties::follow_revocations(
+                cl.clone(),
+                shutdown.resubscribe(),
+            )),
+        ));
+        tasks.push((
+            "publish_member_problems",
+            tokio::spawn(duties::publish_member_problems(
+                cl.clone(),
+                shutdown.resubscribe(),
+            )),
+        ));
+        tasks.push((
+            "watch_raft_core",
+            tokio::spawn(watch_raft_core(
+                shared.clone(),
+                cl.clone(),
+                shutdown.resubscribe(),
+            )),
+        ));
     }
     for (u, d) in drivers {
         let reporter = cluster.as_ref().map(|cl| {
             let r = crate::cluster::duties::UpsReporter::new();
-            tasks.push(tokio::spawn(
-                r.clone().run(cl.clone(), shutdown.resubscribe()),
+            tasks.push((
+                "ups reporter",
+                tokio::spawn(r.clone().run(cl.clone(), shutdown.resubscribe())),
             ));
             (cl.clone(), r)
         });
         let orders = order_rxs
             .remove(&u.name)
             .expect("one order channel per UPS");
-        tasks.push(tokio::spawn(run_ups(
-            shared.clone(),
-            u.name.clone(),
-            Duration::from_millis(u.poll_interval_ms),
-            d,
-            UpsLinks {
-                exec_tx: exec_tx.clone(),
-                reporter,
-                orders,
-            },
-            shutdown.resubscribe(),
-        )));
+        tasks.push((
+            "run_ups",
+            tokio::spawn(run_ups(
+                shared.clone(),
+                u.name.clone(),
+                Duration::from_millis(u.poll_interval_ms),
+                d,
+                UpsLinks {
+                    exec_tx: exec_tx.clone(),
+                    reporter,
+                    orders,
+                },
+                shutdown.resubscribe(),
+            )),
+        ));
     }
     if let Some(cl) = &cluster {
         use crate::staging;
-        tasks.push(tokio::spawn(staging::coordinate(
-            cl.clone(),
-            shutdown.resubscribe(),
-        )));
-        tasks.push(tokio::spawn(staging::run_my_stages(
-            shared.clone(),
-            cl.clone(),
-            shutdown.resubscribe(),
-        )));
-        tasks.push(tokio::spawn(staging::local_fallback(
-            shared.clone(),
-            cl.clone(),
-            shutdown.resubscribe(),
-        )));
-        tasks.push(tokio::spawn(staging::carry_out_ups_orders(
-            shared.clone(),
-            cl.clone(),
-            shutdown.resubscribe(),
-        )));
+        tasks.push((
+            "coordinate",
+            tokio::spawn(staging::coordinate(cl.clone(), shutdown.resubscribe())),
+        ));
+        tasks.push((
+            "run_my_stages",
+            tokio::spawn(staging::run_my_stages(
+                shared.clone(),
+                cl.clone(),
+                shutdown.resubscribe(),
+            )),
+        ));
+        tasks.push((
+            "local_fallback",
+            tokio::spawn(staging::local_fallback(
+                shared.clone(),
+                cl.clone(),
+                shutdown.resubscribe(),
+            )),
+        ));
+        tasks.push((
+            "carry_out_ups_orders",
+            tokio::spawn(staging::carry_out_ups_orders(
+                shared.clone(),
+                cl.clone(),
+                shutdown.resubscribe(),
+            )),
+        ));
     }
     drop(exec_tx);
-    tasks.push(tokio::spawn(crate::api::serve(
-        shared.clone(),
-        incoming,
-        shutdown,
-    )));
+    tasks.push((
+        "serve",
+        tokio::spawn(crate::api::serve(shared.clone(), incoming, shutdown)),
+    ));
     tracing::info!(node = %shared.name, %local_addr, "serving the Upsilon API over mutual TLS");
     Ok(RunningNode {
         shared,

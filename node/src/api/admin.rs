@@ -303,7 +303,7 @@ impl AdminService for AdminApi {
         let who = authorize(&req, OPERATOR)?;
         let r = req.into_inner();
         let serial = crate::pki::normalize_serial(&r.serial).map_err(Status::invalid_argument)?;
-        for (what, v, max) in [("name", &r.name, 256), ("reason", &r.reason, 1024)] {
+        for (what, v, max) in [("name", &r.name, 256), ("reason", &r.reason, 256)] {
             if v.len() > max {
                 return Err(Status::invalid_argument(format!(
                     "the {what} is {} bytes; at most {max}",

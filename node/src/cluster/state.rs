@@ -15,6 +15,21 @@ use crate::reading::UpsReading;
 
 use super::NodeId;
 
+/// An event's text is cut to this many bytes.
+pub const MAX_EVENT_TEXT: usize = 1024;
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// How many cluster events the state keeps (oldest dropped first).
 pub const EVENT_HISTORY: usize = 1000;
 
@@ -334,6 +349,12 @@ pub struct CommandResult {
 impl PowerState {
     fn push_event(&mut self, at_ms: i64, name: &str, ups: &str, message: &str, node: &str) {
         self.next_event_seq += 1;
+        // Bounded, so the history (and every snapshot) stays small whatever a report
+        // carries; cut on a character boundary, the same on every node.
+        let message = clip(message, MAX_EVENT_TEXT);
+        let name = clip(name, 64);
+        let ups = clip(ups, 128);
+        let node = clip(node, 128);
         if self.events.len() >= EVENT_HISTORY {
             self.events.pop_front();
         }
@@ -1123,6 +1144,24 @@ mod tests {
         s.apply(&Command::NodeRemoved { id: 1, at_ms: 350 });
         assert!(s.apply(&report_from(2, 70, 360)).applied);
         assert_eq!(s.upses["ups1"].owner, 2);
+    }
+
+    #[test]
+    fn event_texts_are_bounded_on_a_character_boundary() {
+        let mut s = PowerState::default();
+        let long = "é".repeat(MAX_EVENT_TEXT);
+        s.apply(&Command::Notice {
+            at_ms: 1,
+            node: "a".into(),
+            message: long,
+        });
+        let m = &s.events[0].message;
+        assert!(
+            m.len() <= MAX_EVENT_TEXT && m.len() >= MAX_EVENT_TEXT - 1,
+            "{}",
+            m.len()
+        );
+        assert!(m.chars().all(|c| c == 'é'));
     }
 
     #[test]

@@ -37,6 +37,18 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// Runs a sled write off the runtime's worker threads: on a full or failing disk sled
+/// can block in it, and a runtime whose workers are all blocked cannot even notice the
+/// failure and stop (see `fatal`).
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> sled::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io_err(format!("storage task failed: {e}")))?
+        .map_err(io_err)
+}
+
 fn to_json<T: Serialize>(v: &T) -> io::Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(io_err)
 }
@@ -294,8 +306,10 @@ impl LogStore {
     }
 
     async fn meta_put<T: Serialize>(&self, key: &str, v: &T) -> io::Result<()> {
-        self.meta.insert(key, to_json(v)?).map_err(io_err)?;
-        self.meta.flush_async().await.map_err(io_err)?;
+        let (meta, key, json) = (self.meta.clone(), key.to_string(), to_json(v)?);
+        off_runtime(move || meta.insert(key, json)).await?;
+        let meta = self.meta.clone();
+        off_runtime(move || meta.flush()).await?;
         Ok(())
     }
 }
@@ -368,8 +382,10 @@ impl RaftLogStorage<C> for LogStore {
         for e in entries {
             batch.insert(&e.index().to_be_bytes(), to_json(&e)?);
         }
-        self.log.apply_batch(batch).map_err(io_err)?;
-        let res = self.log.flush_async().await.map(|_| ()).map_err(io_err);
+        let log = self.log.clone();
+        off_runtime(move || log.apply_batch(batch)).await?;
+        let log = self.log.clone();
+        let res = off_runtime(move || log.flush()).await.map(|_| ());
         callback.io_completed(res);
         Ok(())
     }
@@ -383,10 +399,16 @@ impl RaftLogStorage<C> for LogStore {
             .keys()
             .collect::<Result<_, _>>()
             .map_err(io_err)?;
-        for k in keys.into_iter().rev() {
-            self.log.remove(k).map_err(io_err)?;
-        }
-        self.log.flush_async().await.map_err(io_err)?;
+        let log = self.log.clone();
+        off_runtime(move || {
+            for k in keys.into_iter().rev() {
+                log.remove(k)?;
+            }
+            Ok(())
+        })
+        .await?;
+        let log = self.log.clone();
+        off_runtime(move || log.flush()).await?;
         Ok(())
     }
 
@@ -398,10 +420,16 @@ impl RaftLogStorage<C> for LogStore {
             .keys()
             .collect::<Result<_, _>>()
             .map_err(io_err)?;
-        for k in keys {
-            self.log.remove(k).map_err(io_err)?;
-        }
-        self.log.flush_async().await.map_err(io_err)?;
+        let log = self.log.clone();
+        off_runtime(move || {
+            for k in keys {
+                log.remove(k)?;
+            }
+            Ok(())
+        })
+        .await?;
+        let log = self.log.clone();
+        off_runtime(move || log.flush()).await?;
         Ok(())
     }
 }
@@ -459,10 +487,10 @@ impl StateMachineStore {
     }
 
     async fn save(&self, s: &StoredSnapshot) -> io::Result<()> {
-        self.snapshots
-            .insert("current", to_json(s)?)
-            .map_err(io_err)?;
-        self.snapshots.flush_async().await.map_err(io_err)?;
+        let (snapshots, json) = (self.snapshots.clone(), to_json(s)?);
+        off_runtime(move || snapshots.insert("current", json)).await?;
+        let snapshots = self.snapshots.clone();
+        off_runtime(move || snapshots.flush()).await?;
         Ok(())
     }
 }
