@@ -370,7 +370,7 @@ fn check_config_accepts_good_and_locates_errors() {
         ),
         (
             base.replace("certs/node1.pem", "certs/operator.pem"),
-            "has role client; a node needs a certificate issued with --role node",
+            "has role operator; a node needs a certificate issued with --role node",
         ),
         (
             format!(
