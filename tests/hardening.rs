@@ -408,21 +408,29 @@ fn a_full_disk_stops_the_node_with_a_clear_error_and_sigterm_is_bounded() {
 /// Sends one forwarded write (`LeaderOp`) to node `i`'s RaftService with `holder`'s
 /// certificate; returns the gRPC error message, or "ok".
 fn forward_as(c: &TestCluster, i: usize, holder: &str, op: &LeaderOp) -> String {
+    raft_as(c, i, holder, true, serde_json::to_vec(op).unwrap())
+}
+
+/// One RaftService call (`Forward`, or `AppendEntries` when `forward` is false) with
+/// `holder`'s certificate and a raw JSON payload; the error message, or "ok".
+fn raft_as(c: &TestCluster, i: usize, holder: &str, forward: bool, json: Vec<u8>) -> String {
     let (ca, cert, key) = c.pki.files(holder);
     let opts = upsilon_node::client::ClientOptions {
         endpoint: c.addr(i).to_string(),
         ca,
         identity: Some((cert, key)),
     };
-    let json = serde_json::to_vec(op).unwrap();
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(async move {
             let ch = upsilon_node::client::connect(&opts).await.expect("connect");
-            match RaftServiceClient::new(ch)
-                .forward(RaftPayload { json })
-                .await
-            {
+            let mut client = RaftServiceClient::new(ch);
+            let r = if forward {
+                client.forward(RaftPayload { json }).await
+            } else {
+                client.append_entries(RaftPayload { json }).await
+            };
+            match r {
                 Ok(r) => {
                     let v: Result<serde_json::Value, String> =
                         serde_json::from_slice(&r.into_inner().json).unwrap();
@@ -511,6 +519,19 @@ fn certificates_act_only_within_their_role_and_a_revoked_one_is_refused_everywhe
     let o = as_("watcher", 3, &["status", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
 
+    // No certificate may play leader for another id: a follower takes its leader's
+    // log on trust.
+    let fake_leader = br#"{"vote":{"leader_id":{"term":999,"node_id":77},"committed":true},"prev_log_id":null,"entries":[],"leader_commit":null}"#;
+    for (who, want) in [
+        ("attacker", "is not a member"),
+        ("n4", "belongs to member 4, not to node 77"),
+    ] {
+        let e = raft_as(&c, 2, who, false, fake_leader.to_vec());
+        assert!(
+            e.contains("PermissionDenied") && e.contains(want),
+            "{who}: {e}"
+        );
+    }
     // It may join as itself, but not promote itself into a 3-voter cluster, nor speak
     // for anyone else; nor may a real member (n4) speak for another.
     let o = as_(

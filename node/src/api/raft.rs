@@ -114,11 +114,17 @@ impl RaftApi {
         Ok(())
     }
 
-    /// The caller's certificate must be the member `sender` (when this node knows that
-    /// id), and must not be another member's.
+    /// The caller's certificate must be the member `sender` in this node's view of the
+    /// membership. Only a node that knows no membership yet (new, or re-added after a
+    /// wipe) takes its first leader on trust. A certificate that is not a member here is
+    /// refused: a follower trusts its leader's log completely, so a stray certificate
+    /// (say, of a retired host that was never revoked) must not be able to play leader.
     fn check_sender(&self, who: &Identity, sender: NodeId) -> Result<(), Status> {
         let m = self.cluster.metrics();
         let mem = m.membership_config.membership();
+        if mem.nodes().next().is_none() {
+            return Ok(());
+        }
         let refuse = |why: String| {
             if let Some(n) = REFUSALS.note(&why) {
                 tracing::warn!(
@@ -128,20 +134,23 @@ impl RaftApi {
             }
             Err(Status::permission_denied(why))
         };
-        if let Some(n) = mem.get_node(&sender) {
-            if n.name != who.name {
-                return refuse(format!(
-                    "certificate {:?} may not speak for node {sender} ({})",
-                    who.name, n.name
-                ));
-            }
-        } else if let Some((id, _)) = mem.nodes().find(|(_, n)| n.name == who.name) {
-            return refuse(format!(
-                "certificate {:?} belongs to member {id}, not to node {sender}",
-                who.name
-            ));
+        match mem.get_node(&sender) {
+            Some(n) if n.name == who.name => Ok(()),
+            Some(n) => refuse(format!(
+                "certificate {:?} may not speak for node {sender} ({})",
+                who.name, n.name
+            )),
+            None => match mem.nodes().find(|(_, n)| n.name == who.name) {
+                Some((id, _)) => refuse(format!(
+                    "certificate {:?} belongs to member {id}, not to node {sender}",
+                    who.name
+                )),
+                None => refuse(format!(
+                    "certificate {:?} (claiming node {sender}) is not a member in this node's view of the cluster (if it is a new member and this node fell far behind, remove this node and let it rejoin)",
+                    who.name
+                )),
+            },
         }
-        Ok(())
     }
 
     /// What a node certificate may ask the leader to do (see the module doc).
