@@ -690,7 +690,7 @@ fn check_config_checks_what_start_up_would() {
 }
 
 #[test]
-fn oversized_plans_are_refused_and_a_paused_learner_catches_up_after_big_ones() {
+fn plan_limits_and_checks_hold_and_a_paused_learner_catches_up_after_big_plans() {
     let _g = serial();
     let c = TestCluster::start(ClusterSpec {
         nodes: 4,
@@ -733,6 +733,60 @@ fn oversized_plans_are_refused_and_a_paused_learner_catches_up_after_big_ones() 
     });
     let e = direct.unwrap_err();
     assert!(e.message().contains("at most 262144 bytes"), "{e:?}");
+
+    // What `plan apply` refuses unless forced, and what it only warns about.
+    let stage = |name: &str, hosts: &str, extra: &str| {
+        format!(
+            "\n[[stage]]\nname = \"{name}\"\nhosts = [{hosts}]\ntrigger = {{ on_battery_s = 5 }}\n{extra}"
+        )
+    };
+    let cases = [
+        (stage("a", "\"n9\"", ""), "knows no node named \"n9\""),
+        (
+            stage("a", "\"n2\"", "ack_timeout_s = 0\n"),
+            "ack_timeout_s = 0",
+        ),
+        (
+            format!("kill_power_delay_s = 0\n{}", stage("a", "\"n2\"", "")),
+            "kill_power_delay_s = 0",
+        ),
+    ];
+    for (toml, want) in &cases {
+        let o = apply_plan(&c, 1, toml, "refused.toml");
+        assert!(!o.status.success(), "{toml}");
+        assert!(
+            stderr(&o).contains(want) && stderr(&o).contains("--force"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let path = c.pki.path().join("refused.toml");
+    std::fs::write(&path, &cases[0].0).unwrap();
+    let o = c.cli(1, &["plan", "apply", "--force", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("warning: forced:"), "{}", stderr(&o));
+    let o = apply_plan(&c, 1, &stage("a", "\"label:nobody\"", ""), "empty.toml");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: stage 1 (a): no node has the label \"nobody\""),
+        "{}",
+        stderr(&o)
+    );
+    let many: String = (0..65)
+        .map(|i| stage(&format!("s{i}"), "\"n2\"", ""))
+        .collect();
+    let o = apply_plan(&c, 1, &many, "many.toml");
+    assert!(
+        stderr(&o).contains("65 stages; at most 64"),
+        "{}",
+        stderr(&o)
+    );
+    let o = apply_plan(&c, 1, &stage(&"x".repeat(5000), "\"n2\"", ""), "long.toml");
+    assert!(
+        stderr(&o).contains("its name is 5000 bytes; at most 64"),
+        "{}",
+        stderr(&o)
+    );
 
     // Plans just under the limit, one after the other, while the learner sleeps.
     for k in 1..=4 {
