@@ -505,14 +505,21 @@ impl TestCluster {
         let ok = wait_for(timeout, || {
             let s = self.status(i)?;
             let c = &s["cluster"];
-            // Nodes promote themselves only up to 3 voters; an operator promotes more.
+            // Nodes promote themselves only up to 3 voters (whichever ask first); an
+            // operator promotes the rest, one at a time.
             if voters > 3
                 && c["voters"]
                     .as_u64()
                     .is_some_and(|v| (3..voters).contains(&v))
             {
-                for j in 4..=self.voters.min(voters as usize) {
-                    self.cli(i, &["nodes", "promote", &j.to_string()]);
+                let learner = s["nodes"].as_array().and_then(|ns| {
+                    ns.iter().find_map(|n| {
+                        let id = n["id"].as_u64()?;
+                        (n["role"] == "learner" && id as usize <= self.voters).then_some(id)
+                    })
+                });
+                if let Some(id) = learner {
+                    self.cli(i, &["nodes", "promote", &id.to_string()]);
                 }
             }
             (c["voters"] == voters && c["learners"] == learners && c["writable"] == true)
