@@ -211,3 +211,34 @@ fn a_not_yet_valid_certificate_is_called_that_and_huge_validity_is_refused() {
     let e = refused(&o);
     assert!(e.contains("use node, operator, viewer or bridge"), "{e}");
 }
+
+#[test]
+fn a_node_certificate_answers_on_127_0_0_1_and_a_wrong_address_is_named_on_both_sides() {
+    // Issued the way the README's quick start does it, without --san 127.0.0.1: the
+    // CLI's default endpoint is 127.0.0.1, so the first `upsilon status` must work.
+    let pki = TestPki::new();
+    std::fs::remove_file(pki.certs().join("node1.pem")).unwrap();
+    std::fs::remove_file(pki.certs().join("node1.key")).unwrap();
+    pki.issue(&IssueRequest::new("node1", Role::Node, vec![], 1));
+    let node = NodeProc::start(&pki, "");
+    assert_eq!(status_json(&pki, node.addr)["node"], "node1");
+    drop(node);
+
+    // The same certificate on an address it does not name.
+    let node = NodeProc::start_at(&pki, "127.0.0.6", "");
+    let e = refused(&upsilon(&pki, node.addr, Some("operator"), &["status"]));
+    assert!(e.contains("does not name this address"), "client said: {e}");
+    assert!(
+        node.wait_log(
+            "does not name the address the client dialled",
+            Duration::from_secs(5)
+        ),
+        "server log:\n{}",
+        node.log_text()
+    );
+    assert!(
+        !node.log_text().contains("another cluster's CA"),
+        "{}",
+        node.log_text()
+    );
+}

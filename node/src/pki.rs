@@ -227,10 +227,12 @@ pub fn issue(dir: &Path, req: &IssueRequest) -> Result<(PathBuf, PathBuf), PkiEr
 
     let mut sans = vec![req.name.clone()];
     if req.role == Role::Node {
-        sans.push("localhost".into());
+        // The CLI's default endpoint is 127.0.0.1:7443: a node must answer there.
+        sans.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
     }
     sans.extend(req.sans.iter().cloned());
-    sans.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    sans.retain(|s| seen.insert(s.clone()));
     let mut params = CertificateParams::default();
     for s in &sans {
         let san = match s.parse::<std::net::IpAddr>() {
@@ -404,6 +406,27 @@ mod tests {
         load_key(&key).unwrap();
         let id = identity(&certs[0]).unwrap();
         assert_eq!((id.name.as_str(), id.role), ("node1", Role::Node));
+        // A node answers on the CLI's default endpoint, 127.0.0.1, and on ::1.
+        let (_, x509) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
+        let names = x509
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            names,
+            [
+                "DNSName(\"node1\")",
+                "DNSName(\"localhost\")",
+                "IPAddress([127, 0, 0, 1])",
+                "IPAddress([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])",
+                "IPAddress([127, 0, 0, 2])",
+            ]
+        );
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,

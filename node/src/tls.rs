@@ -158,11 +158,15 @@ pub fn explain_server_refusal(err: &std::io::Error) -> String {
             other => format!("the client's certificate is invalid: {other:?}"),
         },
         Some(rustls::Error::AlertReceived(
-            rustls::AlertDescription::UnknownCA
-            | rustls::AlertDescription::BadCertificate
-            | rustls::AlertDescription::DecryptError,
+            rustls::AlertDescription::UnknownCA | rustls::AlertDescription::DecryptError,
         )) => "the client does not trust this node's certificate (is it configured with another cluster's CA?)"
             .to_string(),
+        // What a client sends when the certificate is from its CA but does not name the
+        // address it dialled (or is otherwise unusable to it).
+        Some(rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate)) => {
+            "the client rejected this node's certificate: most often it does not name the address the client dialled (issue it with --san for that address); the client's message says which"
+                .to_string()
+        }
         _ => text,
     }
 }

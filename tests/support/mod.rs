@@ -107,12 +107,17 @@ pub struct NodeProc {
 impl NodeProc {
     /// Writes `node.toml` into `pki`'s directory with `extra` appended and starts it.
     pub fn start(pki: &TestPki, extra: &str) -> Self {
+        Self::start_at(pki, "127.0.0.1", extra)
+    }
+
+    /// Like [`Self::start`], listening on loopback address `ip`.
+    pub fn start_at(pki: &TestPki, ip: &str, extra: &str) -> Self {
         let port = free_port();
         let config = pki.path().join("node.toml");
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"node1\"\nlisten = \"127.0.0.1:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node1.pem\"\nkey = \"certs/node1.key\"\n\n{extra}\n"
+                "[node]\nname = \"node1\"\nlisten = \"{ip}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node1.pem\"\nkey = \"certs/node1.key\"\n\n{extra}\n"
             ),
         )
         .unwrap();
@@ -128,7 +133,7 @@ impl NodeProc {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
         let mut node = NodeProc {
             child,
             addr,
