@@ -162,14 +162,28 @@ pub fn open(
         source,
     })?;
     let path = dir.join("raft.sled");
-    let opened = crate::fatal::catch_panics(|| {
-        sled::Config::new()
-            .path(&path)
-            .mode(sled::Mode::LowSpace)
-            // The state is small; sled's default 1 GiB page cache is not needed.
-            .cache_capacity(16 * 1024 * 1024)
-            .open()
-    });
+    let try_open = || {
+        crate::fatal::catch_panics(|| {
+            sled::Config::new()
+                .path(&path)
+                .mode(sled::Mode::LowSpace)
+                // The state is small; sled's default 1 GiB page cache is not needed.
+                .cache_capacity(16 * 1024 * 1024)
+                .open()
+        })
+    };
+    // The lock of a store just closed in this process can outlive it briefly (sled's
+    // background flush): wait up to 2 s before calling it held by someone else.
+    let mut opened = try_open();
+    for _ in 0..20 {
+        match &opened {
+            Ok(Err(sled::Error::Io(e))) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                opened = try_open();
+            }
+            _ => break,
+        }
+    }
     let corrupt = |detail: String| OpenError::Corrupt {
         dir: d.clone(),
         detail,
@@ -218,7 +232,7 @@ pub fn open(
                 node_id,
                 incarnation: random_u64(),
                 cluster_id: None,
-                created_ms: crate::pb_impl::unix_ms(std::time::SystemTime::now()),
+                created_ms: crate::time::unix_ms(std::time::SystemTime::now()),
             };
             let json = to_json(&id).map_err(|e| corrupt(e.to_string()))?;
             meta.insert("identity", json)
