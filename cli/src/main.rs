@@ -643,7 +643,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             CertCommand::Show { file } => {
                 let id = read_identity(&file)?;
                 let date = |t: i64| {
-                    upsilon_node::events::format_date(upsilon_node::pb_impl::from_unix_ms(
+                    upsilon_node::time::format_date(upsilon_node::time::from_unix_ms(
                         t.saturating_mul(1000),
                     ))
                 };

@@ -4,13 +4,7 @@
 use serde_json::{Value, json};
 use upsilon_proto::v1 as pb;
 
-pub fn local_time(unix_ms: i64) -> String {
-    if unix_ms <= 0 {
-        return "-".into();
-    }
-    let t = upsilon_node::pb_impl::from_unix_ms(unix_ms);
-    upsilon_node::events::format_date(t)
-}
+pub use upsilon_node::time::local_date_ms as local_time;
 
 fn opt(v: Option<f64>, unit: &str, prec: usize) -> String {
     v.map_or("-".into(), |x| format!("{x:.prec$}{unit}"))

@@ -152,11 +152,7 @@ pub struct Event {
     pub message: String,
 }
 
-/// apcupsd 3.14.8+'s date format: `%Y-%m-%d %H:%M:%S %z` in local time.
-pub fn format_date(at: SystemTime) -> String {
-    let dt: chrono::DateTime<chrono::Local> = at.into();
-    dt.format("%Y-%m-%d %H:%M:%S %z").to_string()
-}
+use crate::time::format_date;
 
 /// One events-file line, without the newline: date, two spaces, message.
 pub fn format_line(at: SystemTime, message: &str) -> String {

@@ -9,6 +9,7 @@
 //! machine itself) are recorded, never run; per-event scripts still run, with
 //! `UPSILON_EXECUTOR_MODE=record` in their environment, so hook wiring can be tested.
 
+use crate::time::unix_ms;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -53,11 +54,6 @@ pub struct Executor {
     shutdown_command: Vec<String>,
     record_file: Option<PathBuf>,
     records: Mutex<Vec<ExecRecord>>,
-}
-
-fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn is_executable(p: &Path) -> bool {

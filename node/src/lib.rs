@@ -25,4 +25,5 @@ pub mod reading;
 pub mod shutdown;
 pub mod staging;
 pub mod status;
+pub mod time;
 pub mod tls;

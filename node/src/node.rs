@@ -567,7 +567,7 @@ async fn run_ups(
         for me in events {
             let ev = shared.log_event(me.kind, &name, &me.message);
             reported.push(crate::cluster::state::ReportedEvent {
-                at_ms: crate::pb_impl::unix_ms(ev.at),
+                at_ms: crate::time::unix_ms(ev.at),
                 name: ev.kind.name().to_string(),
                 message: ev.message.clone(),
             });
@@ -631,7 +631,7 @@ fn report_of(
         owner,
         driver: v.driver.clone(),
         seq: 0,
-        at_ms: crate::pb_impl::unix_ms(SystemTime::now()),
+        at_ms: crate::time::unix_ms(SystemTime::now()),
         reading: v.reading.clone(),
         statflag: v.statflag,
         comm_lost: v.comm_lost,
@@ -640,7 +640,7 @@ fn report_of(
         transfers: v.transfers,
         shutdown: v
             .shutdown
-            .map(|(rule, at)| (rule, crate::pb_impl::unix_ms(at))),
+            .map(|(rule, at)| (rule, crate::time::unix_ms(at))),
         events,
         comm_error: v.comm_error.clone(),
     }

@@ -8,15 +8,7 @@ use crate::events::Event;
 use crate::node::UpsView;
 use crate::policy::Policy;
 use crate::reading::{UpsFlags, UpsReading, statflag, status_text};
-
-pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-pub fn from_unix_ms(ms: i64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)
-}
+use crate::time::{from_unix_ms, unix_ms};
 
 pub fn flags_to_pb(f: &UpsFlags, statflag_value: u32) -> pb::UpsFlags {
     pb::UpsFlags {
@@ -158,7 +150,7 @@ pub fn cluster_warnings(s: &crate::cluster::state::PowerState) -> Vec<String> {
                 ups = u.name,
                 owner = name(u.owner),
                 rival = name(r.node),
-                since = crate::events::format_date(from_unix_ms(r.since_ms)),
+                since = crate::time::format_date(from_unix_ms(r.since_ms)),
             ));
         }
     }
@@ -179,14 +171,14 @@ pub fn outage_lines(s: &crate::cluster::state::PowerState) -> (String, Vec<Strin
         None => format!(
             "outage {} since {}: {} of {} stage(s) started",
             o.id,
-            crate::events::format_date(from_unix_ms(o.started_ms)),
+            crate::time::format_date(from_unix_ms(o.started_ms)),
             o.stages.len(),
             s.plan.as_ref().map_or(0, |p| p.stages.len())
         ),
         Some(end) => format!(
             "outage {} ended {}: {}",
             o.id,
-            crate::events::format_date(from_unix_ms(end)),
+            crate::time::format_date(from_unix_ms(end)),
             o.end_reason
         ),
     };
@@ -257,7 +249,7 @@ pub fn plan_reply(
                     |r| {
                         format!(
                             "started {} ({})",
-                            crate::events::format_date(from_unix_ms(r.started_ms)),
+                            crate::time::format_date(from_unix_ms(r.started_ms)),
                             r.reason
                         )
                     },

@@ -12,19 +12,15 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::cluster::handle::{Cluster, LeaderOp};
 use crate::cluster::state::Command;
 use crate::driver::UpsCommand;
 use crate::node::NodeShared;
-use crate::pb_impl::unix_ms;
 use crate::plan::{self, Plan};
 use crate::shutdown::Shutdown;
-
-fn now_ms() -> i64 {
-    unix_ms(SystemTime::now())
-}
+use crate::time::now_ms;
 
 const WRITE_DEADLINE: Duration = Duration::from_secs(3);
 

@@ -2,16 +2,14 @@
 //! `upsilon status`. A pure function of the policy, the UPS views and what the
 //! executor did, so its wording is tested directly.
 
-use std::time::SystemTime;
-
 use upsilon_proto::v1 as pb;
 
 use crate::config::ExecutorMode;
 use crate::events::EventKind;
 use crate::executor::ExecRecord;
 use crate::node::UpsView;
-use crate::pb_impl::unix_ms;
 use crate::policy::{Policy, ShutdownRule};
+use crate::time::unix_ms;
 
 fn rule_words(rule: ShutdownRule, p: &Policy) -> String {
     match rule {
@@ -254,16 +252,12 @@ fn was_on_battery(v: &UpsView) -> bool {
     v.reading.as_ref().is_some_and(|r| r.flags.on_battery)
 }
 
-/// Current time helper kept here so callers need not import SystemTime.
-pub fn now_ms() -> i64 {
-    unix_ms(SystemTime::now())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reading::{UpsFlags, UpsReading};
     use std::time::Duration;
+    use std::time::SystemTime;
 
     fn view(on_battery: bool) -> UpsView {
         let mut r = UpsReading::empty(

@@ -287,7 +287,7 @@ impl AdminService for AdminApi {
         let cmd = crate::cluster::Command::UpsRelease {
             ups: r.ups_name.clone(),
             by: who.name.clone(),
-            at_ms: crate::status::now_ms(),
+            at_ms: crate::time::now_ms(),
         };
         self.on_leader(LeaderOp::Write(cmd)).await?;
         tracing::warn!(ups = %r.ups_name, by = %who.name, "UPS name released (was owned by {owner})");
@@ -317,7 +317,7 @@ impl AdminService for AdminApi {
             name: r.name.clone(),
             reason: r.reason.clone(),
             by: who.name.clone(),
-            at_ms: crate::status::now_ms(),
+            at_ms: crate::time::now_ms(),
         };
         self.on_leader(LeaderOp::Write(cmd)).await?;
         tracing::warn!(by = %who.name, "certificate {serial} ({}) revoked", r.name);
@@ -366,7 +366,7 @@ impl AdminService for AdminApi {
         let stages = plan.stages.iter().map(|s| s.name.clone()).collect();
         let cmd = crate::cluster::Command::SetPlan {
             plan,
-            at_ms: crate::status::now_ms(),
+            at_ms: crate::time::now_ms(),
             by: who.name.clone(),
         };
         self.on_leader(LeaderOp::Write(cmd)).await?;

@@ -30,7 +30,7 @@ impl PowerApi {
 /// The full status as this node sees it: its own UPSes when standalone, the
 /// replicated state of the whole cluster when it is a member.
 pub fn status_reply(shared: &NodeShared) -> pb::StatusReply {
-    let now = crate::status::now_ms();
+    let now = crate::time::now_ms();
     let Some(cluster) = &shared.cluster else {
         let views = shared.ups_views();
         return pb::StatusReply {
@@ -129,7 +129,7 @@ fn pending(shared: &NodeShared, views: &[crate::node::UpsView]) -> pb::PendingAc
         let me = cluster.cfg.id;
         let records = shared.executor.records();
         let mode = shared.executor.mode();
-        let now = crate::status::now_ms();
+        let now = crate::time::now_ms();
         return cluster.read(|s| {
             crate::status::member_pending_action(s, me, &shared.policy, &records, mode, now)
         });
@@ -197,7 +197,7 @@ impl PowerService for PowerApi {
                 "this node is standalone: staged shutdown needs a [cluster]",
             )
         })?;
-        let now = crate::status::now_ms();
+        let now = crate::time::now_ms();
         Ok(Response::new(cluster.read(|s| {
             pb_impl::plan_reply(s, now, r.replay, r.assume_outage)
         })))

@@ -13,12 +13,8 @@ use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 
 use super::handle::{Cluster, LeaderOp};
 use super::state::{Command, ReportedEvent, UpsReport};
-use crate::pb_impl::unix_ms;
 use crate::shutdown::Shutdown;
-
-fn now_ms() -> i64 {
-    unix_ms(SystemTime::now())
-}
+use crate::time::now_ms;
 
 /// Until this node is a member: ask each seed to admit it. Then announce it, and ask
 /// to become a voter if configured.

@@ -188,10 +188,6 @@ pub enum ClusterError {
     Raft(String),
 }
 
-fn ms(t: SystemTime) -> i64 {
-    crate::pb_impl::unix_ms(t)
-}
-
 impl Cluster {
     /// Opens storage and starts Raft; bootstraps if asked and not yet initialized.
     pub async fn start(
@@ -480,7 +476,7 @@ impl Cluster {
                     .raft
                     .client_write(Command::NodeRemoved {
                         id: *id,
-                        at_ms: ms(SystemTime::now()),
+                        at_ms: crate::time::now_ms(),
                     })
                     .await;
                 Ok(self.membership_reply())
@@ -622,7 +618,7 @@ impl Cluster {
         } else {
             let since = h
                 .failed_since
-                .map(|t| format!(" since {}", crate::events::format_date(t)))
+                .map(|t| format!(" since {}", crate::time::format_date(t)))
                 .unwrap_or_default();
             format!(
                 "no quorum: writes are not being committed{since} (fewer than {} of {} voters reachable?){}",
