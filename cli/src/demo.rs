@@ -15,7 +15,7 @@ use upsilon_node::client::{self, ClientOptions};
 use upsilon_node::config::NodeConfig;
 use upsilon_node::node::RunningNode;
 use upsilon_node::pki::{self, IssueRequest, Role};
-use upsilon_node::shutdown::Shutdown;
+use upsilon_node::stop::Stop;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::power_service_client::PowerServiceClient;
 
@@ -174,7 +174,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let path = dir.join(format!("n{i}.toml"));
         std::fs::write(&path, node_config(i, n, seed.as_deref()))?;
         let cfg = NodeConfig::load(&path)?;
-        let node = upsilon_node::node::start(cfg, Shutdown::new(stop_tx.subscribe()))
+        let node = upsilon_node::node::start(cfg, Stop::new(stop_tx.subscribe()))
             .await
             .with_context(|| format!("cannot start node n{i}"))?;
         if i == 1 {

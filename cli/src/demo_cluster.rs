@@ -20,7 +20,7 @@ use tokio_stream::StreamExt;
 use upsilon_node::client::{self, ClientOptions};
 use upsilon_node::config::NodeConfig;
 use upsilon_node::node::RunningNode;
-use upsilon_node::shutdown::Shutdown;
+use upsilon_node::stop::Stop;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 use upsilon_proto::v1::power_service_client::PowerServiceClient;
@@ -209,7 +209,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let path = dir.join(format!("n{i}.toml"));
         std::fs::write(&path, config(i, seed.as_deref()))?;
         let node =
-            upsilon_node::node::start(NodeConfig::load(&path)?, Shutdown::new(stop_tx.subscribe()))
+            upsilon_node::node::start(NodeConfig::load(&path)?, Stop::new(stop_tx.subscribe()))
                 .await
                 .with_context(|| format!("cannot start node n{i}"))?;
         if i == 1 {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use upsilon_node::config::NodeConfig;
-use upsilon_node::shutdown::Shutdown;
+use upsilon_node::stop::Stop;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -115,7 +115,7 @@ fn main() -> ExitCode {
     let code = rt.block_on(async move {
         let (tx, rx) = tokio::sync::broadcast::channel(1);
         let node =
-            match upsilon_node::node::start_with(cfg, Shutdown::new(rx), fatal.clone()).await {
+            match upsilon_node::node::start_with(cfg, Stop::new(rx), fatal.clone()).await {
                 Ok(n) => n,
                 Err(e) => {
                     eprintln!("upsilond: {e}");

@@ -19,7 +19,7 @@ use crate::executor::Executor;
 use crate::monitor::{Observation, UpsMonitor};
 use crate::policy::{Policy, ShutdownRule};
 use crate::reading::UpsReading;
-use crate::shutdown::Shutdown;
+use crate::stop::Stop;
 
 /// What the node knows about one of its UPSes, as of the last poll.
 #[derive(Debug, Clone)]
@@ -124,7 +124,7 @@ impl NodeShared {
 async fn watch_raft_core(
     shared: Arc<NodeShared>,
     cluster: Arc<crate::cluster::handle::Cluster>,
-    mut shutdown: Shutdown,
+    mut stop: Stop,
 ) {
     use openraft::type_config::async_runtime::WatchReceiver;
     let mut rx = cluster.raft.metrics();
@@ -134,17 +134,17 @@ async fn watch_raft_core(
             Err(f) => Some(format!("the Raft core stopped: {f}")),
         };
         if let Some(why) = stopped {
-            if !shutdown.is_shutdown() {
+            if !stop.is_stopped() {
                 shared.log_event(EventKind::Notice, "", &format!("upsilond stopping: {why}"));
                 shared.fatal.raise(&why);
             }
             return;
         }
         tokio::select! {
-            _ = shutdown.recv() => return,
+            _ = stop.recv() => return,
             r = rx.changed() => {
                 if r.is_err() {
-                    if !shutdown.is_shutdown() {
+                    if !stop.is_stopped() {
                         shared.fatal.raise("the Raft core stopped");
                     }
                     return;
@@ -162,7 +162,7 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    /// Waits for every task to end (after shutdown was signalled), then stops Raft.
+    /// Waits for every task to end (after the stop was signalled), then stops Raft.
     pub async fn join(self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
         for (name, t) in self.tasks {
@@ -211,14 +211,14 @@ pub fn check_name(cfg: &NodeConfig, cert: &crate::pki::Identity) -> Result<(), S
 }
 
 /// Starts the node: drivers, monitors, executor and the mTLS gRPC API.
-pub async fn start(cfg: NodeConfig, shutdown: Shutdown) -> Result<RunningNode, StartError> {
-    start_with(cfg, shutdown, crate::fatal::Fatal::new()).await
+pub async fn start(cfg: NodeConfig, stop: Stop) -> Result<RunningNode, StartError> {
+    start_with(cfg, stop, crate::fatal::Fatal::new()).await
 }
 
 /// [`start`], raising `fatal` when the node can no longer run (the daemon exits on it).
 pub async fn start_with(
     cfg: NodeConfig,
-    shutdown: Shutdown,
+    stop: Stop,
     fatal: crate::fatal::Fatal,
 ) -> Result<RunningNode, StartError> {
     let files = crate::tls::TlsFiles {
@@ -244,7 +244,7 @@ pub async fn start_with(
     }
 
     let (local_addr, incoming) =
-        crate::tls::serve_tls(cfg.node.listen, server_cfg, shutdown.resubscribe())
+        crate::tls::serve_tls(cfg.node.listen, server_cfg, stop.resubscribe())
             .await
             .map_err(StartError::Listen)?;
 
@@ -343,29 +343,26 @@ pub async fn start_with(
             tokio::spawn(duties::join_and_announce(
                 cl.clone(),
                 env!("CARGO_PKG_VERSION").to_string(),
-                shutdown.resubscribe(),
+                stop.resubscribe(),
             )),
         ));
         tasks.push((
             "heartbeats",
-            tokio::spawn(duties::heartbeats(cl.clone(), shutdown.resubscribe())),
+            tokio::spawn(duties::heartbeats(cl.clone(), stop.resubscribe())),
         ));
         tasks.push((
             "mark_stale_upses",
-            tokio::spawn(duties::mark_stale_upses(cl.clone(), shutdown.resubscribe())),
+            tokio::spawn(duties::mark_stale_upses(cl.clone(), stop.resubscribe())),
         ));
         tasks.push((
             "follow_revocations",
-            tokio::spawn(duties::follow_revocations(
-                cl.clone(),
-                shutdown.resubscribe(),
-            )),
+            tokio::spawn(duties::follow_revocations(cl.clone(), stop.resubscribe())),
         ));
         tasks.push((
             "publish_member_problems",
             tokio::spawn(duties::publish_member_problems(
                 cl.clone(),
-                shutdown.resubscribe(),
+                stop.resubscribe(),
             )),
         ));
         tasks.push((
@@ -373,7 +370,7 @@ pub async fn start_with(
             tokio::spawn(watch_raft_core(
                 shared.clone(),
                 cl.clone(),
-                shutdown.resubscribe(),
+                stop.resubscribe(),
             )),
         ));
     }
@@ -382,7 +379,7 @@ pub async fn start_with(
             let r = crate::cluster::duties::UpsReporter::new();
             tasks.push((
                 "ups reporter",
-                tokio::spawn(r.clone().run(cl.clone(), shutdown.resubscribe())),
+                tokio::spawn(r.clone().run(cl.clone(), stop.resubscribe())),
             ));
             (cl.clone(), r)
         });
@@ -401,7 +398,7 @@ pub async fn start_with(
                     reporter,
                     orders,
                 },
-                shutdown.resubscribe(),
+                stop.resubscribe(),
             )),
         ));
     }
@@ -409,14 +406,14 @@ pub async fn start_with(
         use crate::staging;
         tasks.push((
             "coordinate",
-            tokio::spawn(staging::coordinate(cl.clone(), shutdown.resubscribe())),
+            tokio::spawn(staging::coordinate(cl.clone(), stop.resubscribe())),
         ));
         tasks.push((
             "run_my_stages",
             tokio::spawn(staging::run_my_stages(
                 shared.clone(),
                 cl.clone(),
-                shutdown.resubscribe(),
+                stop.resubscribe(),
             )),
         ));
         tasks.push((
@@ -424,7 +421,7 @@ pub async fn start_with(
             tokio::spawn(staging::local_fallback(
                 shared.clone(),
                 cl.clone(),
-                shutdown.resubscribe(),
+                stop.resubscribe(),
             )),
         ));
         tasks.push((
@@ -432,14 +429,14 @@ pub async fn start_with(
             tokio::spawn(staging::carry_out_ups_orders(
                 shared.clone(),
                 cl.clone(),
-                shutdown.resubscribe(),
+                stop.resubscribe(),
             )),
         ));
     }
     drop(exec_tx);
     tasks.push((
         "serve",
-        tokio::spawn(crate::api::serve(shared.clone(), incoming, shutdown)),
+        tokio::spawn(crate::api::serve(shared.clone(), incoming, stop)),
     ));
     tracing::info!(node = %shared.name, %local_addr, "serving the Upsilon API over mutual TLS");
     Ok(RunningNode {
@@ -481,14 +478,14 @@ struct UpsLinks {
     orders: mpsc::Receiver<UpsOrder>,
 }
 
-/// Polls one UPS until shutdown; every poll goes through the monitor.
+/// Polls one UPS until the node stops; every poll goes through the monitor.
 async fn run_ups(
     shared: Arc<NodeShared>,
     name: String,
     interval: Duration,
     mut driver: Box<dyn UpsDriver>,
     links: UpsLinks,
-    mut shutdown: Shutdown,
+    mut stop: Stop,
 ) {
     let UpsLinks {
         exec_tx,
@@ -503,7 +500,7 @@ async fn run_ups(
     loop {
         let wait = next_poll.saturating_duration_since(tokio::time::Instant::now());
         tokio::select! {
-            _ = shutdown.recv() => break,
+            _ = stop.recv() => break,
             // Ends early when the UPS announces a change itself (apcsmart alerts).
             _ = driver.wait_for_change(wait) => {}
             Some((cmd, reply)) = orders.recv() => {

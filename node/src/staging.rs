@@ -19,7 +19,7 @@ use crate::cluster::state::Command;
 use crate::driver::UpsCommand;
 use crate::node::NodeShared;
 use crate::plan::{self, Plan};
-use crate::shutdown::Shutdown;
+use crate::stop::Stop;
 use crate::time::now_ms;
 
 const WRITE_DEADLINE: Duration = Duration::from_secs(3);
@@ -28,10 +28,10 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(3);
 async fn next_round(
     changed: &mut tokio::sync::watch::Receiver<u64>,
     tick: &mut tokio::time::Interval,
-    shutdown: &mut Shutdown,
+    stop: &mut Stop,
 ) -> bool {
     tokio::select! {
-        _ = shutdown.recv() => false,
+        _ = stop.recv() => false,
         _ = changed.changed() => true,
         _ = tick.tick() => true,
     }
@@ -39,11 +39,11 @@ async fn next_round(
 
 /// The leader's coordinator loop; every member also proposes its configured plan when
 /// the cluster has none.
-pub async fn coordinate(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+pub async fn coordinate(cluster: Arc<Cluster>, mut stop: Stop) {
     let mut changed = cluster.sm.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut plan_tried: Option<Instant> = None;
-    while next_round(&mut changed, &mut tick, &mut shutdown).await {
+    while next_round(&mut changed, &mut tick, &mut stop).await {
         if !cluster.is_member() {
             continue;
         }
@@ -155,7 +155,7 @@ async fn ack(cluster: &Cluster, s: &MyStage, halting: bool) -> bool {
 }
 
 /// Runs this host's stages, once each, and acknowledges them.
-pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut stop: Stop) {
     let dir = cluster
         .cfg
         .marker_dir
@@ -170,7 +170,7 @@ pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut s
     let running: Arc<Mutex<HashSet<(u64, usize)>>> = Arc::default();
     let mut changed = cluster.sm.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    while next_round(&mut changed, &mut tick, &mut shutdown).await {
+    while next_round(&mut changed, &mut tick, &mut stop).await {
         let mine: Vec<MyStage> = cluster.read(|s| {
             let Some(o) = s.outage.as_ref() else {
                 return vec![];
@@ -290,18 +290,14 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
 }
 
 /// Kill-power and power-cycle orders for this node's UPSes.
-pub async fn carry_out_ups_orders(
-    shared: Arc<NodeShared>,
-    cluster: Arc<Cluster>,
-    mut shutdown: Shutdown,
-) {
+pub async fn carry_out_ups_orders(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut stop: Stop) {
     let mut done: HashSet<(u64, String, bool)> = HashSet::new();
     // Results not yet committed: sent again each round (apply ignores a second copy);
     // the order itself is never carried out twice.
     let mut unreported: Vec<Command> = Vec::new();
     let mut changed = cluster.sm.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    while next_round(&mut changed, &mut tick, &mut shutdown).await {
+    while next_round(&mut changed, &mut tick, &mut stop).await {
         for cmd in std::mem::take(&mut unreported) {
             if cluster
                 .submit(LeaderOp::Write(cmd.clone()), WRITE_DEADLINE)
@@ -378,11 +374,7 @@ pub async fn carry_out_ups_orders(
 
 /// Watches this node's link to the quorum; if it is cut off and its supply is (or was
 /// last known) in danger, it shuts itself down without the cluster (once per outage).
-pub async fn local_fallback(
-    shared: Arc<NodeShared>,
-    cluster: Arc<Cluster>,
-    mut shutdown: Shutdown,
-) {
+pub async fn local_fallback(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut stop: Stop) {
     let grace = Duration::from_secs(10);
     let mut cut_off_since: Option<Instant> = None;
     let mut done = false;
@@ -390,7 +382,7 @@ pub async fn local_fallback(
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = shutdown.recv() => return,
+            _ = stop.recv() => return,
             _ = tick.tick() => {}
         }
         if !cluster.is_member() {

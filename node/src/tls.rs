@@ -181,7 +181,7 @@ pub type TlsIncoming = tokio_stream::wrappers::ReceiverStream<
 pub async fn serve_tls(
     addr: SocketAddr,
     config: ServerConfig,
-    mut shutdown: crate::shutdown::Shutdown,
+    mut stop: crate::stop::Stop,
 ) -> std::io::Result<(SocketAddr, TlsIncoming)> {
     let listener = TcpListener::bind(addr)
         .await
@@ -192,7 +192,7 @@ pub async fn serve_tls(
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = tokio::select! {
-                _ = shutdown.recv() => break,
+                _ = stop.recv() => break,
                 r = listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {

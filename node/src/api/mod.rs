@@ -11,12 +11,12 @@ use upsilon_proto::v1::power_service_server::PowerServiceServer;
 use upsilon_proto::v1::raft_service_server::RaftServiceServer;
 
 use crate::node::NodeShared;
-use crate::shutdown::Shutdown;
+use crate::stop::Stop;
 use crate::tls::TlsIncoming;
 
-/// Serves every service on the already-authenticated TLS connections until shutdown.
+/// Serves every service on the already-authenticated TLS connections until the node stops.
 /// RaftService is served only when the node is a cluster member.
-pub async fn serve(shared: Arc<NodeShared>, incoming: TlsIncoming, mut shutdown: Shutdown) {
+pub async fn serve(shared: Arc<NodeShared>, incoming: TlsIncoming, mut stop: Stop) {
     let raft = shared.cluster.clone().map(|c| {
         use crate::cluster::network::MAX_RAFT_MESSAGE;
         RaftServiceServer::new(raft::RaftApi::new(c))
@@ -29,7 +29,7 @@ pub async fn serve(shared: Arc<NodeShared>, incoming: TlsIncoming, mut shutdown:
         )))
         .add_service(AdminServiceServer::new(admin::AdminApi::new(shared)))
         .add_optional_service(raft)
-        .serve_with_incoming_shutdown(incoming, async move { shutdown.recv().await })
+        .serve_with_incoming_shutdown(incoming, async move { stop.recv().await })
         .await;
     if let Err(e) = res {
         tracing::error!("API server stopped: {e}");

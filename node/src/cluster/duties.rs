@@ -13,12 +13,12 @@ use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 
 use super::handle::{Cluster, LeaderOp};
 use super::state::{Command, ReportedEvent, UpsReport};
-use crate::shutdown::Shutdown;
+use crate::stop::Stop;
 use crate::time::now_ms;
 
 /// Until this node is a member: ask each seed to admit it. Then announce it, and ask
 /// to become a voter if configured.
-pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut shutdown: Shutdown) {
+pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop: Stop) {
     let mut attempt = 0u32;
     while !cluster.is_member() {
         if cluster.cfg.seeds.is_empty() {
@@ -52,7 +52,7 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut shutd
         }
         attempt += 1;
         tokio::select! {
-            _ = shutdown.recv() => return,
+            _ = stop.recv() => return,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
@@ -75,7 +75,7 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut shutd
             Err(e) => tracing::debug!("announce failed, retrying: {e}"),
         }
         tokio::select! {
-            _ = shutdown.recv() => return,
+            _ = stop.recv() => return,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
@@ -109,7 +109,7 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut shutd
                         told = true;
                     }
                     tokio::select! {
-                        _ = shutdown.recv() => return,
+                        _ = stop.recv() => return,
                         _ = tokio::time::sleep(Duration::from_secs(30)) => {}
                     }
                     continue;
@@ -117,7 +117,7 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut shutd
                 Err(e) => tracing::warn!("cannot become a voter yet: {e}"),
             }
             tokio::select! {
-                _ = shutdown.recv() => return,
+                _ = stop.recv() => return,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
@@ -157,12 +157,12 @@ async fn ask_to_join(cluster: &Cluster, seed: &str) -> Result<(), String> {
 }
 
 /// Sends a heartbeat at the configured interval (it also measures write health).
-pub async fn heartbeats(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+pub async fn heartbeats(cluster: Arc<Cluster>, mut stop: Stop) {
     let mut tick = tokio::time::interval(Duration::from_millis(cluster.cfg.heartbeat_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.recv() => return,
+            _ = stop.recv() => return,
             _ = tick.tick() => {}
         }
         if !cluster.is_member() {
@@ -182,7 +182,7 @@ pub async fn heartbeats(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
 }
 
 /// On the leader: a UPS whose owner has been silent for `stale_after_ms` is marked.
-pub async fn mark_stale_upses(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+pub async fn mark_stale_upses(cluster: Arc<Cluster>, mut stop: Stop) {
     // Silence is measured on this node's monotonic clock from the last change of each
     // UPS's report sequence, so clock skew between hosts cannot fake or hide it.
     let mut seen: HashMap<String, (u64, Instant)> = HashMap::new();
@@ -190,7 +190,7 @@ pub async fn mark_stale_upses(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = shutdown.recv() => return,
+            _ = stop.recv() => return,
             _ = tick.tick() => {}
         }
         if cluster.metrics().current_leader != Some(cluster.id) {
@@ -232,11 +232,11 @@ pub async fn mark_stale_upses(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
 /// On the leader: members the Raft client holds back (a store that was wiped or lost
 /// entries) are recorded in the replicated state, so every node's `status` and `nodes`
 /// show the problem and how to fix it, with one event when it starts.
-pub async fn publish_member_problems(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+pub async fn publish_member_problems(cluster: Arc<Cluster>, mut stop: Stop) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = shutdown.recv() => return,
+            _ = stop.recv() => return,
             _ = tick.tick() => {}
         }
         let m = cluster.metrics();
@@ -275,13 +275,13 @@ pub async fn publish_member_problems(cluster: Arc<Cluster>, mut shutdown: Shutdo
 }
 
 /// Keeps this process's TLS deny list equal to the replicated one, after every apply.
-pub async fn follow_revocations(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+pub async fn follow_revocations(cluster: Arc<Cluster>, mut stop: Stop) {
     let mut changed = cluster.sm.subscribe();
     loop {
         let serials: Vec<String> = cluster.read(|s| s.revoked.keys().cloned().collect());
         crate::tls::set_revoked(serials);
         tokio::select! {
-            _ = shutdown.recv() => return,
+            _ = stop.recv() => return,
             r = changed.changed() => if r.is_err() { return },
         }
     }
@@ -351,13 +351,13 @@ impl UpsReporter {
         }
     }
 
-    /// Sends queued reports until shutdown.
-    pub async fn run(self: Arc<Self>, cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+    /// Sends queued reports until the node stops.
+    pub async fn run(self: Arc<Self>, cluster: Arc<Cluster>, mut stop: Stop) {
         // The owner that refuses this node's reports, once the refusal was logged.
         let mut refused_by: Option<String> = None;
         loop {
             tokio::select! {
-                _ = shutdown.recv() => return,
+                _ = stop.recv() => return,
                 _ = self.notify.notified() => {}
             }
             let held = |r: &UpsReport| {
@@ -407,7 +407,7 @@ impl UpsReporter {
                         tracing::debug!(%ups, "report not committed, will retry: {e}");
                         self.put_back(r);
                         tokio::select! {
-                            _ = shutdown.recv() => return,
+                            _ = stop.recv() => return,
                             _ = tokio::time::sleep(Duration::from_millis(300)) => {}
                         }
                     }
