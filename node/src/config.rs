@@ -30,7 +30,7 @@ pub struct NodeConfig {
     pub executor: ExecutorSection,
     /// Cluster membership; without it the node runs standalone.
     #[serde(default)]
-    pub cluster: Option<crate::cluster::handle::ClusterSection>,
+    pub cluster: Option<ClusterSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -578,6 +578,76 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// The `[cluster]` section of a node's config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This node's Raft id: unique in the cluster, never reused.
+    pub id: u64,
+    /// Where the Raft log and snapshots are kept.
+    pub data_dir: PathBuf,
+    /// Address other nodes reach this node's API on; default: `[node] listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Create a new one-node cluster with this node as its first voter (once).
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// API addresses of existing members to ask for admission.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Ask to become a voter after joining (otherwise stay a learner).
+    #[serde(default)]
+    pub voter: bool,
+    /// Labels for staged shutdown plans.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// The UPSes (by name) that power this host.
+    #[serde(default)]
+    pub feeds: Vec<String>,
+    /// How many of `feeds` must be on line for this host to count as on line.
+    #[serde(default = "default_min_supplies")]
+    pub min_supplies: u32,
+    /// A plan file to propose when the cluster has no plan yet (usually on the
+    /// bootstrap node); later changes go through `upsilon plan apply`.
+    #[serde(default)]
+    pub plan: Option<PathBuf>,
+    /// Where this host keeps its "stage already run" markers (default: data_dir).
+    #[serde(default)]
+    pub marker_dir: Option<PathBuf>,
+    /// How often a node (and each UPS owner) reports even when nothing changed.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// A UPS whose owner has not reported for this long is marked comm-lost.
+    #[serde(default = "default_stale_ms")]
+    pub stale_after_ms: u64,
+    /// Raft election timeout (minimum; the maximum is twice this).
+    #[serde(default = "default_election_ms")]
+    pub election_timeout_ms: u64,
+    /// A snapshot is taken after this many log entries; a member that falls further
+    /// behind than the entries kept after it (a quarter of this, at most 500) catches
+    /// up from the snapshot.
+    #[serde(default = "default_snapshot_logs")]
+    pub snapshot_logs: u64,
+}
+
+fn default_snapshot_logs() -> u64 {
+    2000
+}
+
+fn default_min_supplies() -> u32 {
+    1
+}
+
+fn default_heartbeat_ms() -> u64 {
+    1000
+}
+fn default_stale_ms() -> u64 {
+    5000
+}
+fn default_election_ms() -> u64 {
+    750
 }
 
 /// Node and UPS names: 1-63 of `[A-Za-z0-9._-]`.
