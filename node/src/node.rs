@@ -3,7 +3,7 @@
 //!
 //! One task per UPS polls its driver and feeds the monitor; the events it returns are
 //! logged (memory and events file), broadcast to `Watch` streams, and queued, in
-//! order, for the executor task. [`NodeShared`] is the state the API reads.
+//! order, for the executor task. The state the API reads is `shared::NodeShared`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -13,110 +13,13 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::NodeConfig;
-use crate::driver::{self, DriverError, UpsDriver, sim::SimHandle};
+use crate::driver::{self, DriverError, UpsDriver};
 use crate::events::{Event, EventKind, EventLog};
 use crate::executor::Executor;
 use crate::monitor::{Observation, UpsMonitor};
-use crate::policy::{Policy, ShutdownRule};
-use crate::reading::UpsReading;
+use crate::shared::{NodeShared, UpsOrder};
 use crate::stop::Stop;
-
-/// What the node knows about one of its UPSes, as of the last poll.
-#[derive(Debug, Clone)]
-pub struct UpsView {
-    pub name: String,
-    pub driver: String,
-    pub reading: Option<UpsReading>,
-    pub statflag: u32,
-    pub comm_lost: bool,
-    /// Why comm is lost, from the driver.
-    pub comm_error: Option<String>,
-    pub on_battery: bool,
-    pub time_on_battery: Duration,
-    pub transfers: u32,
-    pub shutdown: Option<(ShutdownRule, SystemTime)>,
-}
-
-/// A command for a UPS driver and where to send its result.
-pub type UpsOrder = (
-    crate::driver::UpsCommand,
-    tokio::sync::oneshot::Sender<Result<(), String>>,
-);
-
-/// The node's shared state: read by the API, written by the UPS tasks.
-#[derive(Debug)]
-pub struct NodeShared {
-    pub name: String,
-    /// Set when the node is a cluster member (a `[cluster]` section is configured).
-    pub cluster: Option<Arc<crate::cluster::handle::Cluster>>,
-    pub address: SocketAddr,
-    pub policy: Policy,
-    pub started_at: SystemTime,
-    pub executor: Arc<Executor>,
-    pub sims: HashMap<String, SimHandle>,
-    /// Orders to this node's UPS drivers (kill power, power cycle, self test).
-    pub ups_orders: HashMap<String, mpsc::Sender<UpsOrder>>,
-    /// Where this node keeps its markers and writes the powerfail flag.
-    pub powerfail_dir: Option<std::path::PathBuf>,
-    /// Raised when the node must stop (the Raft core stopped, a task panicked).
-    pub fatal: crate::fatal::Fatal,
-    ups: Mutex<BTreeMap<String, UpsView>>,
-    events: Mutex<EventLog>,
-    event_tx: broadcast::Sender<Event>,
-    status_tx: watch::Sender<u64>,
-}
-
-impl NodeShared {
-    pub fn ups_views(&self) -> Vec<UpsView> {
-        self.ups
-            .lock()
-            .expect("ups lock")
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    pub fn recent_events(&self, limit: usize) -> Vec<Event> {
-        self.events.lock().expect("events lock").recent(limit)
-    }
-
-    /// New events as they are logged.
-    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
-        self.event_tx.subscribe()
-    }
-
-    /// Ticks whenever any UPS view changes.
-    pub fn subscribe_status(&self) -> watch::Receiver<u64> {
-        self.status_tx.subscribe()
-    }
-
-    /// Logs an event (memory, file, watchers) and returns it.
-    pub fn log_event(&self, kind: EventKind, ups: &str, message: &str) -> Event {
-        let (ev, res) =
-            self.events
-                .lock()
-                .expect("events lock")
-                .record(kind, ups, message, SystemTime::now());
-        if let Err(e) = res {
-            tracing::error!("{e}");
-        }
-        match kind {
-            EventKind::Notice
-            | EventKind::CommOk
-            | EventKind::MainsBack
-            | EventKind::OffBattery => {
-                tracing::info!(ups, event = kind.name(), "{message}")
-            }
-            _ => tracing::warn!(ups, event = kind.name(), "{message}"),
-        }
-        let _ = self.event_tx.send(ev.clone());
-        ev
-    }
-
-    fn bump_status(&self) {
-        self.status_tx.send_modify(|v| *v += 1);
-    }
-}
+use crate::view::UpsView;
 
 /// Raises the node's fatal signal when the Raft core stops (a storage error such as a
 /// full disk, or an internal error): without it the node cannot commit or apply, and

@@ -5,10 +5,10 @@ use std::time::SystemTime;
 use upsilon_proto::v1 as pb;
 
 use crate::events::Event;
-use crate::node::UpsView;
 use crate::policy::Policy;
 use crate::reading::{UpsFlags, UpsReading, statflag, status_text};
 use crate::time::{from_unix_ms, unix_ms};
+use crate::view::UpsView;
 
 pub fn flags_to_pb(f: &UpsFlags, statflag_value: u32) -> pb::UpsFlags {
     pb::UpsFlags {

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use crate::cluster::handle::{Cluster, LeaderOp};
 use crate::cluster::state::Command;
 use crate::driver::UpsCommand;
-use crate::node::NodeShared;
 use crate::plan::{self, Plan};
+use crate::shared::NodeShared;
 use crate::stop::Stop;
 use crate::time::now_ms;
 

@@ -7,9 +7,9 @@ use upsilon_proto::v1 as pb;
 use crate::config::ExecutorMode;
 use crate::events::EventKind;
 use crate::executor::ExecRecord;
-use crate::node::UpsView;
 use crate::policy::{Policy, ShutdownRule};
 use crate::time::unix_ms;
+use crate::view::UpsView;
 
 fn rule_words(rule: ShutdownRule, p: &Policy) -> String {
     match rule {

@@ -18,8 +18,8 @@ use crate::cluster::ClusterNode;
 use crate::cluster::handle::{Cluster, Here, LeaderOp, LeaderReply};
 use crate::driver::UpsCommand;
 use crate::driver::sim::SimChange;
-use crate::node::NodeShared;
 use crate::pki::Role;
+use crate::shared::NodeShared;
 use crate::tls::authorize;
 
 /// The UPS a request names, or the node's only one when it names none.

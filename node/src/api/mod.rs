@@ -10,7 +10,7 @@ use upsilon_proto::v1::admin_service_server::AdminServiceServer;
 use upsilon_proto::v1::power_service_server::PowerServiceServer;
 use upsilon_proto::v1::raft_service_server::RaftServiceServer;
 
-use crate::node::NodeShared;
+use crate::shared::NodeShared;
 use crate::stop::Stop;
 use crate::tls::TlsIncoming;
 

@@ -10,9 +10,9 @@ use tonic::{Request, Response, Status};
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::power_service_server::PowerService;
 
-use crate::node::NodeShared;
 use crate::pb_impl;
 use crate::pki::Role;
+use crate::shared::NodeShared;
 use crate::tls::authorize;
 
 const ANY_ROLE: &[Role] = &Role::ALL;
@@ -124,7 +124,7 @@ pub fn status_reply(shared: &NodeShared) -> pb::StatusReply {
     }
 }
 
-fn pending(shared: &NodeShared, views: &[crate::node::UpsView]) -> pb::PendingAction {
+fn pending(shared: &NodeShared, views: &[crate::view::UpsView]) -> pb::PendingAction {
     if let Some(cluster) = &shared.cluster {
         let me = cluster.cfg.id;
         let records = shared.executor.records();
