@@ -422,12 +422,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = cli.conn.resolve()?;
             let toml = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            if toml.len() > upsilon_node::plan::MAX_PLAN_BYTES {
+            if toml.len() > upsilon_node::replicated::plan::MAX_PLAN_BYTES {
                 anyhow::bail!(
                     "{} is {} bytes; a plan may be at most {} bytes",
                     file.display(),
                     toml.len(),
-                    upsilon_node::plan::MAX_PLAN_BYTES
+                    upsilon_node::replicated::plan::MAX_PLAN_BYTES
                 );
             }
             let source = file.display().to_string();

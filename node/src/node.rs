@@ -466,7 +466,7 @@ async fn run_ups(
         let mut reported = Vec::new();
         for me in events {
             let ev = shared.log_event(me.kind, &name, &me.message);
-            reported.push(crate::cluster::state::ReportedEvent {
+            reported.push(crate::replicated::state::ReportedEvent {
                 at_ms: crate::time::unix_ms(ev.at),
                 name: ev.kind.name().to_string(),
                 message: ev.message.clone(),
@@ -524,9 +524,9 @@ impl ReportKey {
 fn report_of(
     v: &UpsView,
     owner: u64,
-    events: Vec<crate::cluster::state::ReportedEvent>,
-) -> crate::cluster::state::UpsReport {
-    crate::cluster::state::UpsReport {
+    events: Vec<crate::replicated::state::ReportedEvent>,
+) -> crate::replicated::state::UpsReport {
+    crate::replicated::state::UpsReport {
         ups: v.name.clone(),
         owner,
         driver: v.driver.clone(),

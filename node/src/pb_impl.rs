@@ -95,7 +95,7 @@ pub fn policy_to_pb(p: &Policy) -> pb::PolicySummary {
 }
 
 /// A replicated UPS record as the view the API and the status sentence use.
-pub fn ups_record_to_view(r: &crate::cluster::state::UpsRecord, now_ms: i64) -> UpsView {
+pub fn ups_record_to_view(r: &crate::replicated::state::UpsRecord, now_ms: i64) -> UpsView {
     let mut statflag = r.statflag;
     if r.stale {
         statflag |= statflag::COMMLOST;
@@ -124,7 +124,7 @@ pub fn ups_record_to_view(r: &crate::cluster::state::UpsRecord, now_ms: i64) -> 
     }
 }
 
-pub fn cluster_event_to_pb(e: &crate::cluster::state::ClusterEvent) -> pb::Event {
+pub fn cluster_event_to_pb(e: &crate::replicated::state::ClusterEvent) -> pb::Event {
     pb::Event {
         seq: e.seq,
         at_unix_ms: e.at_ms,
@@ -136,7 +136,7 @@ pub fn cluster_event_to_pb(e: &crate::cluster::state::ClusterEvent) -> pb::Event
 }
 
 /// Problems in the replicated state an operator must fix, in words.
-pub fn cluster_warnings(s: &crate::cluster::state::PowerState) -> Vec<String> {
+pub fn cluster_warnings(s: &crate::replicated::state::PowerState) -> Vec<String> {
     let name = |id: u64| {
         s.nodes
             .get(&id)
@@ -158,7 +158,7 @@ pub fn cluster_warnings(s: &crate::cluster::state::PowerState) -> Vec<String> {
 }
 
 /// The current outage and its stages in words, for `upsilon status`.
-pub fn outage_lines(s: &crate::cluster::state::PowerState) -> (String, Vec<String>) {
+pub fn outage_lines(s: &crate::replicated::state::PowerState) -> (String, Vec<String>) {
     let Some(o) = s.outage.as_ref() else {
         return (String::new(), vec![]);
     };
@@ -213,16 +213,16 @@ pub fn outage_lines(s: &crate::cluster::state::PowerState) -> (String, Vec<Strin
 
 /// The plan, its progress and the coordinator's view, for `upsilon plan`.
 pub fn plan_reply(
-    s: &crate::cluster::state::PowerState,
+    s: &crate::replicated::state::PowerState,
     now_ms: i64,
     replay: bool,
     assume_outage: bool,
 ) -> pb::PlanReply {
-    use crate::plan;
+    use crate::replicated::plan;
     let Some(p) = s.plan.as_ref() else {
         return pb::PlanReply::default();
     };
-    let nodes: Vec<&crate::cluster::state::NodeRecord> = s.nodes.values().collect();
+    let nodes: Vec<&crate::replicated::state::NodeRecord> = s.nodes.values().collect();
     let name = |id: &u64| {
         s.nodes
             .get(id)

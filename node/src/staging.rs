@@ -1,7 +1,7 @@
 //! What every cluster member does for the staged shutdown.
 //!
 //! - [`coordinate`]: on the leader, after each apply and on a timer, propose what the
-//!   pure [`crate::plan::decide`] returns. A new leader simply does the same; the state
+//!   pure [`crate::replicated::plan::decide`] returns. A new leader simply does the same; the state
 //!   machine refuses anything already done, so no stage starts twice.
 //! - [`run_my_stages`]: when a started stage names this host, run its hooks and shutdown
 //!   command once (a marker file written first makes it at-most-once across restarts),
@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cluster::handle::{Cluster, LeaderOp};
-use crate::cluster::state::Command;
 use crate::driver::UpsCommand;
-use crate::plan::{self, Plan};
+use crate::replicated::plan::{self, Plan};
+use crate::replicated::state::Command;
 use crate::shared::NodeShared;
 use crate::stop::Stop;
 use crate::time::now_ms;

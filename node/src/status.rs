@@ -137,7 +137,7 @@ pub fn pending_action(
 /// The pending action of a cluster member: what will happen to *this host*, from the
 /// replicated state (its stage, its supply) rather than from other hosts' UPS monitors.
 pub fn member_pending_action(
-    state: &crate::cluster::state::PowerState,
+    state: &crate::replicated::state::PowerState,
     me: crate::cluster::NodeId,
     policy: &Policy,
     records: &[ExecRecord],
@@ -179,9 +179,9 @@ pub fn member_pending_action(
         };
     }
     let node = state.nodes.get(&me);
-    let no_plan = crate::plan::Plan::default();
+    let no_plan = crate::replicated::plan::Plan::default();
     let plan = state.plan.as_ref().unwrap_or(&no_plan);
-    let supply = node.and_then(|n| crate::plan::supply(n, state, plan, now_ms));
+    let supply = node.and_then(|n| crate::replicated::plan::supply(n, state, plan, now_ms));
     let on_battery = supply.as_ref().is_some_and(|s| s.on_battery);
     if open.is_some() || on_battery {
         let mut words = match &supply {
@@ -208,7 +208,7 @@ pub fn member_pending_action(
                 ": stage {} ({}) shuts it down when {}",
                 k + 1,
                 st.name,
-                crate::plan::trigger_words(&st.trigger)
+                crate::replicated::plan::trigger_words(&st.trigger)
             )),
             None => words.push_str(&format!(
                 ": it is in no stage of the plan; its own thresholds apply (BATTERYLEVEL {} %, MINUTES {})",
@@ -221,7 +221,7 @@ pub fn member_pending_action(
             ..base
         };
     }
-    let fed_by = |u: &&crate::cluster::state::UpsRecord| {
+    let fed_by = |u: &&crate::replicated::state::UpsRecord| {
         node.is_some_and(|n| n.feeds.contains(&u.name)) || u.owner == me
     };
     let lost: Vec<&str> = state
@@ -324,10 +324,10 @@ mod tests {
 
     mod member {
         use super::super::member_pending_action;
-        use crate::cluster::state::{NodeRecord, Outage, PowerState, StageRun, UpsRecord};
         use crate::config::ExecutorMode;
         use crate::policy::{Policy, ShutdownRule};
         use crate::reading::{UpsFlags, UpsReading};
+        use crate::replicated::state::{NodeRecord, Outage, PowerState, StageRun, UpsRecord};
         use upsilon_proto::v1 as pb;
 
         const NOW: i64 = 1_000_000;

@@ -336,14 +336,14 @@ impl AdminService for AdminApi {
         } else {
             r.source.clone()
         };
-        if r.toml.len() > crate::plan::MAX_PLAN_BYTES {
+        if r.toml.len() > crate::replicated::plan::MAX_PLAN_BYTES {
             return Err(Status::invalid_argument(format!(
                 "{source}: the plan is {} bytes; a plan may be at most {} bytes",
                 r.toml.len(),
-                crate::plan::MAX_PLAN_BYTES
+                crate::replicated::plan::MAX_PLAN_BYTES
             )));
         }
-        let plan: crate::plan::Plan =
+        let plan: crate::replicated::plan::Plan =
             crate::config::parse_toml(std::path::Path::new(&source), &r.toml)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         plan.validate()

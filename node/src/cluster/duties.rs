@@ -12,7 +12,7 @@ use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 
 use super::handle::{Cluster, LeaderOp};
-use super::state::{Command, ReportedEvent, UpsReport};
+use crate::replicated::state::{Command, ReportedEvent, UpsReport};
 use crate::stop::Stop;
 use crate::time::now_ms;
 

@@ -12,10 +12,10 @@ use openraft::type_config::async_runtime::WatchReceiver;
 use serde::{Deserialize, Serialize};
 
 use super::network::{self, Network};
-use super::state::{Command, CommandResult, PowerState};
 use super::store::{self, IdentityHandle, StateMachineStore};
 use super::{ClusterNode, NodeId, Raft};
 use crate::config::ClusterSection;
+use crate::replicated::state::{Command, CommandResult, PowerState};
 
 /// Something only the leader can do.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The cluster: one openraft group replicating [`PowerState`] to every node.
 //!
 //! - `mod.rs` (here): the type configuration, declared once, and the node type.
-//! - [`state`]: the replicated state machine's data and its deterministic `apply`.
+//! - the replicated data and its deterministic `apply` live in `crate::replicated`.
 //! - [`store`]: sled-backed log storage and state-machine storage for openraft.
 //! - [`network`]: the Raft RPC client over mutual-TLS gRPC.
 //! - [`handle`]: what the rest of the node uses: write (forwarding to the leader),
@@ -10,12 +10,11 @@
 pub mod duties;
 pub mod handle;
 pub mod network;
-pub mod state;
 pub mod store;
 
 use std::fmt;
 
-pub use state::{Command, CommandResult, PowerState};
+pub use crate::replicated::state::{Command, CommandResult, PowerState};
 
 /// A cluster member as recorded in Raft membership: its name and API address.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -34,8 +33,7 @@ impl fmt::Display for ClusterNode {
     }
 }
 
-/// A node's numeric Raft id.
-pub type NodeId = u64;
+pub use crate::replicated::NodeId;
 
 openraft::declare_raft_types!(
     /// Upsilon's Raft type configuration.

@@ -28,8 +28,8 @@ use openraft::{EntryPayload, OptionalSend, StoredMembership};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::state::{CommandResult, PowerState};
 use super::{NodeId, TypeConfig};
+use crate::replicated::state::{CommandResult, PowerState};
 
 type C = TypeConfig;
 

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::plan::Plan;
+use super::plan::Plan;
 use crate::policy::ShutdownRule;
 use crate::reading::UpsReading;
 

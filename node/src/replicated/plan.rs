@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::NodeId;
-use crate::cluster::state::{Command, NodeRecord, PowerState, UpsRecord};
+use super::NodeId;
+use super::state::{Command, NodeRecord, PowerState, UpsRecord};
 
 /// What starts a stage; any one of the set conditions on any of its hosts is enough.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -728,8 +728,8 @@ pub fn replay(state: &PowerState, now_ms: i64, assume_outage: bool) -> Vec<Strin
 
 #[cfg(test)]
 mod tests {
+    use super::super::state::{Ack, Outage, StageRun};
     use super::*;
-    use crate::cluster::state::{Ack, Outage, StageRun};
     use crate::reading::{UpsFlags, UpsReading};
     use std::collections::BTreeMap;
     use std::time::SystemTime;

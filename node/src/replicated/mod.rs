@@ -1,0 +1,13 @@
+//! The replicated data and the pure decisions made on it, without I/O: what every node
+//! holds ([`state`]: `PowerState`, the `Command`s that change it and their
+//! deterministic `apply`) and the staged shutdown plan ([`plan`]: schema, a host's
+//! supply, the coordinator's `decide`, the local fallback, the dry-run replay). The
+//! cluster (openraft, sled, network) carries these; nothing here knows it exists.
+
+pub mod plan;
+pub mod state;
+
+pub use state::{Command, CommandResult, PowerState};
+
+/// A node's numeric Raft id.
+pub type NodeId = u64;
