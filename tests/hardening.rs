@@ -221,6 +221,8 @@ fn a_learner_with_a_wiped_restored_or_truncated_store_is_refused_and_every_host_
     let _g = serial();
     let mut c = staged_cluster();
     let backup = c.pki.path().join("n4-backup");
+    // A first outage, that every host takes part in, so there is history to replay.
+    outage_everyone_acts_on(&c, 1);
 
     // Wiped, twice: a new store is refused (it is not the member the cluster knew).
     let mut previous = String::new();
@@ -305,21 +307,57 @@ fn a_learner_with_a_wiped_restored_or_truncated_store_is_refused_and_every_host_
     }
     remove_and_rejoin_n4(&mut c, true);
 
-    // The outage: every host on ups1, n4 included, shuts down by the plan.
+    // n4 came back as a new store and replayed the first outage from the leader: it
+    // must not have shut its host down again for it.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        shutdowns(&c, 4),
+        1,
+        "n4 acted on history it replayed\n{}",
+        c.log_of(4)
+    );
+    // The next outage: every host on ups1, n4 included, shuts down by the plan, once.
+    outage_everyone_acts_on(&c, 2);
+}
+
+fn shutdowns(c: &TestCluster, i: usize) -> usize {
+    c.records(i)
+        .iter()
+        .filter(|r| r["action"] == "shutdown")
+        .count()
+}
+
+/// Mains fail until every host has shut down `n` times in all, then return; the outage
+/// must end.
+fn outage_everyone_acts_on(c: &TestCluster, n: usize) {
     let o = c.cli(1, &["sim", "set", "--on-battery"]);
     assert!(o.status.success(), "{}", stderr(&o));
     wait_for(Duration::from_secs(40), || {
-        (1..=4)
-            .all(|i| c.records(i).iter().any(|r| r["action"] == "shutdown"))
-            .then_some(())
+        (1..=4).all(|i| shutdowns(c, i) >= n).then_some(())
     })
     .unwrap_or_else(|| {
         panic!(
             "not every host shut down: {:?}\n{}",
-            (1..=4).map(|i| c.records(i).len()).collect::<Vec<_>>(),
+            (1..=4).map(|i| shutdowns(c, i)).collect::<Vec<_>>(),
             c.logs()
         )
     });
+    let o = c.cli(1, &["sim", "set", "--on-line"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_for(Duration::from_secs(20), || {
+        c.events(2)
+            .iter()
+            .any(|(e, _)| e == "outageend")
+            .then_some(())
+    })
+    .expect("the outage ends when mains return");
+    for i in 1..=4 {
+        assert_eq!(
+            shutdowns(c, i),
+            n,
+            "n{i} shut down more than once per outage"
+        );
+    }
 }
 
 /// Fills `disk`, then writes enough log volume (plans through n1) that sled must grow

@@ -171,6 +171,9 @@ pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut s
     let mut changed = cluster.sm.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     while next_round(&mut changed, &mut tick, &mut stop).await {
+        if !cluster.caught_up() {
+            continue;
+        }
         let mine: Vec<MyStage> = cluster.read(|s| {
             let Some(o) = s.outage.as_ref() else {
                 return vec![];
@@ -198,6 +201,11 @@ pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut s
         for st in mine {
             let key = (st.outage, st.stage);
             if running.lock().expect("running lock").contains(&key) {
+                continue;
+            }
+            if st.acked_halting {
+                // Carried out already, by this host (maybe before its store was
+                // replaced, so without a marker here): never again.
                 continue;
             }
             let path = marker(&dir, st.outage, st.stage);
@@ -298,6 +306,9 @@ pub async fn carry_out_ups_orders(shared: Arc<NodeShared>, cluster: Arc<Cluster>
     let mut changed = cluster.sm.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     while next_round(&mut changed, &mut tick, &mut stop).await {
+        if !cluster.caught_up() {
+            continue;
+        }
         for cmd in std::mem::take(&mut unreported) {
             if cluster
                 .submit(LeaderOp::Write(cmd.clone()), WRITE_DEADLINE)
@@ -385,7 +396,7 @@ pub async fn local_fallback(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut 
             _ = stop.recv() => return,
             _ = tick.tick() => {}
         }
-        if !cluster.is_member() {
+        if !cluster.is_member() || !cluster.caught_up() {
             continue;
         }
         let writable = cluster.view().writable;

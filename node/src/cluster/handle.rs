@@ -88,6 +88,9 @@ pub struct Cluster {
     /// Who this node's store is (incarnation, cluster id).
     pub identity: IdentityHandle,
     last_write: Mutex<WriteHealth>,
+    /// See [`Cluster::caught_up`].
+    initial_committed: Option<u64>,
+    caught_up: std::sync::atomic::AtomicBool,
     /// Why this node could not join or is refusing the leader, in words.
     refusals: Mutex<BTreeMap<&'static str, String>>,
 }
@@ -127,6 +130,17 @@ impl Cluster {
         tls: rustls::ClientConfig,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let (log, sm, identity) = store::open(&cfg.data_dir, cfg.id)?;
+        // What this node had committed before this start: once its state machine has
+        // applied that far again, its state is its own present, not history.
+        let initial_committed = {
+            use openraft::storage::RaftLogStorage;
+            log.clone()
+                .read_committed()
+                .await
+                .ok()
+                .flatten()
+                .map(|l| l.index())
+        };
         let raft_cfg = openraft::Config {
             cluster_name: "upsilon".into(),
             heartbeat_interval: (cfg.election_timeout_ms / 5).max(50),
@@ -189,8 +203,44 @@ impl Cluster {
             cfg,
             identity,
             last_write: Mutex::new(WriteHealth::default()),
+            initial_committed,
+            caught_up: std::sync::atomic::AtomicBool::new(false),
             refusals: Mutex::new(BTreeMap::new()),
         }))
+    }
+
+    /// Whether this node's applied state is the cluster's present rather than history
+    /// it is still replaying: it has applied again everything it had committed before
+    /// this start, or (a new or wiped store, which has no such past) one of its own
+    /// writes has been committed and applied here. Sticky once true.
+    ///
+    /// Nothing acts on the replicated state before this: a store that joins as new
+    /// replays the cluster's whole history, with stages, kill-power orders and low
+    /// supplies that are long over, and must not shut its host down for them.
+    pub fn caught_up(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.caught_up.load(Ordering::Relaxed) {
+            return true;
+        }
+        let applied = self.metrics().last_applied.map(|l| l.index());
+        let replayed = matches!((self.initial_committed, applied), (Some(c), Some(a)) if a >= c);
+        let own = applied.is_some_and(|a| {
+            self.last_write
+                .lock()
+                .expect("write health lock")
+                .ok
+                .iter()
+                .any(|(_, i)| *i <= a)
+        });
+        if replayed || own {
+            self.caught_up.store(true, Ordering::Relaxed);
+            tracing::info!(
+                applied = applied.unwrap_or(0),
+                "caught up with the cluster: acting on the replicated state from now on"
+            );
+            return true;
+        }
+        false
     }
 
     /// A copy of the current Raft metrics.
