@@ -414,7 +414,8 @@ impl PowerState {
         }
     }
 
-    /// Applies one command. Deterministic: reads nothing but its arguments.
+    /// Applies one command. Deterministic: reads nothing but its arguments. Each command
+    /// has its own `apply_*` function below.
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
         match cmd {
             Command::NodeUp {
@@ -426,205 +427,27 @@ impl PowerState {
                 feeds,
                 min_supplies,
                 at_ms,
-            } => {
-                if self.halted.remove(id) {
-                    self.push_event(*at_ms, "notice", "", &format!("{name} is back up."), name);
-                }
-                self.nodes.insert(
-                    *id,
-                    NodeRecord {
-                        id: *id,
-                        name: name.clone(),
-                        addr: addr.clone(),
-                        labels: labels.clone(),
-                        last_seen_ms: *at_ms,
-                        version: version.clone(),
-                        feeds: feeds.clone(),
-                        min_supplies: *min_supplies,
-                    },
-                );
-                CommandResult {
-                    applied: true,
-                    index: 0,
-                }
-            }
-            Command::Heartbeat { id, at_ms } => {
-                self.touch(*id, *at_ms);
-                CommandResult {
-                    applied: self.nodes.contains_key(id),
-                    index: 0,
-                }
-            }
-            Command::UpsReport(r) => {
-                if let Some(cur) = self.upses.get(&r.ups) {
-                    // Same owner: only newer reports.
-                    if cur.owner == r.owner && r.seq <= cur.seq && !cur.stale {
-                        return CommandResult {
-                            applied: false,
-                            index: 0,
-                        };
-                    }
-                    // One owner per UPS name: another node takes it over only once the
-                    // owner went stale (silent for `stale_after_ms`), left the cluster,
-                    // or an operator released the name.
-                    if cur.owner != r.owner && !cur.stale && self.nodes.contains_key(&cur.owner) {
-                        self.refuse_rival(r);
-                        return CommandResult {
-                            applied: false,
-                            index: 0,
-                        };
-                    }
-                }
-                let node = self.node_name(r.owner);
-                let was_stale = self.upses.get(&r.ups).is_some_and(|u| u.stale);
-                let prev_lost = self.upses.get(&r.ups).and_then(|u| u.comm_lost_since_ms);
-                // A refused rival stays on record while it keeps reporting.
-                let rival = self
-                    .upses
-                    .get(&r.ups)
-                    .filter(|u| u.owner == r.owner)
-                    .and_then(|u| u.rival.clone())
-                    .filter(|x| r.at_ms - x.last_ms < RIVAL_FORGET_MS);
-                if was_stale {
-                    self.push_event(
-                        r.at_ms,
-                        "commok",
-                        &r.ups,
-                        &format!(
-                            "Communications with UPS restored: its owner {node} reports again."
-                        ),
-                        &node,
-                    );
-                }
-                for e in &r.events {
-                    self.push_event(e.at_ms, &e.name, &r.ups, &e.message, &node);
-                }
-                self.upses.insert(
-                    r.ups.clone(),
-                    UpsRecord {
-                        name: r.ups.clone(),
-                        owner: r.owner,
-                        driver: r.driver.clone(),
-                        seq: r.seq,
-                        reading: r.reading.clone(),
-                        statflag: r.statflag,
-                        comm_lost: r.comm_lost,
-                        stale: false,
-                        on_battery: r.on_battery,
-                        time_on_battery_s: r.time_on_battery_s,
-                        transfers: r.transfers,
-                        shutdown: r.shutdown,
-                        last_report_ms: r.at_ms,
-                        on_battery_since_ms: r
-                            .on_battery
-                            .then(|| r.at_ms - i64::from(r.time_on_battery_s) * 1000),
-                        comm_lost_since_ms: if r.comm_lost {
-                            prev_lost.or(Some(r.at_ms))
-                        } else {
-                            None
-                        },
-                        comm_error: r.comm_error.clone(),
-                        rival,
-                    },
-                );
-                self.touch(r.owner, r.at_ms);
-                CommandResult {
-                    applied: true,
-                    index: 0,
-                }
-            }
+            } => self.apply_node_up(NodeRecord {
+                id: *id,
+                name: name.clone(),
+                addr: addr.clone(),
+                labels: labels.clone(),
+                last_seen_ms: *at_ms,
+                version: version.clone(),
+                feeds: feeds.clone(),
+                min_supplies: *min_supplies,
+            }),
+            Command::Heartbeat { id, at_ms } => self.apply_heartbeat(id, at_ms),
+            Command::UpsReport(r) => self.apply_ups_report(r),
             Command::UpsStale {
                 ups,
                 owner,
                 seq,
                 at_ms,
-            } => match self.upses.get_mut(ups) {
-                Some(u) if u.owner == *owner && !u.stale && u.seq == *seq => {
-                    u.stale = true;
-                    u.comm_lost_since_ms.get_or_insert(*at_ms);
-                    let node = self.node_name(*owner);
-                    self.push_event(
-                        *at_ms,
-                        "commfailure",
-                        ups,
-                        &format!(
-                            "Communications with UPS lost: its owner {node} stopped reporting."
-                        ),
-                        &node,
-                    );
-                    CommandResult {
-                        applied: true,
-                        index: 0,
-                    }
-                }
-                _ => CommandResult {
-                    applied: false,
-                    index: 0,
-                },
-            },
-            Command::NodeRemoved { id, at_ms } => {
-                let name = self.node_name(*id);
-                self.member_problems.remove(id);
-                let removed = self.nodes.remove(id).is_some();
-                if removed {
-                    self.push_event(
-                        *at_ms,
-                        "notice",
-                        "",
-                        &format!("Node {name} left the cluster."),
-                        &name,
-                    );
-                }
-                CommandResult {
-                    applied: removed,
-                    index: 0,
-                }
-            }
-            Command::SetPlan { plan, at_ms, by } => {
-                self.plan = Some(plan.clone());
-                let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
-                self.push_event(
-                    *at_ms,
-                    "notice",
-                    "",
-                    &format!("Shutdown plan set by {by}: {}.", names.join(" -> ")),
-                    by,
-                );
-                CommandResult {
-                    applied: true,
-                    index: 0,
-                }
-            }
-            Command::OutageStart { id, at_ms } => {
-                let active = self.outage.as_ref().is_some_and(|o| o.ended_ms.is_none());
-                if active || *id != self.next_outage_id + 1 {
-                    return CommandResult {
-                        applied: false,
-                        index: 0,
-                    };
-                }
-                self.next_outage_id = *id;
-                self.power_cycled.clear();
-                self.outage = Some(Outage {
-                    id: *id,
-                    started_ms: *at_ms,
-                    stages: vec![],
-                    kill_power: BTreeMap::new(),
-                    ended_ms: None,
-                    end_reason: String::new(),
-                });
-                self.push_event(
-                    *at_ms,
-                    "outage",
-                    "",
-                    &format!("Outage {id} began: a supply is on battery."),
-                    "",
-                );
-                CommandResult {
-                    applied: true,
-                    index: 0,
-                }
-            }
+            } => self.apply_ups_stale(ups, owner, seq, at_ms),
+            Command::NodeRemoved { id, at_ms } => self.apply_node_removed(id, at_ms),
+            Command::SetPlan { plan, at_ms, by } => self.apply_set_plan(plan, at_ms, by),
+            Command::OutageStart { id, at_ms } => self.apply_outage_start(id, at_ms),
             Command::StageStart {
                 outage,
                 stage,
@@ -632,278 +455,31 @@ impl PowerState {
                 hosts,
                 reason,
                 at_ms,
-            } => {
-                let names: Vec<String> = hosts.iter().map(|h| self.node_name(*h)).collect();
-                let Some(o) = self
-                    .outage
-                    .as_mut()
-                    .filter(|o| o.id == *outage && o.ended_ms.is_none())
-                else {
-                    return CommandResult {
-                        applied: false,
-                        index: 0,
-                    };
-                };
-                // Exactly once and in order: only the next stage may start.
-                if o.stages.len() != *stage {
-                    return CommandResult {
-                        applied: false,
-                        index: 0,
-                    };
-                }
-                o.stages.push(StageRun {
-                    name: name.clone(),
-                    started_ms: *at_ms,
-                    reason: reason.clone(),
-                    hosts: hosts.clone(),
-                    acks: BTreeMap::new(),
-                });
-                self.push_event(
-                    *at_ms,
-                    "stagestart",
-                    "",
-                    &format!(
-                        "Stage {} ({name}) started: {reason}; hosts: {}.",
-                        stage + 1,
-                        names.join(", ")
-                    ),
-                    "",
-                );
-                CommandResult {
-                    applied: true,
-                    index: 0,
-                }
-            }
+            } => self.apply_stage_start(outage, stage, name, hosts, reason, at_ms),
             Command::NodeAck {
                 outage,
                 stage,
                 node,
                 halting,
                 at_ms,
-            } => {
-                let name = self.node_name(*node);
-                let Some(run) = self
-                    .outage
-                    .as_mut()
-                    .filter(|o| o.id == *outage)
-                    .and_then(|o| o.stages.get_mut(*stage))
-                    .filter(|r| r.hosts.contains(node))
-                else {
-                    return CommandResult {
-                        applied: false,
-                        index: 0,
-                    };
-                };
-                let stage_name = run.name.clone();
-                let ack = run.acks.entry(*node).or_default();
-                let slot = if *halting {
-                    &mut ack.halting_ms
-                } else {
-                    &mut ack.shutting_down_ms
-                };
-                if slot.is_some() {
-                    return CommandResult {
-                        applied: false,
-                        index: 0,
-                    };
-                }
-                *slot = Some(*at_ms);
-                if *halting {
-                    self.halted.insert(*node);
-                }
-                let what = if *halting {
-                    "is halting"
-                } else {
-                    "is shutting down"
-                };
-                self.push_event(
-                    *at_ms,
-                    "nodeack",
-                    "",
-                    &format!("{name} {what} (stage {stage_name})."),
-                    &name,
-                );
-                CommandResult {
-                    applied: true,
-                    index: 0,
-                }
-            }
+            } => self.apply_node_ack(outage, stage, node, halting, at_ms),
             Command::KillPower {
                 outage,
                 ups,
                 delay_s,
                 at_ms,
-            } => {
-                let Some(o) = self
-                    .outage
-                    .as_mut()
-                    .filter(|o| o.id == *outage && o.ended_ms.is_none())
-                else {
-                    return CommandResult {
-                        applied: false,
-                        index: 0,
-                    };
-                };
-                if o.kill_power.contains_key(ups) {
-                    return CommandResult {
-                        applied: false,
-                        index: 0,
-                    };
-                }
-                o.kill_power.insert(
-                    ups.clone(),
-                    ActionRun {
-                        ordered_ms: *at_ms,
-                        delay_s: *delay_s,
-                        done_ms: None,
-                        result: String::new(),
-                    },
-                );
-                self.push_event(
-                    *at_ms,
-                    "killpower",
-                    ups,
-                    &format!(
-                        "UPS {ups} ordered to cut power in {delay_s} s and return with mains."
-                    ),
-                    "",
-                );
-                CommandResult {
-                    applied: true,
-                    index: 0,
-                }
-            }
-            Command::PowerCycle { ups, at_ms } => {
-                if self.power_cycled.contains_key(ups) {
-                    return CommandResult {
-                        applied: false,
-                        index: 0,
-                    };
-                }
-                self.power_cycled.insert(
-                    ups.clone(),
-                    ActionRun {
-                        ordered_ms: *at_ms,
-                        delay_s: 0,
-                        done_ms: None,
-                        result: String::new(),
-                    },
-                );
-                self.push_event(
-                    *at_ms,
-                    "powercycle",
-                    ups,
-                    &format!(
-                        "UPS {ups} ordered to power-cycle its outlets to bring halted hosts back."
-                    ),
-                    "",
-                );
-                CommandResult {
-                    applied: true,
-                    index: 0,
-                }
-            }
+            } => self.apply_kill_power(outage, ups, delay_s, at_ms),
+            Command::PowerCycle { ups, at_ms } => self.apply_power_cycle(ups, at_ms),
             Command::UpsActionDone {
                 ups,
                 power_cycle,
                 ok,
                 result,
                 at_ms,
-            } => {
-                let run = if *power_cycle {
-                    self.power_cycled.get_mut(ups)
-                } else {
-                    self.outage.as_mut().and_then(|o| o.kill_power.get_mut(ups))
-                };
-                let Some(run) = run.filter(|r| r.done_ms.is_none()) else {
-                    return CommandResult {
-                        applied: false,
-                        index: 0,
-                    };
-                };
-                run.done_ms = Some(*at_ms);
-                run.result = result.clone();
-                let what = if *power_cycle {
-                    "power cycle"
-                } else {
-                    "kill power"
-                };
-                let how = if *ok { "done" } else { "FAILED" };
-                self.push_event(
-                    *at_ms,
-                    "notice",
-                    ups,
-                    &format!("UPS {ups} {what} {how}: {result}"),
-                    "",
-                );
-                CommandResult {
-                    applied: true,
-                    index: 0,
-                }
-            }
-            Command::OutageEnd { id, at_ms, reason } => {
-                let Some(o) = self
-                    .outage
-                    .as_mut()
-                    .filter(|o| o.id == *id && o.ended_ms.is_none())
-                else {
-                    return CommandResult {
-                        applied: false,
-                        index: 0,
-                    };
-                };
-                o.ended_ms = Some(*at_ms);
-                o.end_reason = reason.clone();
-                let name = if reason.contains("cancelled") {
-                    "cancel"
-                } else {
-                    "outageend"
-                };
-                self.push_event(
-                    *at_ms,
-                    name,
-                    "",
-                    &format!("Outage {id} ended: {reason}."),
-                    "",
-                );
-                CommandResult {
-                    applied: true,
-                    index: 0,
-                }
-            }
+            } => self.apply_ups_action_done(ups, power_cycle, ok, result, at_ms),
+            Command::OutageEnd { id, at_ms, reason } => self.apply_outage_end(id, at_ms, reason),
             Command::MemberProblem { id, problem, at_ms } => {
-                let name = self.node_name(*id);
-                match problem {
-                    Some(p) => {
-                        if self.member_problems.get(id) == Some(p) {
-                            return CommandResult {
-                                applied: false,
-                                index: 0,
-                            };
-                        }
-                        self.member_problems.insert(*id, p.clone());
-                        self.push_event(*at_ms, "memberrefused", "", p, &name);
-                    }
-                    None => {
-                        if self.member_problems.remove(id).is_none() {
-                            return CommandResult {
-                                applied: false,
-                                index: 0,
-                            };
-                        }
-                        self.push_event(
-                            *at_ms,
-                            "notice",
-                            "",
-                            &format!("{name} accepts replication again."),
-                            &name,
-                        );
-                    }
-                }
-                CommandResult {
-                    applied: true,
-                    index: 0,
-                }
+                self.apply_member_problem(id, problem, at_ms)
             }
             Command::RevokeCert {
                 serial,
@@ -911,80 +487,585 @@ impl PowerState {
                 reason,
                 by,
                 at_ms,
-            } => {
-                if self.revoked.contains_key(serial) || self.revoked.len() >= MAX_REVOKED {
-                    return CommandResult {
-                        applied: false,
-                        index: 0,
-                    };
-                }
-                self.revoked.insert(
-                    serial.clone(),
-                    RevokedCert {
-                        name: name.clone(),
-                        reason: reason.clone(),
-                        by: by.clone(),
-                        at_ms: *at_ms,
-                    },
-                );
-                let who = if name.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({name})")
-                };
-                let why = if reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {reason}")
-                };
-                self.push_event(
-                    *at_ms,
-                    "notice",
-                    "",
-                    &format!("Certificate {serial}{who} revoked by {by}{why}."),
-                    by,
-                );
-                CommandResult {
-                    applied: true,
-                    index: 0,
-                }
-            }
-            Command::UpsRelease { ups, by, at_ms } => {
-                let Some(u) = self.upses.get_mut(ups) else {
-                    return CommandResult {
-                        applied: false,
-                        index: 0,
-                    };
-                };
-                u.stale = true;
-                u.comm_lost_since_ms.get_or_insert(*at_ms);
-                let owner = u.owner;
-                let owner = self.node_name(owner);
-                self.push_event(
-                    *at_ms,
-                    "notice",
-                    ups,
-                    &format!(
-                        "UPS {ups} released by {by}: it was owned by {owner}; the next node to report it owns it."
-                    ),
-                    by,
-                );
-                CommandResult {
-                    applied: true,
-                    index: 0,
-                }
-            }
+            } => self.apply_revoke_cert(serial, name, reason, by, at_ms),
+            Command::UpsRelease { ups, by, at_ms } => self.apply_ups_release(ups, by, at_ms),
             Command::Notice {
                 at_ms,
                 node,
                 message,
-            } => {
-                self.push_event(*at_ms, "notice", "", message, node);
+            } => self.apply_notice(at_ms, node, message),
+        }
+    }
+
+    fn apply_node_up(&mut self, node: NodeRecord) -> CommandResult {
+        if self.halted.remove(&node.id) {
+            let name = node.name.clone();
+            self.push_event(
+                node.last_seen_ms,
+                "notice",
+                "",
+                &format!("{name} is back up."),
+                &name,
+            );
+        }
+        self.nodes.insert(node.id, node);
+        CommandResult {
+            applied: true,
+            index: 0,
+        }
+    }
+
+    fn apply_heartbeat(&mut self, id: &NodeId, at_ms: &i64) -> CommandResult {
+        self.touch(*id, *at_ms);
+        CommandResult {
+            applied: self.nodes.contains_key(id),
+            index: 0,
+        }
+    }
+
+    fn apply_ups_report(&mut self, r: &UpsReport) -> CommandResult {
+        if let Some(cur) = self.upses.get(&r.ups) {
+            // Same owner: only newer reports.
+            if cur.owner == r.owner && r.seq <= cur.seq && !cur.stale {
+                return CommandResult {
+                    applied: false,
+                    index: 0,
+                };
+            }
+            // One owner per UPS name: another node takes it over only once the
+            // owner went stale (silent for `stale_after_ms`), left the cluster,
+            // or an operator released the name.
+            if cur.owner != r.owner && !cur.stale && self.nodes.contains_key(&cur.owner) {
+                self.refuse_rival(r);
+                return CommandResult {
+                    applied: false,
+                    index: 0,
+                };
+            }
+        }
+        let node = self.node_name(r.owner);
+        let was_stale = self.upses.get(&r.ups).is_some_and(|u| u.stale);
+        let prev_lost = self.upses.get(&r.ups).and_then(|u| u.comm_lost_since_ms);
+        // A refused rival stays on record while it keeps reporting.
+        let rival = self
+            .upses
+            .get(&r.ups)
+            .filter(|u| u.owner == r.owner)
+            .and_then(|u| u.rival.clone())
+            .filter(|x| r.at_ms - x.last_ms < RIVAL_FORGET_MS);
+        if was_stale {
+            self.push_event(
+                r.at_ms,
+                "commok",
+                &r.ups,
+                &format!("Communications with UPS restored: its owner {node} reports again."),
+                &node,
+            );
+        }
+        for e in &r.events {
+            self.push_event(e.at_ms, &e.name, &r.ups, &e.message, &node);
+        }
+        self.upses.insert(
+            r.ups.clone(),
+            UpsRecord {
+                name: r.ups.clone(),
+                owner: r.owner,
+                driver: r.driver.clone(),
+                seq: r.seq,
+                reading: r.reading.clone(),
+                statflag: r.statflag,
+                comm_lost: r.comm_lost,
+                stale: false,
+                on_battery: r.on_battery,
+                time_on_battery_s: r.time_on_battery_s,
+                transfers: r.transfers,
+                shutdown: r.shutdown,
+                last_report_ms: r.at_ms,
+                on_battery_since_ms: r
+                    .on_battery
+                    .then(|| r.at_ms - i64::from(r.time_on_battery_s) * 1000),
+                comm_lost_since_ms: if r.comm_lost {
+                    prev_lost.or(Some(r.at_ms))
+                } else {
+                    None
+                },
+                comm_error: r.comm_error.clone(),
+                rival,
+            },
+        );
+        self.touch(r.owner, r.at_ms);
+        CommandResult {
+            applied: true,
+            index: 0,
+        }
+    }
+
+    fn apply_ups_stale(
+        &mut self,
+        ups: &String,
+        owner: &NodeId,
+        seq: &u64,
+        at_ms: &i64,
+    ) -> CommandResult {
+        match self.upses.get_mut(ups) {
+            Some(u) if u.owner == *owner && !u.stale && u.seq == *seq => {
+                u.stale = true;
+                u.comm_lost_since_ms.get_or_insert(*at_ms);
+                let node = self.node_name(*owner);
+                self.push_event(
+                    *at_ms,
+                    "commfailure",
+                    ups,
+                    &format!("Communications with UPS lost: its owner {node} stopped reporting."),
+                    &node,
+                );
                 CommandResult {
                     applied: true,
                     index: 0,
                 }
             }
+            _ => CommandResult {
+                applied: false,
+                index: 0,
+            },
+        }
+    }
+
+    fn apply_node_removed(&mut self, id: &NodeId, at_ms: &i64) -> CommandResult {
+        let name = self.node_name(*id);
+        self.member_problems.remove(id);
+        let removed = self.nodes.remove(id).is_some();
+        if removed {
+            self.push_event(
+                *at_ms,
+                "notice",
+                "",
+                &format!("Node {name} left the cluster."),
+                &name,
+            );
+        }
+        CommandResult {
+            applied: removed,
+            index: 0,
+        }
+    }
+
+    fn apply_set_plan(&mut self, plan: &Plan, at_ms: &i64, by: &str) -> CommandResult {
+        self.plan = Some(plan.clone());
+        let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+        self.push_event(
+            *at_ms,
+            "notice",
+            "",
+            &format!("Shutdown plan set by {by}: {}.", names.join(" -> ")),
+            by,
+        );
+        CommandResult {
+            applied: true,
+            index: 0,
+        }
+    }
+
+    fn apply_outage_start(&mut self, id: &u64, at_ms: &i64) -> CommandResult {
+        let active = self.outage.as_ref().is_some_and(|o| o.ended_ms.is_none());
+        if active || *id != self.next_outage_id + 1 {
+            return CommandResult {
+                applied: false,
+                index: 0,
+            };
+        }
+        self.next_outage_id = *id;
+        self.power_cycled.clear();
+        self.outage = Some(Outage {
+            id: *id,
+            started_ms: *at_ms,
+            stages: vec![],
+            kill_power: BTreeMap::new(),
+            ended_ms: None,
+            end_reason: String::new(),
+        });
+        self.push_event(
+            *at_ms,
+            "outage",
+            "",
+            &format!("Outage {id} began: a supply is on battery."),
+            "",
+        );
+        CommandResult {
+            applied: true,
+            index: 0,
+        }
+    }
+
+    fn apply_stage_start(
+        &mut self,
+        outage: &u64,
+        stage: &usize,
+        name: &String,
+        hosts: &[NodeId],
+        reason: &String,
+        at_ms: &i64,
+    ) -> CommandResult {
+        let names: Vec<String> = hosts.iter().map(|h| self.node_name(*h)).collect();
+        let Some(o) = self
+            .outage
+            .as_mut()
+            .filter(|o| o.id == *outage && o.ended_ms.is_none())
+        else {
+            return CommandResult {
+                applied: false,
+                index: 0,
+            };
+        };
+        // Exactly once and in order: only the next stage may start.
+        if o.stages.len() != *stage {
+            return CommandResult {
+                applied: false,
+                index: 0,
+            };
+        }
+        o.stages.push(StageRun {
+            name: name.clone(),
+            started_ms: *at_ms,
+            reason: reason.clone(),
+            hosts: hosts.to_vec(),
+            acks: BTreeMap::new(),
+        });
+        self.push_event(
+            *at_ms,
+            "stagestart",
+            "",
+            &format!(
+                "Stage {} ({name}) started: {reason}; hosts: {}.",
+                stage + 1,
+                names.join(", ")
+            ),
+            "",
+        );
+        CommandResult {
+            applied: true,
+            index: 0,
+        }
+    }
+
+    fn apply_node_ack(
+        &mut self,
+        outage: &u64,
+        stage: &usize,
+        node: &NodeId,
+        halting: &bool,
+        at_ms: &i64,
+    ) -> CommandResult {
+        let name = self.node_name(*node);
+        let Some(run) = self
+            .outage
+            .as_mut()
+            .filter(|o| o.id == *outage)
+            .and_then(|o| o.stages.get_mut(*stage))
+            .filter(|r| r.hosts.contains(node))
+        else {
+            return CommandResult {
+                applied: false,
+                index: 0,
+            };
+        };
+        let stage_name = run.name.clone();
+        let ack = run.acks.entry(*node).or_default();
+        let slot = if *halting {
+            &mut ack.halting_ms
+        } else {
+            &mut ack.shutting_down_ms
+        };
+        if slot.is_some() {
+            return CommandResult {
+                applied: false,
+                index: 0,
+            };
+        }
+        *slot = Some(*at_ms);
+        if *halting {
+            self.halted.insert(*node);
+        }
+        let what = if *halting {
+            "is halting"
+        } else {
+            "is shutting down"
+        };
+        self.push_event(
+            *at_ms,
+            "nodeack",
+            "",
+            &format!("{name} {what} (stage {stage_name})."),
+            &name,
+        );
+        CommandResult {
+            applied: true,
+            index: 0,
+        }
+    }
+
+    fn apply_kill_power(
+        &mut self,
+        outage: &u64,
+        ups: &String,
+        delay_s: &u32,
+        at_ms: &i64,
+    ) -> CommandResult {
+        let Some(o) = self
+            .outage
+            .as_mut()
+            .filter(|o| o.id == *outage && o.ended_ms.is_none())
+        else {
+            return CommandResult {
+                applied: false,
+                index: 0,
+            };
+        };
+        if o.kill_power.contains_key(ups) {
+            return CommandResult {
+                applied: false,
+                index: 0,
+            };
+        }
+        o.kill_power.insert(
+            ups.clone(),
+            ActionRun {
+                ordered_ms: *at_ms,
+                delay_s: *delay_s,
+                done_ms: None,
+                result: String::new(),
+            },
+        );
+        self.push_event(
+            *at_ms,
+            "killpower",
+            ups,
+            &format!("UPS {ups} ordered to cut power in {delay_s} s and return with mains."),
+            "",
+        );
+        CommandResult {
+            applied: true,
+            index: 0,
+        }
+    }
+
+    fn apply_power_cycle(&mut self, ups: &str, at_ms: &i64) -> CommandResult {
+        if self.power_cycled.contains_key(ups) {
+            return CommandResult {
+                applied: false,
+                index: 0,
+            };
+        }
+        self.power_cycled.insert(
+            ups.to_string(),
+            ActionRun {
+                ordered_ms: *at_ms,
+                delay_s: 0,
+                done_ms: None,
+                result: String::new(),
+            },
+        );
+        self.push_event(
+            *at_ms,
+            "powercycle",
+            ups,
+            &format!("UPS {ups} ordered to power-cycle its outlets to bring halted hosts back."),
+            "",
+        );
+        CommandResult {
+            applied: true,
+            index: 0,
+        }
+    }
+
+    fn apply_ups_action_done(
+        &mut self,
+        ups: &String,
+        power_cycle: &bool,
+        ok: &bool,
+        result: &String,
+        at_ms: &i64,
+    ) -> CommandResult {
+        let run = if *power_cycle {
+            self.power_cycled.get_mut(ups)
+        } else {
+            self.outage.as_mut().and_then(|o| o.kill_power.get_mut(ups))
+        };
+        let Some(run) = run.filter(|r| r.done_ms.is_none()) else {
+            return CommandResult {
+                applied: false,
+                index: 0,
+            };
+        };
+        run.done_ms = Some(*at_ms);
+        run.result = result.clone();
+        let what = if *power_cycle {
+            "power cycle"
+        } else {
+            "kill power"
+        };
+        let how = if *ok { "done" } else { "FAILED" };
+        self.push_event(
+            *at_ms,
+            "notice",
+            ups,
+            &format!("UPS {ups} {what} {how}: {result}"),
+            "",
+        );
+        CommandResult {
+            applied: true,
+            index: 0,
+        }
+    }
+
+    fn apply_outage_end(&mut self, id: &u64, at_ms: &i64, reason: &str) -> CommandResult {
+        let Some(o) = self
+            .outage
+            .as_mut()
+            .filter(|o| o.id == *id && o.ended_ms.is_none())
+        else {
+            return CommandResult {
+                applied: false,
+                index: 0,
+            };
+        };
+        o.ended_ms = Some(*at_ms);
+        o.end_reason = reason.to_string();
+        let name = if reason.contains("cancelled") {
+            "cancel"
+        } else {
+            "outageend"
+        };
+        self.push_event(
+            *at_ms,
+            name,
+            "",
+            &format!("Outage {id} ended: {reason}."),
+            "",
+        );
+        CommandResult {
+            applied: true,
+            index: 0,
+        }
+    }
+
+    fn apply_member_problem(
+        &mut self,
+        id: &NodeId,
+        problem: &Option<String>,
+        at_ms: &i64,
+    ) -> CommandResult {
+        let name = self.node_name(*id);
+        match problem {
+            Some(p) => {
+                if self.member_problems.get(id) == Some(p) {
+                    return CommandResult {
+                        applied: false,
+                        index: 0,
+                    };
+                }
+                self.member_problems.insert(*id, p.clone());
+                self.push_event(*at_ms, "memberrefused", "", p, &name);
+            }
+            None => {
+                if self.member_problems.remove(id).is_none() {
+                    return CommandResult {
+                        applied: false,
+                        index: 0,
+                    };
+                }
+                self.push_event(
+                    *at_ms,
+                    "notice",
+                    "",
+                    &format!("{name} accepts replication again."),
+                    &name,
+                );
+            }
+        }
+        CommandResult {
+            applied: true,
+            index: 0,
+        }
+    }
+
+    fn apply_revoke_cert(
+        &mut self,
+        serial: &String,
+        name: &String,
+        reason: &String,
+        by: &String,
+        at_ms: &i64,
+    ) -> CommandResult {
+        if self.revoked.contains_key(serial) || self.revoked.len() >= MAX_REVOKED {
+            return CommandResult {
+                applied: false,
+                index: 0,
+            };
+        }
+        self.revoked.insert(
+            serial.clone(),
+            RevokedCert {
+                name: name.clone(),
+                reason: reason.clone(),
+                by: by.clone(),
+                at_ms: *at_ms,
+            },
+        );
+        let who = if name.is_empty() {
+            String::new()
+        } else {
+            format!(" ({name})")
+        };
+        let why = if reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {reason}")
+        };
+        self.push_event(
+            *at_ms,
+            "notice",
+            "",
+            &format!("Certificate {serial}{who} revoked by {by}{why}."),
+            by,
+        );
+        CommandResult {
+            applied: true,
+            index: 0,
+        }
+    }
+
+    fn apply_ups_release(&mut self, ups: &str, by: &str, at_ms: &i64) -> CommandResult {
+        let Some(u) = self.upses.get_mut(ups) else {
+            return CommandResult {
+                applied: false,
+                index: 0,
+            };
+        };
+        u.stale = true;
+        u.comm_lost_since_ms.get_or_insert(*at_ms);
+        let owner = u.owner;
+        let owner = self.node_name(owner);
+        self.push_event(
+            *at_ms,
+            "notice",
+            ups,
+            &format!(
+                "UPS {ups} released by {by}: it was owned by {owner}; the next node to report it owns it."
+            ),
+            by,
+        );
+        CommandResult {
+            applied: true,
+            index: 0,
+        }
+    }
+
+    fn apply_notice(&mut self, at_ms: &i64, node: &str, message: &str) -> CommandResult {
+        self.push_event(*at_ms, "notice", "", message, node);
+        CommandResult {
+            applied: true,
+            index: 0,
         }
     }
 
