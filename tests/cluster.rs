@@ -3,17 +3,10 @@
 //! catch-up, forwarded writes, a foreign-CA node refused, and quorum loss reported.
 //! The tests share the machine's two cores, so they run one at a time.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use upsilon_node::pki::{IssueRequest, Role};
 use upsilon_tests::*;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn has(events: &[(String, String)], name: &str) -> bool {
     events.iter().any(|(n, _)| n == name)

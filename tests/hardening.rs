@@ -5,7 +5,6 @@
 //! before the hardening issue. The tests share the machine's two cores, so they run one
 //! at a time.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use upsilon_node::cluster::Command;
@@ -14,12 +13,6 @@ use upsilon_node::pki::{IssueRequest, Role};
 use upsilon_proto::v1::RaftPayload;
 use upsilon_proto::v1::raft_service_client::RaftServiceClient;
 use upsilon_tests::*;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn warnings(s: &serde_json::Value) -> String {
     s["cluster"]["warnings"].to_string()

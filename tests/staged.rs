@@ -2,16 +2,9 @@
 //! host shutting down exactly once, kill power last; mains returning mid-plan cancels
 //! the rest; a leader SIGKILLed mid-plan changes nothing about the order or the count.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use upsilon_tests::*;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// n1 and n2: core; n3: apps; n4: batch (learner). All fed by the UPS of node
 /// `owner` (named `ups<owner>`). n1 bootstraps with the plan file.

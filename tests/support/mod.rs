@@ -43,6 +43,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs the real-process tests of one test binary one at a time (they share the
+/// machine's two cores and their timing matters); a test that panicked does not block
+/// the rest.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A directory with a cluster CA, a node certificate and a client certificate.
 pub struct TestPki {
     pub dir: tempfile::TempDir,
