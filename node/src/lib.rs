@@ -29,3 +29,4 @@ pub mod stop;
 pub mod time;
 pub mod tls;
 pub mod view;
+pub mod wording;

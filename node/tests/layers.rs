@@ -15,6 +15,8 @@ const LAYERS: &[&[&str]] = &[
     &["policy"],
     &["config", "events", "view", "monitor"],
     &["pki", "replicated", "driver", "executor"],
+    // The state in words.
+    &["wording"],
     // Transport.
     &["tls", "client"],
     // Raft: openraft, sled, network.

@@ -53,7 +53,7 @@ pub fn status_reply(shared: &NodeShared) -> pb::StatusReply {
         };
     };
     let view = cluster.view();
-    let (outage, outage_stages) = cluster.read(pb_impl::outage_lines);
+    let (outage, outage_stages) = cluster.read(crate::wording::outage_lines);
     let (views, records) = cluster.read(|s| {
         let views: Vec<_> = s
             .upses
@@ -118,7 +118,7 @@ pub fn status_reply(shared: &NodeShared) -> pb::StatusReply {
                 .warnings
                 .iter()
                 .cloned()
-                .chain(cluster.read(pb_impl::cluster_warnings))
+                .chain(cluster.read(crate::wording::cluster_warnings))
                 .collect(),
         }),
     }
