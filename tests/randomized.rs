@@ -87,7 +87,14 @@ fn wipe_and_rejoin(c: &mut TestCluster, v: usize) -> Result<(), String> {
         let cl = &s["cluster"];
         (cl["voters"] == 3 && cl["learners"] == 1 && cl["writable"] == true).then_some(())
     });
-    back.ok_or_else(|| format!("n{v} did not come back as a voter"))
+    back.ok_or_else(|| {
+        format!(
+            "n{v} did not come back as a voter: it says {:?}; n{other} says {:?}\nn{v}'s log:\n{}",
+            c.status(v).map(|s| s["cluster"].clone()),
+            c.status(other).map(|s| s["cluster"].clone()),
+            c.log_of(v)
+        )
+    })
 }
 
 const PLAN: &str = r#"

@@ -1,0 +1,32 @@
+//! One module per command group; what they share (connecting, fetching the status,
+//! RPC errors in words) is here.
+
+pub mod cert;
+pub mod nodes;
+pub mod plan;
+pub mod read;
+pub mod ups;
+
+use upsilon_node::client::{self, ClientOptions};
+use upsilon_proto::v1 as pb;
+use upsilon_proto::v1::power_service_client::PowerServiceClient;
+
+pub async fn power(
+    opts: &ClientOptions,
+) -> anyhow::Result<PowerServiceClient<tonic::transport::Channel>> {
+    let ch = client::connect(opts).await?;
+    Ok(PowerServiceClient::new(ch))
+}
+
+pub async fn fetch_status(opts: &ClientOptions) -> anyhow::Result<pb::StatusReply> {
+    Ok(power(opts)
+        .await?
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .map_err(rpc_err(opts))?
+        .into_inner())
+}
+
+pub fn rpc_err(opts: &ClientOptions) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
+    move |s| anyhow::anyhow!(client::explain_status(&s, &opts.endpoint))
+}

@@ -1,0 +1,92 @@
+//! The staged shutdown plan: `plan`, `plan apply`, `shutdown --dry-run`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow};
+use clap::Subcommand;
+use upsilon_node::client;
+use upsilon_proto::v1 as pb;
+use upsilon_proto::v1::admin_service_client::AdminServiceClient;
+
+use super::{power, rpc_err};
+use crate::conn::ConnArgs;
+use crate::output;
+
+#[derive(Subcommand, Debug)]
+pub enum PlanCommand {
+    /// Replace the cluster's plan with a plan file (TOML `[[stage]]` tables).
+    Apply {
+        file: PathBuf,
+        /// Accept what is refused by default: hosts the cluster does not know (yet),
+        /// `ack_timeout_s = 0`, `kill_power_delay_s = 0`.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub async fn apply(conn: &ConnArgs, file: PathBuf, force: bool) -> anyhow::Result<()> {
+    let opts = conn.resolve()?;
+    let toml = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    if toml.len() > upsilon_node::replicated::plan::MAX_PLAN_BYTES {
+        anyhow::bail!(
+            "{} is {} bytes; a plan may be at most {} bytes",
+            file.display(),
+            toml.len(),
+            upsilon_node::replicated::plan::MAX_PLAN_BYTES
+        );
+    }
+    let source = file.display().to_string();
+    let (reply, _) = client::on_leader(&opts, |ch| {
+        let req = pb::SetPlanRequest {
+            toml: toml.clone(),
+            source: source.clone(),
+            force,
+        };
+        async move { AdminServiceClient::new(ch).set_plan(req).await }
+    })
+    .await
+    .map_err(|e| anyhow!(e))?;
+    for w in &reply.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("plan set: {}", reply.stages.join(" -> "));
+    Ok(())
+}
+
+pub async fn show(conn: &ConnArgs, json: bool) -> anyhow::Result<()> {
+    let opts = conn.resolve()?;
+    let p = power(&opts)
+        .await?
+        .get_plan(pb::GetPlanRequest::default())
+        .await
+        .map_err(rpc_err(&opts))?
+        .into_inner();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&output::plan_json(&p))?);
+    } else {
+        print!("{}", output::plan_text(&p));
+    }
+    Ok(())
+}
+
+pub async fn shutdown_dry_run(conn: &ConnArgs, assume_outage: bool) -> anyhow::Result<()> {
+    let opts = conn.resolve()?;
+    let p = power(&opts)
+        .await?
+        .get_plan(pb::GetPlanRequest {
+            replay: true,
+            assume_outage,
+        })
+        .await
+        .map_err(rpc_err(&opts))?
+        .into_inner();
+    if !p.has_plan {
+        anyhow::bail!("the cluster has no plan: set one with `upsilon plan apply FILE`");
+    }
+    println!("dry run (nothing is changed; acknowledgements assumed prompt, UPS readings frozen):");
+    for l in &p.replay {
+        println!("  {l}");
+    }
+    Ok(())
+}
