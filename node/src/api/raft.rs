@@ -167,7 +167,11 @@ impl RaftApi {
                 who.name
             ));
         };
-        if let Some(p) = self.cluster.net.health.problems().get(&me) {
+        // Only the leader's view of who is held back counts (another node's may be
+        // stale: it stops replicating when it stops leading).
+        if m.current_leader == Some(self.cluster.id)
+            && let Some(p) = self.cluster.net.health.problems().get(&me)
+        {
             return Err(format!("node {} is held back: {p}", who.name));
         }
         let voters = m.membership_config.voter_ids().count();

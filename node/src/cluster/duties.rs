@@ -66,14 +66,17 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
         version,
         at_ms: now_ms(),
     };
+    let mut tries = 0u32;
     loop {
         match cluster
             .submit(LeaderOp::Write(up.clone()), Duration::from_secs(5))
             .await
         {
             Ok(_) => break,
+            Err(e) if tries % 10 == 9 => tracing::warn!("cannot announce this node yet: {e}"),
             Err(e) => tracing::debug!("announce failed, retrying: {e}"),
         }
+        tries += 1;
         tokio::select! {
             _ = stop.recv() => return,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}

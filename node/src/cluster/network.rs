@@ -83,6 +83,14 @@ impl PeerHealth {
         }
     }
 
+    /// Drops what is known about `target` without logging (a fresh start with it).
+    fn forget(&self, target: NodeId) {
+        self.problems
+            .lock()
+            .expect("peer health lock")
+            .remove(&target);
+    }
+
     fn note_match(&self, key: (NodeId, u64), term: u64, index: u64) {
         let mut m = self.matched.lock().expect("peer health lock");
         let e = m.entry(key).or_insert((term, index));
@@ -145,6 +153,9 @@ impl RaftNetworkFactory<C> for Network {
     type Network = Conn;
 
     async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> Conn {
+        // A new replication stream (a new term, or the member re-added as new): what
+        // held the target back before is judged afresh.
+        self.health.forget(target);
         Conn {
             net: self.clone(),
             target,
