@@ -552,19 +552,6 @@ fn certificates_act_only_within_their_role_and_a_revoked_one_is_refused_everywhe
     let o = as_("watcher", 3, &["status", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
 
-    // No certificate may play leader for another id: a follower takes its leader's
-    // log on trust.
-    let fake_leader = br#"{"vote":{"leader_id":{"term":999,"node_id":77},"committed":true},"prev_log_id":null,"entries":[],"leader_commit":null}"#;
-    for (who, want) in [
-        ("attacker", "is not a member"),
-        ("n4", "belongs to member 4, not to node 77"),
-    ] {
-        let e = raft_as(&c, 2, who, false, fake_leader.to_vec());
-        assert!(
-            e.contains("PermissionDenied") && e.contains(want),
-            "{who}: {e}"
-        );
-    }
     // It may join as itself, but not promote itself into a 3-voter cluster, nor speak
     // for anyone else; nor may a real member (n4) speak for another.
     let o = as_(
@@ -590,6 +577,19 @@ fn certificates_act_only_within_their_role_and_a_revoked_one_is_refused_everywhe
         let e = forward_as(&c, 1, who, &hb3);
         assert!(
             e.contains("PermissionDenied") && e.contains("for node 3"),
+            "{who}: {e}"
+        );
+    }
+    // No certificate may play leader for another id: a follower takes its leader's
+    // log on trust.
+    let fake_leader = br#"{"vote":{"leader_id":{"term":999,"node_id":77},"committed":true},"prev_log_id":null,"entries":[],"leader_commit":null}"#;
+    for (who, want) in [
+        ("attacker", "belongs to member 9, not to node 77"),
+        ("n4", "belongs to member 4, not to node 77"),
+    ] {
+        let e = raft_as(&c, 2, who, false, fake_leader.to_vec());
+        assert!(
+            e.contains("PermissionDenied") && e.contains(want),
             "{who}: {e}"
         );
     }
