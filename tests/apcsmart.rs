@@ -320,7 +320,7 @@ fn kill_power_on_battery_is_s_and_the_output_returns_with_mains() {
     let s_at = rx.iter().rposition(|b| *b == b'S').unwrap();
     assert_eq!(rx[s_at - 1], b'p', "the grace delay is read first: {rx:?}");
     if let Some((_, gap)) = seq.get(1) {
-        assert!(*gap >= 5.0, "nothing is sent for 5 s after S: {seq:?}");
+        assert!(*gap >= 4.95, "nothing is sent for 5 s after S: {seq:?}");
     }
     assert!(
         node.log_text()
@@ -423,7 +423,8 @@ fn power_off_is_k_pause_k_and_self_test_is_w() {
     let first = rx.iter().position(|r| r.byte == b'K').expect("K sent");
     assert_eq!(rx.get(first + 1).map(|r| r.byte), Some(b'K'), "K then K");
     let gap = (rx[first + 1].at - rx[first].at).as_secs_f64();
-    assert!(gap >= 2.0, "K, 2 s, K: {gap} s");
+    // Stamped when the simulator's read loop sees each byte: allow a few ms of jitter.
+    assert!(gap >= 1.95, "K, 2 s, K: {gap} s");
     assert!(sim.events().iter().any(|(_, e)| e == "K K accepted"));
 }
 
@@ -714,7 +715,9 @@ fn kill_power_falls_back_to_power_off_when_s_and_at_are_refused() {
     let seq = sequence_from(&sim, b'S', 7);
     let bytes: Vec<u8> = seq.iter().map(|(b, _)| *b).collect();
     assert_eq!(bytes, b"S@000KK", "{seq:?}");
-    assert!(seq[6].1 >= 2.0, "K, 2 s, K: {seq:?}");
+    // The simulator stamps a byte when its read loop sees it, so a measured gap can come
+    // out a few ms short of the driver's 2 s pause.
+    assert!(seq[6].1 >= 1.95, "K, 2 s, K: {seq:?}");
     assert!(sim.events().iter().any(|(_, e)| e == "K K accepted"));
     assert!(node.log_text().contains("turning it off instead (K K)"));
 }
