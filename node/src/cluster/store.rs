@@ -556,17 +556,11 @@ impl RaftStateMachine<C> for StateMachineStore {
                 let mut a = self.applied.write().expect("state lock");
                 a.last_applied = Some(entry.log_id());
                 let mut r = match &entry.payload {
-                    EntryPayload::Blank => CommandResult {
-                        applied: true,
-                        index: 0,
-                    },
+                    EntryPayload::Blank => CommandResult::done(),
                     EntryPayload::Normal(cmd) => a.power.apply(cmd),
                     EntryPayload::Membership(m) => {
                         a.last_membership = StoredMembership::new(Some(entry.log_id()), m.clone());
-                        CommandResult {
-                            applied: true,
-                            index: 0,
-                        }
+                        CommandResult::done()
                     }
                 };
                 r.index = entry.log_id().index();

@@ -346,7 +346,30 @@ pub struct CommandResult {
     pub index: u64,
 }
 
+impl CommandResult {
+    /// Applied (the log index is filled in by the state machine store).
+    pub fn done() -> Self {
+        Self::applied(true)
+    }
+
+    /// Ignored: out of date, out of order, or already done.
+    pub fn ignored() -> Self {
+        Self::applied(false)
+    }
+
+    pub fn applied(applied: bool) -> Self {
+        CommandResult { applied, index: 0 }
+    }
+}
+
 impl PowerState {
+    /// The outage `id` while it is still going on.
+    fn active_outage(&mut self, id: u64) -> Option<&mut Outage> {
+        self.outage
+            .as_mut()
+            .filter(|o| o.id == id && o.ended_ms.is_none())
+    }
+
     fn push_event(&mut self, at_ms: i64, name: &str, ups: &str, message: &str, node: &str) {
         self.next_event_seq += 1;
         // Bounded, so the history (and every snapshot) stays small whatever a report
@@ -509,38 +532,26 @@ impl PowerState {
             );
         }
         self.nodes.insert(node.id, node);
-        CommandResult {
-            applied: true,
-            index: 0,
-        }
+        CommandResult::done()
     }
 
     fn apply_heartbeat(&mut self, id: &NodeId, at_ms: &i64) -> CommandResult {
         self.touch(*id, *at_ms);
-        CommandResult {
-            applied: self.nodes.contains_key(id),
-            index: 0,
-        }
+        CommandResult::applied(self.nodes.contains_key(id))
     }
 
     fn apply_ups_report(&mut self, r: &UpsReport) -> CommandResult {
         if let Some(cur) = self.upses.get(&r.ups) {
             // Same owner: only newer reports.
             if cur.owner == r.owner && r.seq <= cur.seq && !cur.stale {
-                return CommandResult {
-                    applied: false,
-                    index: 0,
-                };
+                return CommandResult::ignored();
             }
             // One owner per UPS name: another node takes it over only once the
             // owner went stale (silent for `stale_after_ms`), left the cluster,
             // or an operator released the name.
             if cur.owner != r.owner && !cur.stale && self.nodes.contains_key(&cur.owner) {
                 self.refuse_rival(r);
-                return CommandResult {
-                    applied: false,
-                    index: 0,
-                };
+                return CommandResult::ignored();
             }
         }
         let node = self.node_name(r.owner);
@@ -594,10 +605,7 @@ impl PowerState {
             },
         );
         self.touch(r.owner, r.at_ms);
-        CommandResult {
-            applied: true,
-            index: 0,
-        }
+        CommandResult::done()
     }
 
     fn apply_ups_stale(
@@ -619,15 +627,9 @@ impl PowerState {
                     &format!("Communications with UPS lost: its owner {node} stopped reporting."),
                     &node,
                 );
-                CommandResult {
-                    applied: true,
-                    index: 0,
-                }
+                CommandResult::done()
             }
-            _ => CommandResult {
-                applied: false,
-                index: 0,
-            },
+            _ => CommandResult::ignored(),
         }
     }
 
@@ -644,10 +646,7 @@ impl PowerState {
                 &name,
             );
         }
-        CommandResult {
-            applied: removed,
-            index: 0,
-        }
+        CommandResult::applied(removed)
     }
 
     fn apply_set_plan(&mut self, plan: &Plan, at_ms: &i64, by: &str) -> CommandResult {
@@ -660,19 +659,13 @@ impl PowerState {
             &format!("Shutdown plan set by {by}: {}.", names.join(" -> ")),
             by,
         );
-        CommandResult {
-            applied: true,
-            index: 0,
-        }
+        CommandResult::done()
     }
 
     fn apply_outage_start(&mut self, id: &u64, at_ms: &i64) -> CommandResult {
         let active = self.outage.as_ref().is_some_and(|o| o.ended_ms.is_none());
         if active || *id != self.next_outage_id + 1 {
-            return CommandResult {
-                applied: false,
-                index: 0,
-            };
+            return CommandResult::ignored();
         }
         self.next_outage_id = *id;
         self.power_cycled.clear();
@@ -691,10 +684,7 @@ impl PowerState {
             &format!("Outage {id} began: a supply is on battery."),
             "",
         );
-        CommandResult {
-            applied: true,
-            index: 0,
-        }
+        CommandResult::done()
     }
 
     fn apply_stage_start(
@@ -707,22 +697,12 @@ impl PowerState {
         at_ms: &i64,
     ) -> CommandResult {
         let names: Vec<String> = hosts.iter().map(|h| self.node_name(*h)).collect();
-        let Some(o) = self
-            .outage
-            .as_mut()
-            .filter(|o| o.id == *outage && o.ended_ms.is_none())
-        else {
-            return CommandResult {
-                applied: false,
-                index: 0,
-            };
+        let Some(o) = self.active_outage(*outage) else {
+            return CommandResult::ignored();
         };
         // Exactly once and in order: only the next stage may start.
         if o.stages.len() != *stage {
-            return CommandResult {
-                applied: false,
-                index: 0,
-            };
+            return CommandResult::ignored();
         }
         o.stages.push(StageRun {
             name: name.clone(),
@@ -742,10 +722,7 @@ impl PowerState {
             ),
             "",
         );
-        CommandResult {
-            applied: true,
-            index: 0,
-        }
+        CommandResult::done()
     }
 
     fn apply_node_ack(
@@ -764,10 +741,7 @@ impl PowerState {
             .and_then(|o| o.stages.get_mut(*stage))
             .filter(|r| r.hosts.contains(node))
         else {
-            return CommandResult {
-                applied: false,
-                index: 0,
-            };
+            return CommandResult::ignored();
         };
         let stage_name = run.name.clone();
         let ack = run.acks.entry(*node).or_default();
@@ -777,10 +751,7 @@ impl PowerState {
             &mut ack.shutting_down_ms
         };
         if slot.is_some() {
-            return CommandResult {
-                applied: false,
-                index: 0,
-            };
+            return CommandResult::ignored();
         }
         *slot = Some(*at_ms);
         if *halting {
@@ -798,10 +769,7 @@ impl PowerState {
             &format!("{name} {what} (stage {stage_name})."),
             &name,
         );
-        CommandResult {
-            applied: true,
-            index: 0,
-        }
+        CommandResult::done()
     }
 
     fn apply_kill_power(
@@ -811,21 +779,11 @@ impl PowerState {
         delay_s: &u32,
         at_ms: &i64,
     ) -> CommandResult {
-        let Some(o) = self
-            .outage
-            .as_mut()
-            .filter(|o| o.id == *outage && o.ended_ms.is_none())
-        else {
-            return CommandResult {
-                applied: false,
-                index: 0,
-            };
+        let Some(o) = self.active_outage(*outage) else {
+            return CommandResult::ignored();
         };
         if o.kill_power.contains_key(ups) {
-            return CommandResult {
-                applied: false,
-                index: 0,
-            };
+            return CommandResult::ignored();
         }
         o.kill_power.insert(
             ups.clone(),
@@ -843,18 +801,12 @@ impl PowerState {
             &format!("UPS {ups} ordered to cut power in {delay_s} s and return with mains."),
             "",
         );
-        CommandResult {
-            applied: true,
-            index: 0,
-        }
+        CommandResult::done()
     }
 
     fn apply_power_cycle(&mut self, ups: &str, at_ms: &i64) -> CommandResult {
         if self.power_cycled.contains_key(ups) {
-            return CommandResult {
-                applied: false,
-                index: 0,
-            };
+            return CommandResult::ignored();
         }
         self.power_cycled.insert(
             ups.to_string(),
@@ -872,10 +824,7 @@ impl PowerState {
             &format!("UPS {ups} ordered to power-cycle its outlets to bring halted hosts back."),
             "",
         );
-        CommandResult {
-            applied: true,
-            index: 0,
-        }
+        CommandResult::done()
     }
 
     fn apply_ups_action_done(
@@ -892,10 +841,7 @@ impl PowerState {
             self.outage.as_mut().and_then(|o| o.kill_power.get_mut(ups))
         };
         let Some(run) = run.filter(|r| r.done_ms.is_none()) else {
-            return CommandResult {
-                applied: false,
-                index: 0,
-            };
+            return CommandResult::ignored();
         };
         run.done_ms = Some(*at_ms);
         run.result = result.clone();
@@ -912,22 +858,12 @@ impl PowerState {
             &format!("UPS {ups} {what} {how}: {result}"),
             "",
         );
-        CommandResult {
-            applied: true,
-            index: 0,
-        }
+        CommandResult::done()
     }
 
     fn apply_outage_end(&mut self, id: &u64, at_ms: &i64, reason: &str) -> CommandResult {
-        let Some(o) = self
-            .outage
-            .as_mut()
-            .filter(|o| o.id == *id && o.ended_ms.is_none())
-        else {
-            return CommandResult {
-                applied: false,
-                index: 0,
-            };
+        let Some(o) = self.active_outage(*id) else {
+            return CommandResult::ignored();
         };
         o.ended_ms = Some(*at_ms);
         o.end_reason = reason.to_string();
@@ -943,10 +879,7 @@ impl PowerState {
             &format!("Outage {id} ended: {reason}."),
             "",
         );
-        CommandResult {
-            applied: true,
-            index: 0,
-        }
+        CommandResult::done()
     }
 
     fn apply_member_problem(
@@ -959,20 +892,14 @@ impl PowerState {
         match problem {
             Some(p) => {
                 if self.member_problems.get(id) == Some(p) {
-                    return CommandResult {
-                        applied: false,
-                        index: 0,
-                    };
+                    return CommandResult::ignored();
                 }
                 self.member_problems.insert(*id, p.clone());
                 self.push_event(*at_ms, "memberrefused", "", p, &name);
             }
             None => {
                 if self.member_problems.remove(id).is_none() {
-                    return CommandResult {
-                        applied: false,
-                        index: 0,
-                    };
+                    return CommandResult::ignored();
                 }
                 self.push_event(
                     *at_ms,
@@ -983,10 +910,7 @@ impl PowerState {
                 );
             }
         }
-        CommandResult {
-            applied: true,
-            index: 0,
-        }
+        CommandResult::done()
     }
 
     fn apply_revoke_cert(
@@ -998,10 +922,7 @@ impl PowerState {
         at_ms: &i64,
     ) -> CommandResult {
         if self.revoked.contains_key(serial) || self.revoked.len() >= MAX_REVOKED {
-            return CommandResult {
-                applied: false,
-                index: 0,
-            };
+            return CommandResult::ignored();
         }
         self.revoked.insert(
             serial.clone(),
@@ -1029,18 +950,12 @@ impl PowerState {
             &format!("Certificate {serial}{who} revoked by {by}{why}."),
             by,
         );
-        CommandResult {
-            applied: true,
-            index: 0,
-        }
+        CommandResult::done()
     }
 
     fn apply_ups_release(&mut self, ups: &str, by: &str, at_ms: &i64) -> CommandResult {
         let Some(u) = self.upses.get_mut(ups) else {
-            return CommandResult {
-                applied: false,
-                index: 0,
-            };
+            return CommandResult::ignored();
         };
         u.stale = true;
         u.comm_lost_since_ms.get_or_insert(*at_ms);
@@ -1055,18 +970,12 @@ impl PowerState {
             ),
             by,
         );
-        CommandResult {
-            applied: true,
-            index: 0,
-        }
+        CommandResult::done()
     }
 
     fn apply_notice(&mut self, at_ms: &i64, node: &str, message: &str) -> CommandResult {
         self.push_event(*at_ms, "notice", "", message, node);
-        CommandResult {
-            applied: true,
-            index: 0,
-        }
+        CommandResult::done()
     }
 
     /// The most recent `limit` events, oldest first.
