@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use upsilon_node::pki::{IssueRequest, Role};
+use upsilon_client::pki::{IssueRequest, Role};
 use upsilon_tests::*;
 
 fn has(events: &[(String, String)], name: &str) -> bool {
@@ -319,14 +319,14 @@ fn raft_service_refuses_garbage_and_non_node_certificates_clearly() {
         .unwrap();
     let call = |who: &str, json: &[u8]| {
         let (ca, cert, key) = c.pki.files(who);
-        let opts = upsilon_node::client::ClientOptions {
+        let opts = upsilon_client::rpc::ClientOptions {
             endpoint: c.addr(1).to_string(),
             ca,
             identity: Some((cert, key)),
         };
         let json = json.to_vec();
         rt.block_on(async move {
-            let ch = upsilon_node::client::connect(&opts).await.unwrap();
+            let ch = upsilon_client::rpc::connect(&opts).await.unwrap();
             upsilon_proto::v1::raft_service_client::RaftServiceClient::new(ch)
                 .vote(upsilon_proto::v1::RaftPayload { json })
                 .await

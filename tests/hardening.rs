@@ -7,9 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use upsilon_client::pki::{IssueRequest, Role};
 use upsilon_node::cluster::Command;
 use upsilon_node::cluster::handle::LeaderOp;
-use upsilon_node::pki::{IssueRequest, Role};
 use upsilon_proto::v1::RaftPayload;
 use upsilon_proto::v1::raft_service_client::RaftServiceClient;
 use upsilon_tests::*;
@@ -448,7 +448,7 @@ fn forward_as(c: &TestCluster, i: usize, holder: &str, op: &LeaderOp) -> String 
 /// `holder`'s certificate and a raw JSON payload; the error message, or "ok".
 fn raft_as(c: &TestCluster, i: usize, holder: &str, forward: bool, json: Vec<u8>) -> String {
     let (ca, cert, key) = c.pki.files(holder);
-    let opts = upsilon_node::client::ClientOptions {
+    let opts = upsilon_client::rpc::ClientOptions {
         endpoint: c.addr(i).to_string(),
         ca,
         identity: Some((cert, key)),
@@ -456,7 +456,7 @@ fn raft_as(c: &TestCluster, i: usize, holder: &str, forward: bool, json: Vec<u8>
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(async move {
-            let ch = upsilon_node::client::connect(&opts).await.expect("connect");
+            let ch = upsilon_client::rpc::connect(&opts).await.expect("connect");
             let mut client = RaftServiceClient::new(ch);
             let r = if forward {
                 client.forward(RaftPayload { json }).await
@@ -749,13 +749,13 @@ fn plan_limits_and_checks_hold_and_a_paused_learner_catches_up_after_big_plans()
         stderr(&o)
     );
     let (ca, cert, key) = c.pki.files("operator");
-    let opts = upsilon_node::client::ClientOptions {
+    let opts = upsilon_client::rpc::ClientOptions {
         endpoint: c.addr(1).to_string(),
         ca,
         identity: Some((cert, key)),
     };
     let direct = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let ch = upsilon_node::client::connect(&opts).await.unwrap();
+        let ch = upsilon_client::rpc::connect(&opts).await.unwrap();
         upsilon_proto::v1::admin_service_client::AdminServiceClient::new(ch)
             .set_plan(upsilon_proto::v1::SetPlanRequest {
                 toml: big_plan(300_000, "n4", 0),

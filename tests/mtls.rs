@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use upsilon_node::pki::{IssueRequest, Role};
+use upsilon_client::pki::{IssueRequest, Role};
 use upsilon_tests::*;
 
 fn started() -> (TestPki, NodeProc) {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 use serde::Deserialize;
-use upsilon_node::client::ClientOptions;
+use upsilon_client::rpc::ClientOptions;
 
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7443";
 
@@ -53,7 +53,7 @@ fn default_client_file() -> Option<PathBuf> {
 fn load_file(path: &Path) -> anyhow::Result<ClientFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read client config {}", path.display()))?;
-    let mut f: ClientFile = upsilon_node::config::parse_toml(path, &text)?;
+    let mut f: ClientFile = upsilon_core::config::parse_toml(path, &text)?;
     let base = path.parent().unwrap_or(Path::new("."));
     for p in [&mut f.ca, &mut f.cert, &mut f.key].into_iter().flatten() {
         if p.is_relative() {

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio_stream::StreamExt;
-use upsilon_node::client::{self, ClientOptions};
-use upsilon_node::config::NodeConfig;
+use upsilon_client::pki::{self, IssueRequest, Role};
+use upsilon_client::rpc::{self, ClientOptions};
+use upsilon_client::stop::Stop;
+use upsilon_core::config::NodeConfig;
 use upsilon_node::node::RunningNode;
-use upsilon_node::pki::{self, IssueRequest, Role};
-use upsilon_node::stop::Stop;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::power_service_client::PowerServiceClient;
 
@@ -83,7 +83,7 @@ impl Clock {
 }
 
 pub(crate) fn api_err(opts: &ClientOptions) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
-    move |s| anyhow::anyhow!(client::explain_status(&s, &opts.endpoint))
+    move |s| anyhow::anyhow!(rpc::explain_status(&s, &opts.endpoint))
 }
 
 /// Node `i`'s config: node 1 owns the UPS (and bootstraps the cluster).
@@ -199,7 +199,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     // 3. Wait for the cluster to form, as the operator sees it.
     let owner_opts = opts_for(1);
-    let mut owner = PowerServiceClient::new(client::connect(&owner_opts).await?);
+    let mut owner = PowerServiceClient::new(rpc::connect(&owner_opts).await?);
     if n > 1 {
         let formed = async {
             loop {
@@ -233,7 +233,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     // 4. Watch from the last node (a learner in a cluster) as an operator would.
     let watch_opts = opts_for(n);
-    let mut watcher = PowerServiceClient::new(client::connect(&watch_opts).await?);
+    let mut watcher = PowerServiceClient::new(rpc::connect(&watch_opts).await?);
     let mut stream = watcher
         .watch(pb::WatchRequest {})
         .await
@@ -313,7 +313,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut seen = Vec::new();
     for i in 1..=n {
         let o = opts_for(i);
-        let mut c = PowerServiceClient::new(client::connect(&o).await?);
+        let mut c = PowerServiceClient::new(rpc::connect(&o).await?);
         let evs = c
             .list_events(pb::ListEventsRequest { limit: 1000 })
             .await

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio_stream::StreamExt;
-use upsilon_node::client::{self, ClientOptions};
-use upsilon_node::config::NodeConfig;
+use upsilon_client::rpc::{self, ClientOptions};
+use upsilon_client::stop::Stop;
+use upsilon_core::config::NodeConfig;
 use upsilon_node::node::RunningNode;
-use upsilon_node::stop::Stop;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 use upsilon_proto::v1::power_service_client::PowerServiceClient;
@@ -92,7 +92,7 @@ impl Demo {
         i: usize,
     ) -> anyhow::Result<AdminServiceClient<tonic::transport::Channel>> {
         Ok(AdminServiceClient::new(
-            client::connect(&self.opts[i - 1]).await?,
+            rpc::connect(&self.opts[i - 1]).await?,
         ))
     }
 
@@ -101,7 +101,7 @@ impl Demo {
         i: usize,
     ) -> anyhow::Result<PowerServiceClient<tonic::transport::Channel>> {
         Ok(PowerServiceClient::new(
-            client::connect(&self.opts[i - 1]).await?,
+            rpc::connect(&self.opts[i - 1]).await?,
         ))
     }
 

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use upsilon_proto::v1 as pb;
 
-pub use upsilon_node::time::local_date_ms as local_time;
+pub use upsilon_core::time::local_date_ms as local_time;
 
 fn opt(v: Option<f64>, unit: &str, prec: usize) -> String {
     v.map_or("-".into(), |x| format!("{x:.prec$}{unit}"))

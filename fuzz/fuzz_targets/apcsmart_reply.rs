@@ -2,7 +2,7 @@
 //! anywhere, without a panic; the decoded lines then build a reading.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use upsilon_node::driver::apcsmart::frame::{self, Piece, ReplyDecoder};
+use upsilon_core::ups::apcsmart::{self, Piece, ReplyDecoder};
 
 fuzz_target!(|data: &[u8]| {
     let split = data.first().copied().unwrap_or(0) as usize;
@@ -12,24 +12,24 @@ fuzz_target!(|data: &[u8]| {
     let cut = split.min(data.len());
     d.feed(&data[..cut], &mut out);
     d.feed(&data[cut..], &mut out);
-    let mut replies = frame::Replies::new();
-    let cmds: Vec<u8> = frame::VOLATILE.iter().chain(frame::STATIC).copied().collect();
+    let mut replies = apcsmart::Replies::new();
+    let cmds: Vec<u8> = apcsmart::VOLATILE.iter().chain(apcsmart::STATIC).copied().collect();
     for (i, p) in out.iter().enumerate() {
         if let Piece::Line(l) = p {
-            let _ = frame::Capabilities::parse(l);
-            let _ = frame::parse_status_byte(l);
-            let _ = frame::parse_number(l);
-            let _ = frame::parse_hex(l);
-            let _ = frame::last_transfer_phrase(l);
-            let _ = frame::model_from_old_firmware(l);
+            let _ = apcsmart::Capabilities::parse(l);
+            let _ = apcsmart::parse_status_byte(l);
+            let _ = apcsmart::parse_number(l);
+            let _ = apcsmart::parse_hex(l);
+            let _ = apcsmart::last_transfer_phrase(l);
+            let _ = apcsmart::model_from_old_firmware(l);
             replies.insert(cmds[i % cmds.len()], l.clone());
         }
     }
-    let _ = frame::build_reading(
+    let _ = apcsmart::build_reading(
         &replies,
         &replies,
         split as u8,
-        &frame::AlertOverlay::default(),
+        &apcsmart::AlertOverlay::default(),
         std::time::SystemTime::UNIX_EPOCH,
     );
 });

@@ -1,7 +1,7 @@
 //! Node config files: any text is accepted or refused with a located error.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use upsilon_node::config::{NodeConfig, parse_toml};
+use upsilon_core::config::{NodeConfig, parse_toml};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {

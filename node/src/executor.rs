@@ -9,14 +9,14 @@
 //! machine itself) are recorded, never run; per-event scripts still run, with
 //! `UPSILON_EXECUTOR_MODE=record` in their environment, so hook wiring can be tested.
 
-use crate::time::unix_ms;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
+use upsilon_core::time::unix_ms;
 
-use crate::config::{ExecutorMode, ExecutorSection, HooksSection};
-use crate::events::{Event, EventKind};
+use upsilon_core::config::{ExecutorMode, ExecutorSection, HooksSection};
+use upsilon_core::events::{Event, EventKind};
 
 /// One thing the executor ran or would have run.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -65,7 +65,7 @@ impl Executor {
         Executor {
             mode: cfg.mode,
             send_ups_commands: match cfg.ups_commands {
-                Some(u) => u == crate::config::UpsCommands::Send,
+                Some(u) => u == upsilon_core::config::UpsCommands::Send,
                 None => cfg.mode == ExecutorMode::Live,
             },
             hooks: hooks.clone(),

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use upsilon_node::config::NodeConfig;
-use upsilon_node::stop::Stop;
+use upsilon_client::stop::Stop;
+use upsilon_core::config::NodeConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,12 +43,12 @@ fn init_tracing() {
 /// Parses the config and every file it points at, without starting anything.
 fn check(path: &std::path::Path) -> Result<NodeConfig, String> {
     let cfg = NodeConfig::load(path).map_err(|e| e.to_string())?;
-    let files = upsilon_node::tls::TlsFiles {
+    let files = upsilon_client::tls::TlsFiles {
         ca: cfg.tls.ca.clone(),
         cert: cfg.tls.cert.clone(),
         key: cfg.tls.key.clone(),
     };
-    let (_, ident) = upsilon_node::tls::server_config(&files)
+    let (_, ident) = upsilon_client::tls::server_config(&files)
         .map_err(|e| format!("{}: [tls]: {e}", path.display()))?;
     upsilon_node::node::check_name(&cfg, &ident).map_err(|e| format!("{}: {e}", path.display()))?;
     cfg.check_writable()
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
             _ = signals.received() => {
                 tracing::info!("stopping");
                 node.shared.log_event(
-                    upsilon_node::events::EventKind::Notice,
+                    upsilon_core::events::EventKind::Notice,
                     "",
                     "upsilond shutdown succeeded",
                 );

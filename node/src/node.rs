@@ -12,14 +12,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::config::NodeConfig;
 use crate::driver::{self, DriverError, UpsDriver};
-use crate::events::{Event, EventKind, EventLog};
 use crate::executor::Executor;
-use crate::monitor::{Observation, UpsMonitor};
 use crate::shared::{NodeShared, UpsOrder};
-use crate::stop::Stop;
-use crate::view::UpsView;
+use upsilon_client::stop::Stop;
+use upsilon_core::config::NodeConfig;
+use upsilon_core::events::{Event, EventKind, EventLog};
+use upsilon_core::monitor::{Observation, UpsMonitor};
+use upsilon_core::view::UpsView;
 
 /// Raises the node's fatal signal when the Raft core stops (a storage error such as a
 /// full disk, or an internal error): without it the node cannot commit or apply, and
@@ -83,7 +83,7 @@ impl RunningNode {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("TLS: {0}")]
-    Tls(#[from] crate::pki::PkiError),
+    Tls(#[from] upsilon_client::pki::PkiError),
     #[error("UPS {ups:?}: {source}")]
     Driver {
         ups: String,
@@ -99,7 +99,7 @@ pub enum StartError {
 
 /// A node's name must be its certificate's: the cluster binds what a node may say to
 /// the name in its certificate.
-pub fn check_name(cfg: &NodeConfig, cert: &crate::pki::Identity) -> Result<(), String> {
+pub fn check_name(cfg: &NodeConfig, cert: &upsilon_client::pki::Identity) -> Result<(), String> {
     if cert.name != cfg.node.name {
         return Err(format!(
             "node.name is {:?} but its certificate ({}) names {:?}: use the certificate's name, or issue one for {:?} with `upsilon cert issue --name {} --role node`",
@@ -124,16 +124,16 @@ pub async fn start_with(
     stop: Stop,
     fatal: crate::fatal::Fatal,
 ) -> Result<RunningNode, StartError> {
-    let files = crate::tls::TlsFiles {
+    let files = upsilon_client::tls::TlsFiles {
         ca: cfg.tls.ca.clone(),
         cert: cfg.tls.cert.clone(),
         key: cfg.tls.key.clone(),
     };
-    let (server_cfg, ident) = crate::tls::server_config(&files)?;
+    let (server_cfg, ident) = upsilon_client::tls::server_config(&files)?;
     check_name(&cfg, &ident).map_err(StartError::Config)?;
     cfg.check_writable().map_err(StartError::Config)?;
 
-    let mut drivers: Vec<(crate::config::UpsSection, Box<dyn UpsDriver>)> = Vec::new();
+    let mut drivers: Vec<(upsilon_core::config::UpsSection, Box<dyn UpsDriver>)> = Vec::new();
     let mut sims = HashMap::new();
     for u in &cfg.ups {
         let opened = driver::open(u).map_err(|source| StartError::Driver {
@@ -147,13 +147,13 @@ pub async fn start_with(
     }
 
     let (local_addr, incoming) =
-        crate::tls::serve_tls(cfg.node.listen, server_cfg, stop.resubscribe())
+        upsilon_client::tls::serve_tls(cfg.node.listen, server_cfg, stop.resubscribe())
             .await
             .map_err(StartError::Listen)?;
 
     let cluster = match &cfg.cluster {
         Some(c) => {
-            let client_tls = crate::tls::client_config(
+            let client_tls = upsilon_client::tls::client_config(
                 &cfg.tls.ca,
                 Some((cfg.tls.cert.as_path(), cfg.tls.key.as_path())),
             )?;
@@ -466,8 +466,8 @@ async fn run_ups(
         let mut reported = Vec::new();
         for me in events {
             let ev = shared.log_event(me.kind, &name, &me.message);
-            reported.push(crate::replicated::state::ReportedEvent {
-                at_ms: crate::time::unix_ms(ev.at),
+            reported.push(upsilon_core::replicated::state::ReportedEvent {
+                at_ms: upsilon_core::time::unix_ms(ev.at),
                 name: ev.kind.name().to_string(),
                 message: ev.message.clone(),
             });
@@ -524,14 +524,14 @@ impl ReportKey {
 fn report_of(
     v: &UpsView,
     owner: u64,
-    events: Vec<crate::replicated::state::ReportedEvent>,
-) -> crate::replicated::state::UpsReport {
-    crate::replicated::state::UpsReport {
+    events: Vec<upsilon_core::replicated::state::ReportedEvent>,
+) -> upsilon_core::replicated::state::UpsReport {
+    upsilon_core::replicated::state::UpsReport {
         ups: v.name.clone(),
         owner,
         driver: v.driver.clone(),
         seq: 0,
-        at_ms: crate::time::unix_ms(SystemTime::now()),
+        at_ms: upsilon_core::time::unix_ms(SystemTime::now()),
         reading: v.reading.clone(),
         statflag: v.statflag,
         comm_lost: v.comm_lost,
@@ -540,7 +540,7 @@ fn report_of(
         transfers: v.transfers,
         shutdown: v
             .shutdown
-            .map(|(rule, at)| (rule, crate::time::unix_ms(at))),
+            .map(|(rule, at)| (rule, upsilon_core::time::unix_ms(at))),
         events,
         comm_error: v.comm_error.clone(),
     }

@@ -4,11 +4,11 @@ use std::time::SystemTime;
 
 use upsilon_proto::v1 as pb;
 
-use crate::events::Event;
-use crate::policy::Policy;
-use crate::reading::{UpsFlags, UpsReading, statflag, status_text};
-use crate::time::{from_unix_ms, unix_ms};
-use crate::view::UpsView;
+use upsilon_core::events::Event;
+use upsilon_core::policy::Policy;
+use upsilon_core::reading::{UpsFlags, UpsReading, statflag, status_text};
+use upsilon_core::time::{from_unix_ms, unix_ms};
+use upsilon_core::view::UpsView;
 
 pub fn flags_to_pb(f: &UpsFlags, statflag_value: u32) -> pb::UpsFlags {
     pb::UpsFlags {
@@ -95,7 +95,7 @@ pub fn policy_to_pb(p: &Policy) -> pb::PolicySummary {
 }
 
 /// A replicated UPS record as the view the API and the status sentence use.
-pub fn ups_record_to_view(r: &crate::replicated::state::UpsRecord, now_ms: i64) -> UpsView {
+pub fn ups_record_to_view(r: &upsilon_core::replicated::state::UpsRecord, now_ms: i64) -> UpsView {
     let mut statflag = r.statflag;
     if r.stale {
         statflag |= statflag::COMMLOST;
@@ -124,7 +124,7 @@ pub fn ups_record_to_view(r: &crate::replicated::state::UpsRecord, now_ms: i64) 
     }
 }
 
-pub fn cluster_event_to_pb(e: &crate::replicated::state::ClusterEvent) -> pb::Event {
+pub fn cluster_event_to_pb(e: &upsilon_core::replicated::state::ClusterEvent) -> pb::Event {
     pb::Event {
         seq: e.seq,
         at_unix_ms: e.at_ms,
@@ -137,16 +137,16 @@ pub fn cluster_event_to_pb(e: &crate::replicated::state::ClusterEvent) -> pb::Ev
 
 /// The plan, its progress and the coordinator's view, for `upsilon plan`.
 pub fn plan_reply(
-    s: &crate::replicated::state::PowerState,
+    s: &upsilon_core::replicated::state::PowerState,
     now_ms: i64,
     replay: bool,
     assume_outage: bool,
 ) -> pb::PlanReply {
-    use crate::replicated::plan;
+    use upsilon_core::replicated::plan;
     let Some(p) = s.plan.as_ref() else {
         return pb::PlanReply::default();
     };
-    let nodes: Vec<&crate::replicated::state::NodeRecord> = s.nodes.values().collect();
+    let nodes: Vec<&upsilon_core::replicated::state::NodeRecord> = s.nodes.values().collect();
     let name = |id: &u64| {
         s.nodes
             .get(id)
@@ -173,7 +173,7 @@ pub fn plan_reply(
                     |r| {
                         format!(
                             "started {} ({})",
-                            crate::time::format_date(from_unix_ms(r.started_ms)),
+                            upsilon_core::time::format_date(from_unix_ms(r.started_ms)),
                             r.reason
                         )
                     },
@@ -192,7 +192,7 @@ pub fn plan_reply(
         .iter()
         .map(|c| c.to_string())
         .collect();
-    let (outage, _) = crate::wording::outage_lines(s);
+    let (outage, _) = upsilon_core::wording::outage_lines(s);
     pb::PlanReply {
         has_plan: true,
         stages,

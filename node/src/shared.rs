@@ -9,10 +9,10 @@ use std::time::SystemTime;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::driver::sim::SimHandle;
-use crate::events::{Event, EventKind, EventLog};
 use crate::executor::Executor;
-use crate::policy::Policy;
-use crate::view::UpsView;
+use upsilon_core::events::{Event, EventKind, EventLog};
+use upsilon_core::policy::Policy;
+use upsilon_core::view::UpsView;
 
 /// A command for a UPS driver and where to send its result.
 pub type UpsOrder = (

@@ -1,7 +1,7 @@
 //! What every cluster member does for the staged shutdown.
 //!
 //! - [`coordinate`]: on the leader, after each apply and on a timer, propose what the
-//!   pure [`crate::replicated::plan::decide`] returns. A new leader simply does the same; the state
+//!   pure [`upsilon_core::replicated::plan::decide`] returns. A new leader simply does the same; the state
 //!   machine refuses anything already done, so no stage starts twice.
 //! - [`run_my_stages`]: when a started stage names this host, run its hooks and shutdown
 //!   command once (a marker file written first makes it at-most-once across restarts),
@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::handle::{Cluster, LeaderOp};
 use crate::driver::UpsCommand;
-use crate::replicated::plan::{self, Plan};
-use crate::replicated::state::Command;
 use crate::shared::NodeShared;
-use crate::stop::Stop;
-use crate::time::now_ms;
+use upsilon_client::stop::Stop;
+use upsilon_core::replicated::plan::{self, Plan};
+use upsilon_core::replicated::state::Command;
+use upsilon_core::time::now_ms;
 
 const WRITE_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -413,10 +413,12 @@ pub async fn local_fallback(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut 
                 None => threshold_since = None,
                 Some(why) => {
                     let since = *threshold_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= crate::policy::DEBOUNCE && claim_host_shutdown(&cluster) {
+                    if since.elapsed() >= upsilon_core::policy::DEBOUNCE
+                        && claim_host_shutdown(&cluster)
+                    {
                         tracing::warn!("this host's own threshold: {why}; shutting it down");
                         shared.log_event(
-                            crate::events::EventKind::Notice,
+                            upsilon_core::events::EventKind::Notice,
                             "",
                             &format!("Host threshold: {why}."),
                         );
@@ -471,7 +473,7 @@ pub async fn local_fallback(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut 
         }
         tracing::error!("local fallback: {reason}; shutting this host down without the cluster");
         shared.log_event(
-            crate::events::EventKind::Notice,
+            upsilon_core::events::EventKind::Notice,
             "",
             &format!("Local fallback: {reason}."),
         );

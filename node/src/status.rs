@@ -4,12 +4,12 @@
 
 use upsilon_proto::v1 as pb;
 
-use crate::config::ExecutorMode;
-use crate::events::EventKind;
 use crate::executor::ExecRecord;
-use crate::policy::{Policy, ShutdownRule};
-use crate::time::unix_ms;
-use crate::view::UpsView;
+use upsilon_core::config::ExecutorMode;
+use upsilon_core::events::EventKind;
+use upsilon_core::policy::{Policy, ShutdownRule};
+use upsilon_core::time::unix_ms;
+use upsilon_core::view::UpsView;
 
 fn rule_words(rule: ShutdownRule, p: &Policy) -> String {
     match rule {
@@ -137,7 +137,7 @@ pub fn pending_action(
 /// The pending action of a cluster member: what will happen to *this host*, from the
 /// replicated state (its stage, its supply) rather than from other hosts' UPS monitors.
 pub fn member_pending_action(
-    state: &crate::replicated::state::PowerState,
+    state: &upsilon_core::replicated::state::PowerState,
     me: crate::cluster::NodeId,
     policy: &Policy,
     records: &[ExecRecord],
@@ -179,9 +179,9 @@ pub fn member_pending_action(
         };
     }
     let node = state.nodes.get(&me);
-    let no_plan = crate::replicated::plan::Plan::default();
+    let no_plan = upsilon_core::replicated::plan::Plan::default();
     let plan = state.plan.as_ref().unwrap_or(&no_plan);
-    let supply = node.and_then(|n| crate::replicated::plan::supply(n, state, plan, now_ms));
+    let supply = node.and_then(|n| upsilon_core::replicated::plan::supply(n, state, plan, now_ms));
     let on_battery = supply.as_ref().is_some_and(|s| s.on_battery);
     if open.is_some() || on_battery {
         let mut words = match &supply {
@@ -208,7 +208,7 @@ pub fn member_pending_action(
                 ": stage {} ({}) shuts it down when {}",
                 k + 1,
                 st.name,
-                crate::replicated::plan::trigger_words(&st.trigger)
+                upsilon_core::replicated::plan::trigger_words(&st.trigger)
             )),
             None => words.push_str(&format!(
                 ": it is in no stage of the plan; its own thresholds apply (BATTERYLEVEL {} %, MINUTES {})",
@@ -221,7 +221,7 @@ pub fn member_pending_action(
             ..base
         };
     }
-    let fed_by = |u: &&crate::replicated::state::UpsRecord| {
+    let fed_by = |u: &&upsilon_core::replicated::state::UpsRecord| {
         node.is_some_and(|n| n.feeds.contains(&u.name)) || u.owner == me
     };
     let lost: Vec<&str> = state
@@ -255,9 +255,9 @@ fn was_on_battery(v: &UpsView) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reading::{UpsFlags, UpsReading};
     use std::time::Duration;
     use std::time::SystemTime;
+    use upsilon_core::reading::{UpsFlags, UpsReading};
 
     fn view(on_battery: bool) -> UpsView {
         let mut r = UpsReading::empty(
@@ -324,10 +324,12 @@ mod tests {
 
     mod member {
         use super::super::member_pending_action;
-        use crate::config::ExecutorMode;
-        use crate::policy::{Policy, ShutdownRule};
-        use crate::reading::{UpsFlags, UpsReading};
-        use crate::replicated::state::{NodeRecord, Outage, PowerState, StageRun, UpsRecord};
+        use upsilon_core::config::ExecutorMode;
+        use upsilon_core::policy::{Policy, ShutdownRule};
+        use upsilon_core::reading::{UpsFlags, UpsReading};
+        use upsilon_core::replicated::state::{
+            NodeRecord, Outage, PowerState, StageRun, UpsRecord,
+        };
         use upsilon_proto::v1 as pb;
 
         const NOW: i64 = 1_000_000;

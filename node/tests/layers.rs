@@ -1,24 +1,37 @@
-//! The layer rule, checked: inside `upsilon-node`, imports point down the data flow only
-//! and no two top-level modules import each other, directly or around a loop. Each
-//! module has a layer below; a `crate::x` import from a module must name a module of the
-//! same or a lower layer. A new module must be added to the table (ARCHITECTURE.md has
-//! the same table in words).
+//! The layer rule, checked. Crates stack one way: `upsilon-core` (pure) <
+//! `upsilon-client` (certificates, TLS, gRPC client) < `upsilon-node`; a crate never
+//! names one above it, and `upsilon-core` builds without tokio, tonic, openraft, sled or
+//! a serial port. Inside each crate, imports point down the data flow only and no two
+//! top-level modules import each other, directly or around a loop: each module has a
+//! layer, and a `crate::x` import must name a module of the same or a lower layer. A new
+//! module must be added to its crate's table (ARCHITECTURE.md has the same tables).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Bottom to top.
-const LAYERS: &[&[&str]] = &[
-    // Wire facts and process plumbing.
-    &["reading", "time", "ratelimit", "fault", "stop", "fatal"],
-    // Pure decisions and plain views.
+/// `upsilon-core`, bottom to top.
+const CORE: &[&[&str]] = &[
+    // Wire facts and plumbing.
+    &["reading", "time", "ratelimit"],
+    // Pure decisions.
     &["policy"],
-    &["config", "events", "view", "monitor"],
-    &["pki", "replicated", "driver", "executor"],
+    // Config schema, events, plain views, the monitor, the UPS families' codecs.
+    &["config", "events", "view", "monitor", "ups"],
+    // The replicated state and the plan.
+    &["replicated"],
     // The state in words.
     &["wording"],
-    // Transport.
-    &["tls", "client"],
+];
+
+/// `upsilon-client`, bottom to top.
+const CLIENT: &[&[&str]] = &[&["fault", "stop"], &["pki"], &["tls"], &["rpc"]];
+
+/// `upsilon-node`, bottom to top.
+const NODE: &[&[&str]] = &[
+    // Process plumbing.
+    &["fatal"],
+    // Drivers and the executor.
+    &["driver", "executor"],
     // Raft: openraft, sled, network.
     &["cluster"],
     // The node's state and conversions.
@@ -30,8 +43,12 @@ const LAYERS: &[&[&str]] = &[
     &["node"],
 ];
 
-fn layer_of(m: &str) -> Option<usize> {
-    LAYERS.iter().position(|l| l.contains(&m))
+fn crate_src(dir: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join("src")
+}
+
+fn layer_of(layers: &[&[&str]], m: &str) -> Option<usize> {
+    layers.iter().position(|l| l.contains(&m))
 }
 
 /// Top-level module of every `.rs` file under `src`, and the `crate::x` it imports
@@ -79,20 +96,20 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
-#[test]
-fn imports_point_down_the_layers_and_never_loop() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let graph = imports(&src);
+/// Every problem with `src`'s imports against `layers`.
+fn check_layers(src: &Path, layers: &[&[&str]]) -> Vec<String> {
+    let graph = imports(src);
     let mut wrong = Vec::new();
     for (m, deps) in &graph {
-        let Some(lm) = layer_of(m) else {
+        let Some(lm) = layer_of(layers, m) else {
             wrong.push(format!(
-                "module {m} is not in the layer table (tests/layers.rs)"
+                "module {m} of {} is not in the layer table (node/tests/layers.rs)",
+                src.display()
             ));
             continue;
         };
         for d in deps {
-            match layer_of(d) {
+            match layer_of(layers, d) {
                 None => wrong.push(format!("{m} imports {d}, which is not in the layer table")),
                 Some(ld) if ld > lm => wrong.push(format!(
                     "{m} (layer {lm}) imports {d} (layer {ld}): imports must point down"
@@ -128,5 +145,98 @@ fn imports_point_down_the_layers_and_never_loop() {
         visit(m, &graph, &mut Vec::new(), &mut done, &mut loops);
     }
     wrong.extend(loops.into_iter().map(|l| format!("import loop: {l}")));
+    wrong
+}
+
+#[test]
+fn imports_point_down_the_layers_and_never_loop() {
+    let mut wrong = Vec::new();
+    for (dir, layers) in [("core", CORE), ("client", CLIENT), (".", NODE)] {
+        wrong.extend(check_layers(&crate_src(dir), layers));
+    }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Every `.rs` file under `src`, with its text.
+fn sources(src: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                out.push((p, text));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn crates_never_name_a_crate_above_them() {
+    let mut wrong = Vec::new();
+    for (dir, above) in [
+        (
+            "core",
+            &["upsilon_client", "upsilon_node", "upsilon_proto"][..],
+        ),
+        ("client", &["upsilon_node"][..]),
+    ] {
+        for (path, text) in sources(&crate_src(dir)) {
+            for a in above {
+                if text.contains(a) {
+                    wrong.push(format!("{} names {a}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// `cargo tree` of upsilon-core's normal and build dependencies: none of the daemon's
+/// heavy crates may appear, so fuzzing or testing a parser never builds them.
+#[test]
+fn core_builds_without_the_daemon_s_crates() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "upsilon-core",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let crates: BTreeSet<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(crates.contains("upsilon-core"), "{tree}");
+    let heavy = [
+        "tokio",
+        "tonic",
+        "openraft",
+        "sled",
+        "tokio-serial",
+        "serialport",
+        "rustls",
+    ];
+    let found: Vec<_> = heavy.iter().filter(|h| crates.contains(**h)).collect();
+    assert!(
+        found.is_empty(),
+        "upsilon-core depends on {found:?}:\n{tree}"
+    );
 }

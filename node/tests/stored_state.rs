@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use openraft::EntryPayload;
 use openraft::alias::EntryOf;
+use upsilon_core::policy::ShutdownRule;
+use upsilon_core::reading::{UpsFlags, UpsReading};
+use upsilon_core::replicated::state::{Command, PowerState, ReportedEvent, UpsReport};
 use upsilon_node::cluster::TypeConfig;
-use upsilon_node::policy::ShutdownRule;
-use upsilon_node::reading::{UpsFlags, UpsReading};
-use upsilon_node::replicated::state::{Command, PowerState, ReportedEvent, UpsReport};
 
 type C = TypeConfig;
 

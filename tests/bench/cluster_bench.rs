@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use upsilon_node::client;
+use upsilon_client::rpc;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 use upsilon_tests::{ClusterSpec, EventWatch, TestCluster, percentile};
@@ -60,7 +60,7 @@ async fn run(nodes: usize, voters: usize, rounds: usize) -> (Vec<f64>, Vec<f64>)
     });
     let mut watch = EventWatch::start(&c, nodes).await;
     let o1 = c.operator_options(1);
-    let mut admin = AdminServiceClient::new(client::connect(&o1).await.expect("connect"));
+    let mut admin = AdminServiceClient::new(rpc::connect(&o1).await.expect("connect"));
     tokio::time::sleep(Duration::from_secs(1)).await;
     watch.clear();
 

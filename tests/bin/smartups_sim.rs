@@ -13,7 +13,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use upsilon_node::driver::sim::{Scenario, SimChange};
+use upsilon_core::ups::sim::{Scenario, SimChange};
 use upsilon_tests::smartups::{Mode, SmartUps, SmartUpsOptions};
 
 fn usage() -> ! {

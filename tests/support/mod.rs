@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use upsilon_node::pki::{self, IssueRequest, Role};
+use upsilon_client::pki::{self, IssueRequest, Role};
 
 pub mod smartups;
 
@@ -423,9 +423,9 @@ impl TestCluster {
 
     /// Client options for the operator's certificate against node `i` (for in-process
     /// gRPC clients such as the benches).
-    pub fn operator_options(&self, i: usize) -> upsilon_node::client::ClientOptions {
+    pub fn operator_options(&self, i: usize) -> upsilon_client::rpc::ClientOptions {
         let (ca, cert, key) = self.pki.files("operator");
-        upsilon_node::client::ClientOptions {
+        upsilon_client::rpc::ClientOptions {
             endpoint: self.addr(i).to_string(),
             ca,
             identity: Some((cert, key)),
@@ -589,7 +589,7 @@ impl EventWatch {
         let mut tasks = Vec::new();
         for i in 1..=nodes {
             let o = c.operator_options(i);
-            let ch = upsilon_node::client::connect(&o).await.expect("connect");
+            let ch = upsilon_client::rpc::connect(&o).await.expect("connect");
             let mut stream = pb::power_service_client::PowerServiceClient::new(ch)
                 .watch(pb::WatchRequest {})
                 .await

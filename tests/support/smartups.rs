@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use upsilon_node::driver::sim::{Comm, ScenarioStep, SimChange, SimState, SimUpsSpec};
+use upsilon_core::ups::sim::{Comm, ScenarioStep, SimChange, SimState, SimUpsSpec};
 
 /// How the UPS answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

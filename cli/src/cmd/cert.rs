@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
 use clap::Subcommand;
-use upsilon_node::client;
-use upsilon_node::pki::{self, IssueRequest, Role};
+use upsilon_client::pki::{self, IssueRequest, Role};
+use upsilon_client::rpc;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 
@@ -92,7 +92,7 @@ pub async fn run(conn: &ConnArgs, cmd: CertCommand) -> anyhow::Result<()> {
         CertCommand::Show { file } => {
             let id = read_identity(&file)?;
             let date = |t: i64| {
-                upsilon_node::time::format_date(upsilon_node::time::from_unix_ms(
+                upsilon_core::time::format_date(upsilon_core::time::from_unix_ms(
                     t.saturating_mul(1000),
                 ))
             };
@@ -119,7 +119,7 @@ pub async fn run(conn: &ConnArgs, cmd: CertCommand) -> anyhow::Result<()> {
                 (None, None) => unreachable!("clap requires --cert or --serial"),
             };
             let opts = conn.resolve()?;
-            let (reply, _) = client::on_leader(&opts, |ch| {
+            let (reply, _) = rpc::on_leader(&opts, |ch| {
                 let req = pb::RevokeCertRequest {
                     serial: serial.clone(),
                     name: name.clone(),

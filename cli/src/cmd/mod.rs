@@ -7,14 +7,14 @@ pub mod plan;
 pub mod read;
 pub mod ups;
 
-use upsilon_node::client::{self, ClientOptions};
+use upsilon_client::rpc::{self, ClientOptions};
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::power_service_client::PowerServiceClient;
 
 pub async fn power(
     opts: &ClientOptions,
 ) -> anyhow::Result<PowerServiceClient<tonic::transport::Channel>> {
-    let ch = client::connect(opts).await?;
+    let ch = rpc::connect(opts).await?;
     Ok(PowerServiceClient::new(ch))
 }
 
@@ -28,5 +28,5 @@ pub async fn fetch_status(opts: &ClientOptions) -> anyhow::Result<pb::StatusRepl
 }
 
 pub fn rpc_err(opts: &ClientOptions) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
-    move |s| anyhow::anyhow!(client::explain_status(&s, &opts.endpoint))
+    move |s| anyhow::anyhow!(rpc::explain_status(&s, &opts.endpoint))
 }

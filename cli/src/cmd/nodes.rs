@@ -2,7 +2,7 @@
 
 use anyhow::anyhow;
 use clap::Subcommand;
-use upsilon_node::client;
+use upsilon_client::rpc;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 
@@ -51,7 +51,7 @@ pub async fn list(conn: &ConnArgs, json: bool) -> anyhow::Result<()> {
 
 pub async fn change(conn: &ConnArgs, cmd: NodesCommand) -> anyhow::Result<()> {
     let opts = conn.resolve()?;
-    let (reply, _) = client::on_leader(&opts, |ch| {
+    let (reply, _) = rpc::on_leader(&opts, |ch| {
         let cmd = cmd.clone();
         async move {
             let mut admin = AdminServiceClient::new(ch);

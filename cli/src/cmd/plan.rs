@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
 use clap::Subcommand;
-use upsilon_node::client;
+use upsilon_client::rpc;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 
@@ -28,16 +28,16 @@ pub async fn apply(conn: &ConnArgs, file: PathBuf, force: bool) -> anyhow::Resul
     let opts = conn.resolve()?;
     let toml = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?;
-    if toml.len() > upsilon_node::replicated::plan::MAX_PLAN_BYTES {
+    if toml.len() > upsilon_core::replicated::plan::MAX_PLAN_BYTES {
         anyhow::bail!(
             "{} is {} bytes; a plan may be at most {} bytes",
             file.display(),
             toml.len(),
-            upsilon_node::replicated::plan::MAX_PLAN_BYTES
+            upsilon_core::replicated::plan::MAX_PLAN_BYTES
         );
     }
     let source = file.display().to_string();
-    let (reply, _) = client::on_leader(&opts, |ch| {
+    let (reply, _) = rpc::on_leader(&opts, |ch| {
         let req = pb::SetPlanRequest {
             toml: toml.clone(),
             source: source.clone(),

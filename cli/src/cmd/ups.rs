@@ -2,7 +2,7 @@
 
 use anyhow::anyhow;
 use clap::Subcommand;
-use upsilon_node::client;
+use upsilon_client::rpc;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 
@@ -96,7 +96,7 @@ impl OnOff {
 
 pub async fn sim_set(conn: &ConnArgs, a: SimSetArgs) -> anyhow::Result<()> {
     let opts = conn.resolve()?;
-    let ch = client::connect(&opts).await?;
+    let ch = rpc::connect(&opts).await?;
     let req = pb::SimSetRequest {
         ups_name: a.ups.unwrap_or_default(),
         on_battery: if a.on_battery {
@@ -132,7 +132,7 @@ pub async fn sim_set(conn: &ConnArgs, a: SimSetArgs) -> anyhow::Result<()> {
 
 pub async fn release(conn: &ConnArgs, name: String) -> anyhow::Result<()> {
     let opts = conn.resolve()?;
-    let (reply, _) = client::on_leader(&opts, |ch| {
+    let (reply, _) = rpc::on_leader(&opts, |ch| {
         let req = pb::ReleaseUpsRequest {
             ups_name: name.clone(),
         };
@@ -160,7 +160,7 @@ pub async fn command(conn: &ConnArgs, cmd: UpsCmd) -> anyhow::Result<()> {
         );
     }
     let opts = conn.resolve()?;
-    let ch = client::connect(&opts).await?;
+    let ch = rpc::connect(&opts).await?;
     let reply = AdminServiceClient::new(ch)
         .ups_command(pb::UpsCommandRequest {
             ups_name: ups.unwrap_or_default(),

@@ -13,14 +13,14 @@ use tonic::{Request, Response, Status};
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_server::AdminService;
 
-use crate::client::LEADER_HEADER;
 use crate::cluster::ClusterNode;
 use crate::cluster::handle::{Cluster, Here, LeaderOp, LeaderReply};
 use crate::driver::UpsCommand;
 use crate::driver::sim::SimChange;
-use crate::pki::Role;
 use crate::shared::NodeShared;
-use crate::tls::authorize;
+use upsilon_client::pki::Role;
+use upsilon_client::rpc::LEADER_HEADER;
+use upsilon_client::tls::authorize;
 
 /// The UPS a request names, or the node's only one when it names none.
 fn pick_ups<'a>(
@@ -287,7 +287,7 @@ impl AdminService for AdminApi {
         let cmd = crate::cluster::Command::UpsRelease {
             ups: r.ups_name.clone(),
             by: who.name.clone(),
-            at_ms: crate::time::now_ms(),
+            at_ms: upsilon_core::time::now_ms(),
         };
         self.on_leader(LeaderOp::Write(cmd)).await?;
         tracing::warn!(ups = %r.ups_name, by = %who.name, "UPS name released (was owned by {owner})");
@@ -302,7 +302,8 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::RevokeCertReply>, Status> {
         let who = authorize(&req, OPERATOR)?;
         let r = req.into_inner();
-        let serial = crate::pki::normalize_serial(&r.serial).map_err(Status::invalid_argument)?;
+        let serial =
+            upsilon_client::pki::normalize_serial(&r.serial).map_err(Status::invalid_argument)?;
         for (what, v, max) in [("name", &r.name, 256), ("reason", &r.reason, 256)] {
             if v.len() > max {
                 return Err(Status::invalid_argument(format!(
@@ -317,7 +318,7 @@ impl AdminService for AdminApi {
             name: r.name.clone(),
             reason: r.reason.clone(),
             by: who.name.clone(),
-            at_ms: crate::time::now_ms(),
+            at_ms: upsilon_core::time::now_ms(),
         };
         self.on_leader(LeaderOp::Write(cmd)).await?;
         tracing::warn!(by = %who.name, "certificate {serial} ({}) revoked", r.name);
@@ -336,15 +337,15 @@ impl AdminService for AdminApi {
         } else {
             r.source.clone()
         };
-        if r.toml.len() > crate::replicated::plan::MAX_PLAN_BYTES {
+        if r.toml.len() > upsilon_core::replicated::plan::MAX_PLAN_BYTES {
             return Err(Status::invalid_argument(format!(
                 "{source}: the plan is {} bytes; a plan may be at most {} bytes",
                 r.toml.len(),
-                crate::replicated::plan::MAX_PLAN_BYTES
+                upsilon_core::replicated::plan::MAX_PLAN_BYTES
             )));
         }
-        let plan: crate::replicated::plan::Plan =
-            crate::config::parse_toml(std::path::Path::new(&source), &r.toml)
+        let plan: upsilon_core::replicated::plan::Plan =
+            upsilon_core::config::parse_toml(std::path::Path::new(&source), &r.toml)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         plan.validate()
             .map_err(|e| Status::invalid_argument(format!("{source}: {e}")))?;
@@ -366,7 +367,7 @@ impl AdminService for AdminApi {
         let stages = plan.stages.iter().map(|s| s.name.clone()).collect();
         let cmd = crate::cluster::Command::SetPlan {
             plan,
-            at_ms: crate::time::now_ms(),
+            at_ms: upsilon_core::time::now_ms(),
             by: who.name.clone(),
         };
         self.on_leader(LeaderOp::Write(cmd)).await?;

@@ -11,8 +11,8 @@ use upsilon_proto::v1::power_service_server::PowerServiceServer;
 use upsilon_proto::v1::raft_service_server::RaftServiceServer;
 
 use crate::shared::NodeShared;
-use crate::stop::Stop;
-use crate::tls::TlsIncoming;
+use upsilon_client::stop::Stop;
+use upsilon_client::tls::TlsIncoming;
 
 /// Serves every service on the already-authenticated TLS connections until the node stops.
 /// RaftService is served only when the node is a cluster member.

@@ -11,9 +11,9 @@ use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::power_service_server::PowerService;
 
 use crate::pb_impl;
-use crate::pki::Role;
 use crate::shared::NodeShared;
-use crate::tls::authorize;
+use upsilon_client::pki::Role;
+use upsilon_client::tls::authorize;
 
 const ANY_ROLE: &[Role] = &Role::ALL;
 
@@ -30,7 +30,7 @@ impl PowerApi {
 /// The full status as this node sees it: its own UPSes when standalone, the
 /// replicated state of the whole cluster when it is a member.
 pub fn status_reply(shared: &NodeShared) -> pb::StatusReply {
-    let now = crate::time::now_ms();
+    let now = upsilon_core::time::now_ms();
     let Some(cluster) = &shared.cluster else {
         let views = shared.ups_views();
         return pb::StatusReply {
@@ -53,7 +53,7 @@ pub fn status_reply(shared: &NodeShared) -> pb::StatusReply {
         };
     };
     let view = cluster.view();
-    let (outage, outage_stages) = cluster.read(crate::wording::outage_lines);
+    let (outage, outage_stages) = cluster.read(upsilon_core::wording::outage_lines);
     let (views, records) = cluster.read(|s| {
         let views: Vec<_> = s
             .upses
@@ -118,18 +118,18 @@ pub fn status_reply(shared: &NodeShared) -> pb::StatusReply {
                 .warnings
                 .iter()
                 .cloned()
-                .chain(cluster.read(crate::wording::cluster_warnings))
+                .chain(cluster.read(upsilon_core::wording::cluster_warnings))
                 .collect(),
         }),
     }
 }
 
-fn pending(shared: &NodeShared, views: &[crate::view::UpsView]) -> pb::PendingAction {
+fn pending(shared: &NodeShared, views: &[upsilon_core::view::UpsView]) -> pb::PendingAction {
     if let Some(cluster) = &shared.cluster {
         let me = cluster.cfg.id;
         let records = shared.executor.records();
         let mode = shared.executor.mode();
-        let now = crate::time::now_ms();
+        let now = upsilon_core::time::now_ms();
         return cluster.read(|s| {
             crate::status::member_pending_action(s, me, &shared.policy, &records, mode, now)
         });
@@ -197,7 +197,7 @@ impl PowerService for PowerApi {
                 "this node is standalone: staged shutdown needs a [cluster]",
             )
         })?;
-        let now = crate::time::now_ms();
+        let now = upsilon_core::time::now_ms();
         Ok(Response::new(cluster.read(|s| {
             pb_impl::plan_reply(s, now, r.replay, r.assume_outage)
         })))

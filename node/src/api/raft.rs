@@ -20,8 +20,8 @@ use crate::cluster::TypeConfig;
 use crate::cluster::handle::{Cluster, LeaderOp, LeaderReply, Local};
 use crate::cluster::network::{HDR_CLUSTER, HDR_INCARNATION, HDR_TARGET, decode};
 use crate::cluster::{Command, NodeId};
-use crate::pki::{Identity, Role};
-use crate::tls::authorize;
+use upsilon_client::pki::{Identity, Role};
+use upsilon_client::tls::authorize;
 
 type C = TypeConfig;
 
@@ -45,7 +45,7 @@ fn reply<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
 /// fewer voters than this; beyond, an operator promotes (`upsilon nodes promote`).
 pub const SELF_PROMOTION_VOTERS: usize = 3;
 
-static REFUSALS: crate::ratelimit::LogLimiter = crate::ratelimit::LogLimiter::new();
+static REFUSALS: upsilon_core::ratelimit::LogLimiter = upsilon_core::ratelimit::LogLimiter::new();
 
 fn payload<T: serde::de::DeserializeOwned>(
     req: &Request<RaftPayload>,
@@ -130,7 +130,7 @@ impl RaftApi {
             if let Some(n) = REFUSALS.note(&why) {
                 tracing::warn!(
                     "refused Raft message: {why}{}",
-                    crate::ratelimit::repeats(n)
+                    upsilon_core::ratelimit::repeats(n)
                 );
             }
             Err(Status::permission_denied(why))
@@ -315,7 +315,7 @@ impl RaftService for RaftApi {
                 tracing::warn!(
                     "refused a forwarded write from {:?}: {why}{}",
                     who.name,
-                    crate::ratelimit::repeats(n)
+                    upsilon_core::ratelimit::repeats(n)
                 );
             }
             return Err(Status::permission_denied(why));

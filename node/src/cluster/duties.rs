@@ -12,9 +12,9 @@ use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 
 use super::handle::{Cluster, LeaderOp};
-use crate::replicated::state::{Command, ReportedEvent, UpsReport};
-use crate::stop::Stop;
-use crate::time::now_ms;
+use upsilon_client::stop::Stop;
+use upsilon_core::replicated::state::{Command, ReportedEvent, UpsReport};
+use upsilon_core::time::now_ms;
 
 /// Until this node is a member: ask each seed to admit it. Then announce it, and ask
 /// to become a voter if configured.
@@ -146,12 +146,12 @@ async fn ask_to_join(cluster: &Cluster, seed: &str) -> Result<(), String> {
             Err(s) => {
                 let leader = s
                     .metadata()
-                    .get(crate::client::LEADER_HEADER)
+                    .get(upsilon_client::rpc::LEADER_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
                 match leader {
                     Some(l) if l != at => at = l,
-                    _ => return Err(crate::client::explain_status(&s, &at)),
+                    _ => return Err(upsilon_client::rpc::explain_status(&s, &at)),
                 }
             }
         }
@@ -282,7 +282,7 @@ pub async fn follow_revocations(cluster: Arc<Cluster>, mut stop: Stop) {
     let mut changed = cluster.sm.subscribe();
     loop {
         let serials: Vec<String> = cluster.read(|s| s.revoked.keys().cloned().collect());
-        crate::tls::set_revoked(serials);
+        upsilon_client::tls::set_revoked(serials);
         tokio::select! {
             _ = stop.recv() => return,
             r = changed.changed() => if r.is_err() { return },

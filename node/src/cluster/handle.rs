@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::network::{self, Network};
 use super::store::{self, IdentityHandle, StateMachineStore};
 use super::{ClusterNode, NodeId, Raft};
-use crate::config::ClusterSection;
-use crate::replicated::state::{Command, CommandResult, PowerState};
+use upsilon_core::config::ClusterSection;
+use upsilon_core::replicated::state::{Command, CommandResult, PowerState};
 
 /// Something only the leader can do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -456,7 +456,7 @@ impl Cluster {
                     .raft
                     .client_write(Command::NodeRemoved {
                         id: *id,
-                        at_ms: crate::time::now_ms(),
+                        at_ms: upsilon_core::time::now_ms(),
                     })
                     .await;
                 Ok(self.membership_reply())
@@ -598,7 +598,7 @@ impl Cluster {
         } else {
             let since = h
                 .failed_since
-                .map(|t| format!(" since {}", crate::time::format_date(t)))
+                .map(|t| format!(" since {}", upsilon_core::time::format_date(t)))
                 .unwrap_or_default();
             format!(
                 "no quorum: writes are not being committed{since} (fewer than {} of {} voters reachable?){}",

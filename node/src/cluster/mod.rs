@@ -1,7 +1,7 @@
 //! The cluster: one openraft group replicating [`PowerState`] to every node.
 //!
 //! - `mod.rs` (here): the type configuration, declared once, and the node type.
-//! - the replicated data and its deterministic `apply` live in `crate::replicated`.
+//! - the replicated data and its deterministic `apply` live in `upsilon_core::replicated`.
 //! - [`store`]: sled-backed log storage and state-machine storage for openraft.
 //! - [`network`]: the Raft RPC client over mutual-TLS gRPC.
 //! - [`handle`]: what the rest of the node uses: write (forwarding to the leader),
@@ -14,7 +14,7 @@ pub mod store;
 
 use std::fmt;
 
-pub use crate::replicated::state::{Command, CommandResult, PowerState};
+pub use upsilon_core::replicated::state::{Command, CommandResult, PowerState};
 
 /// A cluster member as recorded in Raft membership: its name and API address.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,7 +33,7 @@ impl fmt::Display for ClusterNode {
     }
 }
 
-pub use crate::replicated::NodeId;
+pub use upsilon_core::replicated::NodeId;
 
 openraft::declare_raft_types!(
     /// Upsilon's Raft type configuration.

@@ -126,7 +126,7 @@ impl Network {
 
     /// Opens an mTLS channel to a node's API address.
     pub async fn channel(&self, addr: &str) -> Result<Channel, String> {
-        crate::tls::connect(addr, (*self.tls).clone())
+        upsilon_client::tls::connect(addr, (*self.tls).clone())
             .await
             .map_err(|e| e.0)
     }
@@ -203,7 +203,7 @@ impl Conn {
         F: FnOnce(RaftServiceClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
     {
-        if crate::fault::blocked(&self.addr) {
+        if upsilon_client::fault::blocked(&self.addr) {
             self.client = None;
             return Err(CallError::Unreachable(format!(
                 "{} blocked by fault injection",
@@ -254,7 +254,7 @@ impl Conn {
             }
             Ok(Err(status)) => {
                 self.client = None;
-                Err(CallError::Unreachable(crate::client::explain_status(
+                Err(CallError::Unreachable(upsilon_client::rpc::explain_status(
                     &status, &self.addr,
                 )))
             }
@@ -425,6 +425,6 @@ pub async fn forward<Req: Serialize, Resp: DeserializeOwned>(
     let resp = c
         .forward(encode(req)?)
         .await
-        .map_err(|s| crate::client::explain_status(&s, addr))?;
+        .map_err(|s| upsilon_client::rpc::explain_status(&s, addr))?;
     decode(resp.get_ref())
 }

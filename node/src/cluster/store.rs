@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{NodeId, TypeConfig};
-use crate::replicated::state::{CommandResult, PowerState};
+use upsilon_core::replicated::state::{CommandResult, PowerState};
 
 type C = TypeConfig;
 
@@ -232,7 +232,7 @@ pub fn open(
                 node_id,
                 incarnation: random_u64(),
                 cluster_id: None,
-                created_ms: crate::time::unix_ms(std::time::SystemTime::now()),
+                created_ms: upsilon_core::time::unix_ms(std::time::SystemTime::now()),
             };
             let json = to_json(&id).map_err(|e| corrupt(e.to_string()))?;
             meta.insert("identity", json)

@@ -10,18 +10,10 @@ pub mod sim;
 
 use std::time::Duration;
 
-use crate::config::{DriverKind, UpsSection};
-use crate::reading::UpsReading;
+use upsilon_core::config::{DriverKind, UpsSection};
+use upsilon_core::reading::UpsReading;
 
-/// What a driver can be asked to do to its UPS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpsCommand {
-    /// Cut the output after `delay_s` seconds; restore it when mains return if
-    /// `return_on_mains` (apcupsd's hibernate / `--killpower`), else stay off.
-    KillPower { delay_s: u32, return_on_mains: bool },
-    /// Start a battery self test.
-    SelfTest,
-}
+pub use upsilon_core::ups::UpsCommand;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {

@@ -10,10 +10,10 @@
 //! differs from apcupsd (no exit when the port is missing at start, the quick poll), it
 //! is so the node keeps running and the cluster hears at once.
 //!
-//! Framing and meaning live in [`frame`] (pure, fuzzed); the device is behind
+//! Framing and meaning live in [`frame`] (`upsilon_core::ups::apcsmart`: pure, fuzzed); the device is behind
 //! [`link::PortOpener`].
 
-pub mod frame;
+pub use upsilon_core::ups::apcsmart as frame;
 pub mod link;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -26,7 +26,7 @@ use self::frame::{
 };
 use self::link::{PortOpener, SerialIo};
 use super::{DriverError, UpsCommand, UpsDriver};
-use crate::reading::UpsReading;
+use upsilon_core::reading::UpsReading;
 
 /// apcupsd's timings (PROTOCOLS.md §7.1, §7.5).
 #[derive(Debug, Clone, Copy)]

@@ -40,13 +40,13 @@ pub fn is_revoked(serial: &str) -> bool {
     REVOKED.read().expect("revoked lock").contains(serial)
 }
 
-static REFUSALS: crate::ratelimit::LogLimiter = crate::ratelimit::LogLimiter::new();
+static REFUSALS: upsilon_core::ratelimit::LogLimiter = upsilon_core::ratelimit::LogLimiter::new();
 
 /// Logs a refused connection, rate-limited per reason (the peer's address is kept out of
 /// the key so a scan from many ports is one line).
 fn log_refusal(peer: SocketAddr, why: &str) {
     if let Some(n) = REFUSALS.note(why) {
-        tracing::warn!(%peer, "refused TLS connection: {why}{}", crate::ratelimit::repeats(n));
+        tracing::warn!(%peer, "refused TLS connection: {why}{}", upsilon_core::ratelimit::repeats(n));
     }
 }
 

@@ -8,9 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use upsilon_node::reading::{UpsFlags, UpsReading};
-use upsilon_node::replicated::plan::{self, Plan, Stage, Trigger};
-use upsilon_node::replicated::state::{Command, NodeRecord, PowerState, UpsReport};
+use upsilon_core::reading::{UpsFlags, UpsReading};
+use upsilon_core::replicated::plan::{self, Plan, Stage, Trigger};
+use upsilon_core::replicated::state::{Command, NodeRecord, PowerState, UpsReport};
 
 /// splitmix64: small, seeded, good enough for choosing events.
 struct Rng(u64);

@@ -786,7 +786,7 @@ battery_level = 20
 
     #[test]
     fn shipped_example_config_is_valid() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/node.toml");
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples/node.toml");
         let c = NodeConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.executor.mode, ExecutorMode::Record);
         assert_eq!(c.policy, Policy::default());

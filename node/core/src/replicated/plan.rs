@@ -1196,8 +1196,8 @@ mod tests {
 
     #[test]
     fn shipped_example_plan_is_valid() {
-        let p =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/plan.toml");
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/examples/plan.toml");
         let plan = Plan::load(&p).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(plan.stages.len(), 3);
     }

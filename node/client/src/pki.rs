@@ -195,7 +195,7 @@ impl IssueRequest {
 /// Issues a certificate signed by the CA in `dir`; writes `<name>.pem` and `<name>.key`
 /// there and returns their paths.
 pub fn issue(dir: &Path, req: &IssueRequest) -> Result<(PathBuf, PathBuf), PkiError> {
-    if !crate::config::valid_name(&req.name) {
+    if !upsilon_core::config::valid_name(&req.name) {
         return Err(PkiError::Invalid(format!(
             "{:?} is not a valid name: use 1-63 letters, digits, '-', '_' or '.'",
             req.name

@@ -1,0 +1,15 @@
+//! upsilon-client: how anything reaches an Upsilon node, shared by the daemon, the
+//! `upsilon` CLI and the bridge.
+//!
+//! - [`pki`]: the cluster CA, certificates with one role each (node, operator, viewer,
+//!   bridge), checks on the files an operator hands us.
+//! - [`tls`]: mutual-TLS accept and connect, refusal explanations, `authorize`.
+//! - [`rpc`]: gRPC channels to a node and following a "not the leader" redirect.
+//! - [`stop`]: the small stop signal passed down to every task.
+//! - [`fault`]: test-only partitions between real processes.
+
+pub mod fault;
+pub mod pki;
+pub mod rpc;
+pub mod stop;
+pub mod tls;
