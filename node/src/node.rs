@@ -19,7 +19,7 @@ use upsilon_client::stop::Stop;
 use upsilon_core::config::NodeConfig;
 use upsilon_core::events::{Event, EventKind, EventLog};
 use upsilon_core::monitor::{Observation, UpsMonitor};
-use upsilon_core::view::UpsView;
+use upsilon_core::view::{UpsStatus, UpsView};
 
 /// Raises the node's fatal signal when the Raft core stops (a storage error such as a
 /// full disk, or an internal error): without it the node cannot commit or apply, and
@@ -190,15 +190,10 @@ pub async fn start_with(
             u.name.clone(),
             UpsView {
                 name: u.name.clone(),
-                driver: d.kind().to_string(),
-                reading: None,
-                statflag: 0,
-                comm_lost: false,
-                comm_error: None,
-                on_battery: false,
-                time_on_battery: Duration::ZERO,
-                transfers: 0,
-                shutdown: None,
+                status: UpsStatus {
+                    driver: d.kind().to_string(),
+                    ..Default::default()
+                },
             },
         );
     }
@@ -430,7 +425,7 @@ async fn run_ups(
                     .lock()
                     .expect("ups lock")
                     .get(&name)
-                    .is_some_and(|v| v.comm_error.is_none());
+                    .is_some_and(|v| v.status.comm_error.is_none());
                 if first {
                     tracing::warn!(ups = %name, "the UPS missed a poll: {msg}");
                 }
@@ -453,14 +448,19 @@ async fn run_ups(
         {
             let mut ups = shared.ups.lock().expect("ups lock");
             if let Some(v) = ups.get_mut(&name) {
-                v.reading = monitor.last_reading().cloned();
-                v.statflag = monitor.statflag();
-                v.comm_lost = monitor.comm_lost();
-                v.comm_error = err;
-                v.on_battery = monitor.on_battery();
-                v.time_on_battery = monitor.time_on_battery(now);
-                v.transfers = monitor.transfers();
-                v.shutdown = monitor.shutdown().map(|d| (d.rule, d.at_wall));
+                v.status = UpsStatus {
+                    driver: std::mem::take(&mut v.status.driver),
+                    reading: monitor.last_reading().cloned(),
+                    statflag: monitor.statflag(),
+                    comm_lost: monitor.comm_lost(),
+                    comm_error: err,
+                    on_battery: monitor.on_battery(),
+                    time_on_battery_s: monitor.time_on_battery(now).as_secs() as u32,
+                    transfers: monitor.transfers(),
+                    shutdown: monitor
+                        .shutdown()
+                        .map(|d| (d.rule, upsilon_core::time::unix_ms(d.at_wall))),
+                };
             }
         }
         let mut reported = Vec::new();
@@ -505,10 +505,10 @@ struct ReportKey {
 
 impl ReportKey {
     fn of(v: &UpsView) -> Self {
-        let r = v.reading.as_ref();
+        let r = v.status.reading.as_ref();
         ReportKey {
-            statflag: v.statflag,
-            comm_lost: v.comm_lost,
+            statflag: v.status.statflag,
+            comm_lost: v.status.comm_lost,
             charge_tenths: r
                 .and_then(|r| r.charge_percent)
                 .map(|c| (c * 10.0).round() as i64),
@@ -516,7 +516,7 @@ impl ReportKey {
             load_tenths: r
                 .and_then(|r| r.load_percent)
                 .map(|c| (c * 10.0).round() as i64),
-            comm_error: v.comm_error.clone(),
+            comm_error: v.status.comm_error.clone(),
         }
     }
 }
@@ -529,19 +529,9 @@ fn report_of(
     upsilon_core::replicated::state::UpsReport {
         ups: v.name.clone(),
         owner,
-        driver: v.driver.clone(),
         seq: 0,
         at_ms: upsilon_core::time::unix_ms(SystemTime::now()),
-        reading: v.reading.clone(),
-        statflag: v.statflag,
-        comm_lost: v.comm_lost,
-        on_battery: v.on_battery,
-        time_on_battery_s: v.time_on_battery.as_secs() as u32,
-        transfers: v.transfers,
-        shutdown: v
-            .shutdown
-            .map(|(rule, at)| (rule, upsilon_core::time::unix_ms(at))),
+        status: v.status.clone(),
         events,
-        comm_error: v.comm_error.clone(),
     }
 }

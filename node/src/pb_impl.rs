@@ -29,14 +29,14 @@ pub fn flags_to_pb(f: &UpsFlags, statflag_value: u32) -> pb::UpsFlags {
 /// A UPS view as the API's `UpsReading` message.
 pub fn ups_view_to_pb(v: &UpsView) -> pb::UpsReading {
     let empty = UpsReading::empty(UpsFlags::default(), SystemTime::UNIX_EPOCH);
-    let r = v.reading.as_ref().unwrap_or(&empty);
+    let r = v.status.reading.as_ref().unwrap_or(&empty);
     pb::UpsReading {
         ups_name: v.name.clone(),
-        flags: Some(flags_to_pb(&r.flags, v.statflag)),
-        status_text: if v.reading.is_none() && !v.comm_lost {
+        flags: Some(flags_to_pb(&r.flags, v.status.statflag)),
+        status_text: if v.status.reading.is_none() && !v.status.comm_lost {
             "WAITING".into()
         } else {
-            status_text(v.statflag)
+            status_text(v.status.statflag)
         },
         line_voltage: r.line_voltage,
         output_voltage: r.output_voltage,
@@ -55,21 +55,21 @@ pub fn ups_view_to_pb(v: &UpsView) -> pb::UpsReading {
         max_line_voltage: r.max_line_voltage,
         nominal_power_watts: r.nominal_power_w,
         battery_date: r.battery_date.clone(),
-        read_at_unix_ms: if v.reading.is_some() {
+        read_at_unix_ms: if v.status.reading.is_some() {
             unix_ms(r.read_at)
         } else {
             0
         },
-        statflag: v.statflag,
-        time_on_battery_s: v.time_on_battery.as_secs() as u32,
-        transfers: v.transfers,
-        driver: v.driver.clone(),
+        statflag: v.status.statflag,
+        time_on_battery_s: v.status.time_on_battery_s,
+        transfers: v.status.transfers,
+        driver: v.status.driver.clone(),
         details: r
             .details
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        comm_error: v.comm_error.clone().unwrap_or_default(),
+        comm_error: v.status.comm_error.clone().unwrap_or_default(),
     }
 }
 
@@ -91,36 +91,6 @@ pub fn policy_to_pb(p: &Policy) -> pb::PolicySummary {
         timeout_seconds: p.timeout,
         on_battery_delay_seconds: p.on_battery_delay,
         dead_time_seconds: p.dead_time,
-    }
-}
-
-/// A replicated UPS record as the view the API and the status sentence use.
-pub fn ups_record_to_view(r: &upsilon_core::replicated::state::UpsRecord, now_ms: i64) -> UpsView {
-    let mut statflag = r.statflag;
-    if r.stale {
-        statflag |= statflag::COMMLOST;
-    }
-    let time_on_battery = if r.on_battery {
-        // The owner's figure plus the time since its report.
-        r.time_on_battery_s as u64 + ((now_ms - r.last_report_ms).max(0) as u64) / 1000
-    } else {
-        0
-    };
-    UpsView {
-        name: r.name.clone(),
-        driver: r.driver.clone(),
-        reading: r.reading.clone(),
-        statflag,
-        comm_lost: r.comm_lost || r.stale,
-        comm_error: if r.stale {
-            Some("its owner stopped reporting".to_string())
-        } else {
-            r.comm_error.clone()
-        },
-        on_battery: r.on_battery,
-        time_on_battery: std::time::Duration::from_secs(time_on_battery),
-        transfers: r.transfers,
-        shutdown: r.shutdown.map(|(rule, at)| (rule, from_unix_ms(at))),
     }
 }
 

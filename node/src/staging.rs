@@ -243,7 +243,7 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
     let owned_on_battery: Vec<String> = cluster.read(|s| {
         my_upses
             .iter()
-            .filter(|u| s.upses.get(*u).is_some_and(|r| r.on_battery))
+            .filter(|u| s.upses.get(*u).is_some_and(|r| r.status.on_battery))
             .cloned()
             .collect()
     });

@@ -8,7 +8,6 @@ use crate::executor::ExecRecord;
 use upsilon_core::config::ExecutorMode;
 use upsilon_core::events::EventKind;
 use upsilon_core::policy::{Policy, ShutdownRule};
-use upsilon_core::time::unix_ms;
 use upsilon_core::view::UpsView;
 
 fn rule_words(rule: ShutdownRule, p: &Policy) -> String {
@@ -55,7 +54,7 @@ pub fn pending_action(
     // A shutdown that has started wins: it is latched.
     if let Some((v, (rule, at))) = views
         .iter()
-        .filter_map(|v| v.shutdown.map(|s| (v, s)))
+        .filter_map(|v| v.status.shutdown.map(|s| (v, s)))
         .min_by_key(|(_, (_, at))| *at)
     {
         let how = shutdown_how(mode);
@@ -67,17 +66,17 @@ pub fn pending_action(
                 rule_words(rule, policy),
                 v.name
             ),
-            since_unix_ms: unix_ms(at),
+            since_unix_ms: at,
             ..base
         };
     }
     let on_batt: Vec<&UpsView> = views
         .iter()
-        .filter(|v| v.on_battery || v.comm_lost && was_on_battery(v))
+        .filter(|v| v.status.on_battery || v.status.comm_lost && was_on_battery(v))
         .collect();
     if let Some(v) = on_batt.first() {
         let mut parts = Vec::new();
-        let r = v.reading.as_ref();
+        let r = v.status.reading.as_ref();
         let charge = r.and_then(|r| r.charge_percent);
         let runtime = r.and_then(|r| r.runtime_s);
         parts.push(format!(
@@ -97,10 +96,10 @@ pub fn pending_action(
         let mut detail = format!(
             "{} on battery for {} s: shutdown when {}",
             v.name,
-            v.time_on_battery.as_secs(),
+            v.status.time_on_battery_s,
             parts.join(", ")
         );
-        if v.comm_lost {
+        if v.status.comm_lost {
             detail = format!(
                 "{} not answering while on battery: shutdown after {} s without contact",
                 v.name, policy.dead_time
@@ -114,7 +113,7 @@ pub fn pending_action(
     }
     let lost: Vec<&str> = views
         .iter()
-        .filter(|v| v.comm_lost)
+        .filter(|v| v.status.comm_lost)
         .map(|v| v.name.as_str())
         .collect();
     let detail = if views.is_empty() {
@@ -228,7 +227,7 @@ pub fn member_pending_action(
         .upses
         .values()
         .filter(fed_by)
-        .filter(|u| u.comm_lost || u.stale)
+        .filter(|u| u.status.comm_lost || u.stale)
         .map(|u| u.name.as_str())
         .collect();
     let detail = if !lost.is_empty() {
@@ -249,15 +248,18 @@ pub fn member_pending_action(
 }
 
 fn was_on_battery(v: &UpsView) -> bool {
-    v.reading.as_ref().is_some_and(|r| r.flags.on_battery)
+    v.status
+        .reading
+        .as_ref()
+        .is_some_and(|r| r.flags.on_battery)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use std::time::SystemTime;
     use upsilon_core::reading::{UpsFlags, UpsReading};
+    use upsilon_core::view::UpsStatus;
 
     fn view(on_battery: bool) -> UpsView {
         let mut r = UpsReading::empty(
@@ -273,15 +275,17 @@ mod tests {
         r.runtime_s = Some(600.0);
         UpsView {
             name: "ups1".into(),
-            driver: "sim".into(),
-            reading: Some(r),
-            statflag: 0,
-            comm_lost: false,
-            comm_error: None,
-            on_battery,
-            time_on_battery: Duration::from_secs(12),
-            transfers: 1,
-            shutdown: None,
+            status: UpsStatus {
+                driver: "sim".into(),
+                reading: Some(r),
+                statflag: 0,
+                comm_lost: false,
+                comm_error: None,
+                on_battery,
+                time_on_battery_s: 12,
+                transfers: 1,
+                shutdown: None,
+            },
         }
     }
 
@@ -310,7 +314,7 @@ mod tests {
     #[test]
     fn shutdown_is_reported_with_reason_and_mode() {
         let mut v = view(true);
-        v.shutdown = Some((ShutdownRule::BatteryLevel, SystemTime::now()));
+        v.status.shutdown = Some((ShutdownRule::BatteryLevel, upsilon_core::time::now_ms()));
         let a = pending_action(&Policy::default(), &[v], &[], ExecutorMode::Record);
         assert_eq!(a.kind, pb::ActionKind::ShuttingDown as i32);
         assert_eq!(a.reason, "loadlimit");
@@ -330,6 +334,7 @@ mod tests {
         use upsilon_core::replicated::state::{
             NodeRecord, Outage, PowerState, StageRun, UpsRecord,
         };
+        use upsilon_core::view::UpsStatus;
         use upsilon_proto::v1 as pb;
 
         const NOW: i64 = 1_000_000;
@@ -367,22 +372,24 @@ mod tests {
                 UpsRecord {
                     name: "ups1".into(),
                     owner: 1,
-                    driver: "apcsmart".into(),
                     seq: 1,
-                    reading: Some(r),
-                    statflag: 0,
-                    comm_lost: false,
                     stale: false,
-                    on_battery,
-                    time_on_battery_s: 30,
-                    transfers: 1,
-                    // The owner's own monitor decided (its apcupsd thresholds).
-                    shutdown: on_battery.then_some((ShutdownRule::BatteryLevel, NOW)),
                     last_report_ms: NOW,
                     on_battery_since_ms: on_battery.then_some(NOW - 30_000),
                     comm_lost_since_ms: None,
-                    comm_error: None,
                     rival: None,
+                    status: UpsStatus {
+                        driver: "apcsmart".into(),
+                        reading: Some(r),
+                        statflag: 0,
+                        comm_lost: false,
+                        on_battery,
+                        time_on_battery_s: 30,
+                        transfers: 1,
+                        comm_error: None,
+                        // The owner's own monitor decided (its apcupsd thresholds).
+                        shutdown: on_battery.then_some((ShutdownRule::BatteryLevel, NOW)),
+                    },
                 },
             );
             s.plan = Some(

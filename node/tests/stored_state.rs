@@ -16,6 +16,7 @@ use openraft::alias::EntryOf;
 use upsilon_core::policy::ShutdownRule;
 use upsilon_core::reading::{UpsFlags, UpsReading};
 use upsilon_core::replicated::state::{Command, PowerState, ReportedEvent, UpsReport};
+use upsilon_core::view::UpsStatus;
 use upsilon_node::cluster::TypeConfig;
 
 type C = TypeConfig;
@@ -58,16 +59,8 @@ fn report(owner: u64, seq: u64, at: i64, on_battery: bool, events: &[&str]) -> C
     Command::UpsReport(Box::new(UpsReport {
         ups: "ups1".into(),
         owner,
-        driver: "apcsmart".into(),
         seq,
         at_ms: at,
-        reading: Some(reading),
-        statflag: if on_battery { 0x0500_0010 } else { 0x0500_0008 },
-        comm_lost: false,
-        on_battery,
-        time_on_battery_s: if on_battery { 3 } else { 0 },
-        transfers: 1,
-        shutdown: on_battery.then_some((ShutdownRule::Runtime, at)),
         events: events
             .iter()
             .map(|n| ReportedEvent {
@@ -76,7 +69,17 @@ fn report(owner: u64, seq: u64, at: i64, on_battery: bool, events: &[&str]) -> C
                 message: format!("{n} text"),
             })
             .collect(),
-        comm_error: None,
+        status: UpsStatus {
+            driver: "apcsmart".into(),
+            reading: Some(reading),
+            statflag: if on_battery { 0x0500_0010 } else { 0x0500_0008 },
+            comm_lost: false,
+            on_battery,
+            time_on_battery_s: if on_battery { 3 } else { 0 },
+            transfers: 1,
+            shutdown: on_battery.then_some((ShutdownRule::Runtime, at)),
+            comm_error: None,
+        },
     }))
 }
 

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use upsilon_core::reading::{UpsFlags, UpsReading};
 use upsilon_core::replicated::plan::{self, Plan, Stage, Trigger};
 use upsilon_core::replicated::state::{Command, NodeRecord, PowerState, UpsReport};
+use upsilon_core::view::UpsStatus;
 
 /// splitmix64: small, seeded, good enough for choosing events.
 struct Rng(u64);
@@ -116,18 +117,20 @@ fn report(seq: u64, t_ms: i64, on_battery_since: Option<i64>, charge: f64) -> Co
     Command::UpsReport(Box::new(UpsReport {
         ups: "ups1".into(),
         owner: 1,
-        driver: "sim".into(),
         seq,
         at_ms: t_ms,
-        reading: Some(r),
-        statflag: 0,
-        comm_lost: false,
-        on_battery,
-        time_on_battery_s: on_battery_since.map_or(0, |s| ((t_ms - s) / 1000) as u32),
-        transfers: 0,
-        shutdown: None,
         events: vec![],
-        comm_error: None,
+        status: UpsStatus {
+            driver: "sim".into(),
+            reading: Some(r),
+            statflag: 0,
+            comm_lost: false,
+            on_battery,
+            time_on_battery_s: on_battery_since.map_or(0, |s| ((t_ms - s) / 1000) as u32),
+            transfers: 0,
+            shutdown: None,
+            comm_error: None,
+        },
     }))
 }
 

@@ -55,11 +55,7 @@ pub fn status_reply(shared: &NodeShared) -> pb::StatusReply {
     let view = cluster.view();
     let (outage, outage_stages) = cluster.read(upsilon_core::wording::outage_lines);
     let (views, records) = cluster.read(|s| {
-        let views: Vec<_> = s
-            .upses
-            .values()
-            .map(|u| pb_impl::ups_record_to_view(u, now))
-            .collect();
+        let views: Vec<_> = s.upses.values().map(|u| u.view(now)).collect();
         (views, s.nodes.clone())
     });
     let upses_of = |id: u64| -> Vec<String> {

@@ -251,7 +251,7 @@ pub struct Supply {
 }
 
 fn feed_on_line(u: &UpsRecord) -> bool {
-    !u.on_battery && !u.comm_lost && !u.stale
+    !u.status.on_battery && !u.status.comm_lost && !u.stale
 }
 
 /// A host's supply. Hosts without feeds have none (`None`): no trigger reads them.
@@ -268,7 +268,7 @@ pub fn supply(node: &NodeRecord, state: &PowerState, plan: &Plan, now_ms: i64) -
         .iter()
         .map(|u| match u {
             Some(u) => {
-                let r = u.reading.as_ref();
+                let r = u.status.reading.as_ref();
                 (
                     feed_on_line(u),
                     r.and_then(|r| r.runtime_s).unwrap_or(0.0),
@@ -289,11 +289,16 @@ pub fn supply(node: &NodeRecord, state: &PowerState, plan: &Plan, now_ms: i64) -
     let mut emergency = None;
     if on_battery {
         for u in feeds.iter().flatten() {
-            let low = u.reading.as_ref().is_some_and(|r| r.flags.low_battery) && u.on_battery;
+            let low = u
+                .status
+                .reading
+                .as_ref()
+                .is_some_and(|r| r.flags.low_battery)
+                && u.status.on_battery;
             if low {
                 emergency = Some(format!("{} signals low battery", u.name));
-            } else if (u.stale || u.comm_lost)
-                && u.on_battery
+            } else if (u.stale || u.status.comm_lost)
+                && u.status.on_battery
                 && u.comm_lost_since_ms
                     .is_some_and(|t| now_ms - t >= plan.dead_time_s as i64 * 1000)
             {
@@ -383,8 +388,8 @@ pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
         .iter()
         .filter_map(|n| supply(n, state, plan, now_ms).map(|s| (n.id, s)))
         .collect();
-    let any_on_battery =
-        supplies.iter().any(|(_, s)| s.on_battery) || state.upses.values().any(|u| u.on_battery);
+    let any_on_battery = supplies.iter().any(|(_, s)| s.on_battery)
+        || state.upses.values().any(|u| u.status.on_battery);
     let mut out = Vec::new();
 
     let active = state.outage.as_ref().filter(|o| o.ended_ms.is_none());
@@ -452,7 +457,7 @@ pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
                 // Every stage has started: each UPS on battery cuts power once every host
                 // it alone feeds is down. Its owner is not waited for: the owner carries
                 // the order out (with a delay long enough for its own halt).
-                for u in state.upses.values().filter(|u| u.on_battery) {
+                for u in state.upses.values().filter(|u| u.status.on_battery) {
                     if o.kill_power.contains_key(&u.name) {
                         continue;
                     }
@@ -480,7 +485,7 @@ pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
 fn power_cycles(state: &PowerState, nodes: &[&NodeRecord], now_ms: i64) -> Vec<Command> {
     let mut out = Vec::new();
     for u in state.upses.values() {
-        if state.power_cycled.contains_key(&u.name) || u.stale || u.comm_lost {
+        if state.power_cycled.contains_key(&u.name) || u.stale || u.status.comm_lost {
             continue;
         }
         let feeds_halted = state.halted.iter().any(|h| {
@@ -625,8 +630,8 @@ pub fn replay(state: &PowerState, now_ms: i64, assume_outage: bool) -> Vec<Strin
     let mut s = state.clone();
     if assume_outage {
         for u in s.upses.values_mut() {
-            if !u.on_battery {
-                u.on_battery = true;
+            if !u.status.on_battery {
+                u.status.on_battery = true;
                 u.on_battery_since_ms = Some(now_ms);
             }
         }
@@ -712,7 +717,7 @@ pub fn replay(state: &PowerState, now_ms: i64, assume_outage: bool) -> Vec<Strin
             let all_killed = s
                 .upses
                 .values()
-                .filter(|u| u.on_battery)
+                .filter(|u| u.status.on_battery)
                 .all(|u| o.kill_power.contains_key(&u.name));
             o.ended_ms.is_some() || (all_started && all_killed)
         });
@@ -731,6 +736,7 @@ mod tests {
     use super::super::state::{Ack, Outage, StageRun};
     use super::*;
     use crate::reading::{UpsFlags, UpsReading};
+    use crate::view::UpsStatus;
     use std::collections::BTreeMap;
     use std::time::SystemTime;
 
@@ -810,21 +816,23 @@ mod tests {
         UpsRecord {
             name: name.into(),
             owner,
-            driver: "sim".into(),
             seq: 1,
-            reading: Some(r),
-            statflag: 0,
-            comm_lost: false,
             stale: false,
-            on_battery: on_battery_for_s.is_some(),
-            time_on_battery_s: 0,
-            transfers: 0,
-            shutdown: None,
             last_report_ms: NOW,
             on_battery_since_ms: on_battery_for_s.map(|s| NOW - s * 1000),
             comm_lost_since_ms: None,
-            comm_error: None,
             rival: None,
+            status: UpsStatus {
+                driver: "sim".into(),
+                reading: Some(r),
+                statflag: 0,
+                comm_lost: false,
+                on_battery: on_battery_for_s.is_some(),
+                time_on_battery_s: 0,
+                transfers: 0,
+                shutdown: None,
+                comm_error: None,
+            },
         }
     }
 
@@ -892,7 +900,7 @@ mod tests {
         assert!(decide(&s, NOW).is_empty());
         let mut s2 = s.clone();
         s2.plan = None;
-        s2.upses.get_mut("upsA").unwrap().on_battery = true;
+        s2.upses.get_mut("upsA").unwrap().status.on_battery = true;
         assert!(decide(&s2, NOW).is_empty());
     }
 
@@ -1001,7 +1009,7 @@ mod tests {
     #[test]
     fn emergency_starts_every_remaining_stage_without_waiting() {
         let mut a = ups("upsA", 1, Some(5), 90.0, 3000.0);
-        a.reading.as_mut().unwrap().flags.low_battery = true;
+        a.status.reading.as_mut().unwrap().flags.low_battery = true;
         let mut s = state(a, ups("upsB", 1, None, 100.0, 3000.0));
         s.outage = Some(outage(vec![run("batch", &[2], 1, &[])]));
         let cmds = decide(&s, NOW);

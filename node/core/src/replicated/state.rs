@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use super::plan::Plan;
-use crate::policy::ShutdownRule;
-use crate::reading::UpsReading;
+use crate::view::{UpsStatus, UpsView};
 
 use super::NodeId;
 
@@ -58,35 +57,47 @@ pub struct UpsRecord {
     pub name: String,
     /// The node whose driver reads this UPS.
     pub owner: NodeId,
-    /// The driver the owner reads it with (`sim`, `apcsmart`, ...).
-    pub driver: String,
     /// The owner's report sequence number; older reports are ignored.
     pub seq: u64,
-    pub reading: Option<UpsReading>,
-    /// STATFLAG as the owner computed it (UPS bits plus its monitor's local bits).
-    pub statflag: u32,
-    /// The owner cannot read the UPS (driver comm lost).
-    pub comm_lost: bool,
+    /// What the owner reported last.
+    #[serde(flatten)]
+    pub status: UpsStatus,
     /// The owner stopped reporting: the cluster no longer knows this UPS's state.
     pub stale: bool,
-    pub on_battery: bool,
-    pub time_on_battery_s: u32,
-    pub transfers: u32,
-    /// The owner's monitor decided a shutdown: (rule, Unix ms).
-    pub shutdown: Option<(ShutdownRule, i64)>,
     pub last_report_ms: i64,
     /// Since when the UPS is on battery, by its owner's clock (Unix ms).
     pub on_battery_since_ms: Option<i64>,
     /// Since when the cluster has had no usable word from it (Unix ms).
     pub comm_lost_since_ms: Option<i64>,
-    /// Why the owner's last poll failed, in its words (a missed link check, a busy or
-    /// vanished device); shown on every node.
-    #[serde(default)]
-    pub comm_error: Option<String>,
     /// Another node that reports a UPS of the same name and is refused while this
     /// owner is live (one owner per UPS name).
     #[serde(default)]
     pub rival: Option<RivalOwner>,
+}
+
+impl UpsRecord {
+    /// The UPS as a reader on any node sees it at `now_ms`: a stale record counts as
+    /// comm lost (with why), and time on battery runs on from the owner's last report.
+    pub fn view(&self, now_ms: i64) -> UpsView {
+        let mut status = self.status.clone();
+        if self.stale {
+            status.statflag |= crate::reading::statflag::COMMLOST;
+            status.comm_lost = true;
+            status.comm_error = Some("its owner stopped reporting".to_string());
+        }
+        status.time_on_battery_s = if status.on_battery {
+            let since_report = (now_ms - self.last_report_ms).max(0) / 1000;
+            status
+                .time_on_battery_s
+                .saturating_add(u32::try_from(since_report).unwrap_or(u32::MAX))
+        } else {
+            0
+        };
+        UpsView {
+            name: self.name.clone(),
+            status,
+        }
+    }
 }
 
 /// A node refused as a UPS's owner because another live node owns that UPS name.
@@ -290,19 +301,11 @@ pub enum Command {
 pub struct UpsReport {
     pub ups: String,
     pub owner: NodeId,
-    pub driver: String,
     pub seq: u64,
     pub at_ms: i64,
-    pub reading: Option<UpsReading>,
-    pub statflag: u32,
-    pub comm_lost: bool,
-    pub on_battery: bool,
-    pub time_on_battery_s: u32,
-    pub transfers: u32,
-    pub shutdown: Option<(ShutdownRule, i64)>,
+    #[serde(flatten)]
+    pub status: UpsStatus,
     pub events: Vec<ReportedEvent>,
-    #[serde(default)]
-    pub comm_error: Option<String>,
 }
 
 impl fmt::Display for Command {
@@ -581,26 +584,19 @@ impl PowerState {
             UpsRecord {
                 name: r.ups.clone(),
                 owner: r.owner,
-                driver: r.driver.clone(),
                 seq: r.seq,
-                reading: r.reading.clone(),
-                statflag: r.statflag,
-                comm_lost: r.comm_lost,
+                status: r.status.clone(),
                 stale: false,
-                on_battery: r.on_battery,
-                time_on_battery_s: r.time_on_battery_s,
-                transfers: r.transfers,
-                shutdown: r.shutdown,
                 last_report_ms: r.at_ms,
                 on_battery_since_ms: r
+                    .status
                     .on_battery
-                    .then(|| r.at_ms - i64::from(r.time_on_battery_s) * 1000),
-                comm_lost_since_ms: if r.comm_lost {
+                    .then(|| r.at_ms - i64::from(r.status.time_on_battery_s) * 1000),
+                comm_lost_since_ms: if r.status.comm_lost {
                     prev_lost.or(Some(r.at_ms))
                 } else {
                     None
                 },
-                comm_error: r.comm_error.clone(),
                 rival,
             },
         );
@@ -1006,16 +1002,8 @@ mod tests {
         Command::UpsReport(Box::new(UpsReport {
             ups: "ups1".into(),
             owner: 1,
-            driver: "sim".into(),
             seq,
             at_ms,
-            reading: None,
-            statflag: 0x0500_0008,
-            comm_lost: false,
-            on_battery: false,
-            time_on_battery_s: 0,
-            transfers: 0,
-            shutdown: None,
             events: events
                 .iter()
                 .map(|n| ReportedEvent {
@@ -1024,7 +1012,17 @@ mod tests {
                     message: format!("{n} text"),
                 })
                 .collect(),
-            comm_error: None,
+            status: UpsStatus {
+                driver: "sim".into(),
+                reading: None,
+                statflag: 0x0500_0008,
+                comm_lost: false,
+                on_battery: false,
+                time_on_battery_s: 0,
+                transfers: 0,
+                shutdown: None,
+                comm_error: None,
+            },
         }))
     }
 
