@@ -7,6 +7,9 @@ use upsilon_proto::v1 as pb;
 use upsilon_core::events::Event;
 use upsilon_core::policy::Policy;
 use upsilon_core::reading::{UpsFlags, UpsReading, statflag, status_text};
+use upsilon_core::snapshot::{
+    ActionKind, ClusterSummary, NodeSummary, PendingAction, StatusSnapshot,
+};
 use upsilon_core::time::{from_unix_ms, unix_ms};
 use upsilon_core::view::UpsView;
 
@@ -81,6 +84,69 @@ pub fn event_to_pb(e: &Event, node: &str) -> pb::Event {
         ups_name: e.ups_name.clone(),
         message: e.message.clone(),
         node_name: node.to_string(),
+    }
+}
+
+/// The status snapshot as the API's `StatusReply`.
+pub fn status_to_pb(s: &StatusSnapshot) -> pb::StatusReply {
+    pb::StatusReply {
+        ups: s.ups.iter().map(ups_view_to_pb).collect(),
+        nodes: s.nodes.iter().map(node_to_pb).collect(),
+        pending: Some(pending_to_pb(&s.pending)),
+        policy: Some(policy_to_pb(&s.policy)),
+        node_name: s.node_name.clone(),
+        generated_at_unix_ms: s.generated_at_ms,
+        cluster: Some(
+            s.cluster
+                .as_ref()
+                .map_or_else(pb::ClusterInfo::default, cluster_to_pb),
+        ),
+    }
+}
+
+fn node_to_pb(n: &NodeSummary) -> pb::NodeInfo {
+    pb::NodeInfo {
+        name: n.name.clone(),
+        address: n.address.clone(),
+        role: n.role.clone(),
+        last_seen_unix_ms: n.last_seen_ms,
+        ups_names: n.ups_names.clone(),
+        version: n.version.clone(),
+        id: n.id,
+        lag: n.lag,
+    }
+}
+
+fn cluster_to_pb(c: &ClusterSummary) -> pb::ClusterInfo {
+    pb::ClusterInfo {
+        enabled: true,
+        leader: c.leader.clone(),
+        leader_id: c.leader_id,
+        term: c.term,
+        writable: c.writable,
+        detail: c.detail.clone(),
+        last_applied: c.last_applied,
+        voters: c.voters,
+        learners: c.learners,
+        outage: c.outage.clone(),
+        stages: c.stages.clone(),
+        warnings: c.warnings.clone(),
+    }
+}
+
+pub fn pending_to_pb(p: &PendingAction) -> pb::PendingAction {
+    pb::PendingAction {
+        kind: match p.kind {
+            ActionKind::None => pb::ActionKind::None,
+            ActionKind::Watching => pb::ActionKind::Watching,
+            ActionKind::ShuttingDown => pb::ActionKind::ShuttingDown,
+        } as i32,
+        reason: p.reason.clone(),
+        detail: p.detail.clone(),
+        since_unix_ms: p.since_ms,
+        executor_mode: p.executor_mode.clone(),
+        commands: p.commands.clone(),
+        shutdown_handled: p.shutdown_handled,
     }
 }
 

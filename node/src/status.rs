@@ -1,13 +1,17 @@
-//! What the node is about to do, in one sentence: the "pending action" of
-//! `upsilon status`. A pure function of the policy, the UPS views and what the
-//! executor did, so its wording is tested directly.
+//! The status as this node sees it ([`snapshot`], plain types), and in it what the
+//! node is about to do in one sentence: the "pending action" of `upsilon status`, a
+//! pure function of the policy, the UPS views and what the executor did, so its
+//! wording is tested directly.
 
-use upsilon_proto::v1 as pb;
-
+use crate::cluster::handle::MemberRole;
 use crate::executor::ExecRecord;
+use crate::shared::NodeShared;
 use upsilon_core::config::ExecutorMode;
 use upsilon_core::events::EventKind;
 use upsilon_core::policy::{Policy, ShutdownRule};
+use upsilon_core::snapshot::{
+    ActionKind, ClusterSummary, NodeSummary, PendingAction, StatusSnapshot,
+};
 use upsilon_core::view::UpsView;
 
 fn rule_words(rule: ShutdownRule, p: &Policy) -> String {
@@ -26,8 +30,8 @@ fn rule_words(rule: ShutdownRule, p: &Policy) -> String {
 }
 
 /// What the executor did, common to every pending action.
-fn base_action(records: &[ExecRecord], mode: ExecutorMode) -> pb::PendingAction {
-    pb::PendingAction {
+fn base_action(records: &[ExecRecord], mode: ExecutorMode) -> PendingAction {
+    PendingAction {
         executor_mode: mode.as_str().into(),
         shutdown_handled: records.iter().any(|r| r.action == "shutdown"),
         commands: records.iter().map(ExecRecord::summary).collect(),
@@ -49,7 +53,7 @@ pub fn pending_action(
     views: &[UpsView],
     records: &[ExecRecord],
     mode: ExecutorMode,
-) -> pb::PendingAction {
+) -> PendingAction {
     let base = base_action(records, mode);
     // A shutdown that has started wins: it is latched.
     if let Some((v, (rule, at))) = views
@@ -58,15 +62,15 @@ pub fn pending_action(
         .min_by_key(|(_, (_, at))| *at)
     {
         let how = shutdown_how(mode);
-        return pb::PendingAction {
-            kind: pb::ActionKind::ShuttingDown as i32,
+        return PendingAction {
+            kind: ActionKind::ShuttingDown,
             reason: EventKind::from_rule(rule).name().to_string(),
             detail: format!(
                 "shutting down: {} ({}); {how}",
                 rule_words(rule, policy),
                 v.name
             ),
-            since_unix_ms: at,
+            since_ms: at,
             ..base
         };
     }
@@ -105,8 +109,8 @@ pub fn pending_action(
                 v.name, policy.dead_time
             );
         }
-        return pb::PendingAction {
-            kind: pb::ActionKind::Watching as i32,
+        return PendingAction {
+            kind: ActionKind::Watching,
             detail,
             ..base
         };
@@ -126,8 +130,8 @@ pub fn pending_action(
     } else {
         "no action: all UPSes on line".to_string()
     };
-    pb::PendingAction {
-        kind: pb::ActionKind::None as i32,
+    PendingAction {
+        kind: ActionKind::None,
         detail,
         ..base
     }
@@ -142,7 +146,7 @@ pub fn member_pending_action(
     records: &[ExecRecord],
     mode: ExecutorMode,
     now_ms: i64,
-) -> pb::PendingAction {
+) -> PendingAction {
     let shutdown_record = records.iter().find(|r| r.action == "shutdown");
     let base = base_action(records, mode);
     let how = shutdown_how(mode);
@@ -154,8 +158,8 @@ pub fn member_pending_action(
             .enumerate()
             .find(|(_, r)| r.hosts.contains(&me))
     }) {
-        return pb::PendingAction {
-            kind: pb::ActionKind::ShuttingDown as i32,
+        return PendingAction {
+            kind: ActionKind::ShuttingDown,
             reason: "stage".into(),
             detail: format!(
                 "shutting down: stage {} ({}) started: {}; {how}",
@@ -163,17 +167,17 @@ pub fn member_pending_action(
                 run.name,
                 run.reason
             ),
-            since_unix_ms: run.started_ms,
+            since_ms: run.started_ms,
             ..base
         };
     }
     // This host decided by itself (its own thresholds, local fallback, its UPS monitor).
     if let Some(r) = shutdown_record {
-        return pb::PendingAction {
-            kind: pb::ActionKind::ShuttingDown as i32,
+        return PendingAction {
+            kind: ActionKind::ShuttingDown,
             reason: r.event.clone(),
             detail: format!("shutting down: {} on this host; {how}", r.event),
-            since_unix_ms: r.at_unix_ms,
+            since_ms: r.at_unix_ms,
             ..base
         };
     }
@@ -214,8 +218,8 @@ pub fn member_pending_action(
                 policy.battery_level, policy.minutes
             )),
         }
-        return pb::PendingAction {
-            kind: pb::ActionKind::Watching as i32,
+        return PendingAction {
+            kind: ActionKind::Watching,
             detail: words,
             ..base
         };
@@ -240,8 +244,8 @@ pub fn member_pending_action(
     } else {
         "no action: no outage in the cluster".to_string()
     };
-    pb::PendingAction {
-        kind: pb::ActionKind::None as i32,
+    PendingAction {
+        kind: ActionKind::None,
         detail,
         ..base
     }
@@ -252,6 +256,116 @@ fn was_on_battery(v: &UpsView) -> bool {
         .reading
         .as_ref()
         .is_some_and(|r| r.flags.on_battery)
+}
+
+/// The full status as this node sees it: its own UPSes when standalone, the
+/// replicated state of the whole cluster when it is a member. Served by `GetStatus`
+/// and `Watch`; every other reader (web page, metrics, NIS/NUT) reads the same.
+pub fn snapshot(shared: &NodeShared) -> StatusSnapshot {
+    let now = upsilon_core::time::now_ms();
+    let Some(cluster) = &shared.cluster else {
+        let views = shared.ups_views();
+        return StatusSnapshot {
+            nodes: vec![NodeSummary {
+                name: shared.name.clone(),
+                address: shared.address.to_string(),
+                role: "standalone".into(),
+                last_seen_ms: now,
+                ups_names: views.iter().map(|v| v.name.clone()).collect(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                id: 0,
+                lag: None,
+            }],
+            pending: pending_action(
+                &shared.policy,
+                &views,
+                &shared.executor.records(),
+                shared.executor.mode(),
+            ),
+            ups: views,
+            policy: shared.policy.clone(),
+            node_name: shared.name.clone(),
+            generated_at_ms: now,
+            cluster: None,
+        };
+    };
+    let view = cluster.view();
+    let (outage, stages) = cluster.read(upsilon_core::wording::outage_lines);
+    let (ups, records, owners) = cluster.read(|s| {
+        let ups: Vec<_> = s.upses.values().map(|u| u.view(now)).collect();
+        let owners: Vec<(String, u64)> = s
+            .upses
+            .values()
+            .map(|u| (u.name.clone(), u.owner))
+            .collect();
+        (ups, s.nodes.clone(), owners)
+    });
+    let nodes = view
+        .members
+        .iter()
+        .map(|m| {
+            let rec = records.get(&m.id);
+            NodeSummary {
+                name: m.node.name.clone(),
+                address: m.node.addr.clone(),
+                role: m.role.as_str().into(),
+                last_seen_ms: rec.map_or(0, |r| r.last_seen_ms),
+                ups_names: owners
+                    .iter()
+                    .filter(|(_, owner)| *owner == m.id)
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+                version: rec.map_or(String::new(), |r| r.version.clone()),
+                id: m.id,
+                lag: m.lag,
+            }
+        })
+        .collect();
+    let voters = view
+        .members
+        .iter()
+        .filter(|m| m.role != MemberRole::Learner)
+        .count();
+    let pending = cluster.read(|s| {
+        member_pending_action(
+            s,
+            cluster.cfg.id,
+            &shared.policy,
+            &shared.executor.records(),
+            shared.executor.mode(),
+            now,
+        )
+    });
+    StatusSnapshot {
+        ups,
+        nodes,
+        pending,
+        policy: shared.policy.clone(),
+        node_name: shared.name.clone(),
+        generated_at_ms: now,
+        cluster: Some(ClusterSummary {
+            leader: view
+                .leader
+                .as_ref()
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default(),
+            leader_id: view.leader.as_ref().map_or(0, |(id, _)| *id),
+            term: view.term,
+            writable: view.writable,
+            detail: view.detail.clone(),
+            last_applied: view.last_applied,
+            voters: voters as u32,
+            learners: (view.members.len() - voters) as u32,
+            outage,
+            stages,
+            warnings: view
+                .warnings
+                .iter()
+                .cloned()
+                .chain(cluster.read(upsilon_core::wording::cluster_warnings))
+                .collect(),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -297,14 +411,14 @@ mod tests {
             &[],
             ExecutorMode::Record,
         );
-        assert_eq!(a.kind, pb::ActionKind::None as i32);
+        assert_eq!(a.kind, ActionKind::None);
         assert_eq!(a.detail, "no action: all UPSes on line");
     }
 
     #[test]
     fn on_battery_names_the_thresholds_and_current_values() {
         let a = pending_action(&Policy::default(), &[view(true)], &[], ExecutorMode::Record);
-        assert_eq!(a.kind, pb::ActionKind::Watching as i32);
+        assert_eq!(a.kind, ActionKind::Watching);
         assert_eq!(
             a.detail,
             "ups1 on battery for 12 s: shutdown when charge <= 10 % (now 63.0 %), runtime <= 5 min (now 10.0 min), or the UPS signals low battery"
@@ -316,7 +430,7 @@ mod tests {
         let mut v = view(true);
         v.status.shutdown = Some((ShutdownRule::BatteryLevel, upsilon_core::time::now_ms()));
         let a = pending_action(&Policy::default(), &[v], &[], ExecutorMode::Record);
-        assert_eq!(a.kind, pb::ActionKind::ShuttingDown as i32);
+        assert_eq!(a.kind, ActionKind::ShuttingDown);
         assert_eq!(a.reason, "loadlimit");
         assert!(
             a.detail.contains("charge fell to BATTERYLEVEL (10 %)"),
@@ -334,9 +448,8 @@ mod tests {
         use upsilon_core::replicated::state::{
             NodeRecord, Outage, PowerState, StageRun, UpsRecord,
         };
+        use upsilon_core::snapshot::{ActionKind, PendingAction};
         use upsilon_core::view::UpsStatus;
-        use upsilon_proto::v1 as pb;
-
         const NOW: i64 = 1_000_000;
 
         fn state(on_battery: bool) -> PowerState {
@@ -401,7 +514,7 @@ mod tests {
             s
         }
 
-        fn pending(s: &PowerState, me: u64) -> pb::PendingAction {
+        fn pending(s: &PowerState, me: u64) -> PendingAction {
             member_pending_action(s, me, &Policy::default(), &[], ExecutorMode::Record, NOW)
         }
 
@@ -409,7 +522,7 @@ mod tests {
         fn a_member_shows_its_own_stage_not_the_owners_monitor() {
             let s = state(true);
             let a = pending(&s, 2);
-            assert_eq!(a.kind, pb::ActionKind::Watching as i32);
+            assert_eq!(a.kind, ActionKind::Watching);
             assert!(
                 a.detail
                     .contains("on battery for 30 s, charge 80.0 %, runtime 10.0 min")
@@ -440,7 +553,7 @@ mod tests {
                 end_reason: String::new(),
             });
             let a = pending(&s, 2);
-            assert_eq!(a.kind, pb::ActionKind::ShuttingDown as i32);
+            assert_eq!(a.kind, ActionKind::ShuttingDown);
             assert!(
                 a.detail.starts_with(
                     "shutting down: stage 1 (apps) started: on battery 60 s; record mode"
@@ -448,10 +561,10 @@ mod tests {
                 "{}",
                 a.detail
             );
-            assert_eq!(a.since_unix_ms, NOW - 1_000);
-            assert_eq!(pending(&s, 1).kind, pb::ActionKind::Watching as i32);
+            assert_eq!(a.since_ms, NOW - 1_000);
+            assert_eq!(pending(&s, 1).kind, ActionKind::Watching);
             let a = pending(&state(false), 2);
-            assert_eq!(a.kind, pb::ActionKind::None as i32);
+            assert_eq!(a.kind, ActionKind::None);
             assert_eq!(a.detail, "no action: this host's supply is on line");
         }
     }

@@ -21,6 +21,8 @@ const CORE: &[&[&str]] = &[
     &["replicated"],
     // The state in words.
     &["wording"],
+    // The status as one node sees it, as plain types.
+    &["snapshot"],
 ];
 
 /// `upsilon-client`, bottom to top.

@@ -14,6 +14,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod reading;
 pub mod replicated;
+pub mod snapshot;
 pub mod time;
 pub mod ups;
 pub mod view;
