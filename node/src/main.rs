@@ -53,10 +53,7 @@ fn check(path: &std::path::Path) -> Result<NodeConfig, String> {
     upsilon_node::node::check_name(&cfg, &ident).map_err(|e| format!("{}: {e}", path.display()))?;
     cfg.check_writable()
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    for u in &cfg.ups {
-        upsilon_node::driver::open(u)
-            .map_err(|e| format!("{}: UPS {:?}: {e}", path.display(), u.name))?;
-    }
+    upsilon_node::driver::check_all(&cfg).map_err(|e| e.to_string())?;
     // The address must be free now (an apcupsd or another upsilond may hold it).
     std::net::TcpListener::bind(cfg.node.listen).map_err(|e| {
         format!(
@@ -90,7 +87,11 @@ fn main() -> ExitCode {
     }
     init_tracing();
     let path = args.config.expect("clap requires --config");
-    let cfg = match NodeConfig::load(&path) {
+    let cfg = match NodeConfig::load(&path).and_then(|c| {
+        // Each driver checks its own keys, so a typo in one is a config error too.
+        upsilon_node::driver::check_all(&c)?;
+        Ok(c)
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("upsilond: {e}");

@@ -84,11 +84,8 @@ impl RunningNode {
 pub enum StartError {
     #[error("TLS: {0}")]
     Tls(#[from] upsilon_client::pki::PkiError),
-    #[error("UPS {ups:?}: {source}")]
-    Driver {
-        ups: String,
-        source: crate::driver::DriverError,
-    },
+    #[error("{0}")]
+    DriverConfig(#[from] upsilon_core::config::ConfigError),
     #[error("{0}")]
     Listen(std::io::Error),
     #[error("cluster: {0}")]
@@ -134,16 +131,8 @@ pub async fn start_with(
     cfg.check_writable().map_err(StartError::Config)?;
 
     let mut drivers: Vec<(upsilon_core::config::UpsSection, Box<dyn UpsDriver>)> = Vec::new();
-    let mut sims = HashMap::new();
     for u in &cfg.ups {
-        let opened = driver::open(u).map_err(|source| StartError::Driver {
-            ups: u.name.clone(),
-            source,
-        })?;
-        if let Some(h) = opened.sim {
-            sims.insert(u.name.clone(), h);
-        }
-        drivers.push((u.clone(), opened.driver));
+        drivers.push((u.clone(), driver::open(u)?));
     }
 
     let (local_addr, incoming) =
@@ -204,7 +193,6 @@ pub async fn start_with(
         policy: cfg.policy.clone(),
         started_at: SystemTime::now(),
         executor: executor.clone(),
-        sims,
         ups_orders,
         powerfail_dir: cfg.executor.powerfail_dir.clone(),
         fatal,

@@ -8,16 +8,16 @@ use std::time::SystemTime;
 
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::driver::sim::SimHandle;
 use crate::executor::Executor;
 use upsilon_core::events::{Event, EventKind, EventLog};
 use upsilon_core::policy::Policy;
 use upsilon_core::view::UpsView;
 
-/// A command for a UPS driver and where to send its result.
+/// A command for a UPS driver and where to send its result (what the UPS did, in
+/// words, or why it did not).
 pub type UpsOrder = (
     crate::driver::UpsCommand,
-    tokio::sync::oneshot::Sender<Result<(), String>>,
+    tokio::sync::oneshot::Sender<Result<String, String>>,
 );
 
 /// The node's shared state: read by the API, written by the UPS tasks.
@@ -30,7 +30,6 @@ pub struct NodeShared {
     pub policy: Policy,
     pub started_at: SystemTime,
     pub executor: Arc<Executor>,
-    pub sims: HashMap<String, SimHandle>,
     /// Orders to this node's UPS drivers (kill power, power cycle, self test).
     pub ups_orders: HashMap<String, mpsc::Sender<UpsOrder>>,
     /// Where this node keeps its markers and writes the powerfail flag.
@@ -44,6 +43,21 @@ pub struct NodeShared {
 }
 
 impl NodeShared {
+    /// Sends `cmd` to this node's driver of `ups` and waits for its answer.
+    pub async fn order(&self, ups: &str, cmd: crate::driver::UpsCommand) -> Result<String, String> {
+        let tx = self
+            .ups_orders
+            .get(ups)
+            .cloned()
+            .ok_or_else(|| format!("no UPS named {ups:?} on this node"))?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        tx.send((cmd, reply))
+            .await
+            .map_err(|_| "the UPS task has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the UPS task has stopped".to_string())?
+    }
+
     pub fn ups_views(&self) -> Vec<UpsView> {
         self.ups
             .lock()

@@ -347,21 +347,14 @@ pub async fn carry_out_ups_orders(shared: Arc<NodeShared>, cluster: Arc<Cluster>
             }
             done.insert(key);
             let what = if cycle { "power cycle" } else { "kill power" };
-            let tx = shared.ups_orders.get(&ups).cloned();
+            let cmd = UpsCommand::KillPower {
+                delay_s,
+                return_on_mains: true,
+            };
             let (ok, result) = shared
                 .executor
-                .ups_action(&ups, what, || async move {
-                    let tx = tx.ok_or("no such UPS on this node")?;
-                    let (reply, rx) = tokio::sync::oneshot::channel();
-                    let cmd = UpsCommand::KillPower {
-                        delay_s,
-                        return_on_mains: true,
-                    };
-                    tx.send((cmd, reply))
-                        .await
-                        .map_err(|_| "the UPS task has stopped".to_string())?;
-                    rx.await
-                        .map_err(|_| "the UPS task has stopped".to_string())?
+                .ups_action(&ups, what, || async {
+                    shared.order(&ups, cmd).await.map(|_| ())
                 })
                 .await;
             let cmd = Command::UpsActionDone {

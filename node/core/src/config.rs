@@ -58,31 +58,90 @@ pub struct TlsSection {
     pub key: PathBuf,
 }
 
-/// Which driver reaches a UPS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DriverKind {
-    /// A simulated UPS that plays a scenario file.
-    Sim,
-    /// An APC Smart-UPS on a serial line (apcupsd's `apcsmart`).
-    Apcsmart,
-}
-
+/// One `[[ups]]` section: what every driver shares. The driver's own keys (`scenario`,
+/// `device`, ...) stay in `settings`; the driver named by `driver` parses and checks
+/// them (`upsilon-node`'s `driver` module), so adding a driver never touches this file.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UpsSection {
     /// The UPS's name (apcupsd UPSNAME): in events, hooks and the status table.
     pub name: String,
-    pub driver: DriverKind,
+    /// Which driver reaches it (`sim`, `apcsmart`, ...).
+    pub driver: String,
     /// Poll interval in milliseconds (apcupsd polls once a second during an outage).
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
-    /// `sim`: the scenario to play; without one the UPS stays on line until told otherwise.
-    #[serde(default)]
-    pub scenario: Option<PathBuf>,
-    /// Serial drivers: the device, e.g. `/dev/ttyS0` or `/dev/ttyUSB0`.
-    #[serde(default)]
-    pub device: Option<PathBuf>,
+    /// The driver's own keys, as written.
+    #[serde(flatten)]
+    pub settings: toml::Table,
+    /// Where the section was written, for the driver's located errors and paths.
+    #[serde(skip)]
+    pub origin: SectionOrigin,
+}
+
+/// Where a config section was written: the file, the line of its header and its
+/// text, so code outside this module can report `file:line: key: message` and
+/// resolve a relative path the way the rest of the file's paths are resolved.
+#[derive(Debug, Clone, Default)]
+pub struct SectionOrigin {
+    pub path: PathBuf,
+    /// The line of the section's header (1-based).
+    pub line: usize,
+    /// The section's own lines, header first.
+    pub text: String,
+    /// The `[[table]]` name, e.g. `ups`.
+    pub table: String,
+}
+
+impl SectionOrigin {
+    /// A located error for `key` of this section (the line that sets it, else the
+    /// header's line).
+    pub fn error(&self, key: &str, message: String) -> ConfigError {
+        let offset = self.text.lines().position(|l| {
+            l.trim()
+                .split_once('=')
+                .is_some_and(|(k, _)| k.trim() == key)
+        });
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            line: self.line + offset.unwrap_or(0),
+            key: format!("{}.{key}", self.table),
+            message,
+        }
+    }
+
+    /// `p` made absolute against the config file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_relative() {
+            self.path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+                .join(p)
+        } else {
+            p.to_path_buf()
+        }
+    }
+}
+
+/// The header line and text of each `[[table]]` section in `text`, in order.
+fn array_sections(text: &str, table: &str) -> Vec<(usize, String)> {
+    let header = format!("[[{table}]]");
+    let mut out: Vec<(usize, String)> = Vec::new();
+    let mut inside = false;
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            inside = t.replace(' ', "") == header;
+            if inside {
+                out.push((i + 1, String::new()));
+            }
+        }
+        if inside && let Some((_, s)) = out.last_mut() {
+            s.push_str(l);
+            s.push('\n');
+        }
+    }
+    out
 }
 
 fn default_poll_ms() -> u64 {
@@ -293,6 +352,14 @@ impl NodeConfig {
             source,
         })?;
         let mut cfg: NodeConfig = parse_toml(path, &text)?;
+        for (u, (line, section)) in cfg.ups.iter_mut().zip(array_sections(&text, "ups")) {
+            u.origin = SectionOrigin {
+                path: path.to_path_buf(),
+                line,
+                text: section,
+                table: "ups".into(),
+            };
+        }
         cfg.validate(path, &text)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         cfg.resolve_paths(&base);
@@ -340,38 +407,6 @@ impl NodeConfig {
                     &key("name"),
                     format!("UPS name {:?} is used twice", u.name),
                 ));
-            }
-            match u.driver {
-                DriverKind::Sim if u.device.is_some() => {
-                    return Err(err(
-                        &key("device"),
-                        format!(
-                            "UPS {:?}: the sim driver has no device; remove `device` or use \
-                             driver = \"apcsmart\"",
-                            u.name
-                        ),
-                    ));
-                }
-                DriverKind::Apcsmart if u.device.is_none() => {
-                    return Err(err(
-                        &key("driver"),
-                        format!(
-                            "UPS {:?}: the apcsmart driver needs `device`, e.g. \
-                             device = \"/dev/ttyS0\"",
-                            u.name
-                        ),
-                    ));
-                }
-                DriverKind::Apcsmart if u.scenario.is_some() => {
-                    return Err(err(
-                        &key("scenario"),
-                        format!(
-                            "UPS {:?}: `scenario` is for the sim driver; a real UPS has none",
-                            u.name
-                        ),
-                    ));
-                }
-                _ => {}
             }
             if !(100..=3_600_000).contains(&u.poll_interval_ms) {
                 return Err(err(
@@ -474,14 +509,6 @@ impl NodeConfig {
         fix(&mut self.tls.ca);
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
-        for u in &mut self.ups {
-            if let Some(s) = u.scenario.as_mut() {
-                fix(s);
-            }
-            if let Some(d) = u.device.as_mut() {
-                fix(d);
-            }
-        }
         if let Some(f) = self.events.file.as_mut() {
             fix(f);
         }
@@ -732,47 +759,24 @@ battery_level = 20
         assert!(e.contains("missing field `tls`"), "{e}");
         let e = load_text("[node\nname = 1").unwrap_err().to_string();
         assert!(e.contains("node.toml:1:"), "{e}");
-        let e = load_text(&GOOD.replace("driver = \"sim\"", "driver = \"smoke\""))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains(":13: ups.driver: unknown variant `smoke`"),
-            "{e}"
-        );
     }
 
     #[test]
-    fn serial_driver_keys_are_checked() {
-        let smart = GOOD.replace(
-            "driver = \"sim\"\nscenario = \"power-failure.toml\"",
-            "driver = \"apcsmart\"\ndevice = \"/dev/ttyS0\"",
-        );
-        let c = load_text(&smart).unwrap();
-        assert_eq!(c.ups[0].driver, DriverKind::Apcsmart);
-        assert_eq!(c.ups[0].device.as_deref(), Some(Path::new("/dev/ttyS0")));
-        let e = load_text(&smart.replace("device = \"/dev/ttyS0\"", ""))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("ups.driver: UPS \"ups1\": the apcsmart driver needs `device`"),
-            "{e}"
-        );
-        let e = load_text(&smart.replace("device =", "scenario = \"x.toml\"\ndevice ="))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("ups.scenario:") && e.contains("sim driver"),
-            "{e}"
-        );
-        let e = load_text(&GOOD.replace(
+    fn driver_keys_are_kept_for_the_driver_with_their_place() {
+        let c = load_text(&GOOD.replace(
             "driver = \"sim\"",
-            "driver = \"sim\"\ndevice = \"/dev/ttyS0\"",
+            "driver = \"apcsmart\"\ndevice = \"/dev/ttyS0\"",
         ))
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains(":14: ups.device: UPS \"ups1\": the sim driver has no device"),
-            "{e}"
+        .unwrap();
+        let u = &c.ups[0];
+        assert_eq!(u.driver, "apcsmart");
+        assert_eq!(u.settings["device"].as_str(), Some("/dev/ttyS0"));
+        assert_eq!(u.settings["scenario"].as_str(), Some("power-failure.toml"));
+        let e = u.origin.error("device", "bad".into()).to_string();
+        assert!(e.ends_with("node.toml:14: ups.device: bad"), "{e}");
+        assert_eq!(
+            u.origin.resolve(Path::new("x.toml")),
+            u.origin.path.parent().unwrap().join("x.toml")
         );
         let e =
             load_text(&GOOD.replace("[policy]", "[executor]\nups_commands = \"yes\"\n\n[policy]"))

@@ -16,11 +16,11 @@ use upsilon_proto::v1::admin_service_server::AdminService;
 use crate::cluster::ClusterNode;
 use crate::cluster::handle::{Cluster, Here, LeaderOp, LeaderReply};
 use crate::driver::UpsCommand;
-use crate::driver::sim::SimChange;
 use crate::shared::NodeShared;
 use upsilon_client::pki::Role;
 use upsilon_client::rpc::LEADER_HEADER;
 use upsilon_client::tls::authorize;
+use upsilon_core::ups::sim::SimChange;
 
 /// The UPS a request names, or the node's only one when it names none.
 fn pick_ups<'a>(
@@ -110,14 +110,14 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::SimSetReply>, Status> {
         let who = authorize(&req, OPERATOR)?;
         let r = req.into_inner();
-        let sims = &self.shared.sims;
-        let name = pick_ups(&r.ups_name, sims.keys(), "simulated UPS")?;
-        let handle = sims.get(&name).ok_or_else(|| {
-            Status::not_found(format!(
-                "no simulated UPS named {name:?} on node {}",
-                self.shared.name
-            ))
-        })?;
+        let sims: Vec<String> = self
+            .shared
+            .ups_views()
+            .into_iter()
+            .filter(|v| v.status.driver == "sim" && self.shared.ups_orders.contains_key(&v.name))
+            .map(|v| v.name)
+            .collect();
+        let name = pick_ups(&r.ups_name, sims.iter(), "simulated UPS")?;
         for (what, v, max) in [
             ("charge", r.charge_percent, 100.0),
             ("load", r.load_percent, 200.0),
@@ -142,7 +142,11 @@ impl AdminService for AdminApi {
             drain_percent_per_second: r.drain_percent_per_second,
             start_self_test: r.start_self_test,
         };
-        let state = handle.set(&change);
+        let state = self
+            .shared
+            .order(&name, UpsCommand::Simulate(change))
+            .await
+            .map_err(|e| Status::unavailable(format!("simulated UPS {name}: {e}")))?;
         tracing::info!(ups = %name, by = %who.name, "simulator changed: {state}");
         Ok(Response::new(pb::SimSetReply {
             ups_name: name,
@@ -214,14 +218,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::UpsCommandReply>, Status> {
         let who = authorize(&req, OPERATOR)?;
         let r = req.into_inner();
-        let orders = &self.shared.ups_orders;
-        let name = pick_ups(&r.ups_name, orders.keys(), "UPS")?;
-        let tx = orders.get(&name).cloned().ok_or_else(|| {
-            Status::not_found(format!(
-                "no UPS named {name:?} on node {}",
-                self.shared.name
-            ))
-        })?;
+        let name = pick_ups(&r.ups_name, self.shared.ups_orders.keys(), "UPS")?;
         let (cmd, what) = match pb::UpsCommandKind::try_from(r.kind) {
             Ok(pb::UpsCommandKind::SelfTest) => (UpsCommand::SelfTest, "self test"),
             Ok(pb::UpsCommandKind::KillPower) => (
@@ -241,20 +238,13 @@ impl AdminService for AdminApi {
             _ => return Err(Status::invalid_argument("unknown UPS command kind")),
         };
         tracing::warn!(ups = %name, by = %who.name, "{what} requested by an operator");
-        let send = || async move {
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            tx.send((cmd, reply))
-                .await
-                .map_err(|_| "the UPS task has stopped".to_string())?;
-            rx.await
-                .map_err(|_| "the UPS task has stopped".to_string())?
-        };
         let (ok, result) = if cmd == UpsCommand::SelfTest {
-            match send().await {
-                Ok(()) => (true, "sent to the UPS".to_string()),
+            match self.shared.order(&name, cmd).await {
+                Ok(_) => (true, "sent to the UPS".to_string()),
                 Err(e) => (false, e),
             }
         } else {
+            let send = || async { self.shared.order(&name, cmd).await.map(|_| ()) };
             self.shared.executor.ups_action(&name, what, send).await
         };
         if !ok {

@@ -1,37 +1,35 @@
 //! `sim`: the driver that plays a simulated UPS (the model and scenario file are
-//! `upsilon_core::ups::sim`) in real time and obeys run-time changes through a
-//! [`SimHandle`] (`upsilon sim set`).
+//! `upsilon_core::ups::sim`) in real time and obeys run-time changes
+//! (`upsilon sim set`) sent to it as [`UpsCommand::Simulate`] orders like any other.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use super::{DriverError, UpsCommand, UpsDriver};
+use upsilon_core::config::{ConfigError, UpsSection};
 use upsilon_core::reading::UpsReading;
 pub use upsilon_core::ups::sim::*;
 
-/// A cloneable handle that reads and changes a running simulator.
-#[derive(Debug, Clone)]
-pub struct SimHandle {
-    state: Arc<Mutex<SimState>>,
+/// The `[[ups]]` keys of a simulated UPS.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The scenario to play; without one the UPS stays on line until told otherwise.
+    pub scenario: Option<std::path::PathBuf>,
 }
 
-impl SimHandle {
-    pub fn set(&self, change: &SimChange) -> String {
-        let mut st = self.state.lock().expect("sim state lock");
-        let now = Instant::now();
-        st.advance(now);
-        st.apply(change, now);
-        st.describe()
-    }
-
-    pub fn snapshot(&self) -> SimState {
-        self.state.lock().expect("sim state lock").clone()
-    }
+/// Checks a sim section's keys, loads its scenario and builds the driver.
+pub fn open(section: &UpsSection) -> Result<Box<dyn UpsDriver>, ConfigError> {
+    let cfg: Config = super::settings(section, &["scenario"])?;
+    let scenario = match &cfg.scenario {
+        Some(p) => Scenario::load(&section.origin.resolve(p))?,
+        None => Scenario::steady(),
+    };
+    Ok(Box::new(SimDriver::new(scenario)))
 }
 
 /// The driver: plays the scenario's steps as their time comes, then reads the state.
 pub struct SimDriver {
-    state: Arc<Mutex<SimState>>,
+    state: SimState,
     steps: Vec<ScenarioStep>,
     next_step: usize,
     started: Instant,
@@ -41,20 +39,16 @@ impl SimDriver {
     pub fn new(scenario: Scenario) -> Self {
         let now = Instant::now();
         SimDriver {
-            state: Arc::new(Mutex::new(SimState::new(scenario.ups, now))),
+            state: SimState::new(scenario.ups, now),
             steps: scenario.steps,
             next_step: 0,
             started: now,
         }
     }
 
-    pub fn handle(&self) -> SimHandle {
-        SimHandle {
-            state: self.state.clone(),
-        }
-    }
-
-    fn play_due_steps(&mut self, st: &mut SimState, now: Instant) {
+    /// Brings the model to `now`: the battery drains, due scenario steps play.
+    fn advance(&mut self, now: Instant) {
+        self.state.advance(now);
         let elapsed = now.saturating_duration_since(self.started).as_secs_f64();
         while let Some(step) = self.steps.get(self.next_step) {
             if step.at_s > elapsed {
@@ -63,7 +57,7 @@ impl SimDriver {
             if let Some(note) = &step.note {
                 tracing::info!(at_s = step.at_s, "scenario: {note}");
             }
-            st.apply(&step.change(), now);
+            self.state.apply(&step.change(), now);
             self.next_step += 1;
         }
     }
@@ -76,21 +70,24 @@ impl UpsDriver for SimDriver {
     }
 
     async fn poll(&mut self) -> Result<UpsReading, DriverError> {
-        let now = Instant::now();
-        let state = self.state.clone();
-        let mut st = state.lock().expect("sim state lock");
-        st.advance(now);
-        self.play_due_steps(&mut st, now);
-        if st.comm_lost {
+        self.advance(Instant::now());
+        if self.state.comm_lost {
             return Err(DriverError::CommLost(
                 "simulated UPS is not answering".into(),
             ));
         }
-        Ok(st.reading(SystemTime::now()))
+        Ok(self.state.reading(SystemTime::now()))
     }
 
-    async fn command(&mut self, cmd: UpsCommand) -> Result<(), DriverError> {
-        let mut st = self.state.lock().expect("sim state lock");
+    async fn command(&mut self, cmd: UpsCommand) -> Result<String, DriverError> {
+        let now = Instant::now();
+        let st = &mut self.state;
+        if let UpsCommand::Simulate(change) = &cmd {
+            // The operator's hand on the simulator reaches it even while it plays dead.
+            st.advance(now);
+            st.apply(change, now);
+            return Ok(st.describe());
+        }
         if st.comm_lost {
             return Err(DriverError::CommLost(
                 "simulated UPS is not answering".into(),
@@ -98,7 +95,6 @@ impl UpsDriver for SimDriver {
         }
         match cmd {
             UpsCommand::SelfTest => {
-                let now = Instant::now();
                 st.apply(
                     &SimChange {
                         start_self_test: true,
@@ -110,11 +106,13 @@ impl UpsDriver for SimDriver {
             UpsCommand::KillPower { .. } => {
                 st.output_off = st.on_battery;
             }
+            UpsCommand::Simulate(_) => {}
         }
         st.commands.push(cmd);
-        Ok(())
+        Ok(String::new())
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,10 +136,14 @@ mod tests {
         };
         let mut d = SimDriver::new(sc);
         assert!(matches!(d.poll().await, Err(DriverError::CommLost(_))));
-        d.handle().set(&SimChange {
-            comm_lost: Some(false),
-            ..Default::default()
-        });
+        let said = d
+            .command(UpsCommand::Simulate(SimChange {
+                comm_lost: Some(false),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        assert!(!said.is_empty());
         let r = d.poll().await.unwrap();
         assert!(r.flags.on_battery);
     }

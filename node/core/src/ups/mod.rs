@@ -7,11 +7,13 @@ pub mod apcsmart;
 pub mod sim;
 
 /// What a driver can be asked to do to its UPS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum UpsCommand {
     /// Cut the output after `delay_s` seconds; restore it when mains return if
     /// `return_on_mains` (apcupsd's hibernate / `--killpower`), else stay off.
     KillPower { delay_s: u32, return_on_mains: bool },
     /// Start a battery self test.
     SelfTest,
+    /// Change a simulated UPS at run time (`upsilon sim set`); real UPSes refuse it.
+    Simulate(sim::SimChange),
 }

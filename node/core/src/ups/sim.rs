@@ -257,7 +257,7 @@ fn step_line(text: &str, idx: usize, key: &str) -> usize {
 }
 
 /// A run-time change (`upsilon sim set`); unset fields are left alone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SimChange {
     pub on_battery: Option<bool>,
     pub charge: Option<f64>,

@@ -14,6 +14,37 @@
 //! [`link::PortOpener`].
 
 pub use upsilon_core::ups::apcsmart as frame;
+
+/// The `[[ups]]` keys of an apcsmart UPS.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The serial device, e.g. `/dev/ttyS0` or `/dev/ttyUSB0`.
+    pub device: std::path::PathBuf,
+}
+
+/// Checks an apcsmart section's keys and builds its driver (the port opens at the
+/// first poll, so a missing device is a comm failure then, not a start-up error).
+pub fn open(section: &UpsSection) -> Result<Box<dyn UpsDriver>, ConfigError> {
+    let cfg: Config = super::settings(section, &["device"]).map_err(|e| match e {
+        ConfigError::Invalid {
+            path,
+            line,
+            key,
+            message,
+        } if message.contains("needs `device`") => ConfigError::Invalid {
+            path,
+            line,
+            key,
+            message: format!("{message}, e.g. device = \"/dev/ttyS0\""),
+        },
+        e => e,
+    })?;
+    Ok(Box::new(ApcSmartDriver::new(
+        Box::new(link::TtyOpener::new(section.origin.resolve(&cfg.device))),
+        Timing::default(),
+    )))
+}
 pub mod link;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -26,6 +57,7 @@ use self::frame::{
 };
 use self::link::{PortOpener, SerialIo};
 use super::{DriverError, UpsCommand, UpsDriver};
+use upsilon_core::config::{ConfigError, UpsSection};
 use upsilon_core::reading::UpsReading;
 
 /// apcupsd's timings (PROTOCOLS.md §7.1, §7.5).
@@ -670,9 +702,15 @@ impl UpsDriver for ApcSmartDriver {
         t.after_soft_shutdown + t.between_chars * 6 + t.reply * 12
     }
 
-    async fn command(&mut self, cmd: UpsCommand) -> Result<(), DriverError> {
+    async fn command(&mut self, cmd: UpsCommand) -> Result<String, DriverError> {
+        if let UpsCommand::Simulate(_) = cmd {
+            return Err(DriverError::Unsupported(
+                "simulated changes (it is a real UPS)",
+            ));
+        }
         self.ensure_link().await.map_err(DriverError::CommLost)?;
-        match cmd {
+        let done = match cmd {
+            UpsCommand::Simulate(_) => Ok(()),
             UpsCommand::SelfTest => match self.query(b'W', self.timing.retries).await {
                 Ok(Some(r)) if r == "OK" => {
                     tracing::info!(device = %self.device(), "self test started");
@@ -710,6 +748,7 @@ impl UpsDriver for ApcSmartDriver {
                     self.power_off(grace).await
                 }
             }
-        }
+        };
+        done.map(|()| String::new())
     }
 }
