@@ -6,7 +6,6 @@
 mod cmd;
 mod conn;
 mod demo;
-mod demo_cluster;
 mod output;
 
 use std::process::ExitCode;

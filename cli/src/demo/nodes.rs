@@ -1,17 +1,14 @@
-//! `upsilon demo`: a five-node cluster (3 voters, 2 learners) on loopback, one node
-//! driving a simulated UPS, played through a power failure to the (recorded, never
-//! executed) shutdown decision. An operator watches over mutual TLS from a learner,
-//! and at the end every node shows the same replicated history. Everything lives in a
-//! throw-away directory; nothing touches this machine.
+//! `upsilon demo --nodes N`: one standalone node (N = 1), or a cluster of N nodes on
+//! loopback (up to 3 voters, the rest learners), one node driving a simulated UPS,
+//! played through a power failure to the (recorded, never executed) shutdown decision.
+//! An operator watches over mutual TLS from a learner, and at the end every node shows
+//! the same replicated history.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio_stream::StreamExt;
-use upsilon_client::pki::{self, IssueRequest, Role};
 use upsilon_client::rpc::{self, ClientOptions};
 use upsilon_client::stop::Stop;
 use upsilon_core::config::NodeConfig;
@@ -19,72 +16,10 @@ use upsilon_node::node::RunningNode;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::power_service_client::PowerServiceClient;
 
+use super::{Clock, DemoArgs, api_err, demo_certificates, hook};
 use crate::output;
 
-const DEFAULT_SCENARIO: &str = include_str!("../../deploy/scenarios/power-failure.toml");
-
-#[derive(clap::Args, Debug)]
-pub struct DemoArgs {
-    /// Scenario to play [default: the built-in power-failure scenario]
-    #[arg(long, value_name = "FILE")]
-    pub(crate) scenario: Option<PathBuf>,
-    /// Stop after this many seconds even without a shutdown (then exit 0). Without it the
-    /// demo runs until the shutdown decision and fails if none comes within 120 s.
-    #[arg(long, value_name = "SECS")]
-    pub(crate) duration: Option<u64>,
-    /// Without it: the staged-shutdown demo (5 nodes, two UPSes). With it: one
-    /// standalone node (1), or a replication demo of 3-7 nodes playing `--scenario`.
-    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=7))]
-    pub(crate) nodes: Option<u8>,
-    /// Keep the work directory (certificates, configs, events file) instead of deleting it.
-    #[arg(long)]
-    pub(crate) keep: bool,
-}
-
-pub(crate) fn hook(dir: &Path, event: &str, log: &Path) -> anyhow::Result<()> {
-    let p = dir.join(event);
-    std::fs::write(
-        &p,
-        format!(
-            "#!/bin/sh\n# apccontrol-style hook: called as <event-script> <upsname> <connected> <powered>\necho \"$(date +%T) {event} $*\" >> '{}'\nexit 0\n",
-            log.display()
-        ),
-    )?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
-    Ok(())
-}
-
-/// A throw-away cluster CA in `certs`, node certificates n1..n`count` (each naming
-/// 127.0.0.i) and an operator certificate, valid for a day.
-pub(crate) fn demo_certificates(certs: &Path, count: usize) -> anyhow::Result<()> {
-    pki::init_ca(certs, "demo")?;
-    for i in 1..=count {
-        let req = IssueRequest::new(
-            &format!("n{i}"),
-            Role::Node,
-            vec![format!("127.0.0.{i}")],
-            1,
-        );
-        pki::issue(certs, &req)?;
-    }
-    pki::issue(
-        certs,
-        &IssueRequest::new("operator", Role::Operator, vec![], 1),
-    )?;
-    Ok(())
-}
-
-pub(crate) struct Clock(pub(crate) Instant);
-
-impl Clock {
-    pub(crate) fn stamp(&self) -> String {
-        format!("+{:>5.1}s", self.0.elapsed().as_secs_f64())
-    }
-}
-
-pub(crate) fn api_err(opts: &ClientOptions) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
-    move |s| anyhow::anyhow!(rpc::explain_status(&s, &opts.endpoint))
-}
+const DEFAULT_SCENARIO: &str = include_str!("../../../deploy/scenarios/power-failure.toml");
 
 /// Node `i`'s config: node 1 owns the UPS (and bootstraps the cluster).
 fn node_config(i: usize, n: usize, seed: Option<&str>) -> String {
@@ -106,15 +41,8 @@ fn node_config(i: usize, n: usize, seed: Option<&str>) -> String {
     c
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let Some(n) = args.nodes.map(usize::from) else {
-        if args.scenario.is_some() {
-            bail!(
-                "--scenario plays one simulated UPS: add --nodes 1 (standalone) or --nodes 3-7 (replication)"
-            );
-        }
-        return crate::demo_cluster::run(args).await;
-    };
+/// Runs the `--nodes n` demo.
+pub async fn run(args: DemoArgs, n: usize) -> anyhow::Result<ExitCode> {
     if n == 2 {
         bail!("--nodes 2 cannot keep a quorum when one fails: use 1, or 3 to 7");
     }

@@ -25,7 +25,7 @@ use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 use upsilon_proto::v1::power_service_client::PowerServiceClient;
 
-use crate::demo::{Clock, DemoArgs, api_err};
+use super::{Clock, DemoArgs, api_err, demo_certificates};
 use crate::output;
 
 const PLAN: &str = r#"# Written by `upsilon demo`.
@@ -199,7 +199,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 
     let certs = dir.join("certs");
-    crate::demo::demo_certificates(&certs, 5)?;
+    demo_certificates(&certs, 5)?;
     std::fs::write(dir.join("plan.toml"), PLAN)?;
 
     let (stop_tx, _) = tokio::sync::broadcast::channel(1);
