@@ -14,7 +14,7 @@ use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_server::AdminService;
 
 use crate::cluster::ClusterNode;
-use crate::cluster::handle::{Cluster, Here, LeaderOp, LeaderReply};
+use crate::cluster::handle::{Cluster, Here, LeaderOp, LeaderReply, WriteError};
 use crate::driver::UpsCommand;
 use crate::shared::NodeShared;
 use upsilon_client::pki::Role;
@@ -86,7 +86,8 @@ impl AdminApi {
                 }
                 Err(st)
             }
-            Err(Here::Failed(e)) => Err(Status::unavailable(e)),
+            Err(Here::Failed(WriteError::Unavailable(e))) => Err(Status::unavailable(e)),
+            Err(Here::Failed(WriteError::Refused(e))) => Err(Status::failed_precondition(e)),
         }
     }
 

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 
-use super::handle::{Cluster, LeaderOp};
+use super::handle::{Cluster, LeaderOp, WriteError};
 use upsilon_client::stop::Stop;
 use upsilon_core::replicated::state::{Command, ReportedEvent, UpsReport};
 use upsilon_core::time::now_ms;
@@ -104,7 +104,7 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
                 .await
             {
                 Ok(_) => tracing::info!("promoted to voter"),
-                Err(e) if e.contains("operator promotes") => {
+                Err(WriteError::Refused(e)) if e.contains("operator promotes") => {
                     // Not a failure: the cluster has its first voters; an operator
                     // decides on more. Ask again now and then, quietly.
                     if !told {

@@ -264,14 +264,20 @@ impl Cluster {
 
     /// Runs `op` here if this node leads, else on the leader; retries while an election
     /// is in progress, up to `deadline`.
-    pub async fn submit(&self, op: LeaderOp, deadline: Duration) -> Result<LeaderReply, String> {
+    pub async fn submit(
+        &self,
+        op: LeaderOp,
+        deadline: Duration,
+    ) -> Result<LeaderReply, WriteError> {
         let until = Instant::now() + deadline;
-        let mut last = String::from("no leader is known yet");
+        let mut last = WriteError::Unavailable("no leader is known yet".into());
         while Instant::now() < until {
             let left = until.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.run_local(&op)).await {
                 Err(_) => {
-                    last = "the leader could not commit in time (no quorum?)".into();
+                    last = WriteError::Unavailable(
+                        "the leader could not commit in time (no quorum?)".into(),
+                    );
                     break;
                 }
                 Ok(Ok(r)) => {
@@ -287,26 +293,40 @@ impl Cluster {
                             self.note_write(Ok(written_index(&r)));
                             return Ok(r);
                         }
-                        Ok(Ok(Err(e))) => last = format!("leader at {addr}: {e}"),
-                        Ok(Err(e)) => last = format!("cannot reach the leader at {addr}: {e}"),
+                        Ok(Ok(Err(e))) => {
+                            last = WriteError::Refused(format!("leader at {addr}: {e}"))
+                        }
+                        Ok(Err(e)) => {
+                            last = WriteError::Unavailable(format!(
+                                "cannot reach the leader at {addr}: {e}"
+                            ))
+                        }
                         Err(_) => {
-                            last =
-                                format!("the leader at {addr} did not answer in time (no quorum?)");
+                            last = WriteError::Unavailable(format!(
+                                "the leader at {addr} did not answer in time (no quorum?)"
+                            ));
                             break;
                         }
                     }
                 }
                 Ok(Err(Local::Forward(None))) => {}
                 Ok(Err(Local::Failed(e))) => {
-                    last = e;
-                    if !last.contains("leader") {
+                    // A Raft error naming the leader (it changed meanwhile) is worth
+                    // another try; anything else is the leader's answer.
+                    let retry = e.contains("leader");
+                    last = if retry {
+                        WriteError::Unavailable(e)
+                    } else {
+                        WriteError::Refused(e)
+                    };
+                    if !retry {
                         break;
                     }
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.note_write(Err(last.clone()));
+        self.note_write(Err(last.to_string()));
         Err(last)
     }
 
@@ -317,27 +337,28 @@ impl Cluster {
     pub async fn submit_here(&self, op: LeaderOp, deadline: Duration) -> Result<LeaderReply, Here> {
         let until = Instant::now() + deadline;
         let mut last = String::from("no leader is known yet (no quorum?)");
+        let unavailable = WriteError::Unavailable;
         while Instant::now() < until {
             let left = until.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.run_local(&op)).await {
                 Err(_) => {
-                    return Err(Here::Failed(
+                    return Err(Here::Failed(unavailable(
                         "the leader could not commit in time (no quorum?)".into(),
-                    ));
+                    )));
                 }
                 Ok(Ok(r)) => return Ok(r),
                 Ok(Err(Local::Forward(Some(addr)))) => return Err(Here::Redirect(addr)),
                 Ok(Err(Local::Forward(None))) => {}
                 Ok(Err(Local::Failed(e))) => {
                     if !e.contains("leader") {
-                        return Err(Here::Failed(e));
+                        return Err(Here::Failed(WriteError::Refused(e)));
                     }
                     last = e;
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(Here::Failed(last))
+        Err(Here::Failed(unavailable(last)))
     }
 
     fn note_write(&self, r: Result<u64, String>) {
@@ -684,7 +705,30 @@ pub fn identity_changed(id: NodeId, known: &ClusterNode, now: &ClusterNode) -> S
 pub enum Here {
     /// This node is not the leader; the leader's API address.
     Redirect(String),
-    Failed(String),
+    Failed(WriteError),
+}
+
+/// Why a cluster write (or membership change) did not happen, in words that say what
+/// to do. The two kinds need different handling: wait and retry, or change the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// No leader is known, it cannot be reached, or it could not commit in time (no
+    /// quorum?): the same write may succeed later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The leader refused the operation (a rule of the cluster, a conflicting member,
+    /// a write too large, ...): retrying the same will not help.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl WriteError {
+    /// The leader's (or this node's, leading) words.
+    pub fn reason(&self) -> &str {
+        match self {
+            WriteError::Unavailable(s) | WriteError::Refused(s) => s,
+        }
+    }
 }
 
 /// Why an operation did not run here.
