@@ -22,17 +22,9 @@ fn ups_of(v: &serde_json::Value) -> serde_json::Value {
     v["ups"][0].clone()
 }
 
-fn wait_status(pki: &TestPki, node: &NodeProc, what: &str, secs: u64) -> serde_json::Value {
-    wait_for(Duration::from_secs(secs), || {
-        let v = status_json(pki, node.addr);
-        (ups_of(&v)["status"] == what).then_some(v)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "status never became {what}; last {}\nlog:\n{}",
-            status_json(pki, node.addr),
-            node.log_text()
-        )
+fn wait_ups_status(pki: &TestPki, node: &NodeProc, what: &str, secs: u64) -> serde_json::Value {
+    wait_status(pki, node, Duration::from_secs(secs), what, |v| {
+        ups_of(v)["status"] == what
     })
 }
 
@@ -46,7 +38,7 @@ fn reads_every_value_as_apcupsd_would() {
     let link = pki.path().join("ttyUPS");
     let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
     let node = NodeProc::start(&pki, &ups_toml(&link, 300));
-    let v = wait_status(&pki, &node, "ONLINE", 20);
+    let v = wait_ups_status(&pki, &node, "ONLINE", 20);
     let u = ups_of(&v);
     assert_eq!(u["driver"], "apcsmart");
     assert_eq!(u["statflag"], "0x05000008");
@@ -115,7 +107,7 @@ fn reads_every_value_as_apcupsd_would() {
         battery_present: Some(false),
         ..Default::default()
     });
-    wait_status(&pki, &node, "ONLINE NOBATT", 10);
+    wait_ups_status(&pki, &node, "ONLINE NOBATT", 10);
 }
 
 #[test]
@@ -126,7 +118,7 @@ fn old_firmware_model_comes_from_v() {
     opts.old_firmware = true;
     let sim = SmartUps::start(opts).unwrap();
     let node = NodeProc::start(&pki, &ups_toml(&link, 300));
-    let v = wait_status(&pki, &node, "ONLINE", 60);
+    let v = wait_ups_status(&pki, &node, "ONLINE", 60);
     let u = ups_of(&v);
     assert_eq!(u["model"], "Smart-UPS 700");
     assert_eq!(u["firmware"], "GWD");
@@ -201,7 +193,7 @@ fn comm_loss_after_20_s_and_recovery() {
     let link = pki.path().join("ttyUPS");
     let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
     let node = NodeProc::start(&pki, &ups_toml(&link, 500));
-    wait_status(&pki, &node, "ONLINE", 20);
+    wait_ups_status(&pki, &node, "ONLINE", 20);
     // The UPS dies in the middle of a poll (at the line voltage query).
     sim.go_silent_on(b'L');
     let t0 = Instant::now();
@@ -219,7 +211,7 @@ fn comm_loss_after_20_s_and_recovery() {
     // apcupsd waits 20 s of failed link checks before calling it comm lost.
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(ups_of(&status_json(&pki, node.addr))["status"], "ONLINE");
-    wait_status(&pki, &node, "COMMLOST", 30);
+    wait_ups_status(&pki, &node, "COMMLOST", 30);
     assert!(
         t0.elapsed() >= Duration::from_secs(19),
         "{:?}",
@@ -231,7 +223,7 @@ fn comm_loss_after_20_s_and_recovery() {
         events(&pki, &node)
     );
     sim.set_mode(Mode::Normal);
-    wait_status(&pki, &node, "ONLINE", 20);
+    wait_ups_status(&pki, &node, "ONLINE", 20);
     let ev = events(&pki, &node);
     assert!(ev.contains("Communications with UPS restored"), "{ev}");
 }
@@ -273,7 +265,7 @@ fn kill_power_on_battery_is_s_and_the_output_returns_with_mains() {
     // In record mode (the default) nothing reaches the UPS.
     {
         let node = NodeProc::start(&pki, &ups_toml(&link, 300));
-        wait_status(&pki, &node, "ONLINE", 20);
+        wait_ups_status(&pki, &node, "ONLINE", 20);
         let o = upsilon(
             &pki,
             node.addr,
@@ -293,9 +285,9 @@ fn kill_power_on_battery_is_s_and_the_output_returns_with_mains() {
     assert!(!sim.received().iter().any(|r| r.byte == b'S'));
 
     let node = sending_node(&pki, &link);
-    wait_status(&pki, &node, "ONLINE", 20);
+    wait_ups_status(&pki, &node, "ONLINE", 20);
     sim.mains(true);
-    wait_status(&pki, &node, "ONBATT", 10);
+    wait_ups_status(&pki, &node, "ONBATT", 10);
     // No self test on battery: the UPS answers NA and the operator is told why.
     let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
     assert!(
@@ -334,7 +326,7 @@ fn kill_power_on_battery_is_s_and_the_output_returns_with_mains() {
         (!sim.output_off()).then_some(())
     })
     .expect("the output returns with mains");
-    wait_status(&pki, &node, "ONLINE", 40);
+    wait_ups_status(&pki, &node, "ONLINE", 40);
     let ev: Vec<String> = sim.events().into_iter().map(|(_, e)| e).collect();
     assert_eq!(
         ev.iter()
@@ -352,7 +344,7 @@ fn kill_power_on_line_falls_back_to_at_000_with_apcupsd_pauses() {
     opts.grace_s = 1;
     let sim = SmartUps::start(opts).unwrap();
     let node = sending_node(&pki, &link);
-    wait_status(&pki, &node, "ONLINE", 20);
+    wait_ups_status(&pki, &node, "ONLINE", 20);
     // On line `S` is refused (NA), so the power cycle uses `@000`.
     let o = upsilon(
         &pki,
@@ -389,7 +381,7 @@ fn power_off_is_k_pause_k_and_self_test_is_w() {
     opts.spec.self_test_duration_s = 2.0;
     let sim = SmartUps::start(opts).unwrap();
     let node = sending_node(&pki, &link);
-    wait_status(&pki, &node, "ONLINE", 20);
+    wait_ups_status(&pki, &node, "ONLINE", 20);
 
     let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
     assert!(stdout(&o).contains("smart1: sent to the UPS"), "{o:?}");
@@ -434,15 +426,15 @@ fn alert_inside_a_reply_is_recognised() {
     let link = pki.path().join("ttyUPS");
     let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
     let node = NodeProc::start(&pki, &ups_toml(&link, 500));
-    wait_status(&pki, &node, "ONLINE", 20);
+    wait_ups_status(&pki, &node, "ONLINE", 20);
     sim.alerts_inside_replies(true);
     sim.mains(true);
-    wait_status(&pki, &node, "ONBATT", 10);
+    wait_ups_status(&pki, &node, "ONBATT", 10);
     let log = node.log_text();
     assert!(log.contains("UPS alert: line fail, on battery"), "{log}");
     assert!(!log.contains("missed a poll"), "{log}");
     sim.mains(false);
-    wait_status(&pki, &node, "ONLINE", 10);
+    wait_ups_status(&pki, &node, "ONLINE", 10);
 }
 
 #[test]
@@ -470,7 +462,7 @@ fn bad_bytes_silence_vanished_and_busy_devices_recover() {
         "{o}"
     );
     drop(holder);
-    wait_status(&pki, &node, "ONLINE", 20);
+    wait_ups_status(&pki, &node, "ONLINE", 20);
 
     // Garbage, truncated replies and wrong lengths: a missed poll each, then recovery.
     for (mode, needle) in [
@@ -510,9 +502,9 @@ fn bad_bytes_silence_vanished_and_busy_devices_recover() {
         "{}",
         node.log_text()
     );
-    wait_status(&pki, &node, "COMMLOST", 40);
+    wait_ups_status(&pki, &node, "COMMLOST", 40);
     sim.reappear().unwrap();
-    wait_status(&pki, &node, "ONLINE", 20);
+    wait_ups_status(&pki, &node, "ONLINE", 20);
     let ev = events(&pki, &node);
     assert!(ev.contains("Communications with UPS restored"), "{ev}");
     let log = node.log_text();
@@ -635,7 +627,7 @@ fn other_alerts_are_understood_and_eeprom_change_rereads_settings() {
     let link = pki.path().join("ttyUPS");
     let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
     let node = NodeProc::start(&pki, &ups_toml(&link, 500));
-    wait_status(&pki, &node, "ONLINE", 20);
+    wait_ups_status(&pki, &node, "ONLINE", 20);
     let count = |b: u8| sim.received().iter().filter(|r| r.byte == b).count();
     let statics_before = count(b's');
     sim.send_raw(b"?=&|");
@@ -677,7 +669,7 @@ fn simulator_binary_plays_a_scenario() {
     wait_for(Duration::from_secs(10), || link.exists().then_some(())).expect("pty created");
     let node = NodeProc::start(&pki, &ups_toml(&link, 300));
     // power-failure.toml: mains fail 3 s after the simulator starts.
-    let v = wait_status(&pki, &node, "ONBATT", 30);
+    let v = wait_ups_status(&pki, &node, "ONBATT", 30);
     assert_eq!(ups_of(&v)["model"], "Smart-UPS 1500 (simulated)");
     {
         use std::io::Write;
@@ -698,9 +690,9 @@ fn kill_power_falls_back_to_power_off_when_s_and_at_are_refused() {
     opts.refuse = b"S@".to_vec();
     let sim = SmartUps::start(opts).unwrap();
     let node = sending_node(&pki, &link);
-    wait_status(&pki, &node, "ONLINE", 20);
+    wait_ups_status(&pki, &node, "ONLINE", 20);
     sim.mains(true);
-    wait_status(&pki, &node, "ONBATT", 10);
+    wait_ups_status(&pki, &node, "ONBATT", 10);
     let o = upsilon(
         &pki,
         node.addr,
@@ -732,7 +724,7 @@ fn self_test_with_a_late_transfer_cause_is_not_a_power_failure() {
     opts.transfer_cause_unknown_s = 3.0;
     let sim = SmartUps::start(opts).unwrap();
     let node = sending_node(&pki, &link);
-    wait_status(&pki, &node, "ONLINE", 20);
+    wait_ups_status(&pki, &node, "ONLINE", 20);
     let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
     assert!(stdout(&o).contains("sent to the UPS"), "{o:?}");
     wait_for(Duration::from_secs(30), || {
@@ -816,7 +808,7 @@ fn same_values_as_real_apcupsd() {
     // Now our node on the same simulator.
     let pki = TestPki::new();
     let node = NodeProc::start(&pki, &ups_toml(&link, 300));
-    let v = wait_status(&pki, &node, "ONLINE", 20);
+    let v = wait_ups_status(&pki, &node, "ONLINE", 20);
     let u = ups_of(&v);
     let num = |k: &str| u[k].as_f64().unwrap_or_else(|| panic!("{k} in {u}"));
     let text = |k: &str| u[k].as_str().unwrap_or_default().to_string();
@@ -908,7 +900,7 @@ fn kill_power_sequence_matches_real_apcupsd() {
     let link = pki.path().join("ttyUPS");
     let ours_sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
     let node = sending_node(&pki, &link);
-    wait_status(&pki, &node, "ONLINE", 20);
+    wait_ups_status(&pki, &node, "ONLINE", 20);
     let o = upsilon(
         &pki,
         node.addr,

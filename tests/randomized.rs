@@ -15,21 +15,7 @@ use std::time::Duration;
 
 use upsilon_tests::*;
 
-/// splitmix64, seeded.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use upsilon_core::testing::Rng;
 
 /// The fault injected into one outage.
 #[derive(Debug, Clone, Copy)]
@@ -97,28 +83,15 @@ fn wipe_and_rejoin(c: &mut TestCluster, v: usize) -> Result<(), String> {
     })
 }
 
-const PLAN: &str = r#"
-kill_power_delay_s = 5
-runtime_floor_s = 0
-
-[[stage]]
-name = "batch"
-hosts = ["n3"]
-trigger = { on_battery_s = 1 }
-ack_timeout_s = 8
-
-[[stage]]
-name = "apps"
-hosts = ["n2"]
-trigger = { on_battery_s = 2 }
-ack_timeout_s = 8
-
-[[stage]]
-name = "core"
-hosts = ["n1", "n4"]
-trigger = { charge_below = 80 }
-ack_timeout_s = 8
-"#;
+/// batch (n3) and apps (n2) after 1 s and 2 s on battery, core (n1, n4) below 80 %.
+fn plan() -> String {
+    three_stage_plan(
+        ["\"n3\"", "\"n2\"", "\"n1\", \"n4\""],
+        [1, 2],
+        80,
+        [8, 8, 8],
+    )
+}
 
 /// (name, message) of every replicated event, as node `i` sees it.
 fn history(c: &TestCluster, i: usize) -> Vec<(String, String)> {
@@ -218,7 +191,7 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
         ups_toml: vec![],
         executor_extra: String::new(),
     });
-    std::fs::write(c.pki.path().join("plan.toml"), PLAN).unwrap();
+    std::fs::write(c.pki.path().join("plan.toml"), plan()).unwrap();
     c.wait_formed(1, 3, 1, Duration::from_secs(60));
     wait_for(Duration::from_secs(20), || {
         let v: serde_json::Value =

@@ -42,28 +42,10 @@ fn cluster(plan: &str, drain: f64, owner: usize) -> TestCluster {
     c
 }
 
-const PLAN: &str = r#"
-kill_power_delay_s = 5
-runtime_floor_s = 0
-
-[[stage]]
-name = "batch"
-hosts = ["label:batch"]
-trigger = { on_battery_s = 2 }
-ack_timeout_s = 30
-
-[[stage]]
-name = "apps"
-hosts = ["label:apps"]
-trigger = { on_battery_s = 4 }
-ack_timeout_s = 30
-
-[[stage]]
-name = "core"
-hosts = ["label:core"]
-trigger = { charge_below = 70 }
-ack_timeout_s = 30
-"#;
+/// batch, apps and core by label, 2 s and 4 s on battery, then charge below 70 %.
+fn plan(apps_on_battery_s: u64) -> String {
+    three_stage_plan(BY_LABEL, [2, apps_on_battery_s], 70, [30, 30, 30])
+}
 
 fn names(c: &TestCluster, i: usize) -> Vec<String> {
     let o = c.cli(i, &["events", "--json", "-n", "1000"]);
@@ -97,7 +79,7 @@ fn position(lines: &[String], needle: &str) -> usize {
 #[test]
 fn full_outage_runs_stages_in_order_and_kills_power_last() {
     let _g = serial();
-    let c = cluster(PLAN, 2.0, 1);
+    let c = cluster(&plan(4), 2.0, 1);
     let o = c.cli(1, &["shutdown", "--dry-run", "--assume-outage"]);
     let dry = stdout(&o);
     // Readings are frozen in a dry run: the charge trigger of "core" cannot fire.
@@ -159,11 +141,7 @@ fn full_outage_runs_stages_in_order_and_kills_power_last() {
 #[test]
 fn mains_return_between_stages_cancels_the_rest() {
     let _g = serial();
-    let plan = PLAN.replace(
-        "trigger = { on_battery_s = 4 }",
-        "trigger = { on_battery_s = 600 }",
-    );
-    let c = cluster(&plan, 0.1, 1);
+    let c = cluster(&plan(600), 0.1, 1);
     c.cli(1, &["sim", "set", "--on-battery"]);
     wait_for(Duration::from_secs(30), || {
         names(&c, 2)
@@ -226,12 +204,9 @@ fn leader_sigkill_after_a_stage_acked() {
 /// checks every stage started once, in order, and every host shut down exactly once.
 fn leader_sigkill_at(needle: &str) {
     // Slow drain: the apps stage waits 8 s, long enough to kill the leader before it.
-    let plan = PLAN.replace(
-        "trigger = { on_battery_s = 4 }",
-        "trigger = { on_battery_s = 8 }",
-    );
+    let slow = plan(8);
     // The UPS belongs to n2, so killing the leader (n1) does not silence it.
-    let mut c = cluster(&plan, 1.0, 2);
+    let mut c = cluster(&slow, 1.0, 2);
     slow_hook(&c, 3);
     c.cli(2, &["sim", "set", "--on-battery"]);
     wait_for(Duration::from_secs(30), || {
@@ -292,28 +267,7 @@ fn leader_sigkill_at(needle: &str) {
 #[test]
 fn partition_minority_never_starts_a_stage_and_majority_finishes() {
     let _g = serial();
-    let plan = r#"
-kill_power_delay_s = 5
-runtime_floor_s = 0
-
-[[stage]]
-name = "batch"
-hosts = ["label:batch"]
-trigger = { on_battery_s = 2 }
-ack_timeout_s = 5
-
-[[stage]]
-name = "apps"
-hosts = ["label:apps"]
-trigger = { on_battery_s = 2 }
-ack_timeout_s = 5
-
-[[stage]]
-name = "core"
-hosts = ["label:core"]
-trigger = { charge_below = 95 }
-ack_timeout_s = 10
-"#;
+    let plan = three_stage_plan(BY_LABEL, [2, 2], 95, [5, 5, 10]);
     let feeds = "feeds = [\"ups1\"]";
     let c = TestCluster::start(ClusterSpec {
         nodes: 5,

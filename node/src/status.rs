@@ -372,21 +372,11 @@ pub fn snapshot(shared: &NodeShared) -> StatusSnapshot {
 mod tests {
     use super::*;
     use std::time::SystemTime;
-    use upsilon_core::reading::{UpsFlags, UpsReading};
+    use upsilon_core::reading::UpsReading;
     use upsilon_core::view::UpsStatus;
 
     fn view(on_battery: bool) -> UpsView {
-        let mut r = UpsReading::empty(
-            UpsFlags {
-                on_battery,
-                online: !on_battery,
-                battery_present: true,
-                ..Default::default()
-            },
-            SystemTime::now(),
-        );
-        r.charge_percent = Some(63.0);
-        r.runtime_s = Some(600.0);
+        let r = UpsReading::basic(on_battery, 63.0, 600.0, SystemTime::now());
         UpsView {
             name: "ups1".into(),
             status: UpsStatus {
@@ -444,7 +434,7 @@ mod tests {
         use super::super::member_pending_action;
         use upsilon_core::config::ExecutorMode;
         use upsilon_core::policy::{Policy, ShutdownRule};
-        use upsilon_core::reading::{UpsFlags, UpsReading};
+        use upsilon_core::reading::UpsReading;
         use upsilon_core::replicated::state::{
             NodeRecord, Outage, PowerState, StageRun, UpsRecord,
         };
@@ -469,17 +459,7 @@ mod tests {
                     },
                 );
             }
-            let mut r = UpsReading::empty(
-                UpsFlags {
-                    online: !on_battery,
-                    on_battery,
-                    battery_present: true,
-                    ..Default::default()
-                },
-                std::time::SystemTime::UNIX_EPOCH,
-            );
-            r.charge_percent = Some(80.0);
-            r.runtime_s = Some(600.0);
+            let r = UpsReading::basic(on_battery, 80.0, 600.0, std::time::SystemTime::UNIX_EPOCH);
             s.upses.insert(
                 "ups1".into(),
                 UpsRecord {

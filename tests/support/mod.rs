@@ -723,3 +723,73 @@ impl TestCluster {
         disk
     }
 }
+
+/// A staged-shutdown plan's TOML: kill power 5 s after the last stage, no runtime
+/// floor, and one `[[stage]]` per `(name, hosts, trigger, ack_timeout_s)`, e.g.
+/// `("batch", r#""label:batch""#, "on_battery_s = 2", 30)`.
+pub fn plan_text(stages: &[(&str, &str, &str, u64)]) -> String {
+    let mut t = String::from("kill_power_delay_s = 5\nruntime_floor_s = 0\n");
+    for (name, hosts, trigger, ack) in stages {
+        t.push_str(&format!(
+            "\n[[stage]]\nname = \"{name}\"\nhosts = [{hosts}]\ntrigger = {{ {trigger} }}\nack_timeout_s = {ack}\n"
+        ));
+    }
+    t
+}
+
+/// The plan most cluster tests play: `batch`, then `apps` after `on_battery_s` on
+/// battery each, then `core` when the charge falls below `charge_below`; `hosts` are
+/// each stage's TOML host list.
+pub fn three_stage_plan(
+    hosts: [&str; 3],
+    on_battery_s: [u64; 2],
+    charge_below: u32,
+    ack_timeout_s: [u64; 3],
+) -> String {
+    plan_text(&[
+        (
+            "batch",
+            hosts[0],
+            &format!("on_battery_s = {}", on_battery_s[0]),
+            ack_timeout_s[0],
+        ),
+        (
+            "apps",
+            hosts[1],
+            &format!("on_battery_s = {}", on_battery_s[1]),
+            ack_timeout_s[1],
+        ),
+        (
+            "core",
+            hosts[2],
+            &format!("charge_below = {charge_below}"),
+            ack_timeout_s[2],
+        ),
+    ])
+}
+
+/// The stage hosts by label: `label:batch`, `label:apps`, `label:core`.
+pub const BY_LABEL: [&str; 3] = ["\"label:batch\"", "\"label:apps\"", "\"label:core\""];
+
+/// Waits up to `timeout` for `node`'s status (`upsilon status --json`) to satisfy
+/// `ok`, and returns it; panics saying `what` was awaited, with the last status and the
+/// node's log.
+pub fn wait_status(
+    pki: &TestPki,
+    node: &NodeProc,
+    timeout: Duration,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    wait_for(timeout, || {
+        let v = status_json(pki, node.addr);
+        ok(&v).then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "status never showed {what}; last {}\nlog:\n{}",
+            status_json(pki, node.addr),
+            node.log_text()
+        )
+    })
+}

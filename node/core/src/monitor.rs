@@ -392,21 +392,9 @@ pub fn self_test_result_text(code: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reading::UpsFlags;
 
     fn reading(on_battery: bool, charge: f64, runtime_s: f64) -> UpsReading {
-        let mut r = UpsReading::empty(
-            UpsFlags {
-                online: !on_battery,
-                on_battery,
-                battery_present: true,
-                ..Default::default()
-            },
-            SystemTime::now(),
-        );
-        r.charge_percent = Some(charge);
-        r.runtime_s = Some(runtime_s);
-        r
+        UpsReading::basic(on_battery, charge, runtime_s, SystemTime::now())
     }
 
     struct Harness {

@@ -158,6 +158,23 @@ pub struct UpsReading {
 pub const TRANSFER_SELF_TEST: &str = "Automatic or explicit self test";
 
 impl UpsReading {
+    /// The essentials only: on line or on battery (battery present), charge (%) and
+    /// runtime (s), read at `read_at`. What the simulator and the tests start from.
+    pub fn basic(on_battery: bool, charge: f64, runtime_s: f64, read_at: SystemTime) -> Self {
+        let mut r = UpsReading::empty(
+            UpsFlags {
+                online: !on_battery,
+                on_battery,
+                battery_present: true,
+                ..Default::default()
+            },
+            read_at,
+        );
+        r.charge_percent = Some(charge);
+        r.runtime_s = Some(runtime_s);
+        r
+    }
+
     /// A reading with nothing reported but the given flags; drivers fill in the rest.
     pub fn empty(flags: UpsFlags, read_at: SystemTime) -> Self {
         UpsReading {

@@ -8,29 +8,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use upsilon_core::reading::{UpsFlags, UpsReading};
+use upsilon_core::reading::UpsReading;
 use upsilon_core::replicated::plan::{self, Plan, Stage, Trigger};
 use upsilon_core::replicated::state::{Command, NodeRecord, PowerState, UpsReport};
 use upsilon_core::view::UpsStatus;
 
-/// splitmix64: small, seeded, good enough for choosing events.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use upsilon_core::testing::Rng;
 
 fn plan() -> Plan {
     let stage = |name: &str, label: &str, trigger: Trigger, ack: u64| Stage {
@@ -103,17 +86,12 @@ fn initial() -> PowerState {
 
 fn report(seq: u64, t_ms: i64, on_battery_since: Option<i64>, charge: f64) -> Command {
     let on_battery = on_battery_since.is_some();
-    let mut r = UpsReading::empty(
-        UpsFlags {
-            online: !on_battery,
-            on_battery,
-            battery_present: true,
-            ..Default::default()
-        },
+    let r = UpsReading::basic(
+        on_battery,
+        charge,
+        3600.0 * charge / 100.0,
         std::time::SystemTime::UNIX_EPOCH,
     );
-    r.charge_percent = Some(charge);
-    r.runtime_s = Some(3600.0 * charge / 100.0);
     Command::UpsReport(Box::new(UpsReport {
         ups: "ups1".into(),
         owner: 1,

@@ -735,7 +735,7 @@ pub fn replay(state: &PowerState, now_ms: i64, assume_outage: bool) -> Vec<Strin
 mod tests {
     use super::super::state::{Ack, Outage, StageRun};
     use super::*;
-    use crate::reading::{UpsFlags, UpsReading};
+    use crate::reading::UpsReading;
     use crate::view::UpsStatus;
     use std::collections::BTreeMap;
     use std::time::SystemTime;
@@ -802,17 +802,12 @@ mod tests {
         charge: f64,
         runtime: f64,
     ) -> UpsRecord {
-        let mut r = UpsReading::empty(
-            UpsFlags {
-                online: on_battery_for_s.is_none(),
-                on_battery: on_battery_for_s.is_some(),
-                battery_present: true,
-                ..Default::default()
-            },
+        let r = UpsReading::basic(
+            on_battery_for_s.is_some(),
+            charge,
+            runtime,
             SystemTime::now(),
         );
-        r.charge_percent = Some(charge);
-        r.runtime_s = Some(runtime);
         UpsRecord {
             name: name.into(),
             owner,
