@@ -39,16 +39,41 @@ pub const LEADER_HEADER: &str = "x-upsilon-leader";
 /// leader (at most 3 hops) with the same certificate: cluster-wide operator actions run
 /// on the leader, which checks the caller's certificate itself. Returns the reply and
 /// the endpoint that answered.
-pub async fn on_leader<T, F, Fut>(opts: &ClientOptions, mut call: F) -> Result<(T, String), String>
+pub async fn on_leader<T, F, Fut>(opts: &ClientOptions, call: F) -> Result<(T, String), String>
 where
     F: FnMut(Channel) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let mut opts = opts.clone();
+    let channel = |endpoint: String| {
+        let opts = ClientOptions {
+            endpoint,
+            ..opts.clone()
+        };
+        async move { connect(&opts).await.map_err(|e| e.0) }
+    };
+    follow_leader(&opts.endpoint, channel, call).await
+}
+
+/// Calls `call` on a channel to `start` (from `channel`), and while the answer is a
+/// refusal naming the leader ([`LEADER_HEADER`]), again on the leader (at most 3
+/// hops). Returns the reply and the endpoint that answered. [`on_leader`] is this for
+/// a client's options; a node joining through a seed uses it with its own channels.
+pub async fn follow_leader<T, C, CFut, F, Fut>(
+    start: &str,
+    mut channel: C,
+    mut call: F,
+) -> Result<(T, String), String>
+where
+    C: FnMut(String) -> CFut,
+    CFut: std::future::Future<Output = Result<Channel, String>>,
+    F: FnMut(Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut at = start.to_string();
     for _ in 0..4 {
-        let ch = connect(&opts).await.map_err(|e| e.0)?;
+        let ch = channel(at.clone()).await?;
         match call(ch).await {
-            Ok(r) => return Ok((r.into_inner(), opts.endpoint)),
+            Ok(r) => return Ok((r.into_inner(), at)),
             Err(s) => {
                 let leader = s
                     .metadata()
@@ -56,18 +81,17 @@ where
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
                 match leader {
-                    Some(l) if l != opts.endpoint => {
-                        tracing::debug!("{} is not the leader; asking {l}", opts.endpoint);
-                        opts.endpoint = l;
+                    Some(l) if l != at => {
+                        tracing::debug!("{at} is not the leader; asking {l}");
+                        at = l;
                     }
-                    _ => return Err(explain_status(&s, &opts.endpoint)),
+                    _ => return Err(explain_status(&s, &at)),
                 }
             }
         }
     }
     Err(format!(
-        "the leader kept moving while {} was asked; try again",
-        opts.endpoint
+        "the leader kept moving while {start} was asked; try again"
     ))
 }
 

@@ -130,33 +130,22 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
 /// Asks `seed` to admit this node, following "not the leader" answers to the leader:
 /// the leader admits a node only on its own certificate's word.
 async fn ask_to_join(cluster: &Cluster, seed: &str) -> Result<(), String> {
-    let mut at = seed.to_string();
-    for _ in 0..4 {
-        let ch = cluster.net.channel(&at).await?;
-        let r = AdminServiceClient::new(ch)
-            .join_node(pb::JoinNodeRequest {
-                id: cluster.id,
-                name: cluster.name.clone(),
-                address: cluster.addr.clone(),
-                incarnation: cluster.identity.get().incarnation,
-            })
-            .await;
-        match r {
-            Ok(_) => return Ok(()),
-            Err(s) => {
-                let leader = s
-                    .metadata()
-                    .get(upsilon_client::rpc::LEADER_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                match leader {
-                    Some(l) if l != at => at = l,
-                    _ => return Err(upsilon_client::rpc::explain_status(&s, &at)),
-                }
-            }
-        }
-    }
-    Err(format!("the leader kept moving while {seed} was asked"))
+    let req = pb::JoinNodeRequest {
+        id: cluster.id,
+        name: cluster.name.clone(),
+        address: cluster.addr.clone(),
+        incarnation: cluster.identity.get().incarnation,
+    };
+    upsilon_client::rpc::follow_leader(
+        seed,
+        |at| async move { cluster.net.channel(&at).await },
+        |ch| {
+            let req = req.clone();
+            async move { AdminServiceClient::new(ch).join_node(req).await }
+        },
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Sends a heartbeat at the configured interval (it also measures write health).
