@@ -73,7 +73,11 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
             .await
         {
             Ok(_) => break,
-            Err(e) if tries % 10 == 9 => tracing::warn!("cannot announce this node yet: {e}"),
+            // The second failure is already worth a word: a node that cannot announce
+            // itself never asks to become a voter.
+            Err(e) if tries == 1 || tries % 10 == 9 => {
+                tracing::warn!("cannot announce this node yet: {e}")
+            }
             Err(e) => tracing::debug!("announce failed, retrying: {e}"),
         }
         tries += 1;
