@@ -11,3 +11,4 @@
 
 pub mod apcaccess;
 pub mod nis;
+pub mod nis_server;
