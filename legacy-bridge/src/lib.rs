@@ -10,5 +10,6 @@
 //! nothing of sockets.
 
 pub mod apcaccess;
+pub mod host;
 pub mod nis;
 pub mod nis_server;

@@ -69,17 +69,7 @@ impl NisPolicy {
 }
 
 /// Parses an allow-list entry: a network (`10.0.0.0/8`, `fd00::/8`) or one address.
-pub fn parse_allow(s: &str) -> Result<IpNet, String> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<IpNet>() {
-        return Ok(n.trunc());
-    }
-    s.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
-        format!(
-            "{s:?} is neither an address nor a network: write e.g. \"10.0.0.0/8\" or \"192.0.2.7\""
-        )
-    })
-}
+pub use upsilon_core::config::parse_network as parse_allow;
 
 /// The bytes answering one command, whole: sent in one write.
 pub fn reply(view: &dyn NisView, peer: SocketAddr, cmd: Command) -> Vec<u8> {

@@ -216,6 +216,8 @@ pub async fn start_with(
         ),
     );
 
+    crate::nis::start(&cfg.nis, shared.clone(), &stop).await;
+
     let mut tasks = Vec::new();
     let (exec_tx, exec_rx) = mpsc::unbounded_channel::<Event>();
     tasks.push((

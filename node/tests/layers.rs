@@ -40,7 +40,7 @@ const NODE: &[&[&str]] = &[
     &["shared", "pb_impl"],
     &["staging", "status"],
     // Protocol servers.
-    &["api"],
+    &["api", "nis"],
     // Composition root.
     &["node"],
 ];
@@ -186,6 +186,7 @@ fn crates_never_name_a_crate_above_them() {
             &["upsilon_client", "upsilon_node", "upsilon_proto"][..],
         ),
         ("client", &["upsilon_node"][..]),
+        ("../legacy-bridge", &["upsilon_node"][..]),
     ] {
         for (path, text) in sources(&crate_src(dir)) {
             for a in above {

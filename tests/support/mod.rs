@@ -109,6 +109,8 @@ impl Default for TestPki {
 pub struct NodeProc {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Where it serves apcupsd's NIS (unless the test's own `[nis]` says otherwise).
+    pub nis: SocketAddr,
     pub log: PathBuf,
     pub config: PathBuf,
 }
@@ -122,11 +124,17 @@ impl NodeProc {
     /// Like [`Self::start`], listening on loopback address `ip`.
     pub fn start_at(pki: &TestPki, ip: &str, extra: &str) -> Self {
         let port = free_port();
+        let nis: SocketAddr = format!("{ip}:{}", free_port()).parse().unwrap();
+        let nis_section = if extra.contains("[nis]") {
+            String::new()
+        } else {
+            format!("\n[nis]\nlisten = \"{nis}\"\n")
+        };
         let config = pki.path().join("node.toml");
         std::fs::write(
             &config,
             format!(
-                "[node]\nname = \"node1\"\nlisten = \"{ip}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node1.pem\"\nkey = \"certs/node1.key\"\n\n{extra}\n"
+                "[node]\nname = \"node1\"\nlisten = \"{ip}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/node1.pem\"\nkey = \"certs/node1.key\"\n\n{extra}\n{nis_section}"
             ),
         )
         .unwrap();
@@ -146,6 +154,7 @@ impl NodeProc {
         let mut node = NodeProc {
             child,
             addr,
+            nis,
             log,
             config,
         };
@@ -259,6 +268,8 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 pub struct TestCluster {
     pub pki: TestPki,
     pub port: u16,
+    /// Node i serves apcupsd's NIS on 127.0.0.i at this port.
+    pub nis_port: u16,
     /// Nodes 1..=voters are meant to be voters.
     pub voters: usize,
     pub nodes: Vec<Option<NodeProc>>,
@@ -303,6 +314,7 @@ impl TestCluster {
     pub fn start(spec: ClusterSpec) -> Self {
         let pki = TestPki::new();
         let port = free_port();
+        let nis_port = free_port();
         let mut configs = Vec::new();
         for i in 1..=spec.nodes {
             pki.issue(&IssueRequest::new(
@@ -327,8 +339,13 @@ impl TestCluster {
                 format!("[\"127.0.0.1:{port}\"]")
             };
             configs.push(format!(
-                "[node]\nname = \"n{i}\"\nlisten = \"127.0.0.{i}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/n{i}.pem\"\nkey = \"certs/n{i}.key\"\n\n{ups}\n{extra}\n\n[executor]\nrecord_file = \"record-n{i}.jsonl\"\n{ex}\n\n[cluster]\nid = {i}\ndata_dir = \"data-n{i}\"\nbootstrap = {boot}\nseeds = {seeds}\nvoter = {voter}\nheartbeat_ms = 500\nstale_after_ms = 3000\nelection_timeout_ms = 500\n{cx}\n",
+                "[node]\nname = \"n{i}\"\nlisten = \"127.0.0.{i}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/n{i}.pem\"\nkey = \"certs/n{i}.key\"\n\n{ups}\n{extra}\n{nis}\n[executor]\nrecord_file = \"record-n{i}.jsonl\"\n{ex}\n\n[cluster]\nid = {i}\ndata_dir = \"data-n{i}\"\nbootstrap = {boot}\nseeds = {seeds}\nvoter = {voter}\nheartbeat_ms = 500\nstale_after_ms = 3000\nelection_timeout_ms = 500\n{cx}\n",
                 extra = spec.extra,
+                nis = if spec.extra.contains("[nis]") {
+                    String::new()
+                } else {
+                    format!("\n[nis]\nlisten = \"127.0.0.{i}:{nis_port}\"\n")
+                },
                 ex = spec.executor_extra,
                 boot = i == 1,
                 voter = i <= spec.voters,
@@ -338,6 +355,7 @@ impl TestCluster {
         let mut c = TestCluster {
             pki,
             port,
+            nis_port,
             voters: spec.voters,
             nodes: (0..spec.nodes).map(|_| None).collect(),
             configs,
@@ -385,6 +403,7 @@ impl TestCluster {
         let mut node = NodeProc {
             child,
             addr: self.addr(i),
+            nis: format!("127.0.0.{i}:{}", self.nis_port).parse().unwrap(),
             log,
             config,
         };

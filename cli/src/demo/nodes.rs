@@ -25,7 +25,7 @@ const DEFAULT_SCENARIO: &str = include_str!("../../../deploy/scenarios/power-fai
 fn node_config(i: usize, n: usize, seed: Option<&str>) -> String {
     let name = format!("n{i}");
     let mut c = format!(
-        "# Written by `upsilon demo`.\n[node]\nname = \"{name}\"\nlisten = \"127.0.0.{i}:0\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n\n[policy]\nbattery_level = 10\nminutes = 5\non_battery_delay = 6\n\n[events]\nfile = \"events-{name}\"\n\n[executor]\nmode = \"record\"\nrecord_file = \"executor-record-{name}.jsonl\"\n"
+        "# Written by `upsilon demo`.\n[node]\nname = \"{name}\"\nlisten = \"127.0.0.{i}:0\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n\n[policy]\nbattery_level = 10\nminutes = 5\non_battery_delay = 6\n\n[events]\nfile = \"events-{name}\"\n\n[executor]\nmode = \"record\"\nrecord_file = \"executor-record-{name}.jsonl\"\n\n# Several demo nodes share this machine: no apcupsd NIS port for them.\n[nis]\nenabled = false\n"
     );
     if i == 1 {
         c.push_str("\n[hooks]\nscript_dir = \"hooks\"\n\n[[ups]]\nname = \"ups1\"\ndriver = \"sim\"\nscenario = \"scenario.toml\"\npoll_interval_ms = 500\n");

@@ -63,7 +63,7 @@ const LAYOUT: [(&str, &str, &str, u32, Option<&str>); 5] = [
 fn config(i: usize, seed: Option<&str>) -> String {
     let (name, label, feeds, min, ups) = LAYOUT[i - 1];
     let mut c = format!(
-        "# Written by `upsilon demo`.\n[node]\nname = \"{name}\"\nlisten = \"127.0.0.{i}:0\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n\n# The plan decides; apcupsd's own thresholds are set out of the way.\n[policy]\nbattery_level = 0\nminutes = 0\n\n[executor]\nmode = \"record\"\nrecord_file = \"executor-record-{name}.jsonl\"\n"
+        "# Written by `upsilon demo`.\n[node]\nname = \"{name}\"\nlisten = \"127.0.0.{i}:0\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n\n# The plan decides; apcupsd's own thresholds are set out of the way.\n[policy]\nbattery_level = 0\nminutes = 0\n\n[executor]\nmode = \"record\"\nrecord_file = \"executor-record-{name}.jsonl\"\n\n# Several demo nodes share this machine: no apcupsd NIS port for them.\n[nis]\nenabled = false\n"
     );
     if let Some(u) = ups {
         c.push_str(&format!(

@@ -31,6 +31,81 @@ pub struct NodeConfig {
     /// Cluster membership; without it the node runs standalone.
     #[serde(default)]
     pub cluster: Option<ClusterSection>,
+    /// apcupsd's NIS for this host (on by default, like apcupsd's NETSERVER).
+    #[serde(default)]
+    pub nis: NisSection,
+}
+
+/// `[nis]`: apcupsd's Network Information Server for this host, so `apcaccess`,
+/// monitoring tools and apcupsd `net` clients read it as they read apcupsd.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NisSection {
+    /// `false` serves no NIS (apcupsd's `NETSERVER off`).
+    pub enabled: bool,
+    /// Where to listen (apcupsd's NISIP:NISPORT): one address or a list.
+    #[serde(deserialize_with = "one_or_many")]
+    pub listen: Vec<SocketAddr>,
+    /// Client networks allowed to connect, e.g. `["10.0.0.0/8", "192.0.2.7"]`; empty
+    /// allows any peer that reaches `listen` (loopback only by default).
+    #[serde(deserialize_with = "networks")]
+    pub allow: Vec<ipnet::IpNet>,
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for NisSection {
+    fn default() -> Self {
+        NisSection {
+            enabled: true,
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 3551))],
+            allow: Vec::new(),
+            max_connections: 64,
+        }
+    }
+}
+
+/// A value written as one item or a list of them.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(x) => vec![x],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+fn networks<'de, D>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let v: Vec<String> = one_or_many(d)?;
+    v.iter()
+        .map(|s| parse_network(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// A client network: `10.0.0.0/8`, `fd00::/8`, or one address (`192.0.2.7`).
+pub fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<ipnet::IpNet>() {
+        return Ok(n.trunc());
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| {
+            format!(
+                "{s:?} is neither an address nor a network: write e.g. \"10.0.0.0/8\" or \"192.0.2.7\""
+            )
+        })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -494,6 +569,16 @@ impl NodeConfig {
                 ));
             }
         }
+        if self.nis.enabled && self.nis.listen.is_empty() {
+            return Err(err(
+                "nis.listen",
+                "is empty: give an address such as \"127.0.0.1:3551\", or set enabled = false"
+                    .into(),
+            ));
+        }
+        if self.nis.max_connections == 0 {
+            return Err(err("nis.max_connections", "must be at least 1".into()));
+        }
         if self.events.keep == 0 {
             return Err(err("events.keep", "must be at least 1".into()));
         }
@@ -759,6 +844,39 @@ battery_level = 20
         assert!(e.contains("missing field `tls`"), "{e}");
         let e = load_text("[node\nname = 1").unwrap_err().to_string();
         assert!(e.contains("node.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn nis_takes_one_address_or_a_list_and_checks_networks() {
+        let c = load_text(GOOD).unwrap();
+        assert!(c.nis.enabled);
+        assert_eq!(c.nis.listen, vec!["127.0.0.1:3551".parse().unwrap()]);
+        let c = load_text(&format!(
+            "{GOOD}\n[nis]\nlisten = \"0.0.0.0:3551\"\nallow = \"10.0.0.0/8\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.nis.listen.len(), 1);
+        assert_eq!(c.nis.allow[0].to_string(), "10.0.0.0/8");
+        let c = load_text(&format!(
+            "{GOOD}\n[nis]\nlisten = [\"127.0.0.1:3551\", \"[::1]:3551\"]\nallow = [\"192.0.2.7\", \"10.1.2.3/8\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.nis.listen.len(), 2);
+        assert_eq!(c.nis.allow[0].to_string(), "192.0.2.7/32");
+        assert_eq!(c.nis.allow[1].to_string(), "10.0.0.0/8");
+        let e = load_text(&format!("{GOOD}\n[nis]\nallow = [\"lan\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nis.allow") && e.contains("neither an address nor a network"),
+            "{e}"
+        );
+        let e = load_text(&format!("{GOOD}\n[nis]\nlisten = []\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nis.listen: is empty"), "{e}");
+        let c = load_text(&format!("{GOOD}\n[nis]\nenabled = false\nlisten = []\n")).unwrap();
+        assert!(!c.nis.enabled);
     }
 
     #[test]

@@ -1,0 +1,294 @@
+//! apcupsd's NIS served by upsilond, read by Debian's unmodified `apcaccess`
+//! (the `apcupsd` package; tests/run-all.sh installs it): every field parses, the
+//! values are the ones `upsilon status --json` shows, and the host's truth (on battery,
+//! shutting down, the cluster lost) reaches the apcupsd side. Failure paths: a port
+//! already taken, a client outside the allow-list.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use upsilon_tests::*;
+
+const SIM_UPS: &str = "[[ups]]\nname = \"ups1\"\ndriver = \"sim\"\npoll_interval_ms = 200\n";
+
+/// `apcaccess status` against `addr`: its records as (key, value), or its stderr.
+fn apcaccess(addr: SocketAddr) -> Result<Vec<(String, String)>, String> {
+    let o = Command::new("apcaccess")
+        .args(["-f", "/dev/null", "-h", &addr.to_string(), "status"])
+        .output()
+        .map_err(|e| format!("cannot run apcaccess (is the apcupsd package installed?): {e}"))?;
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    if !o.status.success() || out.is_empty() {
+        return Err(format!(
+            "apcaccess failed ({}): {}{out}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(out
+        .lines()
+        .map(|l| {
+            assert!(
+                l.len() >= 11 && &l[9..11] == ": ",
+                "not an apcupsd record: {l:?}"
+            );
+            (
+                l[..9].trim_end().to_string(),
+                l[11..].trim_end().to_string(),
+            )
+        })
+        .collect())
+}
+
+fn get<'a>(recs: &'a [(String, String)], key: &str) -> &'a str {
+    recs.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {key} in {recs:?}"))
+}
+
+fn number(recs: &[(String, String)], key: &str) -> f64 {
+    get(recs, key)
+        .split_whitespace()
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{key} is not a number in {recs:?}"))
+}
+
+/// Waits until `apcaccess` against `addr` shows STATUS `want`.
+fn wait_nis_status(
+    addr: SocketAddr,
+    want: &str,
+    secs: u64,
+    log: impl Fn() -> String,
+) -> Vec<(String, String)> {
+    let mut last = String::new();
+    wait_for(Duration::from_secs(secs), || match apcaccess(addr) {
+        Ok(r) if get(&r, "STATUS") == want => Some(r),
+        Ok(r) => {
+            last = format!("{r:?}");
+            None
+        }
+        Err(e) => {
+            last = e;
+            None
+        }
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "NIS never showed STATUS {want}; last: {last}\nlog:\n{}",
+            log()
+        )
+    })
+}
+
+#[test]
+fn apcaccess_reads_a_node_as_it_read_apcupsd() {
+    let pki = TestPki::new();
+    let extra = format!("{SIM_UPS}\n[policy]\nbattery_level = 50\nminutes = 0\n");
+    let node = NodeProc::start(&pki, &extra);
+    let recs = wait_nis_status(node.nis, "ONLINE", 15, || node.log_text());
+    let v = status_json(&pki, node.addr);
+    let u = &v["ups"][0];
+
+    // apcupsd's layout: the header, then keys in apcupsd's order, END APC last.
+    let keys: Vec<&str> = recs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys[0], "APC");
+    assert_eq!(keys.last(), Some(&"END APC"));
+    let order = [
+        "DATE",
+        "HOSTNAME",
+        "VERSION",
+        "UPSNAME",
+        "CABLE",
+        "DRIVER",
+        "UPSMODE",
+        "STARTTIME",
+        "MODEL",
+        "STATUS",
+        "LINEV",
+        "LOADPCT",
+        "BCHARGE",
+        "TIMELEFT",
+        "MBATTCHG",
+        "MINTIMEL",
+        "MAXTIME",
+        "NUMXFERS",
+        "TONBATT",
+        "CUMONBATT",
+        "XOFFBATT",
+        "STATFLAG",
+    ];
+    let pos: Vec<usize> = order
+        .iter()
+        .map(|k| {
+            keys.iter()
+                .position(|x| x == k)
+                .unwrap_or_else(|| panic!("no {k} in {keys:?}"))
+        })
+        .collect();
+    assert!(
+        pos.windows(2).all(|w| w[0] < w[1]),
+        "keys out of apcupsd's order: {keys:?}"
+    );
+    let header = get(&recs, "APC");
+    let n: usize = header.split(',').nth(1).unwrap().parse().unwrap();
+    assert_eq!(n, recs.len() - 1, "the header counts the records: {header}");
+
+    // The values `upsilon status` shows.
+    assert_eq!(get(&recs, "UPSNAME"), "ups1");
+    assert_eq!(get(&recs, "MODEL"), u["model"].as_str().unwrap());
+    assert_eq!(get(&recs, "STATFLAG"), u["statflag"].as_str().unwrap());
+    assert_eq!(
+        number(&recs, "BCHARGE"),
+        u["charge_percent"].as_f64().unwrap()
+    );
+    assert_eq!(
+        number(&recs, "LOADPCT"),
+        u["load_percent"].as_f64().unwrap()
+    );
+    assert_eq!(number(&recs, "LINEV"), u["line_voltage"].as_f64().unwrap());
+    let minutes = u["runtime_seconds"].as_f64().unwrap() / 60.0;
+    assert!(
+        (number(&recs, "TIMELEFT") - minutes).abs() < 0.06,
+        "{recs:?} vs {u}"
+    );
+    assert_eq!(number(&recs, "MBATTCHG"), 50.0);
+    assert!(get(&recs, "VERSION").starts_with("3.14.14 "));
+
+    // On battery: ONBATT; below BATTERYLEVEL the node decides: SHUTTING DOWN.
+    let o = upsilon(
+        &pki,
+        node.addr,
+        Some("operator"),
+        &["sim", "set", "--on-battery"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = wait_nis_status(node.nis, "ONBATT", 15, || node.log_text());
+    assert!(number(&recs, "TONBATT") >= 0.0);
+    let o = upsilon(
+        &pki,
+        node.addr,
+        Some("operator"),
+        &["sim", "set", "--charge", "30"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = wait_nis_status(node.nis, "SHUTTING DOWN", 15, || node.log_text());
+    let flag = u32::from_str_radix(get(&recs, "STATFLAG").trim_start_matches("0x"), 16).unwrap();
+    assert_ne!(flag & 0x200, 0, "STATFLAG has the shutdown bit: {recs:?}");
+}
+
+#[test]
+fn a_taken_port_is_a_warning_and_an_outsider_is_refused() {
+    // apcupsd still holding the port during a migration: the node runs on without NIS.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let pki = TestPki::new();
+    let extra = format!("{SIM_UPS}\n[nis]\nlisten = \"127.0.0.1:{port}\"\n");
+    let node = NodeProc::start(&pki, &extra);
+    assert!(
+        node.wait_log(
+            "cannot listen for NIS on 127.0.0.1:",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        node.log_text()
+    );
+    assert!(
+        node.log_text().contains("is apcupsd"),
+        "{}",
+        node.log_text()
+    );
+    assert_eq!(status_json(&pki, node.addr)["node"], "node1");
+    drop(node);
+
+    // A client outside the allowed networks is closed unanswered, and logged.
+    let pki = TestPki::new();
+    let nis = format!("127.0.0.1:{}", free_port());
+    let extra = format!(
+        "{SIM_UPS}\n[nis]\nlisten = [\"{nis}\"]\nallow = [\"192.0.2.0/24\", \"10.1.2.3\"]\n"
+    );
+    let node = NodeProc::start(&pki, &extra);
+    let addr: SocketAddr = nis.parse().unwrap();
+    wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).ok()
+    })
+    .expect("NIS listening");
+    let e = apcaccess(addr).unwrap_err();
+    assert!(!e.contains("STATUS"), "{e}");
+    assert!(
+        node.wait_log(
+            "NIS: refused a client outside the allowed networks peer=127.0.0.1:",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        node.log_text()
+    );
+}
+
+#[test]
+fn a_member_without_a_ups_serves_its_supply_and_its_own_truth() {
+    let _g = serial();
+    // n1 owns ups1; n3 drives none and is fed by ups1; its stage is the only one.
+    let plan = plan_text(&[("hosts", "\"n3\"", "on_battery_s = 2", 30)]);
+    let feeds = "feeds = [\"ups1\"]";
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 3,
+        voters: 3,
+        ups_on: vec![1],
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
+        poll_ms: 200,
+        cluster_extra: vec![
+            format!("{feeds}\nplan = \"plan.toml\""),
+            feeds.to_string(),
+            feeds.to_string(),
+        ],
+        ..ClusterSpec::default()
+    });
+    std::fs::write(c.pki.path().join("plan.toml"), &plan).unwrap();
+    c.wait_formed(1, 3, 0, Duration::from_secs(40));
+    // The plan is proposed from n1's config once the cluster is up.
+    wait_for(Duration::from_secs(15), || {
+        let o = c.cli(2, &["plan", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v["has_plan"] == true).then_some(())
+    })
+    .unwrap_or_else(|| panic!("plan never replicated\n{}", c.logs()));
+    let n3 = c.nodes[2].as_ref().unwrap().nis;
+    let recs = wait_nis_status(n3, "ONLINE", 30, || c.logs());
+    assert_eq!(
+        get(&recs, "UPSNAME"),
+        "ups1",
+        "a supply is named after its main feed"
+    );
+    assert_eq!(get(&recs, "DRIVER"), "Upsilon cluster");
+
+    c.cli(1, &["sim", "set", "--on-battery"]);
+    // ONBATT first (the stage waits 2 s), then SHUTTING DOWN once n3's stage starts.
+    wait_nis_status(n3, "ONBATT", 30, || c.logs());
+    wait_nis_status(n3, "SHUTTING DOWN", 30, || c.logs());
+    // n1 drives ups1 and is in no stage: it still reads plain ONBATT.
+    let n1 = c.nodes[0].as_ref().unwrap().nis;
+    assert_eq!(get(&apcaccess(n1).unwrap(), "STATUS"), "ONBATT");
+}
+
+#[test]
+fn a_member_that_lost_the_cluster_serves_commlost() {
+    let _g = serial();
+    let feeds = "feeds = [\"ups1\"]";
+    let mut c = TestCluster::start(ClusterSpec {
+        nodes: 3,
+        voters: 3,
+        ups_on: vec![1],
+        poll_ms: 200,
+        cluster_extra: vec![feeds.to_string(), feeds.to_string(), feeds.to_string()],
+        ..ClusterSpec::default()
+    });
+    let n3 = c.nodes[2].as_ref().unwrap().nis;
+    wait_nis_status(n3, "ONLINE", 30, || c.logs());
+    // Both other voters gone: n3 has no quorum and cannot vouch for anything.
+    c.kill(1);
+    c.kill(2);
+    wait_nis_status(n3, "COMMLOST", 60, || c.logs());
+}
