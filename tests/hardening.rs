@@ -895,3 +895,54 @@ fn a_store_that_lost_committed_entries_is_a_clear_start_up_error_not_a_panic() {
     assert!(err.contains("upsilon nodes remove 1"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A voter's store wiped: it is refused, removed by the operator, rejoins as new and
+/// promotes itself back to voter, each round catching up from a snapshot taken while
+/// it was still a voter under its old identity (the randomized test twice saw such a
+/// node stay a learner; it now judges its role only once its announcement is applied).
+#[test]
+fn a_wiped_voter_rejoins_and_becomes_a_voter_again_even_from_an_old_snapshot() {
+    let _g = serial();
+    let mut c = TestCluster::start(ClusterSpec {
+        nodes: 4,
+        voters: 3,
+        ups_on: vec![4],
+        cluster_extra: vec!["snapshot_logs = 100".to_string(); 4],
+        ..ClusterSpec::default()
+    });
+    c.wait_formed(1, 3, 1, Duration::from_secs(40));
+    for round in 0..3 {
+        let v = 2 + round % 2;
+        // Just after a snapshot (one every 100 entries; heartbeats write several a
+        // second): the rejoining store gets that snapshot, taken while it was a voter,
+        // and replays its removal and re-admission from the log after it.
+        wait_for(Duration::from_secs(60), || {
+            let applied = c.status(1)?["cluster"]["last_applied"].as_u64()?;
+            (applied > 100 && applied % 100 > 5 && applied % 100 < 40).then_some(())
+        })
+        .expect("the log grows past a snapshot");
+        c.kill(v);
+        std::fs::remove_dir_all(c.data_dir(v)).unwrap();
+        c.start_node(v);
+        wait_for(Duration::from_secs(20), || {
+            warnings(&c.status(1)?)
+                .contains("another data directory")
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("round {round}: wiped n{v} was not refused\n{}", c.logs()));
+        let o = c.cli(1, &["nodes", "remove", &v.to_string()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        wait_for(Duration::from_secs(40), || {
+            let s = c.status(v)?;
+            let cl = &s["cluster"];
+            (cl["voters"] == 3 && cl["learners"] == 1 && cl["writable"] == true).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "round {round}: n{v} did not come back as a voter: {:?}\nn{v}'s log:\n{}",
+                c.status(v).map(|s| s["cluster"].clone()),
+                c.log_of(v)
+            )
+        });
+    }
+}

@@ -67,12 +67,12 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
         at_ms: now_ms(),
     };
     let mut tries = 0u32;
-    loop {
+    let announced = loop {
         match cluster
             .submit(LeaderOp::Write(up.clone()), Duration::from_secs(5))
             .await
         {
-            Ok(_) => break,
+            Ok(r) => break r.index(),
             // The second failure is already worth a word: a node that cannot announce
             // itself never asks to become a voter.
             Err(e) if tries == 1 || tries % 10 == 9 => {
@@ -85,9 +85,20 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
             _ = stop.recv() => return,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+    };
+    // Judge our role on a membership at least as new as the announcement: a store that
+    // catches up from an older snapshot can show, for a moment, the membership from
+    // before it was removed and re-added (as a voter, say) and would never ask to be
+    // promoted.
+    while cluster.metrics().last_applied.map_or(0, |l| l.index()) < announced {
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
     }
     if cluster.cfg.voter {
         let mut told = false;
+        let mut asked = false;
         loop {
             let is_voter = cluster
                 .metrics()
@@ -95,8 +106,12 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
                 .voter_ids()
                 .any(|v| v == cluster.id);
             if is_voter {
+                if !asked {
+                    tracing::info!("already a voter of the cluster");
+                }
                 break;
             }
+            asked = true;
             match cluster
                 .submit(
                     LeaderOp::SetVoter {

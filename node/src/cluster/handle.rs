@@ -35,6 +35,13 @@ pub enum LeaderReply {
     },
 }
 
+impl LeaderReply {
+    /// The log index a write was committed at (0 for a membership change).
+    pub fn index(&self) -> u64 {
+        written_index(self)
+    }
+}
+
 /// A node's role in Raft, for display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberRole {
