@@ -292,3 +292,135 @@ fn a_member_that_lost_the_cluster_serves_commlost() {
     c.kill(2);
     wait_nis_status(n3, "COMMLOST", 60, || c.logs());
 }
+
+/// Debian's unmodified apcupsd driving the project's Smart-UPS simulator on a pty and
+/// serving NIS on loopback: its own config, a private run directory, a recording
+/// `apccontrol` (never the system's), thresholds out of the way. Killed on drop.
+struct RealApcupsd {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl RealApcupsd {
+    fn start(dir: &std::path::Path, link: &std::path::Path, nis: SocketAddr) -> RealApcupsd {
+        let scripts = dir.join("scripts");
+        std::fs::create_dir_all(&scripts).unwrap();
+        std::fs::create_dir_all(dir.join("lock")).unwrap();
+        let apccontrol = scripts.join("apccontrol");
+        std::fs::write(
+            &apccontrol,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\nexit 0\n",
+                dir.join("apccontrol.log").display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&apccontrol, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let d = dir.display();
+        let conf = dir.join("apcupsd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "## apcupsd.conf v1.1 ##\nUPSNAME simups\nUPSCABLE smart\nUPSTYPE apcsmart\nDEVICE {}\nLOCKFILE {d}/lock\nSCRIPTDIR {d}/scripts\nPWRFAILDIR {d}\nNOLOGINDIR {d}\nONBATTERYDELAY 1\nBATTERYLEVEL 0\nMINUTES 0\nTIMEOUT 0\nKILLDELAY 0\nNETSERVER on\nNISIP {}\nNISPORT {}\nEVENTSFILE {d}/events\nEVENTSFILEMAX 10\nUPSCLASS standalone\nUPSMODE disable\nSTATTIME 0\nSTATFILE {d}/status\nLOGSTATS off\nDATATIME 0\n",
+                link.display(),
+                nis.ip(),
+                nis.port()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("apcupsd")
+            .arg("-b")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-P")
+            .arg(dir.join("apcupsd.pid"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("apcupsd.err")).unwrap())
+            .spawn()
+            .expect("run apcupsd (is the apcupsd package installed?)");
+        RealApcupsd {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn stop(&mut self) {
+        // SIGTERM, as its init script would; it removes its own lock and pid files.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = wait_for(Duration::from_secs(10), || {
+            self.child.try_wait().ok().flatten()
+        });
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("apcupsd.err")).unwrap_or_default()
+            + &std::fs::read_to_string(self.dir.join("events")).unwrap_or_default()
+    }
+}
+
+impl Drop for RealApcupsd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn a_node_reads_a_ups_through_a_real_apcupsd_with_the_net_driver() {
+    use upsilon_tests::smartups::{SmartUps, SmartUpsOptions};
+    let pki = TestPki::new();
+    let link = pki.path().join("ttyUPS");
+    let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
+    let nis: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let apcupsd_dir = pki.path().join("apcupsd");
+    let mut apcupsd = RealApcupsd::start(&apcupsd_dir, &link, nis);
+    let recs = wait_nis_status(nis, "ONLINE", 30, || apcupsd.log());
+
+    let node = NodeProc::start(
+        &pki,
+        &format!(
+            "[[ups]]\nname = \"ups1\"\ndriver = \"net\"\ndevice = \"{nis}\"\npoll_interval_ms = 1000\n"
+        ),
+    );
+    let v = wait_status(&pki, &node, Duration::from_secs(20), "ONLINE", |v| {
+        v["ups"][0]["status"] == "ONLINE"
+    });
+    let u = &v["ups"][0];
+    assert_eq!(u["driver"], "net");
+    assert_eq!(u["model"].as_str(), Some(get(&recs, "MODEL")));
+    assert_eq!(u["charge_percent"].as_f64(), Some(number(&recs, "BCHARGE")));
+    assert_eq!(u["line_voltage"].as_f64(), Some(number(&recs, "LINEV")));
+    assert_eq!(u["serial_number"].as_str(), Some(get(&recs, "SERIALNO")));
+    let minutes = u["runtime_seconds"].as_f64().unwrap() / 60.0;
+    assert!(
+        (minutes - number(&recs, "TIMELEFT")).abs() < 1.0,
+        "{u} vs {recs:?}"
+    );
+
+    // Mains fail at the UPS: apcupsd sees it, the node hears it from apcupsd.
+    sim.mains(true);
+    wait_status(&pki, &node, Duration::from_secs(20), "ONBATT", |v| {
+        v["ups"][0]["status"] == "ONBATT"
+    });
+    assert!(
+        node.wait_log("Power failure.", Duration::from_secs(10)),
+        "{}",
+        node.log_text()
+    );
+    sim.mains(false);
+    wait_status(&pki, &node, Duration::from_secs(20), "ONLINE again", |v| {
+        v["ups"][0]["status"] == "ONLINE"
+    });
+
+    // apcupsd gone: a comm failure with the reason, never a healthy UPS.
+    apcupsd.stop();
+    let v = wait_status(&pki, &node, Duration::from_secs(30), "COMMLOST", |v| {
+        v["ups"][0]["status"] == "COMMLOST"
+    });
+    let why = v["ups"][0]["comm_error"].as_str().unwrap_or("").to_string();
+    assert!(why.contains("NIS server"), "{v}");
+}

@@ -11,5 +11,6 @@
 
 pub mod apcaccess;
 pub mod host;
+pub mod net_client;
 pub mod nis;
 pub mod nis_server;

@@ -8,6 +8,7 @@
 //! and API never change.
 
 pub mod apcsmart;
+pub mod net;
 pub mod sim;
 
 use std::time::Duration;
@@ -78,6 +79,10 @@ pub const DRIVERS: &[DriverEntry] = &[
     DriverEntry {
         name: "apcsmart",
         open: apcsmart::open,
+    },
+    DriverEntry {
+        name: "net",
+        open: net::open,
     },
 ];
 
@@ -189,7 +194,7 @@ mod tests {
         let e = check("driver = \"smoke\"\n").unwrap_err();
         assert!(
             e.contains(
-                ":12: ups.driver: UPS \"ups1\": unknown driver \"smoke\": use one of sim, apcsmart"
+                ":12: ups.driver: UPS \"ups1\": unknown driver \"smoke\": use one of sim, apcsmart, net"
             ),
             "{e}"
         );
