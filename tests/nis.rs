@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
+use upsilon_tests::apcupsd::RealApcupsd;
 use upsilon_tests::*;
 
 const SIM_UPS: &str = "[[ups]]\nname = \"ups1\"\ndriver = \"sim\"\npoll_interval_ms = 200\n";
@@ -291,82 +292,6 @@ fn a_member_that_lost_the_cluster_serves_commlost() {
     c.kill(1);
     c.kill(2);
     wait_nis_status(n3, "COMMLOST", 60, || c.logs());
-}
-
-/// Debian's unmodified apcupsd driving the project's Smart-UPS simulator on a pty and
-/// serving NIS on loopback: its own config, a private run directory, a recording
-/// `apccontrol` (never the system's), thresholds out of the way. Killed on drop.
-struct RealApcupsd {
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-}
-
-impl RealApcupsd {
-    fn start(dir: &std::path::Path, link: &std::path::Path, nis: SocketAddr) -> RealApcupsd {
-        let scripts = dir.join("scripts");
-        std::fs::create_dir_all(&scripts).unwrap();
-        std::fs::create_dir_all(dir.join("lock")).unwrap();
-        let apccontrol = scripts.join("apccontrol");
-        std::fs::write(
-            &apccontrol,
-            format!(
-                "#!/bin/sh\necho \"$*\" >> '{}'\nexit 0\n",
-                dir.join("apccontrol.log").display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&apccontrol, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let d = dir.display();
-        let conf = dir.join("apcupsd.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "## apcupsd.conf v1.1 ##\nUPSNAME simups\nUPSCABLE smart\nUPSTYPE apcsmart\nDEVICE {}\nLOCKFILE {d}/lock\nSCRIPTDIR {d}/scripts\nPWRFAILDIR {d}\nNOLOGINDIR {d}\nONBATTERYDELAY 1\nBATTERYLEVEL 0\nMINUTES 0\nTIMEOUT 0\nKILLDELAY 0\nNETSERVER on\nNISIP {}\nNISPORT {}\nEVENTSFILE {d}/events\nEVENTSFILEMAX 10\nUPSCLASS standalone\nUPSMODE disable\nSTATTIME 0\nSTATFILE {d}/status\nLOGSTATS off\nDATATIME 0\n",
-                link.display(),
-                nis.ip(),
-                nis.port()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("apcupsd")
-            .arg("-b")
-            .arg("-f")
-            .arg(&conf)
-            .arg("-P")
-            .arg(dir.join("apcupsd.pid"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("apcupsd.err")).unwrap())
-            .spawn()
-            .expect("run apcupsd (is the apcupsd package installed?)");
-        RealApcupsd {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn stop(&mut self) {
-        // SIGTERM, as its init script would; it removes its own lock and pid files.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = wait_for(Duration::from_secs(10), || {
-            self.child.try_wait().ok().flatten()
-        });
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("apcupsd.err")).unwrap_or_default()
-            + &std::fs::read_to_string(self.dir.join("events")).unwrap_or_default()
-    }
-}
-
-impl Drop for RealApcupsd {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use upsilon_client::pki::{self, IssueRequest, Role};
 
+pub mod apcupsd;
 pub mod smartups;
 
 /// `target/debug` (or whichever profile the tests were built with).
