@@ -11,14 +11,19 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use upsilon_legacy_bridge::nis;
 use upsilon_tests::apcupsd::RealApcupsd;
 use upsilon_tests::smartups::{SmartUps, SmartUpsOptions};
 use upsilon_tests::{NodeProc, TestPki, free_port, status_json, wait_for};
 
-async fn one_status(c: &mut TcpStream) -> usize {
-    nis::write_message(c, b"status").await.expect("send status");
+/// One `status` request and its whole reply (read through a buffer: a reply is about 50
+/// small messages, and reading each with its own system call would time the client).
+async fn one_status(c: &mut BufReader<TcpStream>) -> usize {
+    nis::write_message(c.get_mut(), b"status")
+        .await
+        .expect("send status");
     let reply = nis::read_reply(c, 64 * 1024, Duration::from_secs(5))
         .await
         .expect("a status reply");
@@ -36,9 +41,32 @@ async fn per_connection(addr: SocketAddr, secs: f64) -> f64 {
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed().as_secs_f64() < secs {
-        let mut c = TcpStream::connect(addr).await.expect("connect");
+        let mut c = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
         one_status(&mut c).await;
         n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Requests per second with a new connection for each, from `clients` clients at once.
+async fn per_connection_parallel(addr: SocketAddr, secs: f64, clients: usize) -> f64 {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while start.elapsed().as_secs_f64() < secs {
+                    let mut c = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
+                    one_status(&mut c).await;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut n = 0;
+    for t in tasks {
+        n += t.await.unwrap();
     }
     n as f64 / start.elapsed().as_secs_f64()
 }
@@ -47,7 +75,7 @@ async fn per_connection(addr: SocketAddr, secs: f64) -> f64 {
 async fn shared_connection(addr: SocketAddr, secs: f64) -> f64 {
     let start = Instant::now();
     let mut n = 0u64;
-    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let mut c = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
     while start.elapsed().as_secs_f64() < secs {
         one_status(&mut c).await;
         n += 1;
@@ -80,18 +108,22 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("| server | new connection per request | many requests on one connection |");
-    println!("|---|---|---|");
+    println!(
+        "| server | new connection per request, 1 client | same, 8 clients at once | many requests on one connection |"
+    );
+    println!("|---|---|---|---|");
     let mut rows = Vec::new();
     for (name, addr) in [("apcupsd 3.14.14", apcupsd_nis), ("upsilond", node.nis)] {
         let fresh = rt.block_on(per_connection(addr, secs));
+        let parallel = rt.block_on(per_connection_parallel(addr, secs, 8));
         let shared = rt.block_on(shared_connection(addr, secs));
-        println!("| {name} | {fresh:.0} req/s | {shared:.0} req/s |");
-        rows.push((fresh, shared));
+        println!("| {name} | {fresh:.0} req/s | {parallel:.0} req/s | {shared:.0} req/s |");
+        rows.push((fresh, parallel, shared));
     }
     println!(
-        "\nupsilond / apcupsd: {:.1}x with a new connection per request, {:.1}x on one connection",
+        "\nupsilond / apcupsd: {:.1}x new connection per request (1 client), {:.1}x (8 clients), {:.1}x on one connection",
         rows[1].0 / rows[0].0,
-        rows[1].1 / rows[0].1
+        rows[1].1 / rows[0].1,
+        rows[1].2 / rows[0].2
     );
 }
