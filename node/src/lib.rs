@@ -14,7 +14,6 @@ pub mod executor;
 pub mod fatal;
 pub mod nis;
 pub mod node;
-pub mod pb_impl;
 pub mod shared;
 pub mod staging;
 pub mod status;

@@ -26,7 +26,7 @@ const CORE: &[&[&str]] = &[
 ];
 
 /// `upsilon-client`, bottom to top.
-const CLIENT: &[&[&str]] = &[&["fault", "stop"], &["pki"], &["tls"], &["rpc"]];
+const CLIENT: &[&[&str]] = &[&["fault", "stop", "pb_impl"], &["pki"], &["tls"], &["rpc"]];
 
 /// `upsilon-node`, bottom to top.
 const NODE: &[&[&str]] = &[
@@ -36,8 +36,8 @@ const NODE: &[&[&str]] = &[
     &["driver", "executor"],
     // Raft: openraft, sled, network.
     &["cluster"],
-    // The node's state and conversions.
-    &["shared", "pb_impl"],
+    // The node's state.
+    &["shared"],
     &["staging", "status"],
     // Protocol servers.
     &["api", "nis"],

@@ -7,8 +7,11 @@
 //! - [`rpc`]: gRPC channels to a node and following a "not the leader" redirect.
 //! - [`stop`]: the small stop signal passed down to every task.
 //! - [`fault`]: test-only partitions between real processes.
+//! - [`pb_impl`]: every conversion between our types and the protobuf messages, for
+//!   the node's API and every client that reads it.
 
 pub mod fault;
+pub mod pb_impl;
 pub mod pki;
 pub mod rpc;
 pub mod stop;

@@ -10,8 +10,8 @@ use tonic::{Request, Response, Status};
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::power_service_server::PowerService;
 
-use crate::pb_impl;
 use crate::shared::NodeShared;
+use upsilon_client::pb_impl;
 use upsilon_client::pki::Role;
 use upsilon_client::tls::authorize;
 
