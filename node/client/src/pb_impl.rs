@@ -11,7 +11,7 @@ use upsilon_core::snapshot::{
     ActionKind, ClusterSummary, NodeSummary, PendingAction, StatusSnapshot,
 };
 use upsilon_core::time::{from_unix_ms, unix_ms};
-use upsilon_core::view::UpsView;
+use upsilon_core::view::{UpsStatus, UpsView};
 
 pub fn flags_to_pb(f: &UpsFlags, statflag_value: u32) -> pb::UpsFlags {
     pb::UpsFlags {
@@ -73,6 +73,75 @@ pub fn ups_view_to_pb(v: &UpsView) -> pb::UpsReading {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         comm_error: v.status.comm_error.clone().unwrap_or_default(),
+    }
+}
+
+/// The API's `UpsReading` back as a view, for clients that serve it on (the bridge).
+/// The one thing the message lacks is the shutdown rule: a shutdown shows as the
+/// SHUTDOWN bit in `statflag`.
+pub fn ups_view_from_pb(u: &pb::UpsReading) -> UpsView {
+    let f = u.flags.unwrap_or_default();
+    let reading = (u.read_at_unix_ms != 0).then(|| UpsReading {
+        flags: UpsFlags {
+            calibration: f.calibration,
+            trim: f.trim,
+            boost: f.boost,
+            online: f.online,
+            on_battery: f.on_battery,
+            overload: f.overload,
+            low_battery: f.low_battery,
+            replace_battery: f.replace_battery,
+            battery_present: f.battery_present,
+        },
+        line_voltage: u.line_voltage,
+        output_voltage: u.output_voltage,
+        battery_voltage: u.battery_voltage,
+        load_percent: u.load_percent,
+        charge_percent: u.charge_percent,
+        runtime_s: u.runtime_seconds,
+        internal_temp_c: u.internal_temp_c,
+        line_frequency_hz: u.line_frequency_hz,
+        min_line_voltage: u.min_line_voltage,
+        max_line_voltage: u.max_line_voltage,
+        nominal_power_w: u.nominal_power_watts,
+        model: u.model.clone(),
+        serial_number: u.serial_number.clone(),
+        firmware: u.firmware.clone(),
+        battery_date: u.battery_date.clone(),
+        last_transfer: u.last_transfer.clone(),
+        self_test: u.self_test.clone(),
+        details: u
+            .details
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        read_at: from_unix_ms(u.read_at_unix_ms),
+    });
+    UpsView {
+        name: u.ups_name.clone(),
+        status: UpsStatus {
+            driver: u.driver.clone(),
+            reading,
+            statflag: u.statflag,
+            comm_lost: f.comm_lost || u.statflag & statflag::COMMLOST != 0,
+            comm_error: (!u.comm_error.is_empty()).then(|| u.comm_error.clone()),
+            on_battery: f.on_battery,
+            time_on_battery_s: u.time_on_battery_s,
+            transfers: u.transfers,
+            shutdown: None,
+        },
+    }
+}
+
+/// The API's policy summary back as a policy (what it does not carry is defaulted).
+pub fn policy_from_pb(p: &pb::PolicySummary) -> Policy {
+    Policy {
+        battery_level: p.battery_level_percent,
+        minutes: p.minutes,
+        timeout: p.timeout_seconds,
+        on_battery_delay: p.on_battery_delay_seconds,
+        dead_time: p.dead_time_seconds,
+        ..Policy::default()
     }
 }
 
@@ -246,5 +315,40 @@ pub fn plan_reply(
         runtime_floor_s: p.runtime_floor_s,
         dead_time_s: p.dead_time_s,
         kill_power_delay_s: p.kill_power_delay_s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_survives_the_round_trip_but_for_the_shutdown_rule() {
+        let mut r = UpsReading::basic(true, 81.5, 1830.0, from_unix_ms(1_780_000_000_123));
+        r.model = "Smart-UPS 1500".into();
+        r.line_voltage = Some(0.0);
+        r.details.insert("SENSE".into(), "High".into());
+        let v = UpsView {
+            name: "ups1".into(),
+            status: UpsStatus {
+                driver: "apcsmart".into(),
+                reading: Some(r),
+                statflag: statflag::ONBATT | statflag::BATTPRESENT,
+                comm_lost: false,
+                comm_error: Some("a missed link check".into()),
+                on_battery: true,
+                time_on_battery_s: 12,
+                transfers: 3,
+                shutdown: None,
+            },
+        };
+        assert_eq!(ups_view_from_pb(&ups_view_to_pb(&v)), v);
+        let waiting = UpsView {
+            name: "ups2".into(),
+            status: UpsStatus::default(),
+        };
+        assert_eq!(ups_view_from_pb(&ups_view_to_pb(&waiting)), waiting);
+        let p = Policy::default();
+        assert_eq!(policy_from_pb(&policy_to_pb(&p)), p);
     }
 }
