@@ -94,9 +94,15 @@ pub async fn query_status(addr: &str, deadline: Duration) -> Result<StatusText, 
 }
 
 /// A server's status as a reading, and its STATFLAG.
+///
+/// A server that is shutting down (SHUTDOWN, or SHUT_REMOTE passed on from its own
+/// master) reads as a UPS signalling low battery: apcupsd's own net clients shut down
+/// then ("Shutdown because NIS master is shutting down"), and that apcupsd will cut the
+/// UPS's power at its halt, so the hosts it feeds must go first.
 pub fn reading_of(t: &StatusText, read_at: SystemTime) -> (UpsReading, u32) {
     let flag = t.statflag().unwrap_or(0);
     let bit = |b: u32| flag & b != 0;
+    let master_down = bit(statflag::SHUTDOWN) || bit(statflag::SHUT_REMOTE);
     let mut r = UpsReading::empty(
         UpsFlags {
             calibration: bit(statflag::CALIBRATION),
@@ -105,7 +111,7 @@ pub fn reading_of(t: &StatusText, read_at: SystemTime) -> (UpsReading, u32) {
             online: bit(statflag::ONLINE),
             on_battery: bit(statflag::ONBATT),
             overload: bit(statflag::OVERLOAD),
-            low_battery: bit(statflag::BATTLOW),
+            low_battery: bit(statflag::BATTLOW) || master_down,
             replace_battery: bit(statflag::REPLACEBATT),
             battery_present: bit(statflag::BATTPRESENT),
         },
@@ -141,6 +147,12 @@ pub fn reading_of(t: &StatusText, read_at: SystemTime) -> (UpsReading, u32) {
         .next()
         .unwrap_or("")
         .to_string();
+    if master_down {
+        r.details.insert(
+            "NIS SHUTDOWN".into(),
+            "the NIS server is shutting down; its UPS will be cut".into(),
+        );
+    }
     for k in [
         "UPSNAME", "HOSTNAME", "VERSION", "CABLE", "DRIVER", "STATUS",
     ] {
@@ -256,6 +268,20 @@ END APC  : Mon Nov 24 10:00:01 UTC 2026\n";
         assert_eq!(r.runtime_s, Some(3300.0));
         assert_eq!(r.internal_temp_c, None);
         assert_eq!(r.model, "Smart-UPS 700");
+    }
+
+    #[test]
+    fn a_server_shutting_down_reads_as_low_battery() {
+        let text = APCUPSD_3_14
+            .replace("STATUS   : ONBATT \n", "STATUS   : SHUTTING DOWN\n")
+            .replace("0x05060010", "0x05060210");
+        let t = StatusText::parse(text.as_bytes()).unwrap();
+        let (r, flag) = reading_of(&t, SystemTime::UNIX_EPOCH);
+        assert_eq!(flag & statflag::SHUTDOWN, statflag::SHUTDOWN);
+        assert!(r.flags.low_battery && r.flags.on_battery);
+        assert!(r.details["NIS SHUTDOWN"].contains("shutting down"));
+        let t = StatusText::parse(APCUPSD_3_14.as_bytes()).unwrap();
+        assert!(!reading_of(&t, SystemTime::UNIX_EPOCH).0.flags.low_battery);
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! As apcupsd's net driver: a fresh connection per poll, STATFLAG drives the flags,
 //! polls every second while on battery (or while the server shows no battery), and a
 //! server that does not answer, answers garbage, or has itself lost its UPS (COMMLOST)
-//! is a comm failure. It never sends anything to the UPS: kill power and self tests
-//! belong to the apcupsd that drives it.
+//! is a comm failure. A server that is shutting down reads as a UPS signalling low
+//! battery (that apcupsd will cut the UPS at its halt). It never sends anything to the
+//! UPS: kill power and self tests belong to the apcupsd that drives it.
 
 use std::time::{Duration, SystemTime};
 
