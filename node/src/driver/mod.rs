@@ -120,10 +120,11 @@ pub fn check_all(cfg: &NodeConfig) -> Result<(), ConfigError> {
 }
 
 /// A driver's own keys of `section`, parsed into its `Config` (which denies unknown
-/// keys): an error names the key and what the driver takes, at the key's line.
+/// keys): an error names the key and what the driver takes, at the key's line. `keys`
+/// are the driver's keys, each with an example setting for the "needs" message.
 pub fn settings<T: DeserializeOwned>(
     section: &UpsSection,
-    keys: &[&str],
+    keys: &[(&str, &str)],
 ) -> Result<T, ConfigError> {
     T::deserialize(toml::Value::Table(section.settings.clone())).map_err(|e| {
         let msg = e.message().trim().to_string();
@@ -134,16 +135,21 @@ pub fn settings<T: DeserializeOwned>(
             let takes = if keys.is_empty() {
                 "it takes no keys of its own".to_string()
             } else {
-                format!("it takes {}", keys.join(", "))
+                let names: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+                format!("it takes {}", names.join(", "))
             };
             section.origin.error(
                 &named,
                 format!("UPS {ups:?}: the {driver} driver has no `{named}`; {takes}"),
             )
         } else if msg.starts_with("missing field") {
+            let example = keys
+                .iter()
+                .find(|(k, _)| *k == named)
+                .map_or(String::new(), |(_, e)| format!(", e.g. {e}"));
             section.origin.error(
                 "driver",
-                format!("UPS {ups:?}: the {driver} driver needs `{named}`"),
+                format!("UPS {ups:?}: the {driver} driver needs `{named}`{example}"),
             )
         } else {
             // A bad value: the key whose removal makes the rest parse (or only miss
@@ -190,6 +196,12 @@ mod tests {
         check("driver = \"sim\"\n").unwrap();
         check("driver = \"sim\"\nscenario = \"s.toml\"\n").unwrap();
         check("driver = \"apcsmart\"\ndevice = \"/dev/ttyS0\"\n").unwrap();
+        check("driver = \"net\"\ndevice = \"ups-host\"\n").unwrap();
+        let e = check("driver = \"net\"\n").unwrap_err();
+        assert!(
+            e.contains(":12: ups.driver: UPS \"ups1\": the net driver needs `device`, e.g. device = \"ups-host:3551\""),
+            "{e}"
+        );
 
         let e = check("driver = \"smoke\"\n").unwrap_err();
         assert!(

@@ -34,20 +34,7 @@ const FAST_POLL: Duration = Duration::from_secs(1);
 /// Checks a net section's keys and builds its driver (no connection until the first
 /// poll: a server that is down is a comm failure then, not a start-up error).
 pub fn open(section: &UpsSection) -> Result<Box<dyn UpsDriver>, ConfigError> {
-    let cfg: Config = super::settings(section, &["device"]).map_err(|e| match e {
-        ConfigError::Invalid {
-            path,
-            line,
-            key,
-            message,
-        } if message.contains("needs `device`") => ConfigError::Invalid {
-            path,
-            line,
-            key,
-            message: format!("{message}, the NIS server: e.g. device = \"ups-host:3551\""),
-        },
-        e => e,
-    })?;
+    let cfg: Config = super::settings(section, &[("device", "device = \"ups-host:3551\"")])?;
     if cfg.device.trim().is_empty() {
         return Err(section.origin.error(
             "device",

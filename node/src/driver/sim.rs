@@ -19,7 +19,10 @@ pub struct Config {
 
 /// Checks a sim section's keys, loads its scenario and builds the driver.
 pub fn open(section: &UpsSection) -> Result<Box<dyn UpsDriver>, ConfigError> {
-    let cfg: Config = super::settings(section, &["scenario"])?;
+    let cfg: Config = super::settings(
+        section,
+        &[("scenario", "scenario = \"power-failure.toml\"")],
+    )?;
     let scenario = match &cfg.scenario {
         Some(p) => Scenario::load(&section.origin.resolve(p))?,
         None => Scenario::steady(),

@@ -26,20 +26,7 @@ pub struct Config {
 /// Checks an apcsmart section's keys and builds its driver (the port opens at the
 /// first poll, so a missing device is a comm failure then, not a start-up error).
 pub fn open(section: &UpsSection) -> Result<Box<dyn UpsDriver>, ConfigError> {
-    let cfg: Config = super::settings(section, &["device"]).map_err(|e| match e {
-        ConfigError::Invalid {
-            path,
-            line,
-            key,
-            message,
-        } if message.contains("needs `device`") => ConfigError::Invalid {
-            path,
-            line,
-            key,
-            message: format!("{message}, e.g. device = \"/dev/ttyS0\""),
-        },
-        e => e,
-    })?;
+    let cfg: Config = super::settings(section, &[("device", "device = \"/dev/ttyS0\"")])?;
     Ok(Box::new(ApcSmartDriver::new(
         Box::new(link::TtyOpener::new(section.origin.resolve(&cfg.device))),
         Timing::default(),
