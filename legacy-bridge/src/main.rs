@@ -4,9 +4,8 @@
 
 use std::process::ExitCode;
 
-use tokio::net::TcpStream;
 use upsilon_legacy_bridge::apcaccess::StatusText;
-use upsilon_legacy_bridge::nis;
+use upsilon_legacy_bridge::{net_client, nis};
 
 const USAGE: &str = "usage: upsilon-bridge query HOST[:PORT] [status|events]\n\
     Asks an apcupsd NIS server (default port 3551) for its status or events and prints\n\
@@ -45,24 +44,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("upsilon-bridge: {target}: {e}");
+            eprintln!("upsilon-bridge: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
 async fn query(target: &str, what: &str) -> Result<String, String> {
-    let mut conn = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        TcpStream::connect(target),
-    )
-    .await
-    .map_err(|_| "no answer to connect within 5 s".to_string())?
-    .map_err(|e| format!("cannot connect: {e}"))?;
-    nis::write_message(&mut conn, what.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let msgs = nis::read_reply(&mut conn, 64 * 1024, nis::READ_TIMEOUT)
+    let msgs = net_client::request(target, what.as_bytes(), nis::READ_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
     let text: String = msgs
@@ -71,7 +60,7 @@ async fn query(target: &str, what: &str) -> Result<String, String> {
         .collect();
     if what == "status" {
         StatusText::parse(text.as_bytes())
-            .map_err(|e| format!("the reply is not apcupsd status text: {e}"))?;
+            .map_err(|e| format!("the reply from {target} is not apcupsd status text: {e}"))?;
     }
     Ok(text)
 }

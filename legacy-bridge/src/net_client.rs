@@ -48,8 +48,13 @@ pub fn with_default_port(device: &str) -> String {
     }
 }
 
-/// One poll: connect, `status`, the whole reply, parsed.
-pub async fn query_status(addr: &str, deadline: Duration) -> Result<StatusText, NetError> {
+/// One request: connect, send `command`, read the whole reply (its messages), close.
+/// `deadline` bounds the exchange after the connection (connecting takes at most 5 s).
+pub async fn request(
+    addr: &str,
+    command: &[u8],
+    deadline: Duration,
+) -> Result<Vec<Vec<u8>>, NetError> {
     let connect = tokio::time::timeout(CONNECT_TIMEOUT.min(deadline), TcpStream::connect(addr));
     let mut conn = match connect.await {
         Ok(Ok(c)) => c,
@@ -70,23 +75,25 @@ pub async fn query_status(addr: &str, deadline: Duration) -> Result<StatusText, 
         }
     };
     let exchange = async {
-        nis::write_message(&mut conn, b"status").await?;
+        nis::write_message(&mut conn, command).await?;
         nis::read_reply(&mut conn, MAX_REPLY, deadline).await
     };
-    let stalled = || NetError::Stalled {
-        addr: addr.into(),
-        secs: deadline.as_secs_f64(),
-    };
-    let messages = match tokio::time::timeout(deadline, exchange).await {
-        Ok(Ok(m)) => m,
-        Ok(Err(NisError::Timeout(_))) | Err(_) => return Err(stalled()),
-        Ok(Err(source)) => {
-            return Err(NetError::Nis {
-                addr: addr.into(),
-                source,
-            });
-        }
-    };
+    match tokio::time::timeout(deadline, exchange).await {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(NisError::Timeout(_))) | Err(_) => Err(NetError::Stalled {
+            addr: addr.into(),
+            secs: deadline.as_secs_f64(),
+        }),
+        Ok(Err(source)) => Err(NetError::Nis {
+            addr: addr.into(),
+            source,
+        }),
+    }
+}
+
+/// One poll: `status`, the whole reply, parsed.
+pub async fn query_status(addr: &str, deadline: Duration) -> Result<StatusText, NetError> {
+    let messages = request(addr, b"status", deadline).await?;
     StatusText::parse(&messages.concat()).map_err(|source| NetError::Garbage {
         addr: addr.into(),
         source,
