@@ -171,16 +171,6 @@ pub fn status_header(records: &[String]) -> String {
     format!("APC      : 001,{:03},{:04}\n", records.len(), bytes)
 }
 
-/// A whole `status` reply on the wire: header, one message per record, end marker.
-pub fn status_reply(records: &[String]) -> Result<Vec<u8>, NisError> {
-    let mut out = encode(status_header(records).as_bytes())?;
-    for r in records {
-        out.extend(encode(r.as_bytes())?);
-    }
-    out.extend_from_slice(&END);
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,9 +227,6 @@ mod tests {
             "END APC  : x\n".to_string(),
         ];
         assert_eq!(status_header(&recs), "APC      : 001,002,0032\n");
-        let wire = status_reply(&recs).unwrap();
-        assert_eq!(&wire[..2], &[0, 24]);
-        assert_eq!(&wire[wire.len() - 2..], &END);
     }
 
     #[tokio::test]

@@ -1,13 +1,14 @@
-//! Real peer: Debian's unmodified `apcaccess` reads status from a NIS server built
-//! from this crate's framing and renderer, and prints exactly our records. Needs the
+//! Real peer: Debian's unmodified `apcaccess` reads status from this crate's NIS server
+//! and renderer, and prints exactly our records. Needs the
 //! `apcupsd` package (tests/run-all.sh installs it).
 
+use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use upsilon_legacy_bridge::apcaccess::{self, StatusInput};
-use upsilon_legacy_bridge::nis::{self, Command as NisCommand, Frame};
+use upsilon_legacy_bridge::nis_server::{NisPolicy, NisServer, NisView};
 
 fn input() -> StatusInput {
     StatusInput {
@@ -41,37 +42,15 @@ fn input() -> StatusInput {
     }
 }
 
-/// A minimal NIS server: answers `status` with our records, anything else with
-/// apcupsd's `Invalid command`, until the client closes.
-async fn serve_once(listener: TcpListener, records: Vec<String>) {
-    loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            return;
-        };
-        let records = records.clone();
-        tokio::spawn(async move {
-            loop {
-                let frame =
-                    match nis::read_frame(&mut conn, nis::MAX_COMMAND, nis::READ_TIMEOUT).await {
-                        Ok(Frame::Message(m)) => m,
-                        _ => return,
-                    };
-                let reply = match NisCommand::parse(&frame) {
-                    NisCommand::Status => nis::status_reply(&records).unwrap(),
-                    NisCommand::Events => {
-                        [nis::encode(nis::NOT_AVAILABLE).unwrap(), nis::END.to_vec()].concat()
-                    }
-                    NisCommand::Invalid => [
-                        nis::encode(nis::INVALID_COMMAND).unwrap(),
-                        nis::END.to_vec(),
-                    ]
-                    .concat(),
-                };
-                if conn.write_all(&reply).await.is_err() {
-                    return;
-                }
-            }
-        });
+/// Serves our records (and no events file) through the library's NIS server.
+struct Records(Vec<String>);
+
+impl NisView for Records {
+    fn status(&self, _peer: SocketAddr) -> Vec<String> {
+        self.0.clone()
+    }
+    fn events(&self, _peer: SocketAddr) -> Option<Vec<String>> {
+        None
     }
 }
 
@@ -85,8 +64,12 @@ fn apcaccess(args: &[&str]) -> std::process::Output {
 async fn unmodified_apcaccess_reads_our_status_byte_for_byte() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let recs = apcaccess::render(&input());
-    tokio::spawn(serve_once(listener, recs));
+    let server = NisServer::new(
+        Arc::new(Records(apcaccess::render(&input()))),
+        NisPolicy::default(),
+        "test",
+    );
+    tokio::spawn(server.serve(listener, std::future::pending()));
     let host = format!("127.0.0.1:{port}");
 
     let o = tokio::task::spawn_blocking({
