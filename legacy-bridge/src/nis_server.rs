@@ -334,6 +334,16 @@ mod tests {
         addr
     }
 
+    /// The server closes `c` (within 5 s) without sending anything more.
+    async fn assert_closed(c: &mut TcpStream) {
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .expect("the server should close the connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the server should have closed the connection");
+    }
+
     async fn ask(c: &mut TcpStream, cmd: &[u8]) -> Result<Vec<Vec<u8>>, NisError> {
         nis::write_message(c, cmd).await?;
         nis::read_reply(c, 65535, Duration::from_secs(5)).await
@@ -354,12 +364,7 @@ mod tests {
         // 300 bytes announced: more than the 256 apcupsd takes; the server closes.
         c.write_all(&[0x01, 0x2c]).await.unwrap();
         c.write_all(&[b'x'; 300]).await.unwrap();
-        let mut buf = [0u8; 8];
-        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap_or(0);
-        assert_eq!(n, 0, "the server should have closed the connection");
+        assert_closed(&mut c).await;
         // Others are served as before.
         let mut d = TcpStream::connect(addr).await.unwrap();
         assert_eq!(ask(&mut d, b"status").await.unwrap().len(), 4);
@@ -380,20 +385,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         // A third is over the bound: closed at once, without a reply.
         let mut c = TcpStream::connect(addr).await.unwrap();
-        let mut buf = [0u8; 8];
-        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap_or(0);
-        assert_eq!(n, 0);
+        assert_closed(&mut c).await;
         // The idle ones are dropped after the idle limit, freeing their slots.
-        for s in [&mut a, &mut b] {
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .unwrap()
-                .unwrap_or(0);
-            assert_eq!(n, 0);
-        }
+        assert_closed(&mut a).await;
+        assert_closed(&mut b).await;
         let mut d = TcpStream::connect(addr).await.unwrap();
         assert_eq!(ask(&mut d, b"status").await.unwrap().len(), 4);
     }
@@ -407,12 +402,7 @@ mod tests {
         let addr = start(Arc::new(Fixed), policy).await;
         let mut c = TcpStream::connect(addr).await.unwrap();
         let _ = nis::write_message(&mut c, b"status").await;
-        let mut buf = [0u8; 8];
-        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap_or(0);
-        assert_eq!(n, 0);
+        assert_closed(&mut c).await;
     }
 
     #[tokio::test]

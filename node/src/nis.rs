@@ -90,12 +90,8 @@ impl HostNis {
 /// A supply as a UPS status: on line or on battery, charge and runtime of the feed
 /// that counts.
 fn supply_status(sup: &plan::Supply, now_ms: i64) -> UpsStatus {
-    let mut reading = UpsReading::basic(
-        sup.on_battery,
-        sup.charge.unwrap_or(0.0),
-        sup.runtime_s.unwrap_or(0.0),
-        SystemTime::now(),
-    );
+    // What the supply does not know (no charge or runtime reported) stays absent.
+    let mut reading = UpsReading::basic(sup.on_battery, 0.0, 0.0, SystemTime::now());
     reading.charge_percent = sup.charge;
     reading.runtime_s = sup.runtime_s;
     let mut flag = statflag::BATTPRESENT | statflag::PLUGGED;
