@@ -14,7 +14,6 @@ use std::time::SystemTime;
 use upsilon_client::stop::Stop;
 use upsilon_core::config::NisSection;
 use upsilon_core::events::format_line;
-use upsilon_core::reading::{UpsReading, statflag};
 use upsilon_core::replicated::plan::{self, Plan};
 use upsilon_core::snapshot::ActionKind;
 use upsilon_core::view::UpsStatus;
@@ -78,37 +77,12 @@ impl HostNis {
             let no_plan = Plan::default();
             let plan = s.plan.as_ref().unwrap_or(&no_plan);
             let status = match plan::supply(node, s, plan, now) {
-                Some(sup) => supply_status(&sup, now),
+                Some(sup) => plan::supply_status(&sup, now),
                 None => UpsStatus::default(),
             };
             (name, status)
         });
         (name, status, shutting_down, lost_cluster)
-    }
-}
-
-/// A supply as a UPS status: on line or on battery, charge and runtime of the feed
-/// that counts.
-fn supply_status(sup: &plan::Supply, now_ms: i64) -> UpsStatus {
-    // What the supply does not know (no charge or runtime reported) stays absent.
-    let mut reading = UpsReading::basic(sup.on_battery, 0.0, 0.0, SystemTime::now());
-    reading.charge_percent = sup.charge;
-    reading.runtime_s = sup.runtime_s;
-    let mut flag = statflag::BATTPRESENT | statflag::PLUGGED;
-    flag |= if sup.on_battery {
-        statflag::ONBATT
-    } else {
-        statflag::ONLINE
-    };
-    UpsStatus {
-        driver: "cluster".into(),
-        reading: Some(reading),
-        statflag: flag,
-        on_battery: sup.on_battery,
-        time_on_battery_s: sup
-            .on_battery_since_ms
-            .map_or(0, |t| ((now_ms - t).max(0) / 1000) as u32),
-        ..Default::default()
     }
 }
 

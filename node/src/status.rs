@@ -201,7 +201,7 @@ pub fn member_pending_action(
             None => "outage under way; this host has no feeds configured".to_string(),
         };
         let stage = state.plan.as_ref().and_then(|plan| {
-            let nodes: Vec<_> = state.nodes.values().collect();
+            let nodes = state.hosts();
             (0..plan.stages.len())
                 .find(|&k| plan.stage_hosts(k, &nodes).contains(&me))
                 .map(|k| (k, &plan.stages[k]))

@@ -251,10 +251,9 @@ pub fn plan_reply(
     let Some(p) = s.plan.as_ref() else {
         return pb::PlanReply::default();
     };
-    let nodes: Vec<&upsilon_core::replicated::state::NodeRecord> = s.nodes.values().collect();
+    let nodes = s.hosts();
     let name = |id: &u64| {
-        s.nodes
-            .get(id)
+        s.host(*id)
             .map_or_else(|| format!("node-{id}"), |n| n.name.clone())
     };
     let stages = p

@@ -33,8 +33,7 @@ pub fn outage_lines(s: &PowerState) -> (String, Vec<String>) {
         return (String::new(), vec![]);
     };
     let name = |id: &u64| {
-        s.nodes
-            .get(id)
+        s.host(*id)
             .map_or_else(|| format!("node-{id}"), |n| n.name.clone())
     };
     let head = match o.ended_ms {

@@ -340,10 +340,7 @@ impl AdminService for AdminApi {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         plan.validate()
             .map_err(|e| Status::invalid_argument(format!("{source}: {e}")))?;
-        let review = self.cluster()?.read(|s| {
-            let nodes: Vec<_> = s.nodes.values().collect();
-            plan.review(&nodes)
-        });
+        let review = self.cluster()?.read(|s| plan.review(&s.hosts()));
         if !review.refusals.is_empty() && !r.force {
             return Err(Status::invalid_argument(format!(
                 "{source}: {}; add --force to apply it anyway",

@@ -241,6 +241,9 @@ impl RaftApi {
                 Command::NodeRemoved { .. } => operator_only("removing a node"),
                 Command::UpsRelease { .. } => operator_only("releasing a UPS name"),
                 Command::RevokeCert { .. } => operator_only("revoking a certificate"),
+                Command::LegacyHostsDeclare { .. } | Command::LegacyHostSeen { .. } => Err(
+                    "legacy hosts are the bridge's to report: a bridge asks the leader with its own certificate".into(),
+                ),
             },
             LeaderOp::AddLearner { .. } => {
                 Err("a node joins through JoinNode, as itself, on the leader".into())

@@ -4,6 +4,7 @@
 //! supply, the coordinator's `decide`, the local fallback, the dry-run replay). The
 //! cluster (openraft, sled, network) carries these; nothing here knows it exists.
 
+pub mod legacy;
 pub mod plan;
 pub mod state;
 

@@ -327,6 +327,33 @@ pub fn supply(node: &NodeRecord, state: &PowerState, plan: &Plan, now_ms: i64) -
     })
 }
 
+/// A supply as a UPS status, as a host fed by it reads it (NIS for a member without a
+/// UPS, or a legacy host): on line or on battery, and the charge and runtime of the
+/// feed that counts; what no feed reports stays absent.
+pub fn supply_status(sup: &Supply, now_ms: i64) -> crate::view::UpsStatus {
+    use crate::reading::{UpsReading, statflag};
+    let mut reading =
+        UpsReading::basic(sup.on_battery, 0.0, 0.0, crate::time::from_unix_ms(now_ms));
+    reading.charge_percent = sup.charge;
+    reading.runtime_s = sup.runtime_s;
+    let mut flag = statflag::BATTPRESENT | statflag::PLUGGED;
+    flag |= if sup.on_battery {
+        statflag::ONBATT
+    } else {
+        statflag::ONLINE
+    };
+    crate::view::UpsStatus {
+        driver: "cluster".into(),
+        reading: Some(reading),
+        statflag: flag,
+        on_battery: sup.on_battery,
+        time_on_battery_s: sup
+            .on_battery_since_ms
+            .map_or(0, |t| ((now_ms - t).max(0) / 1000) as u32),
+        ..Default::default()
+    }
+}
+
 /// Why a trigger fires for a supply, if it does.
 pub fn trigger_reason(t: &Trigger, s: &Supply, now_ms: i64) -> Option<String> {
     if !s.on_battery {
@@ -383,7 +410,7 @@ pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
     let Some(plan) = state.plan.as_ref() else {
         return vec![];
     };
-    let nodes: Vec<&NodeRecord> = state.nodes.values().collect();
+    let nodes: Vec<&NodeRecord> = state.hosts();
     let supplies: Vec<(NodeId, Supply)> = nodes
         .iter()
         .filter_map(|n| supply(n, state, plan, now_ms).map(|s| (n.id, s)))
@@ -424,7 +451,7 @@ pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
             }
             let emergency = supplies.iter().find_map(|(id, s)| {
                 s.emergency.as_ref().map(|e| {
-                    let name = state.nodes.get(id).map_or("?", |n| n.name.as_str());
+                    let name = state.host(*id).map_or("?", |n| n.name.as_str());
                     format!("emergency on {name}: {e}")
                 })
             });
@@ -437,7 +464,7 @@ pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
                     hosts.iter().find_map(|h| {
                         let s = supplies.iter().find(|(id, _)| id == h).map(|(_, s)| s)?;
                         let why = trigger_reason(&plan.stages[started].trigger, s, now_ms)?;
-                        let name = state.nodes.get(h).map_or("?", |n| n.name.as_str());
+                        let name = state.host(*h).map_or("?", |n| n.name.as_str());
                         Some(format!("{name}: {why}"))
                     })
                 } else {
@@ -488,12 +515,10 @@ fn power_cycles(state: &PowerState, nodes: &[&NodeRecord], now_ms: i64) -> Vec<C
         if state.power_cycled.contains_key(&u.name) || u.stale || u.status.comm_lost {
             continue;
         }
-        let feeds_halted = state.halted.iter().any(|h| {
-            state
-                .nodes
-                .get(h)
-                .is_some_and(|n| n.feeds.contains(&u.name))
-        });
+        let feeds_halted = state
+            .halted
+            .iter()
+            .any(|h| state.host(*h).is_some_and(|n| n.feeds.contains(&u.name)));
         if !feeds_halted {
             continue;
         }
@@ -658,7 +683,7 @@ pub fn replay(state: &PowerState, now_ms: i64, assume_outage: bool) -> Vec<Strin
                 } => {
                     let names: Vec<String> = hosts
                         .iter()
-                        .map(|h| s.nodes.get(h).map_or(h.to_string(), |n| n.name.clone()))
+                        .map(|h| s.host(*h).map_or(h.to_string(), |n| n.name.clone()))
                         .collect();
                     format!(
                         "+{at} s: stage {} ({name}) starts: {reason}; hosts: {}",

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use super::legacy::{LEGACY_ID_BASE, LegacyHost, LegacyHostDecl, LegacyState, MAX_LEGACY_HOSTS};
 use super::plan::Plan;
 use crate::view::{UpsStatus, UpsView};
 
@@ -153,6 +154,12 @@ pub struct PowerState {
     /// Revoked certificates by serial (lower-case hex): refused on every connection.
     #[serde(default)]
     pub revoked: BTreeMap<String, RevokedCert>,
+    /// Hosts running an unmodified apcupsd client, declared by a bridge.
+    #[serde(default)]
+    pub legacy: BTreeMap<NodeId, LegacyHost>,
+    /// Legacy host ids handed out so far (ids are `LEGACY_ID_BASE` + n, never reused).
+    #[serde(default)]
+    pub legacy_ids_used: u64,
 }
 
 /// How many certificates the deny list holds at most.
@@ -289,6 +296,21 @@ pub enum Command {
     /// An operator frees a UPS name: the next report from any node takes it (moving a
     /// UPS to another host, or ending a name clash).
     UpsRelease { ups: String, by: String, at_ms: i64 },
+    /// A bridge declares its legacy hosts: each is added or updated by name, and the
+    /// ones it declared before and no longer does are forgotten.
+    LegacyHostsDeclare {
+        bridge: String,
+        hosts: Vec<LegacyHostDecl>,
+        at_ms: i64,
+    },
+    /// A bridge reports what it saw of one of its legacy hosts; `Told` and `Halted`
+    /// are the host's acknowledgements for its started stage.
+    LegacyHostSeen {
+        bridge: String,
+        name: String,
+        state: LegacyState,
+        at_ms: i64,
+    },
     /// A line for the cluster's event history (membership changes and the like).
     Notice {
         at_ms: i64,
@@ -335,6 +357,12 @@ impl fmt::Display for Command {
             Command::PowerCycle { ups, .. } => write!(f, "PowerCycle({ups})"),
             Command::UpsActionDone { ups, .. } => write!(f, "UpsActionDone({ups})"),
             Command::OutageEnd { id, .. } => write!(f, "OutageEnd({id})"),
+            Command::LegacyHostsDeclare { bridge, hosts, .. } => {
+                write!(f, "LegacyHostsDeclare({bridge}: {} hosts)", hosts.len())
+            }
+            Command::LegacyHostSeen { name, state, .. } => {
+                write!(f, "LegacyHostSeen({name} {})", state.as_str())
+            }
         }
     }
 }
@@ -395,9 +423,187 @@ impl PowerState {
     }
 
     fn node_name(&self, id: NodeId) -> String {
+        self.host(id)
+            .map_or_else(|| format!("node-{id}"), |n| n.name.clone())
+    }
+
+    /// Every host a plan may select: the nodes, then the legacy hosts.
+    pub fn hosts(&self) -> Vec<&NodeRecord> {
+        self.nodes
+            .values()
+            .chain(self.legacy.values().map(|l| &l.host))
+            .collect()
+    }
+
+    /// A node's or a legacy host's record.
+    pub fn host(&self, id: NodeId) -> Option<&NodeRecord> {
         self.nodes
             .get(&id)
-            .map_or_else(|| format!("node-{id}"), |n| n.name.clone())
+            .or_else(|| self.legacy.get(&id).map(|l| &l.host))
+    }
+
+    /// A legacy host by name.
+    pub fn legacy_host(&self, name: &str) -> Option<&LegacyHost> {
+        self.legacy.values().find(|l| l.host.name == name)
+    }
+
+    fn apply_legacy_declare(
+        &mut self,
+        bridge: &str,
+        hosts: &[LegacyHostDecl],
+        at_ms: i64,
+    ) -> CommandResult {
+        let mut changed = Vec::new();
+        let mut refused = Vec::new();
+        for d in hosts {
+            if let Err(e) = d.validate() {
+                refused.push(e);
+                continue;
+            }
+            if self.nodes.values().any(|n| n.name == d.name) {
+                refused.push(format!(
+                    "legacy host {:?}: a node of the cluster has that name",
+                    d.name
+                ));
+                continue;
+            }
+            let existing = self
+                .legacy
+                .iter()
+                .find(|(_, l)| l.host.name == d.name)
+                .map(|(id, _)| *id);
+            match existing {
+                Some(id) => {
+                    let l = self.legacy.get_mut(&id).expect("found above");
+                    if !l.matches(d, bridge) {
+                        let mut fresh = LegacyHost::new(id, d, bridge, at_ms);
+                        fresh.state = l.state;
+                        fresh.state_since_ms = l.state_since_ms;
+                        fresh.host.last_seen_ms = l.host.last_seen_ms;
+                        *l = fresh;
+                        changed.push(d.name.clone());
+                    }
+                }
+                None if self.legacy.len() >= MAX_LEGACY_HOSTS => refused.push(format!(
+                    "legacy host {:?}: the cluster already has {MAX_LEGACY_HOSTS} legacy hosts",
+                    d.name
+                )),
+                None => {
+                    self.legacy_ids_used += 1;
+                    let id = LEGACY_ID_BASE + self.legacy_ids_used;
+                    self.legacy
+                        .insert(id, LegacyHost::new(id, d, bridge, at_ms));
+                    changed.push(d.name.clone());
+                }
+            }
+        }
+        let gone: Vec<NodeId> = self
+            .legacy
+            .iter()
+            .filter(|(_, l)| l.bridge == bridge && !hosts.iter().any(|d| d.name == l.host.name))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut removed = Vec::new();
+        for id in gone {
+            if let Some(l) = self.legacy.remove(&id) {
+                self.halted.remove(&id);
+                removed.push(l.host.name);
+            }
+        }
+        if changed.is_empty() && removed.is_empty() && refused.is_empty() {
+            return CommandResult::ignored();
+        }
+        let mut words = Vec::new();
+        if !changed.is_empty() {
+            words.push(format!("declares legacy hosts {}", changed.join(", ")));
+        }
+        if !removed.is_empty() {
+            words.push(format!("no longer declares {}", removed.join(", ")));
+        }
+        if !refused.is_empty() {
+            words.push(format!("refused: {}", refused.join("; ")));
+        }
+        self.push_event(
+            at_ms,
+            "notice",
+            "",
+            &format!("Bridge {bridge} {}.", words.join("; ")),
+            bridge,
+        );
+        CommandResult::done()
+    }
+
+    fn apply_legacy_seen(
+        &mut self,
+        bridge: &str,
+        name: &str,
+        state: LegacyState,
+        at_ms: i64,
+    ) -> CommandResult {
+        let Some((id, prev)) = self
+            .legacy
+            .iter()
+            .find(|(_, l)| l.host.name == name)
+            .map(|(id, l)| (*id, l.state))
+        else {
+            return CommandResult::ignored();
+        };
+        if matches!(state, LegacyState::Told | LegacyState::Halted) {
+            // An acknowledgement for the stage of the latest outage that holds it.
+            let stage = self.outage.as_ref().and_then(|o| {
+                o.stages
+                    .iter()
+                    .position(|r| r.hosts.contains(&id))
+                    .map(|k| (o.id, k))
+            });
+            let Some((outage, k)) = stage else {
+                return CommandResult::ignored();
+            };
+            let halting = state == LegacyState::Halted;
+            // "Halted" also records "shutting down" if that never came (ignored if it did).
+            let mut applied = self
+                .apply_node_ack(&outage, &k, &id, &false, &at_ms)
+                .applied;
+            if halting {
+                applied |= self.apply_node_ack(&outage, &k, &id, &true, &at_ms).applied;
+            }
+            if !applied && prev == state {
+                return CommandResult::ignored();
+            }
+        } else if prev == state {
+            return CommandResult::ignored();
+        } else if prev == LegacyState::Halted && state == LegacyState::Polling {
+            if self.halted.remove(&id) {
+                self.push_event(
+                    at_ms,
+                    "notice",
+                    "",
+                    &format!("{name} is back up: it polls bridge {bridge} again."),
+                    name,
+                );
+            }
+        } else if state == LegacyState::Silent {
+            self.push_event(
+                at_ms,
+                "notice",
+                "",
+                &format!("Legacy host {name} stopped polling bridge {bridge}."),
+                name,
+            );
+        } else if prev == LegacyState::Silent {
+            self.push_event(
+                at_ms,
+                "notice",
+                "",
+                &format!("Legacy host {name} polls bridge {bridge} again."),
+                name,
+            );
+        }
+        let l = self.legacy.get_mut(&id).expect("found above");
+        l.state = state;
+        l.state_since_ms = at_ms;
+        l.host.last_seen_ms = l.host.last_seen_ms.max(at_ms);
+        CommandResult::done()
     }
 
     fn touch(&mut self, id: NodeId, at_ms: i64) {
@@ -520,6 +726,17 @@ impl PowerState {
                 node,
                 message,
             } => self.apply_notice(at_ms, node, message),
+            Command::LegacyHostsDeclare {
+                bridge,
+                hosts,
+                at_ms,
+            } => self.apply_legacy_declare(bridge, hosts, *at_ms),
+            Command::LegacyHostSeen {
+                bridge,
+                name,
+                state,
+                at_ms,
+            } => self.apply_legacy_seen(bridge, name, *state, *at_ms),
         }
     }
 
