@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/upsilon/v1/power.proto",
         "proto/upsilon/v1/admin.proto",
         "proto/upsilon/v1/raft.proto",
+        "proto/upsilon/v1/bridge.proto",
     ];
     tonic_prost_build::configure().compile_with_config(config, &files, &["proto"])?;
     for f in files {

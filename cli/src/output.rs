@@ -85,6 +85,9 @@ pub fn status_table(s: &pb::StatusReply) -> String {
     }
     out.push('\n');
     out.push_str(&nodes_table(&s.nodes, s.generated_at_unix_ms));
+    if !s.legacy_hosts.is_empty() {
+        out.push_str(&legacy_table(&s.legacy_hosts, s.generated_at_unix_ms));
+    }
     if let Some(c) = s.cluster.as_ref().filter(|c| c.enabled) {
         out.push_str(&cluster_line(c));
     }
@@ -194,6 +197,68 @@ pub fn nodes_table(nodes: &[pb::NodeInfo], now_ms: i64) -> String {
     table(&rows)
 }
 
+/// The legacy hosts (apcupsd clients served by a bridge) and their state.
+pub fn legacy_table(hosts: &[pb::LegacyHostInfo], now_ms: i64) -> String {
+    let mut rows = vec![
+        [
+            "LEGACY HOST",
+            "STATE",
+            "SINCE",
+            "BRIDGE",
+            "ADDRESSES",
+            "LABELS",
+            "SUPPLY",
+            "STAGE",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let dash = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(",")
+        }
+    };
+    for h in hosts {
+        let supply = h.served.as_ref().map_or("-".to_string(), |u| {
+            let mut text = format!("{} {}", u.ups_name, u.status_text);
+            if h.shutting_down {
+                text.push_str(" +SHUTDOWN");
+            }
+            text
+        });
+        rows.push(vec![
+            h.name.clone(),
+            h.state.clone(),
+            format!(
+                "{:.0} s ago",
+                ((now_ms - h.state_since_unix_ms).max(0) as f64) / 1000.0
+            ),
+            h.bridge.clone(),
+            dash(&h.addresses),
+            dash(&h.labels),
+            supply,
+            if h.stage.is_empty() {
+                "-".into()
+            } else {
+                h.stage.clone()
+            },
+        ]);
+    }
+    table(&rows)
+}
+
+pub fn legacy_json(h: &pb::LegacyHostInfo) -> Value {
+    json!({
+        "name": h.name, "state": h.state, "state_since_unix_ms": h.state_since_unix_ms,
+        "bridge": h.bridge, "addresses": h.addresses, "labels": h.labels, "feeds": h.feeds,
+        "min_supplies": h.min_supplies, "protocol": h.protocol,
+        "served": h.served.as_ref().map(ups_json), "shutting_down": h.shutting_down,
+        "stage": h.stage,
+    })
+}
+
 pub fn event_line(e: &pb::Event) -> String {
     let ups = if e.ups_name.is_empty() {
         String::new()
@@ -266,6 +331,7 @@ pub fn status_json(s: &pb::StatusReply) -> Value {
             "ups": n.ups_names, "version": n.version, "last_seen_unix_ms": n.last_seen_unix_ms,
             "lag": n.lag,
         })).collect::<Vec<_>>(),
+        "legacy_hosts": s.legacy_hosts.iter().map(legacy_json).collect::<Vec<_>>(),
         "cluster": s.cluster.as_ref().map(|c| json!({
             "enabled": c.enabled, "leader": c.leader, "leader_id": c.leader_id, "term": c.term,
             "writable": c.writable, "detail": c.detail, "last_applied": c.last_applied,

@@ -10,7 +10,7 @@ use upsilon_core::config::ExecutorMode;
 use upsilon_core::events::EventKind;
 use upsilon_core::policy::{Policy, ShutdownRule};
 use upsilon_core::snapshot::{
-    ActionKind, ClusterSummary, NodeSummary, PendingAction, StatusSnapshot,
+    ActionKind, ClusterSummary, LegacyHostSummary, NodeSummary, PendingAction, StatusSnapshot,
 };
 use upsilon_core::view::UpsView;
 
@@ -251,6 +251,39 @@ pub fn member_pending_action(
     }
 }
 
+/// Every legacy host and what it is served, from the replicated state.
+pub fn legacy_summaries(
+    s: &upsilon_core::replicated::state::PowerState,
+    now_ms: i64,
+) -> Vec<LegacyHostSummary> {
+    use upsilon_core::replicated::legacy::served;
+    s.legacy
+        .values()
+        .filter_map(|l| {
+            let v = served(s, l.host.id, now_ms)?;
+            Some(LegacyHostSummary {
+                name: l.host.name.clone(),
+                addresses: l.addresses.clone(),
+                labels: l.host.labels.clone(),
+                feeds: l.host.feeds.clone(),
+                min_supplies: l.host.min_supplies,
+                protocol: l.protocol.clone(),
+                bridge: l.bridge.clone(),
+                state: l.state.as_str().into(),
+                state_since_ms: l.state_since_ms,
+                served: UpsView {
+                    name: v.ups_name,
+                    status: v.status,
+                },
+                shutting_down: v.shutting_down,
+                stage: v
+                    .stage
+                    .map_or(String::new(), |(k, name)| format!("{k} ({name})")),
+            })
+        })
+        .collect()
+}
+
 fn was_on_battery(v: &UpsView) -> bool {
     v.status
         .reading
@@ -287,6 +320,7 @@ pub fn snapshot(shared: &NodeShared) -> StatusSnapshot {
             node_name: shared.name.clone(),
             generated_at_ms: now,
             cluster: None,
+            legacy_hosts: vec![],
         };
     };
     let view = cluster.view();
@@ -336,7 +370,9 @@ pub fn snapshot(shared: &NodeShared) -> StatusSnapshot {
             now,
         )
     });
+    let legacy_hosts = cluster.read(|s| legacy_summaries(s, now));
     StatusSnapshot {
+        legacy_hosts,
         ups,
         nodes,
         pending,

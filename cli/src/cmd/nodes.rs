@@ -37,10 +37,20 @@ pub async fn list(conn: &ConnArgs, json: bool) -> anyhow::Result<()> {
     let s = fetch_status(&opts).await?;
     if json {
         let v = output::status_json(&s);
-        let out = serde_json::json!({"nodes": v["nodes"], "cluster": v["cluster"]});
+        let out = serde_json::json!({
+            "nodes": v["nodes"],
+            "legacy_hosts": v["legacy_hosts"],
+            "cluster": v["cluster"],
+        });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", output::nodes_table(&s.nodes, s.generated_at_unix_ms));
+        if !s.legacy_hosts.is_empty() {
+            print!(
+                "{}",
+                output::legacy_table(&s.legacy_hosts, s.generated_at_unix_ms)
+            );
+        }
         match s.cluster.as_ref().filter(|c| c.enabled) {
             Some(c) => print!("{}", output::cluster_line(c)),
             None => println!("(node {} is standalone: no [cluster] section)", s.node_name),

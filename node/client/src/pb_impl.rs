@@ -7,8 +7,9 @@ use upsilon_proto::v1 as pb;
 use upsilon_core::events::Event;
 use upsilon_core::policy::Policy;
 use upsilon_core::reading::{UpsFlags, UpsReading, statflag, status_text};
+use upsilon_core::replicated::legacy::{LegacyHostDecl, LegacyState};
 use upsilon_core::snapshot::{
-    ActionKind, ClusterSummary, NodeSummary, PendingAction, StatusSnapshot,
+    ActionKind, ClusterSummary, LegacyHostSummary, NodeSummary, PendingAction, StatusSnapshot,
 };
 use upsilon_core::time::{from_unix_ms, unix_ms};
 use upsilon_core::view::{UpsStatus, UpsView};
@@ -170,6 +171,90 @@ pub fn status_to_pb(s: &StatusSnapshot) -> pb::StatusReply {
                 .as_ref()
                 .map_or_else(pb::ClusterInfo::default, cluster_to_pb),
         ),
+        legacy_hosts: s.legacy_hosts.iter().map(legacy_host_to_pb).collect(),
+    }
+}
+
+pub fn legacy_host_to_pb(h: &LegacyHostSummary) -> pb::LegacyHostInfo {
+    pb::LegacyHostInfo {
+        name: h.name.clone(),
+        addresses: h.addresses.clone(),
+        labels: h.labels.clone(),
+        feeds: h.feeds.clone(),
+        min_supplies: h.min_supplies,
+        protocol: h.protocol.clone(),
+        bridge: h.bridge.clone(),
+        state: h.state.clone(),
+        state_since_unix_ms: h.state_since_ms,
+        served: Some(ups_view_to_pb(&h.served)),
+        shutting_down: h.shutting_down,
+        stage: h.stage.clone(),
+    }
+}
+
+pub fn legacy_host_from_pb(h: &pb::LegacyHostInfo) -> LegacyHostSummary {
+    LegacyHostSummary {
+        name: h.name.clone(),
+        addresses: h.addresses.clone(),
+        labels: h.labels.clone(),
+        feeds: h.feeds.clone(),
+        min_supplies: h.min_supplies,
+        protocol: h.protocol.clone(),
+        bridge: h.bridge.clone(),
+        state: h.state.clone(),
+        state_since_ms: h.state_since_unix_ms,
+        served: h
+            .served
+            .as_ref()
+            .map(ups_view_from_pb)
+            .unwrap_or_else(|| UpsView {
+                name: h.feeds.first().cloned().unwrap_or_default(),
+                status: UpsStatus::default(),
+            }),
+        shutting_down: h.shutting_down,
+        stage: h.stage.clone(),
+    }
+}
+
+/// A legacy host's declaration, to the API and back.
+pub fn legacy_decl_to_pb(d: &LegacyHostDecl) -> pb::LegacyHostDecl {
+    pb::LegacyHostDecl {
+        name: d.name.clone(),
+        addresses: d.addresses.clone(),
+        labels: d.labels.clone(),
+        feeds: d.feeds.clone(),
+        min_supplies: d.min_supplies,
+        protocol: d.protocol.clone(),
+    }
+}
+
+pub fn legacy_decl_from_pb(d: &pb::LegacyHostDecl) -> LegacyHostDecl {
+    LegacyHostDecl {
+        name: d.name.clone(),
+        addresses: d.addresses.clone(),
+        labels: d.labels.clone(),
+        feeds: d.feeds.clone(),
+        min_supplies: d.min_supplies,
+        protocol: d.protocol.clone(),
+    }
+}
+
+pub fn legacy_state_to_pb(s: LegacyState) -> pb::LegacyHostState {
+    match s {
+        LegacyState::Polling => pb::LegacyHostState::Polling,
+        LegacyState::Silent => pb::LegacyHostState::Silent,
+        LegacyState::Told => pb::LegacyHostState::Told,
+        LegacyState::Halted => pb::LegacyHostState::Halted,
+    }
+}
+
+pub fn legacy_state_from_pb(s: pb::LegacyHostState) -> Option<LegacyState> {
+    match s {
+        pb::LegacyHostState::Unspecified => None,
+        pb::LegacyHostState::Polling => Some(LegacyState::Polling),
+        pb::LegacyHostState::Silent => Some(LegacyState::Silent),
+        pb::LegacyHostState::Told => Some(LegacyState::Told),
+        pb::LegacyHostState::Halted => Some(LegacyState::Halted),
     }
 }
 

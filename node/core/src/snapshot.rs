@@ -18,6 +18,30 @@ pub struct StatusSnapshot {
     pub policy: Policy,
     /// `None` for a standalone node.
     pub cluster: Option<ClusterSummary>,
+    /// Hosts running an unmodified apcupsd client, served by a bridge.
+    pub legacy_hosts: Vec<LegacyHostSummary>,
+}
+
+/// A legacy host as the cluster knows it, and what its bridge serves it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LegacyHostSummary {
+    pub name: String,
+    pub addresses: Vec<String>,
+    pub labels: Vec<String>,
+    pub feeds: Vec<String>,
+    pub min_supplies: u32,
+    pub protocol: String,
+    /// The bridge that declared it.
+    pub bridge: String,
+    /// `polling`, `silent`, `told` or `halted`.
+    pub state: String,
+    pub state_since_ms: i64,
+    /// What it is served: its supply under its main feed's name.
+    pub served: UpsView,
+    /// Its stage started: it is served the shutdown bits.
+    pub shutting_down: bool,
+    /// The plan's stage that selects it, e.g. "2 (apps)"; empty if none does.
+    pub stage: String,
 }
 
 /// One node as the answering node knows it.

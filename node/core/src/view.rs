@@ -31,7 +31,7 @@ pub struct UpsStatus {
 
 /// What the node knows about one UPS: its own (from the driver) or, on a cluster
 /// member, any UPS of the cluster (from the replicated record).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct UpsView {
     pub name: String,
     pub status: UpsStatus,

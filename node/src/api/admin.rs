@@ -14,11 +14,10 @@ use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_server::AdminService;
 
 use crate::cluster::ClusterNode;
-use crate::cluster::handle::{Cluster, Here, LeaderOp, LeaderReply, WriteError};
+use crate::cluster::handle::{Cluster, LeaderOp, LeaderReply};
 use crate::driver::UpsCommand;
 use crate::shared::NodeShared;
 use upsilon_client::pki::Role;
-use upsilon_client::rpc::LEADER_HEADER;
 use upsilon_client::tls::authorize;
 use upsilon_core::ups::sim::SimChange;
 
@@ -71,24 +70,7 @@ impl AdminApi {
     /// Runs a cluster-wide action here if this node leads, else sends the caller to
     /// the leader.
     async fn on_leader(&self, op: LeaderOp) -> Result<LeaderReply, Status> {
-        match self
-            .cluster()?
-            .submit_here(op, std::time::Duration::from_secs(15))
-            .await
-        {
-            Ok(r) => Ok(r),
-            Err(Here::Redirect(addr)) => {
-                let mut st = Status::failed_precondition(format!(
-                    "this node is not the leader: send this to the leader at {addr}"
-                ));
-                if let Ok(v) = addr.parse() {
-                    st.metadata_mut().insert(LEADER_HEADER, v);
-                }
-                Err(st)
-            }
-            Err(Here::Failed(WriteError::Unavailable(e))) => Err(Status::unavailable(e)),
-            Err(Here::Failed(WriteError::Refused(e))) => Err(Status::failed_precondition(e)),
-        }
+        super::on_leader(self.cluster()?, op).await
     }
 
     async fn membership(&self, op: LeaderOp) -> Result<Response<pb::MembershipReply>, Status> {
