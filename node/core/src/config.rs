@@ -66,7 +66,7 @@ impl Default for NisSection {
 }
 
 /// A value written as one item or a list of them.
-fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+pub fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,
@@ -83,7 +83,8 @@ where
     })
 }
 
-fn networks<'de, D>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error>
+/// A list of client networks (see [`parse_network`]), one or many.
+pub fn networks<'de, D>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
@@ -199,7 +200,7 @@ impl SectionOrigin {
 }
 
 /// The header line and text of each `[[table]]` section in `text`, in order.
-fn array_sections(text: &str, table: &str) -> Vec<(usize, String)> {
+pub fn array_sections(text: &str, table: &str) -> Vec<(usize, String)> {
     let header = format!("[[{table}]]");
     let mut out: Vec<(usize, String)> = Vec::new();
     let mut inside = false;

@@ -96,7 +96,7 @@ impl LegacyHostDecl {
 }
 
 /// What the bridge last saw of a legacy host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LegacyState {
     /// It fetches its status (or the bridge has not been silent long enough to say).
