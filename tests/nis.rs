@@ -5,84 +5,12 @@
 //! already taken, a client outside the allow-list.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
-use upsilon_tests::apcupsd::RealApcupsd;
+use upsilon_tests::apcupsd::{RealApcupsd, apcaccess, get, number, wait_nis_status};
 use upsilon_tests::*;
 
 const SIM_UPS: &str = "[[ups]]\nname = \"ups1\"\ndriver = \"sim\"\npoll_interval_ms = 200\n";
-
-/// `apcaccess status` against `addr`: its records as (key, value), or its stderr.
-fn apcaccess(addr: SocketAddr) -> Result<Vec<(String, String)>, String> {
-    let o = Command::new("apcaccess")
-        .args(["-f", "/dev/null", "-h", &addr.to_string(), "status"])
-        .output()
-        .map_err(|e| format!("cannot run apcaccess (is the apcupsd package installed?): {e}"))?;
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    if !o.status.success() || out.is_empty() {
-        return Err(format!(
-            "apcaccess failed ({}): {}{out}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        ));
-    }
-    Ok(out
-        .lines()
-        .map(|l| {
-            assert!(
-                l.len() >= 11 && &l[9..11] == ": ",
-                "not an apcupsd record: {l:?}"
-            );
-            (
-                l[..9].trim_end().to_string(),
-                l[11..].trim_end().to_string(),
-            )
-        })
-        .collect())
-}
-
-fn get<'a>(recs: &'a [(String, String)], key: &str) -> &'a str {
-    recs.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("no {key} in {recs:?}"))
-}
-
-fn number(recs: &[(String, String)], key: &str) -> f64 {
-    get(recs, key)
-        .split_whitespace()
-        .next()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("{key} is not a number in {recs:?}"))
-}
-
-/// Waits until `apcaccess` against `addr` shows STATUS `want`.
-fn wait_nis_status(
-    addr: SocketAddr,
-    want: &str,
-    secs: u64,
-    log: impl Fn() -> String,
-) -> Vec<(String, String)> {
-    let mut last = String::new();
-    wait_for(Duration::from_secs(secs), || match apcaccess(addr) {
-        Ok(r) if get(&r, "STATUS") == want => Some(r),
-        Ok(r) => {
-            last = format!("{r:?}");
-            None
-        }
-        Err(e) => {
-            last = e;
-            None
-        }
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "NIS never showed STATUS {want}; last: {last}\nlog:\n{}",
-            log()
-        )
-    })
-}
 
 #[test]
 fn apcaccess_reads_a_node_as_it_read_apcupsd() {

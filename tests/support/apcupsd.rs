@@ -17,22 +17,74 @@ pub struct RealApcupsd {
     dir: PathBuf,
 }
 
+/// Writes the recording `apccontrol` into `dir/scripts`: each call appends
+/// `<unix ms> <event> <args>` to `dir/apccontrol.log`. With `halt`, `doshutdown` also
+/// stops the calling apcupsd (SIGTERM to the pid file's process), as the host's halt
+/// would: it polls no more.
+fn recording_apccontrol(dir: &Path, halt: bool) {
+    let scripts = dir.join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::create_dir_all(dir.join("lock")).unwrap();
+    let apccontrol = scripts.join("apccontrol");
+    let halt = if halt {
+        format!(
+            "if [ \"$1\" = doshutdown ]; then kill -TERM \"$(cat '{}')\"; fi\n",
+            dir.join("apcupsd.pid").display()
+        )
+    } else {
+        String::new()
+    };
+    std::fs::write(
+        &apccontrol,
+        format!(
+            "#!/bin/sh\necho \"$(date +%s%3N) $*\" >> '{}'\n{halt}exit 0\n",
+            dir.join("apccontrol.log").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&apccontrol, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 impl RealApcupsd {
-    pub fn start(dir: &Path, link: &Path, nis: SocketAddr) -> RealApcupsd {
-        let scripts = dir.join("scripts");
-        std::fs::create_dir_all(&scripts).unwrap();
-        std::fs::create_dir_all(dir.join("lock")).unwrap();
-        let apccontrol = scripts.join("apccontrol");
+    /// An apcupsd `net` client (`UPSTYPE net`) of the NIS server at `server`, polling
+    /// every `polltime_s` (1 s on battery), its own thresholds out of the way so that
+    /// only the server's bits shut it down; no NIS of its own. Its `doshutdown` stops
+    /// it, as the host's halt would.
+    pub fn net_client(dir: &Path, server: SocketAddr, polltime_s: u32) -> RealApcupsd {
+        recording_apccontrol(dir, true);
+        let d = dir.display();
+        let conf = dir.join("apcupsd.conf");
         std::fs::write(
-            &apccontrol,
+            &conf,
             format!(
-                "#!/bin/sh\necho \"$*\" >> '{}'\nexit 0\n",
-                dir.join("apccontrol.log").display()
+                "## apcupsd.conf v1.1 ##\nUPSNAME legacy\nUPSCABLE ether\nUPSTYPE net\nDEVICE {server}\nPOLLTIME {polltime_s}\nLOCKFILE {d}/lock\nSCRIPTDIR {d}/scripts\nPWRFAILDIR {d}\nNOLOGINDIR {d}\nONBATTERYDELAY 1\nBATTERYLEVEL 0\nMINUTES 0\nTIMEOUT 0\nKILLDELAY 0\nNETSERVER off\nEVENTSFILE {d}/events\nEVENTSFILEMAX 10\nUPSCLASS standalone\nUPSMODE disable\nSTATTIME 0\nLOGSTATS off\nDATATIME 0\n"
             ),
         )
         .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&apccontrol, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self::spawn(dir, &conf)
+    }
+
+    /// The `apccontrol` calls so far: (unix ms, event name).
+    pub fn apccontrol_calls(&self) -> Vec<(i64, String)> {
+        std::fs::read_to_string(self.dir.join("apccontrol.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let at = w.next()?.parse().ok()?;
+                Some((at, w.next()?.to_string()))
+            })
+            .collect()
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    pub fn start(dir: &Path, link: &Path, nis: SocketAddr) -> RealApcupsd {
+        recording_apccontrol(dir, false);
         let d = dir.display();
         let conf = dir.join("apcupsd.conf");
         std::fs::write(
@@ -45,10 +97,14 @@ impl RealApcupsd {
             ),
         )
         .unwrap();
+        Self::spawn(dir, &conf)
+    }
+
+    fn spawn(dir: &Path, conf: &Path) -> RealApcupsd {
         let child = Command::new("apcupsd")
             .arg("-b")
             .arg("-f")
-            .arg(&conf)
+            .arg(conf)
             .arg("-P")
             .arg(dir.join("apcupsd.pid"))
             .stdout(std::process::Stdio::null())
@@ -84,4 +140,75 @@ impl Drop for RealApcupsd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `apcaccess status` against `addr`: its records as (key, value), or its stderr.
+pub fn apcaccess(addr: SocketAddr) -> Result<Vec<(String, String)>, String> {
+    let o = Command::new("apcaccess")
+        .args(["-f", "/dev/null", "-h", &addr.to_string(), "status"])
+        .output()
+        .map_err(|e| format!("cannot run apcaccess (is the apcupsd package installed?): {e}"))?;
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    if !o.status.success() || out.is_empty() {
+        return Err(format!(
+            "apcaccess failed ({}): {}{out}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(out
+        .lines()
+        .map(|l| {
+            assert!(
+                l.len() >= 11 && &l[9..11] == ": ",
+                "not an apcupsd record: {l:?}"
+            );
+            (
+                l[..9].trim_end().to_string(),
+                l[11..].trim_end().to_string(),
+            )
+        })
+        .collect())
+}
+
+pub fn get<'a>(recs: &'a [(String, String)], key: &str) -> &'a str {
+    recs.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {key} in {recs:?}"))
+}
+
+pub fn number(recs: &[(String, String)], key: &str) -> f64 {
+    get(recs, key)
+        .split_whitespace()
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{key} is not a number in {recs:?}"))
+}
+
+/// Waits until `apcaccess` against `addr` shows STATUS `want`.
+pub fn wait_nis_status(
+    addr: SocketAddr,
+    want: &str,
+    secs: u64,
+    log: impl Fn() -> String,
+) -> Vec<(String, String)> {
+    let mut last = String::new();
+    wait_for(Duration::from_secs(secs), || match apcaccess(addr) {
+        Ok(r) if get(&r, "STATUS") == want => Some(r),
+        Ok(r) => {
+            last = format!("{r:?}");
+            None
+        }
+        Err(e) => {
+            last = e;
+            None
+        }
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "NIS never showed STATUS {want}; last: {last}\nlog:\n{}",
+            log()
+        )
+    })
 }

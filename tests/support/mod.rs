@@ -813,3 +813,98 @@ pub fn wait_status(
         )
     })
 }
+
+/// An `upsilon-bridge` process serving `cluster` (every node listed, in `order`),
+/// with a certificate of role bridge named `name`. Killed on drop.
+pub struct BridgeProc {
+    pub child: std::process::Child,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl BridgeProc {
+    /// Starts a bridge whose config is `[bridge]` with the nodes in `order` (1-based)
+    /// and `bridge_keys`, `[tls]` for `name`, then `rest` (`[nis]`, `[[host]]`s).
+    pub fn start(
+        c: &TestCluster,
+        name: &str,
+        order: &[usize],
+        bridge_keys: &str,
+        rest: &str,
+    ) -> BridgeProc {
+        if !c.pki.certs().join(format!("{name}.pem")).exists() {
+            c.pki
+                .issue(&IssueRequest::new(name, Role::Bridge, vec![], 30));
+        }
+        let nodes: Vec<String> = order
+            .iter()
+            .map(|i| format!("\"{}\"", c.addr(*i)))
+            .collect();
+        let config = c.pki.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[bridge]\nnodes = [{}]\n{bridge_keys}\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{name}.pem\"\nkey = \"certs/{name}.key\"\n\n{rest}\n",
+                nodes.join(", ")
+            ),
+        )
+        .unwrap();
+        let log = c.pki.path().join(format!("{name}.log"));
+        let mut b = BridgeProc {
+            child: Command::new("true").spawn().unwrap(),
+            config,
+            log,
+        };
+        b.restart();
+        b
+    }
+
+    /// (Re)starts the process with the same config; its log is appended to.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Command::new(bin("upsilon-bridge"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("UPSILON_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        // Listening once this run logged it (the log is appended to across runs).
+        let runs = self
+            .log_text()
+            .matches("legacy host(s) for the cluster")
+            .count();
+        let up = wait_for(Duration::from_secs(20), || {
+            (self
+                .log_text()
+                .matches("legacy host(s) for the cluster")
+                .count()
+                > runs)
+                .then_some(())
+        });
+        assert!(up.is_some(), "bridge did not start:\n{}", self.log_text());
+    }
+
+    /// Kills the process at once (SIGKILL: no goodbye to anyone).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for BridgeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
