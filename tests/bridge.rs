@@ -82,9 +82,9 @@ fn legacy_apcupsd_clients_shut_down_at_their_stage_through_the_bridge() {
     c.wait_formed(1, 3, 0, Duration::from_secs(60));
     let (nis, own1, own2) = (loopback(), loopback(), loopback());
     let mut bridge = BridgeProc::start(
-        &c,
+        &c.pki,
+        &[c.addr(1), c.addr(2), c.addr(3)],
         "bridge1",
-        &[1, 2, 3],
         "halt_silence_s = 4",
         &format!(
             "[nis]\nlisten = \"{nis}\"\n\n[[host]]\nname = \"legacy1\"\nlisten = \"{own1}\"\nlabels = [\"early\"]\nfeeds = [\"ups1\"]\n\n[[host]]\nname = \"legacy2\"\nlisten = \"{own2}\"\nfeeds = [\"ups1\"]\n"
@@ -201,9 +201,9 @@ fn a_silent_host_is_not_waited_for_and_a_bridge_without_the_cluster_serves_comml
     let nis = loopback();
     // It follows n2 first; `byaddr` is known by the address its requests come from.
     let bridge = BridgeProc::start(
-        &c,
+        &c.pki,
+        &[c.addr(2), c.addr(1), c.addr(3)],
         "bridge1",
-        &[2, 1, 3],
         "silent_after_s = 3\nhalt_silence_s = 3\ncluster_timeout_s = 3",
         &format!(
             "[nis]\nlisten = \"{nis}\"\n\n[[host]]\nname = \"ghost\"\naddresses = [\"127.0.0.9\"]\nlabels = [\"early\"]\nfeeds = [\"ups1\"]\n\n[[host]]\nname = \"byaddr\"\naddresses = [\"127.0.0.8\"]\nfeeds = [\"ups1\"]\n"

@@ -814,8 +814,8 @@ pub fn wait_status(
     })
 }
 
-/// An `upsilon-bridge` process serving `cluster` (every node listed, in `order`),
-/// with a certificate of role bridge named `name`. Killed on drop.
+/// An `upsilon-bridge` process following the nodes at `nodes` (in that order), with
+/// a certificate of role bridge named `name`. Killed on drop.
 pub struct BridgeProc {
     pub child: std::process::Child,
     pub config: PathBuf,
@@ -823,24 +823,20 @@ pub struct BridgeProc {
 }
 
 impl BridgeProc {
-    /// Starts a bridge whose config is `[bridge]` with the nodes in `order` (1-based)
-    /// and `bridge_keys`, `[tls]` for `name`, then `rest` (`[nis]`, `[[host]]`s).
+    /// Starts a bridge whose config is `[bridge]` with `nodes` and `bridge_keys`,
+    /// `[tls]` for `name`, then `rest` (`[nis]`, `[[host]]`s).
     pub fn start(
-        c: &TestCluster,
+        pki: &TestPki,
+        nodes: &[SocketAddr],
         name: &str,
-        order: &[usize],
         bridge_keys: &str,
         rest: &str,
     ) -> BridgeProc {
-        if !c.pki.certs().join(format!("{name}.pem")).exists() {
-            c.pki
-                .issue(&IssueRequest::new(name, Role::Bridge, vec![], 30));
+        if !pki.certs().join(format!("{name}.pem")).exists() {
+            pki.issue(&IssueRequest::new(name, Role::Bridge, vec![], 30));
         }
-        let nodes: Vec<String> = order
-            .iter()
-            .map(|i| format!("\"{}\"", c.addr(*i)))
-            .collect();
-        let config = c.pki.path().join(format!("{name}.toml"));
+        let nodes: Vec<String> = nodes.iter().map(|a| format!("\"{a}\"")).collect();
+        let config = pki.path().join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
@@ -849,7 +845,7 @@ impl BridgeProc {
             ),
         )
         .unwrap();
-        let log = c.pki.path().join(format!("{name}.log"));
+        let log = pki.path().join(format!("{name}.log"));
         let mut b = BridgeProc {
             child: Command::new("true").spawn().unwrap(),
             config,
