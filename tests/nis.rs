@@ -225,21 +225,31 @@ fn a_member_that_lost_the_cluster_serves_commlost() {
 #[test]
 fn a_node_reads_a_ups_through_a_real_apcupsd_with_the_net_driver() {
     use upsilon_tests::smartups::{SmartUps, SmartUpsOptions};
-    let pki = TestPki::new();
-    let link = pki.path().join("ttyUPS");
+    let scratch = tempfile::tempdir().unwrap();
+    let link = scratch.path().join("ttyUPS");
     let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
     let nis: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let apcupsd_dir = pki.path().join("apcupsd");
+    let apcupsd_dir = scratch.path().join("apcupsd");
     let mut apcupsd = RealApcupsd::start(&apcupsd_dir, &link, nis);
     let recs = wait_nis_status(nis, "ONLINE", 30, || apcupsd.log());
 
-    let node = NodeProc::start(
-        &pki,
-        &format!(
-            "[[ups]]\nname = \"ups1\"\ndriver = \"net\"\ndevice = \"{nis}\"\npoll_interval_ms = 1000\n"
-        ),
-    );
-    let v = wait_status(&pki, &node, Duration::from_secs(20), "ONLINE", |v| {
+    // A two-node cluster: n1 reads the UPS through apcupsd, n2 only hears of it.
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 2,
+        voters: 2,
+        ups_on: vec![],
+        ups_toml: vec![(
+            1,
+            format!(
+                "[[ups]]\nname = \"ups1\"\ndriver = \"net\"\ndevice = \"{nis}\"\npoll_interval_ms = 1000\n"
+            ),
+        )],
+        ..Default::default()
+    });
+    let pki = &c.pki;
+    let node = c.nodes[0].as_ref().unwrap();
+    let other = c.nodes[1].as_ref().unwrap();
+    let v = wait_status(pki, node, Duration::from_secs(20), "ONLINE", |v| {
         v["ups"][0]["status"] == "ONLINE"
     });
     let u = &v["ups"][0];
@@ -254,9 +264,13 @@ fn a_node_reads_a_ups_through_a_real_apcupsd_with_the_net_driver() {
         "{u} vs {recs:?}"
     );
 
-    // Mains fail at the UPS: apcupsd sees it, the node hears it from apcupsd.
+    // Mains fail at the UPS: apcupsd sees it, the node hears it from apcupsd, and the
+    // outage reaches every node.
     sim.mains(true);
-    wait_status(&pki, &node, Duration::from_secs(20), "ONBATT", |v| {
+    wait_status(pki, node, Duration::from_secs(20), "ONBATT", |v| {
+        v["ups"][0]["status"] == "ONBATT"
+    });
+    wait_status(pki, other, Duration::from_secs(20), "ONBATT on n2", |v| {
         v["ups"][0]["status"] == "ONBATT"
     });
     assert!(
@@ -265,13 +279,13 @@ fn a_node_reads_a_ups_through_a_real_apcupsd_with_the_net_driver() {
         node.log_text()
     );
     sim.mains(false);
-    wait_status(&pki, &node, Duration::from_secs(20), "ONLINE again", |v| {
+    wait_status(pki, node, Duration::from_secs(20), "ONLINE again", |v| {
         v["ups"][0]["status"] == "ONLINE"
     });
 
     // apcupsd gone: a comm failure with the reason, never a healthy UPS.
     apcupsd.stop();
-    let v = wait_status(&pki, &node, Duration::from_secs(30), "COMMLOST", |v| {
+    let v = wait_status(pki, node, Duration::from_secs(30), "COMMLOST", |v| {
         v["ups"][0]["status"] == "COMMLOST"
     });
     let why = v["ups"][0]["comm_error"].as_str().unwrap_or("").to_string();

@@ -373,6 +373,9 @@ pub async fn run(cfg: BridgeConfig, name: String, stop: Stop) -> Result<(), Stri
 /// where it differs from the record.
 async fn reconcile(state: Arc<BridgeState>, mut stop: Stop) {
     let mut last_declare: Option<Instant> = None;
+    // After a declaration the cluster took but still does not show (a name it refused),
+    // ask again only every minute: each try writes an event.
+    let mut declare_every = Duration::from_secs(5);
     let mut last_report: BTreeMap<(String, LegacyState), Instant> = BTreeMap::new();
     loop {
         tokio::select! {
@@ -383,12 +386,20 @@ async fn reconcile(state: Arc<BridgeState>, mut stop: Stop) {
         let Some(endpoint) = state.endpoint() else {
             continue;
         };
-        if state.picture().1
-            && state.undeclared()
-            && last_declare.is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+        if !state.undeclared() {
+            last_declare = None;
+            declare_every = Duration::from_secs(5);
+        } else if state.picture().1 && last_declare.is_none_or(|t| t.elapsed() >= declare_every)
         {
+            let retry = last_declare.is_some();
             last_declare = Some(Instant::now());
             match link::declare(&state, &endpoint).await {
+                Ok(()) if retry => {
+                    declare_every = Duration::from_secs(60);
+                    tracing::warn!(
+                        "the cluster does not show every declared legacy host (a name a node already has?): see `upsilon events`; asking again in a minute"
+                    );
+                }
                 Ok(()) => tracing::info!(
                     "declared {} legacy host(s) to the cluster",
                     state.cfg.hosts.len()
