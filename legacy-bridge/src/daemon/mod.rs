@@ -389,8 +389,7 @@ async fn reconcile(state: Arc<BridgeState>, mut stop: Stop) {
         if !state.undeclared() {
             last_declare = None;
             declare_every = Duration::from_secs(5);
-        } else if state.picture().1 && last_declare.is_none_or(|t| t.elapsed() >= declare_every)
-        {
+        } else if state.picture().1 && last_declare.is_none_or(|t| t.elapsed() >= declare_every) {
             let retry = last_declare.is_some();
             last_declare = Some(Instant::now());
             match link::declare(&state, &endpoint).await {
