@@ -173,9 +173,10 @@ pub fn open(
         })
     };
     // The lock of a store just closed in this process can outlive it briefly (sled's
-    // background flush): wait up to 2 s before calling it held by someone else.
+    // background flush; seconds on a loaded machine, seen in CI): wait up to 5 s before
+    // calling it held by someone else.
     let mut opened = try_open();
-    for _ in 0..20 {
+    for _ in 0..50 {
         match &opened {
             Ok(Err(sled::Error::Io(e))) if e.kind() == io::ErrorKind::WouldBlock => {
                 std::thread::sleep(std::time::Duration::from_millis(100));
