@@ -133,8 +133,14 @@ pub async fn start(cfg: &NisSection, shared: Arc<NodeShared>, stop: &Stop) {
         ..Default::default()
     };
     let server = NisServer::new(Arc::new(HostNis::new(shared)), policy, "upsilond");
-    for l in listeners {
-        let mut stop = stop.resubscribe();
-        tokio::spawn(server.clone().serve(l, async move { stop.recv().await }));
+    let pairs = listeners
+        .into_iter()
+        .map(|l| {
+            let mut stop = stop.resubscribe();
+            (server.clone(), l, async move { stop.recv().await })
+        })
+        .collect();
+    if let Err(e) = nis_server::serve_on_own_thread("nis", pairs) {
+        tracing::warn!("cannot start the NIS thread: {e}; running without NIS");
     }
 }

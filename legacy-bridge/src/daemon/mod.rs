@@ -352,11 +352,18 @@ pub async fn run(cfg: BridgeConfig, name: String, stop: Stop) -> Result<(), Stri
             servers.extend(l.into_iter().map(|l| (own.clone(), l)));
         }
     }
+    let nis = nis_server::serve_on_own_thread(
+        "nis",
+        servers
+            .into_iter()
+            .map(|(server, l)| {
+                let mut stop = stop.resubscribe();
+                (server, l, async move { stop.recv().await })
+            })
+            .collect(),
+    )
+    .map_err(|e| format!("cannot start the NIS thread: {e}"))?;
     let mut tasks = tokio::task::JoinSet::new();
-    for (server, l) in servers {
-        let mut stop = stop.resubscribe();
-        tasks.spawn(server.serve(l, async move { stop.recv().await }));
-    }
     tasks.spawn(link::follow(state.clone(), stop.resubscribe()));
     tasks.spawn(reconcile(state.clone(), stop.resubscribe()));
     tracing::info!(
@@ -366,6 +373,7 @@ pub async fn run(cfg: BridgeConfig, name: String, stop: Stop) -> Result<(), Stri
         cfg.bridge.nodes.join(", ")
     );
     while tasks.join_next().await.is_some() {}
+    let _ = tokio::task::spawn_blocking(move || nis.join()).await;
     Ok(())
 }
 
