@@ -50,14 +50,25 @@ pub fn picture_of(s: &pb::StatusReply) -> ClusterPicture {
 /// Follows the cluster until `stop`, node after node.
 pub async fn follow(state: Arc<BridgeState>, mut stop: Stop) {
     let nodes = state.cfg.bridge.nodes.clone();
+    // A node that stays unreachable is logged once a minute, with a count.
+    let quiet = upsilon_core::ratelimit::LogLimiter::new();
     let mut i = 0usize;
     loop {
         let endpoint = &nodes[i % nodes.len()];
-        let why = tokio::select! {
+        let (followed, why) = tokio::select! {
             _ = stop.recv() => return,
             r = watch(&state, endpoint) => r,
         };
-        tracing::warn!("lost the cluster through {endpoint}: {why}; trying the next node");
+        if followed {
+            tracing::warn!("lost the cluster through {endpoint}: {why}; trying the next node");
+        } else if let Some(n) = quiet.note(&format!("{endpoint}: {why}")) {
+            let times = if n > 1 {
+                format!(" ({n} times in the last minute)")
+            } else {
+                String::new()
+            };
+            tracing::warn!("cannot follow the cluster through {endpoint}: {why}{times}");
+        }
         i += 1;
         tokio::select! {
             _ = stop.recv() => return,
@@ -66,8 +77,15 @@ pub async fn follow(state: Arc<BridgeState>, mut stop: Stop) {
     }
 }
 
-/// Watches one node until its stream fails or stays silent; returns why.
-async fn watch(state: &BridgeState, endpoint: &str) -> String {
+/// Watches one node until its stream fails or stays silent; returns whether it was
+/// followed (sent a status) and why it ended.
+async fn watch(state: &BridgeState, endpoint: &str) -> (bool, String) {
+    let mut followed = false;
+    let why = watch_until_lost(state, endpoint, &mut followed).await;
+    (followed, why)
+}
+
+async fn watch_until_lost(state: &BridgeState, endpoint: &str, followed: &mut bool) -> String {
     let timeout = state.cfg.bridge.cluster_timeout();
     let ch = match tokio::time::timeout(timeout, rpc::connect(&options(state, endpoint))).await {
         Ok(Ok(ch)) => ch,
@@ -98,6 +116,7 @@ async fn watch(state: &BridgeState, endpoint: &str) -> String {
                         s.node_name
                     );
                 }
+                *followed = true;
                 if first {
                     tracing::info!(
                         "following the cluster through {endpoint} (node {}{})",
