@@ -17,6 +17,8 @@ pub mod apcaccess;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod host;
+pub mod ms_slave;
 pub mod net_client;
+pub mod netdata;
 pub mod nis;
 pub mod nis_server;

@@ -454,8 +454,13 @@ async fn run_ups(
             }
         }
         let mut reported = Vec::new();
-        for me in events {
-            let ev = shared.log_event(me.kind, &name, &me.message);
+        let own = driver.take_events().into_iter().map(|(kind, message)| {
+            tracing::warn!(ups = %name, "{message}");
+            (kind, message)
+        });
+        let events = own.chain(events.into_iter().map(|me| (me.kind, me.message)));
+        for (kind, message) in events {
+            let ev = shared.log_event(kind, &name, &message);
             reported.push(upsilon_core::replicated::state::ReportedEvent {
                 at_ms: upsilon_core::time::unix_ms(ev.at),
                 name: ev.kind.name().to_string(),

@@ -48,9 +48,9 @@ const NODE: &[&[&str]] = &[
 /// `upsilon-legacy-bridge`, bottom to top.
 const BRIDGE: &[&[&str]] = &[
     // Wire codecs: framing, the status text.
-    &["nis", "apcaccess"],
-    // What a host is told, the NIS server and client.
-    &["host", "nis_server", "net_client"],
+    &["nis", "apcaccess", "netdata"],
+    // What a host is told, the NIS server and client, the master/slave slave side.
+    &["host", "nis_server", "net_client", "ms_slave"],
     // The bridge daemon.
     &["daemon"],
 ];

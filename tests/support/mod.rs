@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use upsilon_client::pki::{self, IssueRequest, Role};
 
 pub mod apcupsd;
+pub mod legacy_peer;
 pub mod smartups;
 
 /// `target/debug` (or whichever profile the tests were built with).

@@ -37,12 +37,16 @@ pub enum EventKind {
     EndSelfTest,
     RemoteDown,
     KillPower,
+    /// A legacy master stopped sending (apcupsd 3.12's slave event).
+    MasterTimeout,
+    /// A legacy master connected (again).
+    MasterConnect,
     /// A log line with no apccontrol event (startup, shutdown details, ...).
     Notice,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::PowerOut,
         EventKind::OnBattery,
         EventKind::OffBattery,
@@ -63,6 +67,8 @@ impl EventKind {
         EventKind::EndSelfTest,
         EventKind::RemoteDown,
         EventKind::KillPower,
+        EventKind::MasterTimeout,
+        EventKind::MasterConnect,
         EventKind::Notice,
     ];
 
@@ -89,6 +95,8 @@ impl EventKind {
             EventKind::EndSelfTest => "endselftest",
             EventKind::RemoteDown => "remotedown",
             EventKind::KillPower => "killpower",
+            EventKind::MasterTimeout => "mastertimeout",
+            EventKind::MasterConnect => "masterconnect",
             EventKind::Notice => "notice",
         }
     }
@@ -120,6 +128,8 @@ impl EventKind {
             EventKind::EndSelfTest => "UPS Self Test completed.",
             EventKind::RemoteDown => "Remote shutdown requested.",
             EventKind::KillPower => "Attempting to kill the UPS power!",
+            EventKind::MasterTimeout => "Master not responding.",
+            EventKind::MasterConnect => "Connection from master established.",
             EventKind::Notice => "",
         }
     }

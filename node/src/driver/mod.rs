@@ -8,6 +8,7 @@
 //! and API never change.
 
 pub mod apcsmart;
+pub mod legacy_master;
 pub mod net;
 pub mod sim;
 
@@ -54,6 +55,11 @@ pub trait UpsDriver: Send {
         tokio::time::sleep(max).await;
         false
     }
+    /// Lines the driver has for the event log since the last call, in apcupsd's words
+    /// (a legacy master connecting, failing or going silent). Most drivers have none.
+    fn take_events(&mut self) -> Vec<(upsilon_core::events::EventKind, String)> {
+        Vec::new()
+    }
     /// How long one [`UpsDriver::poll`] may take before it counts as a comm failure.
     fn poll_timeout(&self) -> Duration {
         Duration::from_secs(5)
@@ -83,6 +89,10 @@ pub const DRIVERS: &[DriverEntry] = &[
     DriverEntry {
         name: "net",
         open: net::open,
+    },
+    DriverEntry {
+        name: "legacy-master",
+        open: legacy_master::open,
     },
 ];
 

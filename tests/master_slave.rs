@@ -1,0 +1,185 @@
+//! apcupsd 3.10/3.12's master/slave protocol against a node's `legacy-master` driver
+//! (Upsilon as the slave), with a test peer written from PROTOCOLS.md §4 playing the
+//! unmodified master: first contact and the reply's bytes, packets turned into a
+//! reading, ShutDown as a low-battery signal, and each failure the manual lists
+//! (unauthorised master, bad APC magic, bad user magic, a dropped connection, a master
+//! that goes silent) as an event in apcupsd's words.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use upsilon_tests::legacy_peer::{FakeMaster, MasterPacket, field, magic};
+use upsilon_tests::*;
+
+fn events(pki: &TestPki, node: &NodeProc) -> Vec<(String, String)> {
+    let o = upsilon(
+        pki,
+        node.addr,
+        Some("operator"),
+        &["events", "--json", "-n", "200"],
+    );
+    stdout(&o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap_or("").to_string(),
+                v["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits for an event whose message starts with `text`; returns its name.
+fn wait_event(pki: &TestPki, node: &NodeProc, text: &str) -> String {
+    wait_for(Duration::from_secs(15), || {
+        events(pki, node)
+            .into_iter()
+            .find(|(_, m)| m.starts_with(text))
+            .map(|(n, _)| n)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no event {text:?}: {:?}\n{}",
+            events(pki, node),
+            node.log_text()
+        )
+    })
+}
+
+const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
+
+#[test]
+fn a_legacy_master_feeds_a_node_and_every_failure_is_named() {
+    let pki = TestPki::new();
+    let netport: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let node = NodeProc::start(
+        &pki,
+        &format!(
+            "[[ups]]\nname = \"oldups\"\ndriver = \"legacy-master\"\nlisten = \"{netport}\"\nmaster = \"127.0.0.1\"\nuser_magic = \"slaveMagic123\"\ntimeout_s = 3\npoll_interval_ms = 500\n"
+        ),
+    );
+    // Nothing yet: COMMLOST, and after the timeout the master is "not responding".
+    assert_eq!(
+        wait_event(&pki, &node, "Master not responding."),
+        "mastertimeout"
+    );
+
+    // A master at the wrong address is refused unread.
+    let mut intruder = FakeMaster::connect("127.0.0.2".parse().unwrap(), netport).unwrap();
+    assert!(intruder.closed_by_slave());
+    let msg = wait_for(Duration::from_secs(10), || {
+        events(&pki, &node)
+            .into_iter()
+            .find(|(_, m)| m.starts_with("Unauthorised attempt from master 127.0.0.2"))
+    })
+    .unwrap_or_else(|| panic!("{:?}", events(&pki, &node)));
+    assert!(msg.1.contains("set master = \"127.0.0.2\""), "{msg:?}");
+
+    // First contact: the reply echoes the packet with our magics and ChangeBatt 1000.
+    let mut m = FakeMaster::connect(LOCAL, netport).unwrap();
+    let mut first = MasterPacket::new(0, "");
+    first.batt_chg = 100;
+    first.time_left = 45;
+    m.send(&first).unwrap();
+    let r = m.reply().unwrap();
+    assert_eq!(magic(&r, 60), "apcupsd-linux-6.0");
+    assert_eq!(magic(&r, 80), "slaveMagic123");
+    assert_eq!(field(&r, 7), 1000, "ChangeBatt: a persistent slave");
+    assert_eq!((field(&r, 3), field(&r, 5), field(&r, 6)), (100, 10, 45));
+    assert_eq!(&r[..28], &first.bytes()[..28], "the rest is echoed");
+    let learned = magic(&r, 80);
+    let mut p = MasterPacket::new(1, &learned);
+    p.batt_chg = 100;
+    p.time_left = 45;
+    m.send(&p).unwrap();
+    assert_eq!(
+        wait_event(&pki, &node, "Connect from master 127.0.0.1 succeeded"),
+        "masterconnect"
+    );
+    let v = wait_status(&pki, &node, Duration::from_secs(10), "ONLINE", |v| {
+        v["ups"][0]["status"] == "ONLINE"
+    });
+    assert_eq!(v["ups"][0]["charge_percent"], 100.0);
+    assert_eq!(v["ups"][0]["runtime_seconds"], 2700.0);
+    assert_eq!(v["ups"][0]["driver"], "legacy-master");
+
+    // On battery, every second as a master does during a power event.
+    p.on_batt = 1;
+    p.batt_chg = 90;
+    p.time_left = 40;
+    for _ in 0..3 {
+        m.send(&p).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_status(&pki, &node, Duration::from_secs(10), "ONBATT", |v| {
+        v["ups"][0]["status"] == "ONBATT"
+    });
+    wait_event(&pki, &node, "Power failure.");
+
+    // The master keeps an old user magic: refused, connection closed.
+    m.send(&MasterPacket::new(1, "wrongMagic")).unwrap();
+    assert!(m.closed_by_slave());
+    let e = wait_event(&pki, &node, "Bad user magic from master: wrongMagic");
+    assert_eq!(e, "notice");
+
+    // Reconnect (remote_state 2): answered again; then ShutDown set reads as low battery.
+    let mut m = FakeMaster::connect(LOCAL, netport).unwrap();
+    m.send(&MasterPacket::new(2, &learned)).unwrap();
+    assert_eq!(magic(&m.reply().unwrap(), 80), "slaveMagic123");
+    p.shutdown = 1_795_524_484;
+    p.batt_low = 1;
+    m.send(&p).unwrap();
+    let v = wait_status(&pki, &node, Duration::from_secs(10), "LOWBATT", |v| {
+        v["ups"][0]["flags"]["low_battery"] == true
+    });
+    assert!(
+        v["ups"][0]["status"].as_str().unwrap().contains("LOWBATT"),
+        "{v}"
+    );
+
+    // The master drops the connection: a read failure, then silence = not responding.
+    drop(m);
+    wait_event(&pki, &node, "Read failure from socket.");
+    let before = events(&pki, &node)
+        .iter()
+        .filter(|(n, _)| n == "mastertimeout")
+        .count();
+    wait_for(Duration::from_secs(15), || {
+        (events(&pki, &node)
+            .iter()
+            .filter(|(n, _)| n == "mastertimeout")
+            .count()
+            > before)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no second mastertimeout: {:?}", events(&pki, &node)));
+    wait_status(&pki, &node, Duration::from_secs(10), "COMMLOST", |v| {
+        v["ups"][0]["comm_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Master not responding."))
+    });
+
+    // A peer that is not an apcupsd 3.x master (or a NIS port given for NETPORT).
+    let mut m = FakeMaster::connect(LOCAL, netport).unwrap();
+    let mut bogus = MasterPacket::new(0, "");
+    bogus.apc_magic = "bogus-magic-xyz".into();
+    m.send(&bogus).unwrap();
+    assert!(m.closed_by_slave());
+    let msg = wait_for(Duration::from_secs(10), || {
+        events(&pki, &node)
+            .into_iter()
+            .find(|(_, m)| m.starts_with("Bad APC magic from master: bogus-magic-xyz"))
+    })
+    .unwrap_or_else(|| panic!("{:?}", events(&pki, &node)));
+    assert!(msg.1.contains("not an apcupsd 3.x master"), "{msg:?}");
+
+    // Garbage one byte at a time and a short packet never stall the listener: a good
+    // master is served meanwhile.
+    let mut slow = FakeMaster::connect(LOCAL, netport).unwrap();
+    use std::io::Write;
+    slow.stream.write_all(&[0u8; 10]).unwrap();
+    let mut m = FakeMaster::connect(LOCAL, netport).unwrap();
+    m.send(&MasterPacket::new(2, &learned)).unwrap();
+    assert_eq!(field(&m.reply().unwrap(), 7), 1000);
+}
