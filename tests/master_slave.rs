@@ -8,7 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use upsilon_tests::legacy_peer::{FakeMaster, MasterPacket, field, magic};
+use upsilon_tests::legacy_peer::{FakeMaster, FakeSlave, MasterPacket, field, magic};
 use upsilon_tests::*;
 
 fn events(pki: &TestPki, node: &NodeProc) -> Vec<(String, String)> {
@@ -182,4 +182,136 @@ fn a_legacy_master_feeds_a_node_and_every_failure_is_named() {
     let mut m = FakeMaster::connect(LOCAL, netport).unwrap();
     m.send(&MasterPacket::new(2, &learned)).unwrap();
     assert_eq!(field(&m.reply().unwrap(), 7), 1000);
+}
+
+/// When the first packet satisfying `ok` reached `slave`, waiting up to `secs`.
+fn packet_at(slave: &FakeSlave, secs: u64, ok: impl Fn(&[u8]) -> bool) -> Option<i64> {
+    wait_for(Duration::from_secs(secs), || {
+        slave
+            .packets()
+            .into_iter()
+            .find(|(_, b)| ok(b))
+            .map(|(t, _)| t)
+    })
+}
+
+fn cluster_event_at(c: &TestCluster, text: &str, secs: u64) -> i64 {
+    wait_for(Duration::from_secs(secs), || {
+        let o = c.cli(1, &["events", "--json", "-n", "500"]);
+        stdout(&o)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"].as_str().is_some_and(|m| m.contains(text)))
+            .and_then(|v| v["at_unix_ms"].as_i64())
+    })
+    .unwrap_or_else(|| {
+        let o = c.cli(1, &["events", "-n", "500"]);
+        panic!("no event {text:?}:\n{}\n{}", stdout(&o), c.logs())
+    })
+}
+
+#[test]
+fn the_bridge_as_master_tells_slaves_in_stage_order() {
+    let _g = serial();
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 1,
+        voters: 1,
+        ..Default::default()
+    });
+    c.wait_formed(1, 1, 0, Duration::from_secs(30));
+    let mut s1 = FakeSlave::start("s1magic");
+    let s2 = FakeSlave::start("");
+    let nis = format!("127.0.0.1:{}", free_port());
+    let bridge = BridgeProc::start(
+        &c.pki,
+        &[c.addr(1)],
+        "bridge1",
+        "nettime_s = 2\nhalt_silence_s = 3",
+        &format!(
+            "[nis]\nlisten = \"{nis}\"\n\n[[host]]\nname = \"slave1\"\nprotocol = \"master-slave\"\naddresses = [\"127.0.0.1\"]\nnetport = {}\nuser_magic = \"s1magic\"\nlabels = [\"early\"]\nfeeds = [\"ups1\"]\n\n[[host]]\nname = \"slave2\"\nprotocol = \"master-slave\"\naddresses = [\"127.0.0.1\"]\nnetport = {}\nfeeds = [\"ups1\"]\n",
+            s1.addr.port(),
+            s2.addr.port()
+        ),
+    );
+    // First contact, then the learned magic; the host's supply in the fields.
+    packet_at(&s1, 20, |b| field(b, 12) == 1 && magic(b, 80) == "s1magic").unwrap_or_else(|| {
+        panic!(
+            "slave1 got no packet: {:?}\n{}",
+            s1.packets().len(),
+            bridge.log_text()
+        )
+    });
+    let (_, first) = s1.packets()[0].clone();
+    assert_eq!(field(&first, 12), 0, "first contact");
+    assert_eq!(magic(&first, 60), "apcupsd-linux-6.0");
+    assert_eq!(magic(&first, 80), "");
+    let (_, b) = s1.packets().last().unwrap().clone();
+    assert_eq!(
+        (field(&b, 0), field(&b, 4), field(&b, 5)),
+        (0, 0, 2),
+        "on line, no shutdown, NETTIME 2"
+    );
+    assert_eq!((field(&b, 13), field(&b, 14)), (1, 1), "capabilities");
+    assert!(
+        field(&b, 3) > 0 && field(&b, 6) > 0,
+        "charge and minutes: {b:?}"
+    );
+
+    let plan = c.pki.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        plan_text(&[
+            ("early", "\"label:early\"", "on_battery_s = 1", 60),
+            ("late", "\"slave2\"", "on_battery_s = 1", 60),
+        ]),
+    )
+    .unwrap();
+    let o = c.cli(1, &["plan", "apply", plan.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    c.cli(1, &["sim", "set", "--on-battery"]);
+    let onbatt = cluster_event_at(&c, "Power failure.", 20);
+    let first_onbatt = packet_at(&s1, 20, |b| field(b, 0) == 1).expect("an OnBatt packet");
+    let stage1 = cluster_event_at(&c, "Stage 1 (early) started", 30);
+    let told1 = packet_at(&s1, 20, |b| field(b, 4) != 0).expect("slave1 told");
+    // slave2 sees the outage every second, never ShutDown, while stage 1 runs.
+    assert!(packet_at(&s2, 10, |b| field(b, 0) == 1).is_some());
+    assert!(
+        !s2.packets().iter().any(|(_, b)| field(b, 4) != 0),
+        "slave2 told in stage 1"
+    );
+    println!(
+        "BENCH UPS on battery -> slave's first OnBatt packet: {} ms; stage start -> ShutDown packet: {} ms",
+        first_onbatt - onbatt,
+        told1 - stage1
+    );
+    cluster_event_at(&c, "slave1 is shutting down", 10);
+
+    // slave1 goes down: the bridge's writes fail, silence, "halted", then stage 2.
+    s1.halt();
+    let halted1 = cluster_event_at(&c, "slave1 is halting", 30);
+    let stage2 = cluster_event_at(&c, "Stage 2 (late) started", 30);
+    assert!(halted1 <= stage2);
+    let told2 = packet_at(&s2, 20, |b| field(b, 4) != 0).expect("slave2 told");
+    assert!(told2 >= stage2);
+    cluster_event_at(&c, "slave2 is shutting down", 10);
+    // The failure to reach slave1 is in the cluster's history, in apcupsd's words.
+    cluster_event_at(&c, "slave1: ", 10);
+    let v = status_json(&c.pki, c.nodes[0].as_ref().unwrap().addr);
+    let states: Vec<_> = v["legacy_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap().to_string(),
+                h["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        states.contains(&("slave1".into(), "halted".into())),
+        "{states:?}"
+    );
+    drop(bridge);
 }

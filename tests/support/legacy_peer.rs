@@ -119,3 +119,115 @@ pub fn magic(b: &[u8], offset: usize) -> String {
     let end = f.iter().position(|&c| c == 0).unwrap_or(20);
     String::from_utf8_lossy(&f[..end]).into_owned()
 }
+
+/// A stand-in for an unmodified apcupsd 3.12 slave (PROTOCOLS.md §4.3, §4.7): listens
+/// on its NETPORT, keeps one master connection, reads 100-byte packets and answers a
+/// `remote_state` 0 or 2 packet with the same buffer carrying the APC magic, its user
+/// magic and ChangeBatt 1000. Every packet read is kept with the time it arrived.
+/// [`FakeSlave::halt`] closes everything, as the machine going down would.
+/// Packets a fake slave read: (Unix ms, bytes).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(i64, Vec<u8>)>>>;
+
+pub struct FakeSlave {
+    pub addr: SocketAddr,
+    packets: Received,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeSlave {
+    pub fn start(user_magic: &str) -> FakeSlave {
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let packets: Received = Default::default();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, s, magic) = (packets.clone(), stop.clone(), user_magic.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut conn: Option<TcpStream> = None;
+            while !s.load(Ordering::SeqCst) {
+                if let Ok((c, _)) = l.accept() {
+                    c.set_nonblocking(false).unwrap();
+                    c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                    conn = Some(c); // one master connection: a new one replaces it
+                }
+                let Some(c) = conn.as_mut() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let mut b = vec![0u8; 100];
+                let mut got = 0;
+                while got < 100 && !s.load(Ordering::SeqCst) {
+                    match c.read(&mut b[got..]) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::WouldBlock
+                                || e.kind() == std::io::ErrorKind::TimedOut =>
+                        {
+                            if got == 0 {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if got == 0 {
+                    // Nothing now, or the master closed: keep listening.
+                    let mut probe = [0u8; 1];
+                    if matches!(c.peek(&mut probe), Ok(0)) {
+                        conn = None;
+                    }
+                    continue;
+                }
+                if got < 100 {
+                    conn = None;
+                    continue;
+                }
+                let rs = field(&b, 12);
+                if rs == 0 || rs == 2 {
+                    let mut r = b.clone();
+                    r[28..32].copy_from_slice(&1000i32.to_be_bytes());
+                    let mut m = b"apcupsd-linux-6.0".to_vec();
+                    m.resize(20, 0);
+                    r[60..80].copy_from_slice(&m);
+                    let mut u = magic.as_bytes().to_vec();
+                    u.resize(20, 0);
+                    r[80..100].copy_from_slice(&u);
+                    let _ = c.write_all(&r);
+                }
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as i64;
+                p.lock().unwrap().push((now_ms, b));
+            }
+        });
+        FakeSlave {
+            addr,
+            packets,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every packet so far: (Unix ms when read, bytes).
+    pub fn packets(&self) -> Vec<(i64, Vec<u8>)> {
+        self.packets.lock().unwrap().clone()
+    }
+
+    /// The machine goes down: the port refuses, the connection is gone.
+    pub fn halt(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for FakeSlave {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}

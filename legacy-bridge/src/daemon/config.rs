@@ -37,6 +37,14 @@ pub struct BridgeSection {
     /// With no word from the cluster for this long, legacy hosts read COMMLOST.
     #[serde(default = "default_cluster_timeout")]
     pub cluster_timeout_s: u64,
+    /// How often a master/slave host gets a packet outside a power event (apcupsd's
+    /// NETTIME; every second while its supply is on battery).
+    #[serde(default = "default_nettime")]
+    pub nettime_s: u64,
+}
+
+fn default_nettime() -> u64 {
+    60
 }
 
 fn default_halt_silence() -> u64 {
@@ -58,6 +66,9 @@ impl BridgeSection {
     }
     pub fn cluster_timeout(&self) -> Duration {
         Duration::from_secs(self.cluster_timeout_s)
+    }
+    pub fn nettime(&self) -> Duration {
+        Duration::from_secs(self.nettime_s)
     }
 }
 
@@ -112,6 +123,12 @@ pub struct HostSection {
     pub min_supplies: u32,
     #[serde(default = "nis")]
     pub protocol: String,
+    /// `master-slave`: the slave's NETPORT (no default, as in apcupsd).
+    #[serde(default)]
+    pub netport: Option<u16>,
+    /// `master-slave`: the slave's USERMAGIC, if it has one to check.
+    #[serde(default)]
+    pub user_magic: Option<String>,
 }
 
 /// IP addresses, one or many; names are refused (they are not resolved).
@@ -192,6 +209,7 @@ impl BridgeConfig {
             ("bridge.halt_silence_s", self.bridge.halt_silence_s),
             ("bridge.silent_after_s", self.bridge.silent_after_s),
             ("bridge.cluster_timeout_s", self.bridge.cluster_timeout_s),
+            ("bridge.nettime_s", self.bridge.nettime_s),
         ] {
             if v == 0 {
                 return Err(err(key, None, "must be at least 1 second".into()));
@@ -220,6 +238,39 @@ impl BridgeConfig {
                     format!("legacy host {:?} is declared twice", h.name),
                 ));
             }
+            if h.protocol == "master-slave" {
+                let why = if h.netport.is_none() {
+                    Some(
+                        "needs the slave's netport (its NETPORT; apcupsd has no default, its sample says 6666)",
+                    )
+                } else if h.addresses.is_empty() {
+                    Some(
+                        "needs the slave's address (addresses = [\"192.0.2.30\"]): the bridge connects to it",
+                    )
+                } else if h.listen.is_some() {
+                    Some("takes no listen address: the bridge connects to the slave")
+                } else if h.user_magic.as_ref().is_some_and(|m| m.len() > 19) {
+                    Some("user_magic holds at most 19 bytes")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(err(
+                        &key("protocol"),
+                        line,
+                        format!("legacy host {:?} (master-slave) {why}", h.name),
+                    ));
+                }
+            } else if h.netport.is_some() || h.user_magic.is_some() {
+                return Err(err(
+                    &key("netport"),
+                    line,
+                    format!(
+                        "legacy host {:?}: netport and user_magic are for protocol = \"master-slave\"",
+                        h.name
+                    ),
+                ));
+            }
             if h.addresses.is_empty() && h.listen.is_none() {
                 return Err(err(
                     &key("addresses"),
@@ -242,7 +293,13 @@ impl BridgeConfig {
                     ),
                 ));
             }
+            // NIS requests are matched by their source address: one host per address.
+            let nis_pair =
+                |a: &HostSection, b: &HostSection| a.protocol == "nis" && b.protocol == "nis";
             for (j, other) in self.hosts.iter().enumerate().take(i) {
+                if !nis_pair(h, other) {
+                    continue;
+                }
                 if let Some(a) = h.addresses.iter().find(|a| other.addresses.contains(a)) {
                     return Err(err(
                         &key("addresses"),

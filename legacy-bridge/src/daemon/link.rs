@@ -170,6 +170,7 @@ pub async fn report(
     let req = pb::ReportHostRequest {
         name: host.to_string(),
         state: pb_impl::legacy_state_to_pb(seen) as i32,
+        notice: String::new(),
     };
     rpc::on_leader(&options(state, endpoint), |ch| {
         let req = req.clone();
@@ -177,4 +178,24 @@ pub async fn report(
     })
     .await
     .map(|(r, _)| r.applied)
+}
+
+/// Writes a line about `host` into the cluster's event history (on the leader).
+pub async fn notice(
+    state: &BridgeState,
+    endpoint: &str,
+    host: &str,
+    text: &str,
+) -> Result<(), String> {
+    let req = pb::ReportHostRequest {
+        name: host.to_string(),
+        state: pb::LegacyHostState::Unspecified as i32,
+        notice: text.to_string(),
+    };
+    rpc::on_leader(&options(state, endpoint), |ch| {
+        let req = req.clone();
+        async move { BridgeServiceClient::new(ch).report_host(req).await }
+    })
+    .await
+    .map(|_| ())
 }

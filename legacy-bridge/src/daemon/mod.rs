@@ -15,6 +15,7 @@
 pub mod config;
 pub mod hosts;
 pub mod link;
+pub mod slaves;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -128,11 +129,12 @@ impl BridgeState {
         self.cfg
             .hosts
             .iter()
-            .find(|h| h.addresses.contains(&peer))
+            .find(|h| h.protocol == "nis" && h.addresses.contains(&peer))
             .map(|h| h.name.as_str())
     }
 
-    /// A host fetched its status; `bits`: with the shutdown bits.
+    /// A host fetched its status (or a slave took a packet); `bits`: with the
+    /// shutdown bits.
     fn polled(&self, host: &str, bits: bool) {
         let mut g = self.lock();
         g.polls.insert(host.to_string(), Instant::now());
@@ -366,6 +368,9 @@ pub async fn run(cfg: BridgeConfig, name: String, stop: Stop) -> Result<(), Stri
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(link::follow(state.clone(), stop.resubscribe()));
     tasks.spawn(reconcile(state.clone(), stop.resubscribe()));
+    for h in cfg.hosts.iter().filter(|h| h.protocol == "master-slave") {
+        tasks.spawn(slaves::push(state.clone(), h.clone(), stop.resubscribe()));
+    }
     tracing::info!(
         "bridge {} serving {} legacy host(s) for the cluster at {}",
         state.name,

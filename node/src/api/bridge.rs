@@ -83,8 +83,7 @@ impl BridgeService for BridgeApi {
         let r = req.into_inner();
         let state = pb::LegacyHostState::try_from(r.state)
             .ok()
-            .and_then(pb_impl::legacy_state_from_pb)
-            .ok_or_else(|| Status::invalid_argument("a report needs a state"))?;
+            .and_then(pb_impl::legacy_state_from_pb);
         let known = self.cluster()?.read(|s| s.legacy_host(&r.name).is_some());
         if !known {
             return Err(Status::not_found(format!(
@@ -92,6 +91,22 @@ impl BridgeService for BridgeApi {
                 r.name
             )));
         }
+        if !r.notice.is_empty() {
+            self.write(Command::Notice {
+                at_ms: upsilon_core::time::now_ms(),
+                node: who.name.clone(),
+                message: format!("{}: {}", r.name, r.notice),
+            })
+            .await?;
+        }
+        let Some(state) = state else {
+            if r.notice.is_empty() {
+                return Err(Status::invalid_argument(
+                    "a report needs a state or a notice",
+                ));
+            }
+            return Ok(Response::new(pb::ReportHostReply { applied: true }));
+        };
         let applied = self
             .write(Command::LegacyHostSeen {
                 bridge: who.name.clone(),

@@ -35,12 +35,13 @@ pub struct LegacyHostDecl {
     /// The UPSes that power it, and how many must be on line.
     pub feeds: Vec<String>,
     pub min_supplies: u32,
-    /// How the bridge talks to it: `nis` (apcupsd `net` client).
+    /// How the bridge talks to it: `nis` (an apcupsd `net` client polls the bridge) or
+    /// `master-slave` (the bridge pushes to an apcupsd 3.10/3.12 slave's NETPORT).
     pub protocol: String,
 }
 
 /// The protocols a legacy host may speak.
-pub const PROTOCOLS: &[&str] = &["nis"];
+pub const PROTOCOLS: &[&str] = &["nis", "master-slave"];
 
 impl LegacyHostDecl {
     /// Checks one declaration; the message names the host and what to fix.
@@ -341,7 +342,11 @@ mod tests {
         assert!(d.validate().unwrap_err().contains("min_supplies = 2"));
         d = decl("a", &[]);
         d.protocol = "snmp".into();
-        assert!(d.validate().unwrap_err().contains("use one of: nis"));
+        assert!(
+            d.validate()
+                .unwrap_err()
+                .contains("use one of: nis, master-slave")
+        );
     }
 
     #[test]
