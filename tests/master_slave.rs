@@ -228,7 +228,8 @@ fn the_bridge_as_master_tells_slaves_in_stage_order() {
         "bridge1",
         "nettime_s = 2\nhalt_silence_s = 3",
         &format!(
-            "[nis]\nlisten = \"{nis}\"\n\n[[host]]\nname = \"slave1\"\nprotocol = \"master-slave\"\naddresses = [\"127.0.0.1\"]\nnetport = {}\nuser_magic = \"s1magic\"\nlabels = [\"early\"]\nfeeds = [\"ups1\"]\n\n[[host]]\nname = \"slave2\"\nprotocol = \"master-slave\"\naddresses = [\"127.0.0.1\"]\nnetport = {}\nfeeds = [\"ups1\"]\n",
+            "[nis]\nlisten = \"{nis}\"\n\n[[host]]\nname = \"gone\"\nprotocol = \"master-slave\"\naddresses = [\"127.0.0.1\"]\nnetport = {}\nfeeds = [\"ups1\"]\n\n[[host]]\nname = \"slave1\"\nprotocol = \"master-slave\"\naddresses = [\"127.0.0.1\"]\nnetport = {}\nuser_magic = \"s1magic\"\nlabels = [\"early\"]\nfeeds = [\"ups1\"]\n\n[[host]]\nname = \"slave2\"\nprotocol = \"master-slave\"\naddresses = [\"127.0.0.1\"]\nnetport = {}\nfeeds = [\"ups1\"]\n",
+            free_port(),
             s1.addr.port(),
             s2.addr.port()
         ),
@@ -256,6 +257,25 @@ fn the_bridge_as_master_tells_slaves_in_stage_order() {
         field(&b, 3) > 0 && field(&b, 6) > 0,
         "charge and minutes: {b:?}"
     );
+
+    // A slave that refuses connections is down at once: SLAVEDOWN, as a 3.12 master
+    // showed it, in `upsilon status` and the bridge's NIS.
+    let node = c.nodes[0].as_ref().unwrap();
+    wait_status(&c.pki, node, Duration::from_secs(20), "gone silent", |v| {
+        v["legacy_hosts"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|h| h["name"] == "gone" && h["state"] == "silent")
+        })
+    });
+    let o = c.cli(1, &["status"]);
+    assert!(stdout(&o).contains("silent (SLAVEDOWN)"), "{}", stdout(&o));
+    let recs = upsilon_tests::apcupsd::wait_nis_status(
+        nis.parse().unwrap(),
+        "ONLINE SLAVEDOWN",
+        10,
+        || bridge.log_text(),
+    );
+    assert_eq!(upsilon_tests::apcupsd::get(&recs, "UPSNAME"), "ups1");
 
     let plan = c.pki.path().join("plan.toml");
     std::fs::write(

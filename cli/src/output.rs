@@ -230,7 +230,11 @@ pub fn legacy_table(hosts: &[pb::LegacyHostInfo], now_ms: i64) -> String {
         });
         rows.push(vec![
             h.name.clone(),
-            h.state.clone(),
+            if h.protocol == "master-slave" && h.state == "silent" {
+                "silent (SLAVEDOWN)".to_string()
+            } else {
+                h.state.clone()
+            },
             format!(
                 "{:.0} s ago",
                 ((now_ms - h.state_since_unix_ms).max(0) as f64) / 1000.0

@@ -58,6 +58,8 @@ struct Inner {
     fetched_bits: BTreeMap<String, bool>,
     /// The cluster's latest events, as the events file's lines.
     events: VecDeque<String>,
+    /// Master-slave hosts the bridge cannot reach now (apcupsd's SLAVEDOWN).
+    slaves_down: std::collections::BTreeSet<String>,
 }
 
 /// What the link, the NIS servers and the reconciler share.
@@ -145,6 +147,21 @@ impl BridgeState {
         }
     }
 
+    /// Whether the bridge reaches master-slave host `host` now.
+    pub fn slave_reached(&self, host: &str, reached: bool) {
+        let mut g = self.lock();
+        if reached {
+            g.slaves_down.remove(host);
+        } else {
+            g.slaves_down.insert(host.to_string());
+        }
+    }
+
+    /// Some master-slave host is down: a 3.12 master showed SLAVEDOWN.
+    pub fn any_slave_down(&self) -> bool {
+        !self.lock().slaves_down.is_empty()
+    }
+
     /// The state each declared host should have in the cluster, where it differs from
     /// the record (with the record's state).
     pub fn reports(&self) -> Vec<(String, LegacyState)> {
@@ -178,7 +195,16 @@ impl BridgeState {
                     .elapsed(),
                 fetched_bits: g.fetched_bits.get(&h.name).copied().unwrap_or(false),
             };
-            let want = hosts::desired(recorded, rec.shutting_down, seen, t);
+            let mut want = hosts::desired(recorded, rec.shutting_down, seen, t);
+            // A slave the bridge cannot reach is down now (apcupsd's SLAVEDOWN), not
+            // after `silent_after`: it refuses connections, unlike a quiet NIS client.
+            if h.protocol == "master-slave"
+                && !rec.shutting_down
+                && want == LegacyState::Polling
+                && g.slaves_down.contains(&h.name)
+            {
+                want = LegacyState::Silent;
+            }
             if want != recorded {
                 out.push((h.name.clone(), want));
             }
@@ -290,9 +316,12 @@ impl BridgeNis {
 impl NisView for BridgeNis {
     fn status(&self, peer: SocketAddr) -> Vec<String> {
         let (picture, vouched) = self.state.picture();
-        let (ups, shutting_down, host) = self.view_for(peer.ip(), picture.as_ref());
+        let (mut ups, shutting_down, host) = self.view_for(peer.ip(), picture.as_ref());
         if let Some(h) = &host {
             self.state.polled(h, shutting_down);
+        } else if self.state.any_slave_down() {
+            // As a 3.12 master's own status showed it.
+            ups.status.statflag |= upsilon_core::reading::statflag::SLAVEDOWN;
         }
         let policy = picture
             .as_ref()

@@ -92,7 +92,9 @@ pub async fn push(state: Arc<BridgeState>, h: HostSection, mut stop: Stop) {
             shutdown_at = None;
         }
         let was_connected = link.connected();
-        match link.send(packet_of(&rec, nettime, shutdown_at)).await {
+        let sent = link.send(packet_of(&rec, nettime, shutdown_at)).await;
+        state.slave_reached(&h.name, sent.is_ok());
+        match sent {
             Ok(()) => {
                 state.polled(&h.name, rec.shutting_down);
                 if !was_connected {
