@@ -335,3 +335,133 @@ fn the_bridge_as_master_tells_slaves_in_stage_order() {
     );
     drop(bridge);
 }
+
+#[test]
+fn legacy_check_names_each_misconfiguration() {
+    let _g = serial();
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 1,
+        voters: 1,
+        ..Default::default()
+    });
+    c.wait_formed(1, 1, 0, Duration::from_secs(30));
+    // A program that greets first (an SSH server, say) on the port given as NETPORT.
+    let banner = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let banner_port = banner.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for mut s in banner.incoming().flatten() {
+            let _ = s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let wrong_magic = FakeSlave::start("zzz");
+    let good = FakeSlave::start("");
+    let nis = format!("127.0.0.1:{}", free_port());
+    let bridge = BridgeProc::start(
+        &c.pki,
+        &[c.addr(1)],
+        "bridge1",
+        "",
+        &format!(
+            "[nis]\nlisten = \"{nis}\"\n{}{}{}{}{}",
+            host("refused", free_port(), None),
+            host("nisport", c.nis_port, None),
+            host("banner", banner_port, None),
+            host("magic", wrong_magic.addr.port(), Some("s1magic")),
+            host("good", good.addr.port(), None),
+        ),
+    );
+    let node = c.nodes[0].as_ref().unwrap();
+    wait_status(
+        &c.pki,
+        node,
+        Duration::from_secs(20),
+        "five legacy hosts",
+        |v| v["legacy_hosts"].as_array().is_some_and(|a| a.len() == 5),
+    );
+    let o = c.cli(
+        1,
+        &[
+            "legacy",
+            "check",
+            bridge.config.to_str().unwrap(),
+            "--handshake",
+        ],
+    );
+    let out = stdout(&o);
+    assert!(!o.status.success(), "{out}");
+    let line = |peer: &str| {
+        out.lines()
+            .filter(|l| l.contains(&format!(" {peer} (")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        line("refused").contains("FAIL") && line("refused").contains("refused the connection"),
+        "{out}"
+    );
+    assert!(
+        line("nisport").contains("not apcupsd 3.10-3.12") || line("nisport").contains("NIS port"),
+        "{out}"
+    );
+    // Whether it greets before or after our request, it is named as no apcupsd slave.
+    assert!(
+        line("banner").contains("FAIL")
+            && line("banner").contains("SSH-2.0")
+            && line("banner").contains("not an apcupsd slave"),
+        "{out}"
+    );
+    assert!(
+        line("magic").contains("FAIL")
+            && line("magic").contains("the slave's USERMAGIC is \"zzz\""),
+        "{out}"
+    );
+    assert!(
+        !line("good").contains("FAIL") && line("good").contains("persistent"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok   bridge NIS: port free") && out.contains("running upsilon-bridge itself"),
+        "{out}"
+    );
+
+    // Without --handshake a NIS port is named as such.
+    let o = c.cli(1, &["legacy", "check", bridge.config.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.contains(" nisport (") && l.contains("is an apcupsd NIS port")),
+        "{out}"
+    );
+
+    // A node config: NETPORT taken by another program is named.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let cfg = c.pki.path().join("slave-node.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[node]\nname = \"n9\"\nlisten = \"127.0.0.9:{}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/n1.pem\"\nkey = \"certs/n1.key\"\n\n[[ups]]\nname = \"oldups\"\ndriver = \"legacy-master\"\nlisten = \"127.0.0.1:{port}\"\nmaster = \"192.0.2.10\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let o = c.cli(1, &["legacy", "check", cfg.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert!(!o.status.success(), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("FAIL oldups: port free: NETPORT 127.0.0.1:")
+            && out.contains(&format!("(pid {})", std::process::id())),
+        "{out}"
+    );
+    drop(held);
+}
+
+/// A master-slave `[[host]]` on loopback port `port`.
+fn host(name: &str, port: u16, magic: Option<&str>) -> String {
+    let magic = magic.map_or(String::new(), |m| format!("user_magic = \"{m}\"\n"));
+    format!(
+        "\n[[host]]\nname = \"{name}\"\nprotocol = \"master-slave\"\naddresses = [\"127.0.0.1\"]\nnetport = {port}\n{magic}feeds = [\"ups1\"]\n"
+    )
+}

@@ -86,6 +86,12 @@ enum Command {
         #[command(subcommand)]
         cmd: UpsCmd,
     },
+    /// Legacy apcupsd peers: walk the manual's "Master/Slave Connection Not Working"
+    /// list for every one a bridge.toml or node config names.
+    Legacy {
+        #[command(subcommand)]
+        cmd: LegacyCommand,
+    },
     /// Create the cluster CA and issue certificates.
     Cert {
         #[command(subcommand)]
@@ -93,6 +99,19 @@ enum Command {
     },
     /// Run a node on a simulated UPS through a power failure, end to end, and exit.
     Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum LegacyCommand {
+    /// Check every legacy peer FILE (a bridge.toml or a node config) names, item by
+    /// item, saying what to change. Changes no peer's state.
+    Check {
+        file: std::path::PathBuf,
+        /// Also send each slave a first contact carrying what the bridge would send
+        /// (read from the cluster) to check the APC and user magics.
+        #[arg(long)]
+        handshake: bool,
+    },
 }
 
 fn init_tracing(default: &str) {
@@ -155,6 +174,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => cmd::ups::release(conn, name).await?,
         Command::Ups { cmd } => cmd::ups::command(conn, cmd).await?,
         Command::Cert { cmd } => cmd::cert::run(conn, cmd).await?,
+        Command::Legacy {
+            cmd: LegacyCommand::Check { file, handshake },
+        } => return cmd::legacy::check(conn, file, handshake).await,
         Command::Demo(args) => return demo::run(args).await,
     }
     Ok(ExitCode::SUCCESS)

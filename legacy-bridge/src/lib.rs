@@ -17,6 +17,7 @@ pub mod apcaccess;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod host;
+pub mod ms_check;
 pub mod ms_master;
 pub mod ms_slave;
 pub mod net_client;

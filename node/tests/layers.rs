@@ -50,7 +50,14 @@ const BRIDGE: &[&[&str]] = &[
     // Wire codecs: framing, the status text.
     &["nis", "apcaccess", "netdata"],
     // What a host is told, the NIS server and client, the master/slave slave side.
-    &["host", "nis_server", "net_client", "ms_slave", "ms_master"],
+    &[
+        "host",
+        "nis_server",
+        "net_client",
+        "ms_slave",
+        "ms_master",
+        "ms_check",
+    ],
     // The bridge daemon.
     &["daemon"],
 ];
