@@ -465,3 +465,89 @@ fn host(name: &str, port: u16, magic: Option<&str>) -> String {
         "\n[[host]]\nname = \"{name}\"\nprotocol = \"master-slave\"\naddresses = [\"127.0.0.1\"]\nnetport = {port}\n{magic}feeds = [\"ups1\"]\n"
     )
 }
+
+#[test]
+fn the_bridge_pushes_an_outage_and_a_stage_to_a_nodes_legacy_master_driver() {
+    let _g = serial();
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 1,
+        voters: 1,
+        ..Default::default()
+    });
+    c.wait_formed(1, 1, 0, Duration::from_secs(30));
+    // An Upsilon node as the old master's slave: standalone, its UPS pushed to it.
+    let netport = free_port();
+    let slave = NodeProc::start(
+        &c.pki,
+        &format!(
+            "[[ups]]\nname = \"frommaster\"\ndriver = \"legacy-master\"\nlisten = \"127.0.0.1:{netport}\"\nmaster = \"127.0.0.1\"\nuser_magic = \"upsilon\"\npoll_interval_ms = 500\n\n[executor]\nrecord_file = \"record-slave.jsonl\"\n"
+        ),
+    );
+    let nis = format!("127.0.0.1:{}", free_port());
+    let bridge = BridgeProc::start(
+        &c.pki,
+        &[c.addr(1)],
+        "bridge1",
+        "nettime_s = 5\nhalt_silence_s = 3",
+        &format!(
+            "[nis]\nlisten = \"{nis}\"\n\n[[host]]\nname = \"oldhost\"\nprotocol = \"master-slave\"\naddresses = [\"127.0.0.1\"]\nnetport = {netport}\nuser_magic = \"upsilon\"\nfeeds = [\"ups1\"]\n"
+        ),
+    );
+    // The node reads the cluster's supply through the bridge, as a slave would.
+    wait_status(
+        &c.pki,
+        &slave,
+        Duration::from_secs(20),
+        "ONLINE from the bridge",
+        |v| v["ups"][0]["status"] == "ONLINE" && v["ups"][0]["charge_percent"].as_f64().is_some(),
+    );
+    let plan = c.pki.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        plan_text(&[("old", "\"oldhost\"", "on_battery_s = 2", 60)]),
+    )
+    .unwrap();
+    let o = c.cli(1, &["plan", "apply", plan.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    c.cli(1, &["sim", "set", "--on-battery"]);
+    wait_status(&c.pki, &slave, Duration::from_secs(20), "ONBATT", |v| {
+        v["ups"][0]["status"] == "ONBATT"
+    });
+    let stage = cluster_event_at(&c, "Stage 1 (old) started", 30);
+    // ShutDown in the packets reads as a low-battery signal: the node shuts down.
+    let records = c.pki.path().join("record-slave.jsonl");
+    let shutdown_at = wait_for(Duration::from_secs(30), || {
+        std::fs::read_to_string(&records)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["action"] == "shutdown")
+            .and_then(|r| r["at_unix_ms"].as_i64())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the slave node never shut down:\n{}\n{}",
+            slave.log_text(),
+            bridge.log_text()
+        )
+    });
+    assert!(shutdown_at >= stage);
+    println!(
+        "BENCH stage start -> the slave node's doshutdown: {} ms",
+        shutdown_at - stage
+    );
+    cluster_event_at(&c, "oldhost is shutting down", 10);
+    let o = upsilon(
+        &c.pki,
+        slave.addr,
+        Some("operator"),
+        &["events", "-n", "50"],
+    );
+    let ev = stdout(&o);
+    assert!(
+        ev.contains("Connect from master 127.0.0.1 succeeded")
+            && ev.contains("Battery power exhausted."),
+        "{ev}"
+    );
+}

@@ -260,6 +260,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_disconnecting_slave_gets_a_connection_per_packet_and_a_reconnect_checks_the_magic() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        // ChangeBatt 0 in the reply: an old "disconnecting" slave.
+        let peer = tokio::spawn(slave(l, "old", 0, 3));
+        let mut link = SlaveLink::new(addr, None);
+        for _ in 0..3 {
+            link.send(NetData::default()).await.unwrap();
+        }
+        let got = peer.await.unwrap();
+        let states: Vec<i32> = got.iter().map(|p| p.remote_state).collect();
+        assert_eq!(
+            states,
+            vec![0, 1, 1],
+            "one handshake, then packets on new connections"
+        );
+        assert!(got[1..].iter().all(|p| p.user_magic_text() == "old"));
+
+        // After a failure the next contact is a reconnect carrying the learned magic.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let peer = tokio::spawn(slave(l, "rack1", PERSISTENT_SLAVE, 2));
+        let mut link = SlaveLink::new(addr, None);
+        link.send(NetData::default()).await.unwrap();
+        link.close();
+        link.send(NetData::default()).await.unwrap();
+        let got = peer.await.unwrap();
+        assert_eq!(got[1].remote_state, remote_state::RECONNECT);
+        assert_eq!(got[1].user_magic_text(), "rack1");
+        // A slave whose magic changed since is refused at the reconnect.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            for magic in ["first", "second"] {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; PACKET_LEN];
+                s.read_exact(&mut buf).await.unwrap();
+                let r = NetData::decode(&buf).unwrap().slave_reply(magic);
+                s.write_all(&r.encode()).await.unwrap();
+            }
+        });
+        let mut link = SlaveLink::new(addr, None);
+        link.send(NetData::default()).await.unwrap();
+        link.close();
+        let e = link.send(NetData::default()).await.unwrap_err();
+        assert_eq!(
+            e,
+            SlaveError::UserMagic {
+                addr,
+                got: "second".into(),
+                want: "first".into()
+            }
+        );
+    }
+
+    #[tokio::test]
     async fn an_expected_magic_is_checked_and_a_dead_slave_is_named() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
