@@ -241,9 +241,11 @@ async fn connection(slave: std::sync::Weak<Slave>, mut stream: TcpStream, peer: 
             }
             Ok(Err(e)) => {
                 let why = if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    "the master closed the connection (it reconnects by itself; if not, check its apcupsd)".to_string()
+                    format!(
+                        "the master at {peer} closed the connection (it reconnects by itself; if not, check its apcupsd)"
+                    )
                 } else {
-                    format!("{e}")
+                    format!("{e} (master {peer})")
                 };
                 s.fail("read", format!("Read failure from socket. ERR={why}"));
                 s.lost();
@@ -266,7 +268,10 @@ async fn connection(slave: std::sync::Weak<Slave>, mut stream: TcpStream, peer: 
         if p.wants_reply() {
             let reply = p.slave_reply(&own_magic).encode();
             if let Err(e) = stream.write_all(&reply).await {
-                s.fail("read", format!("Read failure from socket. ERR={e}"));
+                s.fail(
+                    "read",
+                    format!("Read failure from socket. ERR={e} (master {peer})"),
+                );
                 s.lost();
                 return;
             }
