@@ -25,6 +25,15 @@ pub fn version() -> String {
     )
 }
 
+/// This machine's host name (HOSTNAME in the status), or `fallback`.
+pub fn hostname(fallback: &str) -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| fallback.to_string())
+}
+
 /// One host's view, as the answering daemon knows it.
 #[derive(Debug, Clone)]
 pub struct HostStatus<'a> {

@@ -32,11 +32,7 @@ pub struct HostNis {
 
 impl HostNis {
     pub fn new(shared: Arc<NodeShared>) -> Self {
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| shared.name.clone());
+        let hostname = upsilon_legacy_bridge::host::hostname(&shared.name);
         HostNis {
             shared,
             hostname,

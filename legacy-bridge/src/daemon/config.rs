@@ -2,11 +2,13 @@
 //! and the legacy hosts it speaks for. Errors name the file, line and key.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use upsilon_core::config::{ConfigError, line_of_key, networks, one_or_many, parse_toml};
+use upsilon_core::config::{
+    ConfigError, TlsSection, line_of_key, networks, one_or_many, parse_toml,
+};
 use upsilon_core::replicated::legacy::LegacyHostDecl;
 
 /// The whole file.
@@ -14,6 +16,7 @@ use upsilon_core::replicated::legacy::LegacyHostDecl;
 #[serde(deny_unknown_fields)]
 pub struct BridgeConfig {
     pub bridge: BridgeSection,
+    /// The cluster CA and the bridge's own certificate (role `bridge`), as a node's.
     pub tls: TlsSection,
     pub nis: NisSection,
     #[serde(default, rename = "host")]
@@ -70,15 +73,6 @@ impl BridgeSection {
     pub fn nettime(&self) -> Duration {
         Duration::from_secs(self.nettime_s)
     }
-}
-
-/// `[tls]`: the cluster CA and the bridge's own certificate (role `bridge`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSection {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 /// `[nis]`: where legacy hosts (and `apcaccess`) reach the bridge.

@@ -249,11 +249,7 @@ pub struct BridgeNis {
 
 impl BridgeNis {
     pub fn new(state: Arc<BridgeState>, bound: Option<String>) -> Self {
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| state.name.clone());
+        let hostname = crate::host::hostname(&state.name);
         BridgeNis {
             state,
             bound,

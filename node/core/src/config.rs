@@ -123,14 +123,16 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7443))
 }
 
+/// `[tls]`: the cluster CA and this daemon's own certificate and key (a node's has role
+/// `node`, a bridge's role `bridge`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     /// The cluster CA certificate (PEM).
     pub ca: PathBuf,
-    /// This node's certificate (PEM), issued with role `node`.
+    /// This daemon's certificate (PEM).
     pub cert: PathBuf,
-    /// This node's private key (PEM).
+    /// This daemon's private key (PEM).
     pub key: PathBuf,
 }
 
