@@ -4,8 +4,8 @@
 //! [`supply`] computes a host's power from its feeds and `min_supplies` (NUT's
 //! MINSUPPLIES). [`decide`] reads the replicated state and the time and returns the
 //! commands the leader should propose: start an outage, start the next stage (or every
-//! remaining one in an emergency), order a UPS to cut power once the hosts it alone
-//! feeds have halted, cancel what has not started when mains return, and power-cycle a
+//! remaining one in an emergency), order a UPS to cut power once no running host it
+//! feeds would be left short of `min_supplies`, cancel what has not started when mains return, and power-cycle a
 //! UPS to bring halted hosts back. It is pure: a new leader re-runs it and continues,
 //! and `PowerState::apply` refuses anything already done, so nothing happens twice.
 
@@ -481,18 +481,33 @@ pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
                     });
                 }
             } else {
-                // Every stage has started: each UPS on battery cuts power once every host
-                // it alone feeds is down. Its owner is not waited for: the owner carries
-                // the order out (with a delay long enough for its own halt).
+                // Every stage has started: a UPS on battery may cut power once no host it
+                // feeds that is still up would be left with fewer than `min_supplies`
+                // feeds (dual-fed hosts included: the last of their UPSes waits for
+                // them). Its owner is not waited for: the owner carries the order out
+                // (with a delay long enough for its own halt). UPSes ordered in this
+                // pass count as cut for the next ones, so two feeds of one host are
+                // never both cut at once.
+                let mut cut: BTreeSet<&str> = o.kill_power.keys().map(String::as_str).collect();
                 for u in state.upses.values().filter(|u| u.status.on_battery) {
                     if o.kill_power.contains_key(&u.name) {
                         continue;
                     }
                     let dependents_down = nodes
                         .iter()
-                        .filter(|n| n.id != u.owner && n.feeds.len() == 1 && n.feeds[0] == u.name)
-                        .all(|n| host_down(state, plan, n.id, now_ms));
+                        .filter(|n| n.id != u.owner && n.feeds.contains(&u.name))
+                        .all(|n| {
+                            let left = n
+                                .feeds
+                                .iter()
+                                .filter(|f| **f != u.name && !cut.contains(f.as_str()))
+                                .filter(|f| state.upses.contains_key(*f))
+                                .count();
+                            left >= n.min_supplies.max(1) as usize
+                                || host_down(state, plan, n.id, now_ms)
+                        });
                     if dependents_down {
+                        cut.insert(u.name.as_str());
                         out.push(Command::KillPower {
                             outage: o.id,
                             ups: u.name.clone(),
@@ -1077,6 +1092,37 @@ mod tests {
             }
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn the_last_ups_of_a_dual_fed_host_waits_for_it() {
+        // Both UPSes on battery; every stage started; db1 (upsA + upsB, needs one) still
+        // runs. One of its UPSes may go, never both.
+        let mut s = state(
+            ups("upsA", 1, Some(300), 5.0, 100.0),
+            ups("upsB", 1, Some(300), 5.0, 100.0),
+        );
+        s.outage = Some(outage(vec![
+            run("batch", &[2], 100, &[2]),
+            run("apps", &[3], 50, &[3]),
+            run("core", &[1, 4], 5, &[]),
+        ]));
+        let first = kinds(&decide(&s, NOW));
+        assert_eq!(first, ["KillPower(upsA)"], "one feed of db1 at a time");
+        for c in decide(&s, NOW) {
+            s.apply(&c);
+        }
+        assert!(
+            decide(&s, NOW).is_empty(),
+            "upsB is db1's last feed while db1 runs"
+        );
+        // db1 halts: its last UPS may go.
+        s.outage.as_mut().unwrap().stages[2]
+            .acks
+            .entry(4)
+            .or_default()
+            .halting_ms = Some(NOW);
+        assert_eq!(kinds(&decide(&s, NOW)), ["KillPower(upsB)"]);
     }
 
     #[test]
