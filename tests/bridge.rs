@@ -18,16 +18,9 @@ fn loopback() -> SocketAddr {
 
 /// The cluster's events as (at ms, message), oldest first.
 fn events(c: &TestCluster, i: usize) -> Vec<(i64, String)> {
-    let o = c.cli(i, &["events", "--json", "-n", "1000"]);
-    stdout(&o)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|v| {
-            (
-                v["at_unix_ms"].as_i64().unwrap_or(0),
-                v["message"].as_str().unwrap_or("").to_string(),
-            )
-        })
+    event_lines(&c.pki, c.addr(i))
+        .into_iter()
+        .map(|e| (e.at_ms, e.message))
         .collect()
 }
 

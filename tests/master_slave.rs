@@ -12,31 +12,18 @@ use upsilon_tests::legacy_peer::{FakeMaster, FakeSlave, MasterPacket, field, mag
 use upsilon_tests::*;
 
 fn events(pki: &TestPki, node: &NodeProc) -> Vec<(String, String)> {
-    let o = upsilon(
-        pki,
-        node.addr,
-        Some("operator"),
-        &["events", "--json", "-n", "200"],
-    );
-    stdout(&o)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|v| {
-            (
-                v["name"].as_str().unwrap_or("").to_string(),
-                v["message"].as_str().unwrap_or("").to_string(),
-            )
-        })
+    event_lines(pki, node.addr)
+        .into_iter()
+        .map(|e| (e.name, e.message))
         .collect()
 }
 
-/// Waits for an event whose message starts with `text`; returns its name.
-fn wait_event(pki: &TestPki, node: &NodeProc, text: &str) -> String {
+/// Waits for an event whose message starts with `text`; returns its name and message.
+fn wait_event(pki: &TestPki, node: &NodeProc, text: &str) -> (String, String) {
     wait_for(Duration::from_secs(15), || {
         events(pki, node)
             .into_iter()
             .find(|(_, m)| m.starts_with(text))
-            .map(|(n, _)| n)
     })
     .unwrap_or_else(|| {
         panic!(
@@ -61,19 +48,14 @@ fn a_legacy_master_feeds_a_node_and_every_failure_is_named() {
     );
     // Nothing yet: COMMLOST, and after the timeout the master is "not responding".
     assert_eq!(
-        wait_event(&pki, &node, "Master not responding."),
+        wait_event(&pki, &node, "Master not responding.").0,
         "mastertimeout"
     );
 
     // A master at the wrong address is refused unread.
     let mut intruder = FakeMaster::connect("127.0.0.2".parse().unwrap(), netport).unwrap();
     assert!(intruder.closed_by_slave());
-    let msg = wait_for(Duration::from_secs(10), || {
-        events(&pki, &node)
-            .into_iter()
-            .find(|(_, m)| m.starts_with("Unauthorised attempt from master 127.0.0.2"))
-    })
-    .unwrap_or_else(|| panic!("{:?}", events(&pki, &node)));
+    let msg = wait_event(&pki, &node, "Unauthorised attempt from master 127.0.0.2");
     assert!(msg.1.contains("set master = \"127.0.0.2\""), "{msg:?}");
 
     // First contact: the reply echoes the packet with our magics and ChangeBatt 1000.
@@ -94,7 +76,7 @@ fn a_legacy_master_feeds_a_node_and_every_failure_is_named() {
     p.time_left = 45;
     m.send(&p).unwrap();
     assert_eq!(
-        wait_event(&pki, &node, "Connect from master 127.0.0.1 succeeded"),
+        wait_event(&pki, &node, "Connect from master 127.0.0.1 succeeded").0,
         "masterconnect"
     );
     let v = wait_status(&pki, &node, Duration::from_secs(10), "ONLINE", |v| {
@@ -121,7 +103,7 @@ fn a_legacy_master_feeds_a_node_and_every_failure_is_named() {
     m.send(&MasterPacket::new(1, "wrongMagic")).unwrap();
     assert!(m.closed_by_slave());
     let e = wait_event(&pki, &node, "Bad user magic from master: wrongMagic");
-    assert_eq!(e, "notice");
+    assert_eq!(e.0, "notice");
 
     // Reconnect (remote_state 2): answered again; then ShutDown set reads as low battery.
     let mut m = FakeMaster::connect(LOCAL, netport).unwrap();
@@ -166,12 +148,7 @@ fn a_legacy_master_feeds_a_node_and_every_failure_is_named() {
     bogus.apc_magic = "bogus-magic-xyz".into();
     m.send(&bogus).unwrap();
     assert!(m.closed_by_slave());
-    let msg = wait_for(Duration::from_secs(10), || {
-        events(&pki, &node)
-            .into_iter()
-            .find(|(_, m)| m.starts_with("Bad APC magic from master: bogus-magic-xyz"))
-    })
-    .unwrap_or_else(|| panic!("{:?}", events(&pki, &node)));
+    let msg = wait_event(&pki, &node, "Bad APC magic from master: bogus-magic-xyz");
     assert!(msg.1.contains("not an apcupsd 3.x master"), "{msg:?}");
 
     // Garbage one byte at a time and a short packet never stall the listener: a good
@@ -197,12 +174,10 @@ fn packet_at(slave: &FakeSlave, secs: u64, ok: impl Fn(&[u8]) -> bool) -> Option
 
 fn cluster_event_at(c: &TestCluster, text: &str, secs: u64) -> i64 {
     wait_for(Duration::from_secs(secs), || {
-        let o = c.cli(1, &["events", "--json", "-n", "500"]);
-        stdout(&o)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["message"].as_str().is_some_and(|m| m.contains(text)))
-            .and_then(|v| v["at_unix_ms"].as_i64())
+        event_lines(&c.pki, c.addr(1))
+            .into_iter()
+            .find(|e| e.message.contains(text))
+            .map(|e| e.at_ms)
     })
     .unwrap_or_else(|| {
         let o = c.cli(1, &["events", "-n", "500"]);

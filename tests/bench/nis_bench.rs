@@ -22,7 +22,8 @@ use upsilon_legacy_bridge::nis;
 use upsilon_tests::apcupsd::RealApcupsd;
 use upsilon_tests::smartups::{SmartUps, SmartUpsOptions};
 use upsilon_tests::{
-    BridgeProc, NodeProc, TestPki, free_port, plan_text, status_json, stdout, upsilon, wait_for,
+    BridgeProc, NodeProc, TestPki, event_lines, free_port, plan_text, status_json, upsilon,
+    wait_for,
 };
 
 /// One `status` request and its whole reply (read through a buffer: a reply is about 50
@@ -178,21 +179,10 @@ fn main() {
     std::thread::sleep(Duration::from_secs(3));
     sim.mains(true);
     let stage_at = wait_for(Duration::from_secs(60), || {
-        let o = upsilon(
-            &pki,
-            node.addr,
-            Some("operator"),
-            &["events", "--json", "-n", "200"],
-        );
-        stdout(&o)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| {
-                v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("Stage 1 (legacy) started"))
-            })
-            .and_then(|v| v["at_unix_ms"].as_i64())
+        event_lines(&pki, node.addr)
+            .into_iter()
+            .find(|e| e.message.contains("Stage 1 (legacy) started"))
+            .map(|e| e.at_ms)
     })
     .expect("the stage started");
     let mut waits: Vec<f64> = Vec::new();

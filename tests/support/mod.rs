@@ -905,3 +905,30 @@ impl Drop for BridgeProc {
         self.kill();
     }
 }
+
+/// One line of `upsilon events --json`.
+#[derive(Debug, Clone)]
+pub struct EventLine {
+    pub at_ms: i64,
+    pub name: String,
+    pub message: String,
+}
+
+/// The most recent events (up to 1000) as the node at `addr` lists them, oldest first.
+pub fn event_lines(pki: &TestPki, addr: SocketAddr) -> Vec<EventLine> {
+    let o = upsilon(
+        pki,
+        addr,
+        Some("operator"),
+        &["events", "--json", "-n", "1000"],
+    );
+    stdout(&o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| EventLine {
+            at_ms: v["at_unix_ms"].as_i64().unwrap_or(0),
+            name: v["name"].as_str().unwrap_or("").to_string(),
+            message: v["message"].as_str().unwrap_or("").to_string(),
+        })
+        .collect()
+}
