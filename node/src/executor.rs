@@ -49,6 +49,7 @@ impl ExecRecord {
 #[derive(Debug)]
 pub struct Executor {
     mode: ExecutorMode,
+    record_halt: (upsilon_core::config::RecordHalt, std::time::Duration),
     send_ups_commands: bool,
     hooks: HooksSection,
     shutdown_command: Vec<String>,
@@ -71,12 +72,22 @@ impl Executor {
             hooks: hooks.clone(),
             shutdown_command: cfg.shutdown_command.clone(),
             record_file: cfg.record_file.clone(),
+            record_halt: (
+                cfg.record_halt,
+                std::time::Duration::from_millis(cfg.record_halt_after_ms),
+            ),
             records: Mutex::new(Vec::new()),
         }
     }
 
     pub fn mode(&self) -> ExecutorMode {
         self.mode
+    }
+
+    /// In record mode, what stands in for the host's halt after a recorded cluster
+    /// shutdown, and after how long; `None` in live mode (the host really halts).
+    pub fn stand_in_halt(&self) -> Option<(upsilon_core::config::RecordHalt, std::time::Duration)> {
+        (self.mode == ExecutorMode::Record).then_some(self.record_halt)
     }
 
     /// Everything run or recorded so far.
@@ -299,6 +310,7 @@ mod tests {
                 record_file: Some(dir.join("record.jsonl")),
                 powerfail_dir: None,
                 ups_commands: None,
+                ..Default::default()
             },
             &HooksSection {
                 script_dir: Some(dir.to_path_buf()),
@@ -351,6 +363,7 @@ mod tests {
                 record_file: None,
                 powerfail_dir: None,
                 ups_commands: None,
+                ..Default::default()
             },
             &HooksSection::default(),
         );

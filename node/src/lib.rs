@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod driver;
 pub mod executor;
 pub mod fatal;
+pub mod halted;
 pub mod nis;
 pub mod node;
 pub mod shared;

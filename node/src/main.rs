@@ -26,6 +26,18 @@ struct Args {
     /// Validate a configuration file (and the files it names) and exit.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
+    /// Tell the cluster this host is about to halt, and exit (run by the shutdown hook
+    /// `upsilon-halted.service` after upsilond stopped; needs --config).
+    #[arg(long, requires = "config")]
+    report_halted: bool,
+    /// How long --report-halted tries, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10,
+        requires = "report_halted"
+    )]
+    report_timeout: u64,
 }
 
 fn init_tracing() {
@@ -65,6 +77,40 @@ fn check(path: &std::path::Path) -> Result<NodeConfig, String> {
     Ok(cfg)
 }
 
+/// `--report-halted`: one try, bounded, on a small runtime of its own.
+fn report_halted(path: &std::path::Path, deadline: Duration) -> ExitCode {
+    let cfg = match NodeConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("upsilond: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("upsilond: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(upsilon_node::halted::report(&cfg, deadline)) {
+        Ok(at) => {
+            println!(
+                "upsilond: told the cluster (leader {at}) that {} halts",
+                cfg.node.name
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("upsilond: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(path) = args.check_config {
@@ -87,6 +133,9 @@ fn main() -> ExitCode {
     }
     init_tracing();
     let path = args.config.expect("clap requires --config");
+    if args.report_halted {
+        return report_halted(&path, Duration::from_secs(args.report_timeout));
+    }
     let cfg = match NodeConfig::load(&path).and_then(|c| {
         // Each driver checks its own keys, so a typo in one is a config error too.
         upsilon_node::driver::check_all(&c)?;

@@ -291,9 +291,41 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
     }
     for _ in 0..20 {
         if ack(cluster, st, true).await {
-            return;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stand_in_halt(shared, cluster).await;
+}
+
+/// Record mode: what the host's real halt would do next, so the cluster sees it down.
+/// Live mode: nothing (the host halts; the package's shutdown hook sends "halted").
+async fn stand_in_halt(shared: &NodeShared, cluster: &Cluster) {
+    use upsilon_core::config::RecordHalt;
+    let Some((what, after)) = shared.executor.stand_in_halt() else {
+        return;
+    };
+    if what == RecordHalt::None {
+        return;
+    }
+    tokio::time::sleep(after).await;
+    match what {
+        RecordHalt::Report => {
+            let cmd = Command::HostHalted {
+                node: cluster.id,
+                at_ms: now_ms(),
+            };
+            if let Err(e) = cluster.submit(LeaderOp::Write(cmd), WRITE_DEADLINE).await {
+                tracing::warn!("record mode: could not report this host halted: {e}");
+            }
+        }
+        RecordHalt::Exit => {
+            tracing::warn!(
+                "record mode: exiting as the halted host would (record_halt = \"exit\")"
+            );
+            std::process::exit(0);
+        }
+        RecordHalt::None => {}
     }
 }
 
@@ -430,12 +462,7 @@ pub async fn local_fallback(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut 
             continue;
         }
         let (supply, dead_time, outage) = cluster.read(|s| {
-            let plan = s.plan.clone().unwrap_or(Plan {
-                stages: vec![],
-                runtime_floor_s: 120,
-                dead_time_s: 15,
-                kill_power_delay_s: 20,
-            });
+            let plan = s.plan.clone().unwrap_or_default();
             let sup = s
                 .nodes
                 .get(&cluster.id)

@@ -324,7 +324,8 @@ pub fn snapshot(shared: &NodeShared) -> StatusSnapshot {
         };
     };
     let view = cluster.view();
-    let (outage, stages) = cluster.read(upsilon_core::wording::outage_lines);
+    let (outage, stages) =
+        cluster.read(|s| upsilon_core::wording::outage_lines(s, upsilon_core::time::now_ms()));
     let (ups, records, owners) = cluster.read(|s| {
         let ups: Vec<_> = s.upses.values().map(|u| u.view(now)).collect();
         let owners: Vec<(String, u64)> = s
@@ -492,6 +493,7 @@ mod tests {
                         version: String::new(),
                         feeds: vec!["ups1".into()],
                         min_supplies: 1,
+                        shutdown_s: 120,
                     },
                 );
             }

@@ -36,6 +36,7 @@ fn up(id: u64, name: &str, labels: &[&str], feeds: &[&str]) -> Command {
         version: "0.1.0".into(),
         feeds: feeds.iter().map(|s| s.to_string()).collect(),
         min_supplies: 1,
+        shutdown_s: 120,
         at_ms: T0 + id as i64,
     }
 }

@@ -123,6 +123,13 @@ pub struct HostSection {
     /// `master-slave`: the slave's USERMAGIC, if it has one to check.
     #[serde(default)]
     pub user_magic: Option<String>,
+    /// Seconds it takes to shut down once told (the cluster measures it too).
+    #[serde(default = "default_shutdown_s")]
+    pub shutdown_s: u32,
+}
+
+fn default_shutdown_s() -> u32 {
+    upsilon_core::replicated::state::DEFAULT_SHUTDOWN_S
 }
 
 /// IP addresses, one or many; names are refused (they are not resolved).
@@ -163,6 +170,7 @@ impl HostSection {
             feeds: self.feeds.clone(),
             min_supplies: self.min_supplies,
             protocol: self.protocol.clone(),
+            shutdown_s: self.shutdown_s,
         }
     }
 }

@@ -225,6 +225,7 @@ pub fn legacy_decl_to_pb(d: &LegacyHostDecl) -> pb::LegacyHostDecl {
         feeds: d.feeds.clone(),
         min_supplies: d.min_supplies,
         protocol: d.protocol.clone(),
+        shutdown_s: d.shutdown_s,
     }
 }
 
@@ -236,6 +237,11 @@ pub fn legacy_decl_from_pb(d: &pb::LegacyHostDecl) -> LegacyHostDecl {
         feeds: d.feeds.clone(),
         min_supplies: d.min_supplies,
         protocol: d.protocol.clone(),
+        shutdown_s: if d.shutdown_s == 0 {
+            upsilon_core::replicated::state::DEFAULT_SHUTDOWN_S
+        } else {
+            d.shutdown_s
+        },
     }
 }
 
@@ -381,7 +387,7 @@ pub fn plan_reply(
         .iter()
         .map(|c| c.to_string())
         .collect();
-    let (outage, _) = upsilon_core::wording::outage_lines(s);
+    let (outage, _) = upsilon_core::wording::outage_lines(s, upsilon_core::time::now_ms());
     pb::PlanReply {
         has_plan: true,
         stages,

@@ -306,6 +306,23 @@ pub struct ExecutorSection {
     /// apcsmart pty simulator in tests and demos): the UPS gets the real byte sequence
     /// while host shutdowns are only recorded.
     pub ups_commands: Option<UpsCommands>,
+    /// Record mode only: what stands in for the host's own halt after a recorded
+    /// cluster shutdown: `report` (send the late "halted" the package's shutdown hook
+    /// sends), `exit` (the daemon exits, so the cluster sees the host fall silent), or
+    /// `none` (the host keeps running and is never seen down).
+    pub record_halt: RecordHalt,
+    /// Record mode only: how long the stand-in halt waits after the halting
+    /// acknowledgement (the simulated shutdown's duration), in milliseconds.
+    pub record_halt_after_ms: u64,
+}
+
+/// See [`ExecutorSection::record_halt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordHalt {
+    Report,
+    Exit,
+    None,
 }
 
 /// See [`ExecutorSection::ups_commands`].
@@ -324,6 +341,8 @@ impl Default for ExecutorSection {
             shutdown_command: vec!["shutdown".into(), "-h".into(), "now".into()],
             record_file: None,
             powerfail_dir: None,
+            record_halt: RecordHalt::Report,
+            record_halt_after_ms: 0,
         }
     }
 }
@@ -724,6 +743,11 @@ pub struct ClusterSection {
     /// How many of `feeds` must be on line for this host to count as on line.
     #[serde(default = "default_min_supplies")]
     pub min_supplies: u32,
+    /// How long this host takes to shut down, from its shutdown command to power off:
+    /// a UPS is not cut before it has had this long (or the longer time the cluster
+    /// measured in a real outage).
+    #[serde(default = "default_shutdown_s")]
+    pub shutdown_s: u32,
     /// A plan file to propose when the cluster has no plan yet (usually on the
     /// bootstrap node); later changes go through `upsilon plan apply`.
     #[serde(default)]
@@ -753,6 +777,13 @@ fn default_snapshot_logs() -> u64 {
 
 fn default_min_supplies() -> u32 {
     1
+}
+
+/// A host's shutdown time when it declares none.
+pub const DEFAULT_SHUTDOWN_S: u32 = 120;
+
+fn default_shutdown_s() -> u32 {
+    DEFAULT_SHUTDOWN_S
 }
 
 fn default_heartbeat_ms() -> u64 {

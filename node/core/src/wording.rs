@@ -27,8 +27,9 @@ pub fn cluster_warnings(s: &PowerState) -> Vec<String> {
     out
 }
 
-/// The current outage and its stages in words, for `upsilon status`.
-pub fn outage_lines(s: &PowerState) -> (String, Vec<String>) {
+/// The current outage and its stages in words, for `upsilon status`: per stage who has
+/// not acknowledged, who is halting (for how long, of its shutdown time), who is down.
+pub fn outage_lines(s: &PowerState, now_ms: i64) -> (String, Vec<String>) {
     let Some(o) = s.outage.as_ref() else {
         return (String::new(), vec![]);
     };
@@ -52,17 +53,42 @@ pub fn outage_lines(s: &PowerState) -> (String, Vec<String>) {
         ),
     };
     let mut lines = Vec::new();
+    let plan = s.plan.clone().unwrap_or_default();
     for (k, r) in o.stages.iter().enumerate() {
-        let waiting: Vec<String> = r
-            .hosts
-            .iter()
-            .filter(|h| r.acks.get(*h).is_none_or(|a| a.halting_ms.is_none()))
-            .map(name)
-            .collect();
-        let state = if waiting.is_empty() {
-            "every host halting".to_string()
+        use crate::replicated::endgame::{HostPhase, phase, shutdown_s};
+        let (mut waiting, mut halting, mut down) = (vec![], vec![], vec![]);
+        for h in &r.hosts {
+            let Some(n) = s.host(*h) else {
+                waiting.push(name(h));
+                continue;
+            };
+            let acked = r.acks.get(h).is_some_and(|a| a.halting_ms.is_some());
+            match phase(s, &plan, n, now_ms) {
+                HostPhase::Down { how, .. } => down.push(format!("{} ({})", n.name, how.as_str())),
+                HostPhase::Halting { since_ms } => halting.push(format!(
+                    "{} for {} s of {} s",
+                    n.name,
+                    (now_ms - since_ms).max(0) / 1000,
+                    shutdown_s(s, &plan, n)
+                )),
+                HostPhase::Running if !acked => waiting.push(n.name.clone()),
+                HostPhase::Running => halting.push(n.name.clone()),
+            }
+        }
+        let mut parts = vec![];
+        if !waiting.is_empty() {
+            parts.push(format!("not yet acknowledged: {}", waiting.join(", ")));
+        }
+        if !halting.is_empty() {
+            parts.push(format!("halting: {}", halting.join(", ")));
+        }
+        if !down.is_empty() {
+            parts.push(format!("down: {}", down.join(", ")));
+        }
+        let state = if waiting.is_empty() && halting.is_empty() {
+            "every host down".to_string()
         } else {
-            format!("not yet acknowledged: {}", waiting.join(", "))
+            parts.join("; ")
         };
         lines.push(format!(
             "stage {} {}: started ({}); {state}",
@@ -74,7 +100,10 @@ pub fn outage_lines(s: &PowerState) -> (String, Vec<String>) {
     for (u, k) in &o.kill_power {
         lines.push(match k.done_ms {
             Some(_) => format!("kill power {u}: {}", k.result),
-            None => format!("kill power {u}: ordered, not yet carried out"),
+            None => format!(
+                "kill power {u}: ordered with a {} s delay, not yet carried out",
+                k.delay_s
+            ),
         });
     }
     (head, lines)

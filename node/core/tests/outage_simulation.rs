@@ -3,7 +3,9 @@
 //! or committed later (after the new leader's), stale leaders keep proposing from old
 //! views, hosts crash and restart. The invariants: every stage starts once and in
 //! order, every host of a started stage shuts down exactly once and its halting ack is
-//! not lost, and kill power comes after every stage. A failure prints its seed; replay
+//! not lost, and kill power comes after every stage and cuts no host before its real
+//! shutdown ended (hosts heartbeat, stop being heard before they finish, and some send
+//! a late "halted"; each really takes up to its declared time). A failure prints its seed; replay
 //! one with `UPSILON_SIM_SEED=<seed> cargo test -p upsilon-node --test outage_simulation`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,6 +24,7 @@ fn plan() -> Plan {
         trigger,
         ack_timeout_s: ack,
         command: None,
+        shutdown_s: None,
     };
     Plan {
         stages: vec![
@@ -56,8 +59,12 @@ fn plan() -> Plan {
         runtime_floor_s: 60,
         dead_time_s: 15,
         kill_power_delay_s: 20,
+        silence_s: 10,
     }
 }
+
+/// Every host declares this; its real shutdown takes 0 to this long.
+const SHUTDOWN_S: u32 = 30;
 
 fn initial() -> PowerState {
     let mut s = PowerState {
@@ -78,6 +85,7 @@ fn initial() -> PowerState {
                 version: String::new(),
                 feeds: vec!["ups1".into()],
                 min_supplies: 1,
+                shutdown_s: SHUTDOWN_S,
             },
         );
     }
@@ -123,7 +131,19 @@ fn run(seed: u64) -> Result<(), String> {
     let mut orphans: Vec<Command> = Vec::new();
     let mut ran: BTreeMap<u64, u32> = BTreeMap::new(); // host -> shutdowns run
     let mut markers: BTreeSet<(u64, u64, usize)> = BTreeSet::new();
-    let mut down: BTreeSet<u64> = BTreeSet::new(); // crashed hosts
+    let mut down: BTreeMap<u64, u32> = BTreeMap::new(); // crashed hosts, steps left
+    // Each host's real shutdown: how long it takes, how long before the end it stops
+    // being heard (its network goes first), whether its shutdown path says "halted".
+    let real: BTreeMap<u64, (i64, i64, bool)> = (1..=6u64)
+        .map(|h| {
+            let takes = rng.below(SHUTDOWN_S as u64 * 1000 + 1) as i64;
+            let quiet_before = rng.below(5_001).min(takes as u64) as i64;
+            (h, (takes, quiet_before, rng.chance(50)))
+        })
+        .collect();
+    let mut halting_at: BTreeMap<u64, i64> = BTreeMap::new();
+    let mut said_halted: BTreeSet<u64> = BTreeSet::new();
+    let mut kill: Option<(i64, u32)> = None;
     let outage_at = 5_000i64;
     let mut seq = 0u64;
     let commit = |c: Command, log: &mut Vec<Command>, state: &mut PowerState| {
@@ -178,21 +198,45 @@ fn run(seed: u64) -> Result<(), String> {
             let c = orphans.remove(rng.below(orphans.len() as u64) as usize);
             commit(c, &mut log, &mut state);
         }
-        // Hosts crash and restart at random.
+        // Hosts' daemons crash and restart at random, within 4 s (systemd restarts them).
         for h in 1..=6u64 {
-            if down.contains(&h) {
-                if rng.chance(30) {
+            if let Some(left) = down.get_mut(&h) {
+                *left -= 1;
+                if *left == 0 || rng.chance(30) {
                     down.remove(&h);
                 }
             } else if rng.chance(2) {
-                down.insert(h);
+                down.insert(h, 8);
+            }
+        }
+        // Live hosts heartbeat each second until their shutdown silences them; the ones
+        // with a shutdown hook say "halted" as they go quiet.
+        for h in 1..=6u64 {
+            let quiet_at = halting_at.get(&h).map(|t| t + real[&h].0 - real[&h].1);
+            if down.contains_key(&h) {
+                continue;
+            }
+            if quiet_at.is_none_or(|q| t < q) {
+                if step % 2 == 0 {
+                    commit(Command::Heartbeat { id: h, at_ms: t }, &mut log, &mut state);
+                }
+            } else if real[&h].2 && said_halted.insert(h) {
+                commit(
+                    Command::HostHalted { node: h, at_ms: t },
+                    &mut log,
+                    &mut state,
+                );
             }
         }
         // Each live host runs its started stages once (marker first) and acks.
         if let Some(o) = state.outage.clone() {
             for (k, r) in o.stages.iter().enumerate() {
                 for h in &r.hosts {
-                    if down.contains(h) {
+                    if down.contains_key(h) || halting_at.contains_key(h) {
+                        continue;
+                    }
+                    // The UPS owner carries the kill-power order out before it halts.
+                    if *h == 1 && !o.kill_power.contains_key("ups1") {
                         continue;
                     }
                     if markers.insert((*h, o.id, k)) {
@@ -203,6 +247,9 @@ fn run(seed: u64) -> Result<(), String> {
                         (false, ack.shutting_down_ms.is_some()),
                         (true, ack.halting_ms.is_some()),
                     ] {
+                        if halting && !done {
+                            halting_at.insert(*h, t);
+                        }
                         if !done {
                             commit(
                                 Command::NodeAck {
@@ -219,6 +266,11 @@ fn run(seed: u64) -> Result<(), String> {
                     }
                 }
             }
+        }
+        if kill.is_none()
+            && let Some(k) = state.outage.as_ref().and_then(|o| o.kill_power.get("ups1"))
+        {
+            kill = Some((k.ordered_ms, k.delay_s));
         }
         let finished = state.outage.as_ref().is_some_and(|o| {
             o.kill_power.contains_key("ups1")
@@ -278,6 +330,19 @@ fn run(seed: u64) -> Result<(), String> {
     for h in 1..=6u64 {
         if *ran.get(&h).unwrap_or(&0) > 1 {
             return Err(format!("host {h} shut down more than once"));
+        }
+    }
+    // No host is cut before its real shutdown ended (the owner, 1, halts only after
+    // the order, within the 4 s a crash may hold it up).
+    let (ordered, delay_s) = kill.ok_or("no kill power")?;
+    let cut_at = ordered + delay_s as i64 * 1000;
+    for h in 1..=6u64 {
+        let end = halting_at[&h] + real[&h].0;
+        if end > cut_at {
+            return Err(format!(
+                "ups1 cut at {cut_at} ms while host {h} was still shutting down (until {end} ms; halting ack at {} ms)",
+                halting_at[&h]
+            ));
         }
     }
     Ok(())

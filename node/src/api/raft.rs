@@ -214,6 +214,7 @@ impl RaftApi {
                 Command::Heartbeat { id, .. } => own(*id, "a heartbeat"),
                 Command::UpsReport(r) => own(r.owner, "a UPS report"),
                 Command::NodeAck { node, .. } => own(*node, "a stage acknowledgement"),
+                Command::HostHalted { node, .. } => own(*node, "a \"halted\""),
                 Command::UpsActionDone { ups, .. } => {
                     let owner = self.cluster.read(|s| s.upses.get(ups).map(|u| u.owner));
                     match owner {
@@ -226,6 +227,7 @@ impl RaftApi {
                 Command::OutageStart { .. }
                 | Command::StageStart { .. }
                 | Command::KillPower { .. }
+                | Command::HostDown { .. }
                 | Command::PowerCycle { .. }
                 | Command::OutageEnd { .. }
                 | Command::UpsStale { .. }

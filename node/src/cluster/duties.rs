@@ -63,6 +63,7 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
         labels: cluster.cfg.labels.clone(),
         feeds: cluster.cfg.feeds.clone(),
         min_supplies: cluster.cfg.min_supplies,
+        shutdown_s: cluster.cfg.shutdown_s,
         version,
         at_ms: now_ms(),
     };
@@ -169,6 +170,7 @@ async fn ask_to_join(cluster: &Cluster, seed: &str) -> Result<(), String> {
 
 /// Sends a heartbeat at the configured interval (it also measures write health).
 pub async fn heartbeats(cluster: Arc<Cluster>, mut stop: Stop) {
+    let mut written_peers: Vec<String> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(cluster.cfg.heartbeat_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -189,7 +191,30 @@ pub async fn heartbeats(cluster: Arc<Cluster>, mut stop: Stop) {
         {
             tracing::debug!("heartbeat not committed: {e}");
         }
+        let peers: Vec<String> = cluster.read(|s| {
+            s.nodes
+                .values()
+                .filter(|n| n.id != cluster.id)
+                .map(|n| n.addr.clone())
+                .collect()
+        });
+        if peers != written_peers {
+            match write_peers(&cluster.cfg.data_dir, &peers) {
+                Ok(()) => written_peers = peers,
+                Err(e) => tracing::debug!("cannot write the peers file: {e}"),
+            }
+        }
     }
+}
+
+/// The file that tells `upsilond --report-halted` (run by the shutdown hook after the
+/// daemon stopped) where the other members are.
+pub const PEERS_FILE: &str = "peers";
+
+fn write_peers(dir: &std::path::Path, peers: &[String]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{PEERS_FILE}.tmp"));
+    std::fs::write(&tmp, peers.join("\n") + "\n")?;
+    std::fs::rename(&tmp, dir.join(PEERS_FILE))
 }
 
 /// On the leader: a UPS whose owner has been silent for `stale_after_ms` is marked.

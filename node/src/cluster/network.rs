@@ -420,7 +420,18 @@ pub async fn forward<Req: Serialize, Resp: DeserializeOwned>(
     addr: &str,
     req: &Req,
 ) -> Result<Resp, String> {
-    let ch = net.channel(addr).await?;
+    forward_with(&net.tls, addr, req).await
+}
+
+/// [`forward`] with a client TLS config of its own (no running node needed).
+pub async fn forward_with<Req: Serialize, Resp: DeserializeOwned>(
+    tls: &rustls::ClientConfig,
+    addr: &str,
+    req: &Req,
+) -> Result<Resp, String> {
+    let ch = upsilon_client::tls::connect(addr, tls.clone())
+        .await
+        .map_err(|e| e.0)?;
     let mut c = raft_client(ch);
     let resp = c
         .forward(encode(req)?)

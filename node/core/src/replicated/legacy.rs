@@ -38,6 +38,9 @@ pub struct LegacyHostDecl {
     /// How the bridge talks to it: `nis` (an apcupsd `net` client polls the bridge) or
     /// `master-slave` (the bridge pushes to an apcupsd 3.10/3.12 slave's NETPORT).
     pub protocol: String,
+    /// How long it takes to shut down (declared; the cluster measures it too).
+    #[serde(default = "super::state::default_shutdown_s")]
+    pub shutdown_s: u32,
 }
 
 /// The protocols a legacy host may speak.
@@ -159,6 +162,7 @@ impl LegacyHost {
                 version: format!("legacy ({})", d.protocol),
                 feeds: d.feeds.clone(),
                 min_supplies: d.min_supplies,
+                shutdown_s: d.shutdown_s,
             },
             addresses: d.addresses.clone(),
             protocol: d.protocol.clone(),
@@ -238,6 +242,7 @@ mod tests {
             feeds: vec!["ups1".into()],
             min_supplies: 1,
             protocol: "nis".into(),
+            shutdown_s: 120,
         }
     }
 
@@ -269,6 +274,7 @@ mod tests {
             version: "test".into(),
             feeds: vec!["ups1".into()],
             min_supplies: 1,
+            shutdown_s: 120,
             at_ms: T0,
         });
         let plan: Plan = toml::from_str(

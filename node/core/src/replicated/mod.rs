@@ -1,9 +1,11 @@
 //! The replicated data and the pure decisions made on it, without I/O: what every node
 //! holds ([`state`]: `PowerState`, the `Command`s that change it and their
 //! deterministic `apply`) and the staged shutdown plan ([`plan`]: schema, a host's
-//! supply, the coordinator's `decide`, the local fallback, the dry-run replay). The
+//! supply, the coordinator's `decide`, the local fallback, the dry-run replay) and the
+//! end of an outage ([`endgame`]: observed down, shutdown times, kill-power delays). The
 //! cluster (openraft, sled, network) carries these; nothing here knows it exists.
 
+pub mod endgame;
 pub mod legacy;
 pub mod plan;
 pub mod state;

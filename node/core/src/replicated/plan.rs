@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::NodeId;
+use super::endgame;
 use super::state::{Command, NodeRecord, PowerState, UpsRecord};
 
 /// What starts a stage; any one of the set conditions on any of its hosts is enough.
@@ -42,6 +43,9 @@ pub struct Stage {
     /// The command the hosts run instead of their own `shutdown_command`.
     #[serde(default)]
     pub command: Option<Vec<String>>,
+    /// How long this stage's hosts take to shut down, instead of what each declared.
+    #[serde(default)]
+    pub shutdown_s: Option<u32>,
 }
 
 fn default_ack_timeout() -> u64 {
@@ -80,9 +84,13 @@ pub struct Plan {
     /// A feed on battery whose UPS is silent this long counts as exhausted.
     #[serde(default = "default_dead_time")]
     pub dead_time_s: u64,
-    /// Seconds a UPS waits after the kill-power order before cutting its outlets.
+    /// Seconds a UPS waits at least after the kill-power order before cutting its
+    /// outlets (longer when a host it powers may still be shutting down).
     #[serde(default = "default_kill_delay")]
     pub kill_power_delay_s: u32,
+    /// A host that acknowledged halting and is not heard from for this long is down.
+    #[serde(default = "default_silence")]
+    pub silence_s: u64,
 }
 
 impl Default for Plan {
@@ -93,6 +101,7 @@ impl Default for Plan {
             runtime_floor_s: default_floor(),
             dead_time_s: default_dead_time(),
             kill_power_delay_s: default_kill_delay(),
+            silence_s: default_silence(),
         }
     }
 }
@@ -105,6 +114,9 @@ fn default_dead_time() -> u64 {
 }
 fn default_kill_delay() -> u32 {
     20
+}
+fn default_silence() -> u64 {
+    10
 }
 
 impl Plan {
@@ -393,18 +405,6 @@ pub fn stage_done(state: &PowerState, plan: &Plan, k: usize, now_ms: i64) -> boo
         || now_ms - run.started_ms >= timeout
 }
 
-/// Whether a host has halted (acknowledged, or its stage timed out).
-fn host_down(state: &PowerState, plan: &Plan, host: NodeId, now_ms: i64) -> bool {
-    let Some(o) = state.outage.as_ref() else {
-        return state.halted.contains(&host);
-    };
-    o.stages.iter().enumerate().any(|(k, run)| {
-        run.hosts.contains(&host)
-            && (run.acks.get(&host).is_some_and(|a| a.halting_ms.is_some())
-                || stage_done(state, plan, k, now_ms))
-    }) || state.halted.contains(&host)
-}
-
 /// The coordinator: what the leader should propose now. Pure.
 pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
     let Some(plan) = state.plan.as_ref() else {
@@ -482,41 +482,29 @@ pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
                 }
             } else {
                 // Every stage has started: a UPS on battery may cut power once no host it
-                // feeds that is still up would be left with fewer than `min_supplies`
+                // feeds that is not down would be left with fewer than `min_supplies`
                 // feeds (dual-fed hosts included: the last of their UPSes waits for
-                // them). Its owner is not waited for: the owner carries the order out
-                // (with a delay long enough for its own halt). UPSes ordered in this
-                // pass count as cut for the next ones, so two feeds of one host are
-                // never both cut at once.
+                // them). Its owner is not waited for: it carries the order out with a
+                // delay that covers its own halt and what is left of the others'.
+                // UPSes ordered in this pass count as cut for the next ones, so two
+                // feeds of one host are never both cut at once.
                 let mut cut: BTreeSet<&str> = o.kill_power.keys().map(String::as_str).collect();
                 for u in state.upses.values().filter(|u| u.status.on_battery) {
                     if o.kill_power.contains_key(&u.name) {
                         continue;
                     }
-                    let dependents_down = nodes
-                        .iter()
-                        .filter(|n| n.id != u.owner && n.feeds.contains(&u.name))
-                        .all(|n| {
-                            let left = n
-                                .feeds
-                                .iter()
-                                .filter(|f| **f != u.name && !cut.contains(f.as_str()))
-                                .filter(|f| state.upses.contains_key(*f))
-                                .count();
-                            left >= n.min_supplies.max(1) as usize
-                                || host_down(state, plan, n.id, now_ms)
-                        });
-                    if dependents_down {
+                    if endgame::kill_blockers(state, plan, &u.name, &cut, now_ms).is_empty() {
                         cut.insert(u.name.as_str());
                         out.push(Command::KillPower {
                             outage: o.id,
                             ups: u.name.clone(),
-                            delay_s: plan.kill_power_delay_s,
+                            delay_s: endgame::kill_delay_s(state, plan, &u.name, now_ms),
                             at_ms: now_ms,
                         });
                     }
                 }
             }
+            out.extend(endgame::newly_down(state, plan, o, now_ms));
         }
     }
     out
@@ -794,6 +782,7 @@ mod tests {
                     },
                     ack_timeout_s: 60,
                     command: None,
+                    shutdown_s: None,
                 },
                 Stage {
                     name: "apps".into(),
@@ -804,6 +793,7 @@ mod tests {
                     },
                     ack_timeout_s: 60,
                     command: None,
+                    shutdown_s: None,
                 },
                 Stage {
                     name: "core".into(),
@@ -814,11 +804,13 @@ mod tests {
                     },
                     ack_timeout_s: 60,
                     command: None,
+                    shutdown_s: None,
                 },
             ],
             runtime_floor_s: 120,
             dead_time_s: 15,
             kill_power_delay_s: 20,
+            silence_s: 10,
         }
     }
 
@@ -832,6 +824,7 @@ mod tests {
             version: String::new(),
             feeds: feeds.iter().map(|s| s.to_string()).collect(),
             min_supplies: min,
+            shutdown_s: 120,
         }
     }
 
@@ -915,6 +908,8 @@ mod tests {
                         Ack {
                             shutting_down_ms: Some(NOW - 1),
                             halting_ms: Some(NOW),
+                            halted_ms: Some(NOW),
+                            ..Default::default()
                         },
                     )
                 })
@@ -1116,13 +1111,154 @@ mod tests {
             decide(&s, NOW).is_empty(),
             "upsB is db1's last feed while db1 runs"
         );
-        // db1 halts: its last UPS may go.
+        // db1 acknowledges halting: it is halting, not down, while it is heard from.
         s.outage.as_mut().unwrap().stages[2]
             .acks
             .entry(4)
             .or_default()
             .halting_ms = Some(NOW);
-        assert_eq!(kinds(&decide(&s, NOW)), ["KillPower(upsB)"]);
+        assert!(decide(&s, NOW + 5_000).is_empty(), "db1 halting, not down");
+        // Silent for the plan's silence_s (10 s) after its last heartbeat: down, and its
+        // last UPS may go, with a delay that covers what is left of its 120 s (the
+        // owner is not fed by upsB).
+        let later = NOW + 11_000;
+        let cmds = decide(&s, later);
+        assert_eq!(kinds(&cmds), ["KillPower(upsB)", "HostDown(4 silent)"]);
+        let Command::KillPower { delay_s, .. } = &cmds[0] else {
+            unreachable!()
+        };
+        assert_eq!(*delay_s, 109, "120 s from db1's halting ack, 11 s ago");
+    }
+
+    #[test]
+    fn a_host_is_down_when_it_said_halted_or_went_silent_after_halting() {
+        use crate::replicated::endgame::{HostPhase, phase};
+        use crate::replicated::state::DownHow;
+        let mut s = state(
+            ups("upsA", 1, Some(300), 5.0, 100.0),
+            ups("upsB", 1, None, 100.0, 3000.0),
+        );
+        s.outage = Some(outage(vec![run("batch", &[2, 3], 200, &[])]));
+        let p = plan();
+        let n = |s: &PowerState, id| s.nodes[&id].clone();
+        // Told, no ack, its stage timed out (60 s), still heartbeating: running.
+        assert_eq!(phase(&s, &p, &n(&s, 2), NOW), HostPhase::Running);
+        // The same host silent for 10 s: unreachable, counted as down.
+        assert_eq!(
+            phase(&s, &p, &n(&s, 2), NOW + 10_000),
+            HostPhase::Down {
+                how: DownHow::Unreachable,
+                at_ms: NOW
+            }
+        );
+        // Halting ack, heard from 4 s later: halting until 10 s of silence.
+        let ack = s.outage.as_mut().unwrap().stages[0]
+            .acks
+            .entry(2)
+            .or_default();
+        ack.halting_ms = Some(NOW - 4_000);
+        assert_eq!(
+            phase(&s, &p, &n(&s, 2), NOW + 9_000),
+            HostPhase::Halting {
+                since_ms: NOW - 4_000
+            }
+        );
+        assert!(phase(&s, &p, &n(&s, 2), NOW + 10_000).is_down());
+        // The decision records it once, and the silence measures its shutdown: 4 s.
+        let downs: Vec<Command> = decide(&s, NOW + 10_000)
+            .into_iter()
+            .filter(|c| matches!(c, Command::HostDown { .. }))
+            .collect();
+        assert_eq!(
+            kinds(&downs),
+            ["HostDown(2 silent)", "HostDown(3 unreachable)"]
+        );
+        for c in &downs {
+            assert!(s.apply(c).applied);
+            assert!(!s.apply(c).applied, "recorded once");
+        }
+        assert_eq!(s.shutdown_measured[&2].to_silence_ms, Some(4_000));
+        assert!(!s.shutdown_measured.contains_key(&3), "nothing to measure");
+        // A late "halted" from host 3's shutdown path: down at once, measured too.
+        s.nodes.get_mut(&3).unwrap().last_seen_ms = NOW + 20_000;
+        assert!(
+            s.apply(&Command::HostHalted {
+                node: 3,
+                at_ms: NOW + 20_000
+            })
+            .applied
+        );
+        assert!(phase(&s, &p, &n(&s, 3), NOW + 20_000).is_down());
+        assert_eq!(
+            s.outage.as_ref().unwrap().stages[0].acks[&3].down_how,
+            Some(DownHow::Unreachable)
+        );
+    }
+
+    #[test]
+    fn shutdown_times_are_the_larger_of_declared_and_measured_and_set_the_kill_delay() {
+        use crate::replicated::endgame::{kill_delay_s, shutdown_s};
+        use crate::replicated::state::MeasuredShutdown;
+        let mut s = state(
+            ups("upsA", 1, Some(300), 5.0, 100.0),
+            ups("upsB", 1, None, 100.0, 3000.0),
+        );
+        let mut p = plan();
+        for id in 1..=4 {
+            s.nodes.get_mut(&id).unwrap().shutdown_s = 30;
+        }
+        p.stages[1].shutdown_s = Some(200); // apps: app1
+        s.plan = Some(p.clone());
+        s.shutdown_measured.insert(
+            2,
+            MeasuredShutdown {
+                outage: 1,
+                to_silence_ms: Some(44_200),
+                to_halted_ms: Some(41_000),
+            },
+        );
+        assert_eq!(shutdown_s(&s, &p, &s.nodes[&1].clone()), 30, "declared");
+        assert_eq!(
+            shutdown_s(&s, &p, &s.nodes[&2].clone()),
+            45,
+            "measured, rounded up"
+        );
+        assert_eq!(shutdown_s(&s, &p, &s.nodes[&3].clone()), 200, "the stage's");
+        // batch1 (2) halting 10 s ago and silent: down; app1 said halted; db1 has upsB.
+        s.nodes.get_mut(&2).unwrap().last_seen_ms = NOW - 10_000;
+        s.outage = Some(outage(vec![
+            run("batch", &[2], 100, &[]),
+            run("apps", &[3], 50, &[3]),
+            run("core", &[1, 4], 5, &[4]),
+        ]));
+        s.outage.as_mut().unwrap().stages[0]
+            .acks
+            .entry(2)
+            .or_default()
+            .halting_ms = Some(NOW - 10_000);
+        // Owner 1 runs: 30 s + 10 s to start it; batch1 has 45 - 10 = 35 s left.
+        assert_eq!(kill_delay_s(&s, &p, "upsA", NOW), 40);
+        // Once the owner itself halted (it said so), batch1's 35 s is what is left.
+        let mut s2 = s.clone();
+        s2.outage.as_mut().unwrap().stages[2].acks.insert(
+            1,
+            Ack {
+                halting_ms: Some(NOW),
+                halted_ms: Some(NOW),
+                ..Default::default()
+            },
+        );
+        assert_eq!(kill_delay_s(&s2, &p, "upsA", NOW), 35);
+        let cmds = decide(&s, NOW);
+        assert!(cmds.contains(&Command::KillPower {
+            outage: 1,
+            ups: "upsA".into(),
+            delay_s: 40,
+            at_ms: NOW
+        }));
+        // Never under the plan's minimum.
+        p.kill_power_delay_s = 60;
+        assert_eq!(kill_delay_s(&s, &p, "upsA", NOW), 60);
     }
 
     #[test]

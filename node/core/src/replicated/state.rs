@@ -50,6 +50,33 @@ pub struct NodeRecord {
     pub feeds: Vec<String>,
     /// How many feeds must be on line for the host to count as on line.
     pub min_supplies: u32,
+    /// How long the host takes to shut down, as declared (`[cluster] shutdown_s`).
+    #[serde(default = "default_shutdown_s")]
+    pub shutdown_s: u32,
+}
+
+pub use crate::config::DEFAULT_SHUTDOWN_S;
+
+pub(crate) fn default_shutdown_s() -> u32 {
+    DEFAULT_SHUTDOWN_S
+}
+
+/// What the last outage measured of a host's shutdown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeasuredShutdown {
+    pub outage: u64,
+    /// From its halting acknowledgement to its last heartbeat before silence.
+    pub to_silence_ms: Option<i64>,
+    /// From its halting acknowledgement to the late "halted" from its shutdown path.
+    pub to_halted_ms: Option<i64>,
+}
+
+impl MeasuredShutdown {
+    /// The longer of the two, in whole seconds rounded up.
+    pub fn seconds(&self) -> Option<u32> {
+        let ms = self.to_silence_ms.max(self.to_halted_ms)?;
+        Some(u32::try_from((ms.max(0) + 999) / 1000).unwrap_or(u32::MAX))
+    }
 }
 
 /// A UPS as the cluster knows it.
@@ -160,6 +187,9 @@ pub struct PowerState {
     /// Legacy host ids handed out so far (ids are `LEGACY_ID_BASE` + n, never reused).
     #[serde(default)]
     pub legacy_ids_used: u64,
+    /// Each host's shutdown as the last outage that saw it go down measured it.
+    #[serde(default)]
+    pub shutdown_measured: BTreeMap<NodeId, MeasuredShutdown>,
 }
 
 /// How many certificates the deny list holds at most.
@@ -188,6 +218,36 @@ pub struct ActionRun {
 pub struct Ack {
     pub shutting_down_ms: Option<i64>,
     pub halting_ms: Option<i64>,
+    /// The late "halted" from the host's own shutdown path, if one arrived.
+    #[serde(default)]
+    pub halted_ms: Option<i64>,
+    /// When the cluster saw the host down (halted, or silent after halting), and how.
+    #[serde(default)]
+    pub down_ms: Option<i64>,
+    #[serde(default)]
+    pub down_how: Option<DownHow>,
+}
+
+/// How the cluster knows a host is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownHow {
+    /// Its shutdown path sent "halted".
+    Halted,
+    /// It acknowledged halting and then went silent.
+    Silent,
+    /// It never acknowledged halting, its stage timed out, and it is silent.
+    Unreachable,
+}
+
+impl DownHow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DownHow::Halted => "halted",
+            DownHow::Silent => "silent",
+            DownHow::Unreachable => "unreachable",
+        }
+    }
 }
 
 /// A started stage.
@@ -224,6 +284,9 @@ pub enum Command {
         /// The UPSes that power it, and how many must be on line.
         feeds: Vec<String>,
         min_supplies: u32,
+        /// How long it takes to shut down (declared).
+        #[serde(default = "default_shutdown_s")]
+        shutdown_s: u32,
         at_ms: i64,
     },
     /// A node is alive (sent at the heartbeat interval).
@@ -258,6 +321,18 @@ pub enum Command {
         stage: usize,
         node: NodeId,
         halting: bool,
+        at_ms: i64,
+    },
+    /// A host's shutdown path says it is about to halt (sent as late as the network
+    /// allows: a systemd hook, or the record-mode executor standing in for it).
+    HostHalted { node: NodeId, at_ms: i64 },
+    /// The coordinator saw a host of a started stage go down.
+    HostDown {
+        outage: u64,
+        node: NodeId,
+        how: DownHow,
+        /// Its last heartbeat (what the silence is measured from).
+        last_seen_ms: i64,
         at_ms: i64,
     },
     /// The coordinator orders a UPS to cut power (returning with mains).
@@ -353,6 +428,8 @@ impl fmt::Display for Command {
                 halting,
                 ..
             } => write!(f, "NodeAck({node} stage {stage} halting={halting})"),
+            Command::HostHalted { node, .. } => write!(f, "HostHalted({node})"),
+            Command::HostDown { node, how, .. } => write!(f, "HostDown({node} {})", how.as_str()),
             Command::KillPower { ups, .. } => write!(f, "KillPower({ups})"),
             Command::PowerCycle { ups, .. } => write!(f, "PowerCycle({ups})"),
             Command::UpsActionDone { ups, .. } => write!(f, "UpsActionDone({ups})"),
@@ -658,6 +735,7 @@ impl PowerState {
                 version,
                 feeds,
                 min_supplies,
+                shutdown_s,
                 at_ms,
             } => self.apply_node_up(NodeRecord {
                 id: *id,
@@ -668,6 +746,7 @@ impl PowerState {
                 version: version.clone(),
                 feeds: feeds.clone(),
                 min_supplies: *min_supplies,
+                shutdown_s: *shutdown_s,
             }),
             Command::Heartbeat { id, at_ms } => self.apply_heartbeat(id, at_ms),
             Command::UpsReport(r) => self.apply_ups_report(r),
@@ -695,6 +774,14 @@ impl PowerState {
                 halting,
                 at_ms,
             } => self.apply_node_ack(outage, stage, node, halting, at_ms),
+            Command::HostHalted { node, at_ms } => self.apply_host_halted(*node, *at_ms),
+            Command::HostDown {
+                outage,
+                node,
+                how,
+                last_seen_ms,
+                at_ms,
+            } => self.apply_host_down(*outage, *node, *how, *last_seen_ms, *at_ms),
             Command::KillPower {
                 outage,
                 ups,
@@ -985,6 +1072,97 @@ impl PowerState {
         CommandResult::done()
     }
 
+    /// The active outage's stage run that holds `node`, and the outage id.
+    fn stage_of(&mut self, node: NodeId) -> Option<(u64, &mut StageRun)> {
+        let o = self.outage.as_mut().filter(|o| o.ended_ms.is_none())?;
+        let id = o.id;
+        o.stages
+            .iter_mut()
+            .find(|r| r.hosts.contains(&node))
+            .map(|r| (id, r))
+    }
+
+    fn apply_host_halted(&mut self, node: NodeId, at_ms: i64) -> CommandResult {
+        let name = self.node_name(node);
+        let Some((outage, run)) = self.stage_of(node) else {
+            return CommandResult::ignored();
+        };
+        let ack = run.acks.entry(node).or_default();
+        if ack.halted_ms.is_some() {
+            return CommandResult::ignored();
+        }
+        ack.halted_ms = Some(at_ms);
+        // A "halted" with no halting acknowledgement (it did not commit) stands for both.
+        let halting = *ack.halting_ms.get_or_insert(at_ms);
+        if ack.down_ms.is_none() {
+            ack.down_ms = Some(at_ms);
+            ack.down_how = Some(DownHow::Halted);
+        }
+        self.halted.insert(node);
+        let m = self.shutdown_measured.entry(node).or_default();
+        if m.outage != outage {
+            *m = MeasuredShutdown {
+                outage,
+                ..Default::default()
+            };
+        }
+        m.to_halted_ms = Some((at_ms - halting).max(0));
+        let after = (at_ms - halting).max(0) as f64 / 1000.0;
+        self.push_event(
+            at_ms,
+            "notice",
+            "",
+            &format!("{name} halted ({after:.1} s after its halting acknowledgement)."),
+            &name,
+        );
+        CommandResult::done()
+    }
+
+    fn apply_host_down(
+        &mut self,
+        outage: u64,
+        node: NodeId,
+        how: DownHow,
+        last_seen_ms: i64,
+        at_ms: i64,
+    ) -> CommandResult {
+        let name = self.node_name(node);
+        let Some((o, run)) = self.stage_of(node) else {
+            return CommandResult::ignored();
+        };
+        if o != outage {
+            return CommandResult::ignored();
+        }
+        let ack = run.acks.entry(node).or_default();
+        if ack.down_ms.is_some() {
+            return CommandResult::ignored();
+        }
+        ack.down_ms = Some(at_ms);
+        ack.down_how = Some(how);
+        let halting = ack.halting_ms;
+        let text = match (how, halting) {
+            (DownHow::Silent, Some(h)) => {
+                let m = self.shutdown_measured.entry(node).or_default();
+                if m.outage != outage {
+                    *m = MeasuredShutdown {
+                        outage,
+                        ..Default::default()
+                    };
+                }
+                m.to_silence_ms = Some((last_seen_ms - h).max(0));
+                format!(
+                    "{name} is down: silent since {:.1} s after its halting acknowledgement.",
+                    (last_seen_ms - h).max(0) as f64 / 1000.0
+                )
+            }
+            _ => format!(
+                "{name} is down: it never acknowledged halting, its stage timed out and it is silent."
+            ),
+        };
+        self.push_event(at_ms, "notice", "", &text, &name);
+        CommandResult::done()
+    }
+
     fn apply_kill_power(
         &mut self,
         outage: &u64,
@@ -1211,6 +1389,7 @@ mod tests {
             version: "0".into(),
             feeds: vec![],
             min_supplies: 1,
+            shutdown_s: 120,
             at_ms: 1,
         }
     }

@@ -1,0 +1,227 @@
+//! The end of an outage, without I/O: when a host counts as down, how long its shutdown
+//! takes, and when a UPS may cut power and with what delay.
+//!
+//! A host is *down* only when the cluster observes it: its shutdown path said "halted",
+//! or it acknowledged halting and then went silent (no heartbeat for the plan's
+//! `silence_s`), or it never acknowledged, its stage timed out and it is silent. Until
+//! then it is halting (or running). Its *shutdown time* is the larger of what it
+//! declared (`[cluster] shutdown_s`, or the stage's `shutdown_s`) and what the last
+//! outage measured. A UPS is ordered to cut power only when no host it feeds that is
+//! not down would be left short of `min_supplies`, and the order's delay covers what is
+//! left of the shutdown of every host it still powers (its owner included).
+
+use super::NodeId;
+use super::legacy::LEGACY_ID_BASE;
+use super::plan::Plan;
+use super::state::{Command, DownHow, NodeRecord, Outage, PowerState, StageRun};
+
+/// A running owner starts its own shutdown only after it carried the order out: this
+/// much is added to its shutdown time in the order's delay.
+pub const OWNER_START_S: u32 = 10;
+
+/// Where a host is in its shutdown, as the cluster sees it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPhase {
+    /// Not told yet, or told and not halting (or heartbeating with no ack).
+    Running,
+    /// Acknowledged halting at `since_ms` and still heard from.
+    Halting { since_ms: i64 },
+    /// Down since `at_ms` (for silence: its last heartbeat).
+    Down { how: DownHow, at_ms: i64 },
+}
+
+impl HostPhase {
+    pub fn is_down(self) -> bool {
+        matches!(self, HostPhase::Down { .. })
+    }
+}
+
+/// The active outage's started stage that holds `host`, with its index.
+fn run_of(o: &Outage, host: NodeId) -> Option<(usize, &StageRun)> {
+    o.stages
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.hosts.contains(&host))
+}
+
+fn silent(plan: &Plan, n: &NodeRecord, now_ms: i64) -> bool {
+    now_ms - n.last_seen_ms >= plan.silence_s as i64 * 1000
+}
+
+/// A host's phase in the active outage (with no active outage: down if it halted in
+/// the last one and has not come back, else running).
+pub fn phase(state: &PowerState, plan: &Plan, n: &NodeRecord, now_ms: i64) -> HostPhase {
+    let Some(o) = state.outage.as_ref().filter(|o| o.ended_ms.is_none()) else {
+        return if state.halted.contains(&n.id) {
+            HostPhase::Down {
+                how: DownHow::Halted,
+                at_ms: n.last_seen_ms,
+            }
+        } else {
+            HostPhase::Running
+        };
+    };
+    let Some((k, run)) = run_of(o, n.id) else {
+        // In no started stage: never told. Silent, it may be long gone; blocking the
+        // end on it forever would not save it.
+        return if silent(plan, n, now_ms) {
+            HostPhase::Down {
+                how: DownHow::Unreachable,
+                at_ms: n.last_seen_ms,
+            }
+        } else {
+            HostPhase::Running
+        };
+    };
+    let ack = run.acks.get(&n.id);
+    if let Some(t) = ack.and_then(|a| a.halted_ms) {
+        return HostPhase::Down {
+            how: DownHow::Halted,
+            at_ms: t,
+        };
+    }
+    match ack.and_then(|a| a.halting_ms) {
+        // A bridge reports "halted" for a legacy host only once it fell silent.
+        Some(h) if n.id >= LEGACY_ID_BASE => HostPhase::Down {
+            how: DownHow::Silent,
+            at_ms: h,
+        },
+        Some(h) if silent(plan, n, now_ms) => HostPhase::Down {
+            how: DownHow::Silent,
+            at_ms: n.last_seen_ms.max(h),
+        },
+        Some(h) => HostPhase::Halting { since_ms: h },
+        None => {
+            let timeout = plan.stages.get(k).map_or(120, |s| s.ack_timeout_s) as i64 * 1000;
+            if now_ms - run.started_ms >= timeout && silent(plan, n, now_ms) {
+                HostPhase::Down {
+                    how: DownHow::Unreachable,
+                    at_ms: n.last_seen_ms,
+                }
+            } else {
+                HostPhase::Running
+            }
+        }
+    }
+}
+
+/// What the host declared (its stage's `shutdown_s` wins over its own).
+pub fn declared_shutdown_s(state: &PowerState, plan: &Plan, n: &NodeRecord) -> u32 {
+    let by_stage = (0..plan.stages.len())
+        .find(|k| plan.stage_hosts(*k, &state.hosts()).contains(&n.id))
+        .and_then(|k| plan.stages[k].shutdown_s);
+    by_stage.unwrap_or(n.shutdown_s)
+}
+
+/// The shutdown time the plan counts on: the larger of declared and measured.
+pub fn shutdown_s(state: &PowerState, plan: &Plan, n: &NodeRecord) -> u32 {
+    let measured = state
+        .shutdown_measured
+        .get(&n.id)
+        .and_then(|m| m.seconds())
+        .unwrap_or(0);
+    declared_shutdown_s(state, plan, n).max(measured)
+}
+
+/// Seconds of shutdown the host may still need at `now_ms`: none once it said
+/// "halted"; otherwise its shutdown time from its halting ack (or its stage's start),
+/// or all of it while it runs.
+pub fn remaining_s(state: &PowerState, plan: &Plan, n: &NodeRecord, now_ms: i64) -> u32 {
+    let full = shutdown_s(state, plan, n);
+    let from = match phase(state, plan, n, now_ms) {
+        HostPhase::Down {
+            how: DownHow::Halted,
+            ..
+        } => return 0,
+        HostPhase::Running => return full,
+        HostPhase::Halting { since_ms } => since_ms,
+        HostPhase::Down { at_ms, .. } => {
+            let o = state.outage.as_ref();
+            let started = o
+                .and_then(|o| run_of(o, n.id))
+                .and_then(|(_, r)| r.acks.get(&n.id).and_then(|a| a.halting_ms))
+                .or_else(|| o.and_then(|o| run_of(o, n.id)).map(|(_, r)| r.started_ms));
+            started.unwrap_or(at_ms)
+        }
+    };
+    let left = from + full as i64 * 1000 - now_ms;
+    u32::try_from((left.max(0) + 999) / 1000).unwrap_or(u32::MAX)
+}
+
+/// `HostDown` for each host of a started stage the cluster now sees down by silence
+/// and has not recorded yet ("halted" records itself when it arrives).
+pub fn newly_down(state: &PowerState, plan: &Plan, o: &Outage, now_ms: i64) -> Vec<Command> {
+    let mut out = Vec::new();
+    for run in &o.stages {
+        for h in &run.hosts {
+            if run.acks.get(h).is_some_and(|a| a.down_ms.is_some()) {
+                continue;
+            }
+            let Some(n) = state.host(*h) else { continue };
+            if let HostPhase::Down { how, .. } = phase(state, plan, n, now_ms)
+                && how != DownHow::Halted
+            {
+                out.push(Command::HostDown {
+                    outage: o.id,
+                    node: *h,
+                    how,
+                    last_seen_ms: n.last_seen_ms,
+                    at_ms: now_ms,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Why UPS `ups` may not cut power yet, if it may not: the hosts it feeds that are not
+/// down and would be left short of feeds. `cut` are the UPSes ordered already.
+pub fn kill_blockers<'a>(
+    state: &'a PowerState,
+    plan: &Plan,
+    ups: &str,
+    cut: &std::collections::BTreeSet<&str>,
+    now_ms: i64,
+) -> Vec<&'a NodeRecord> {
+    let owner = state.upses.get(ups).map(|u| u.owner);
+    state
+        .hosts()
+        .into_iter()
+        .filter(|n| Some(n.id) != owner && n.feeds.iter().any(|f| f == ups))
+        .filter(|n| {
+            let left = n
+                .feeds
+                .iter()
+                .filter(|f| *f != ups && !cut.contains(f.as_str()))
+                .filter(|f| state.upses.contains_key(*f))
+                .count();
+            left < n.min_supplies.max(1) as usize && !phase(state, plan, n, now_ms).is_down()
+        })
+        .collect()
+}
+
+/// The delay a kill-power order for `ups` needs now: the plan's minimum, and what is
+/// left of the shutdown of each host it powers that has not said "halted" — its owner
+/// (which halts after carrying the order out) and every host it feeds (a dual-fed host
+/// counts too: its other feed may be cut first).
+pub fn kill_delay_s(state: &PowerState, plan: &Plan, ups: &str, now_ms: i64) -> u32 {
+    let owner = state.upses.get(ups).map(|u| u.owner);
+    state
+        .hosts()
+        .into_iter()
+        .filter(|n| {
+            let fed = n.feeds.iter().any(|f| f == ups);
+            // An owner that declares no feeds is powered by the UPS it reads.
+            fed || (Some(n.id) == owner && n.feeds.is_empty())
+        })
+        .map(|n| {
+            let left = remaining_s(state, plan, n, now_ms);
+            let running = phase(state, plan, n, now_ms) == HostPhase::Running;
+            if Some(n.id) == owner && running {
+                left.saturating_add(OWNER_START_S)
+            } else {
+                left
+            }
+        })
+        .fold(plan.kill_power_delay_s, u32::max)
+}
