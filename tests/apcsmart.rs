@@ -527,6 +527,7 @@ fn staged_shutdown_kill_power_order_reaches_the_serial_ups() {
         extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
         // The pty simulator gets the real bytes; host shutdowns are only recorded.
         executor_extra: "ups_commands = \"send\"".into(),
+        executor_of: vec![],
         cluster_extra: vec![
             format!("{feeds}\nlabels = [\"core\"]\nplan = \"plan.toml\""),
             format!("{feeds}\nlabels = [\"apps\"]"),

@@ -160,6 +160,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cmd: Some(PlanCommand::Apply { file, force }),
             ..
         } => cmd::plan::apply(conn, file, force).await?,
+        Command::Plan {
+            cmd: Some(PlanCommand::Check),
+            json,
+        } => return cmd::plan::check(conn, json).await,
         Command::Plan { cmd: None, json } => cmd::plan::show(conn, json).await?,
         Command::Shutdown { assume_outage, .. } => {
             cmd::plan::shutdown_dry_run(conn, assume_outage).await?

@@ -392,9 +392,29 @@ pub fn plan_text(p: &pb::PlanReply) -> String {
     }
     let mut out = table(&rows);
     out.push_str(&format!(
-        "emergency: runtime under {} s, a UPS low-battery signal, or a UPS on battery silent for {} s starts every remaining stage\nkill power: each UPS cuts its outlets {} s after its order, returning with mains\n",
+        "emergency: runtime under {} s, a UPS low-battery signal, or a UPS on battery silent for {} s starts every remaining stage\nkill power: each UPS cuts its outlets at least {} s after its order (longer while a host it powers may still be shutting down), returning with mains\n",
         p.runtime_floor_s, p.dead_time_s, p.kill_power_delay_s
     ));
+    if !p.shutdown_times.is_empty() {
+        let mut rows = vec![
+            ["HOST", "SHUTDOWN DECLARED", "MEASURED", "COUNTED"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for h in &p.shutdown_times {
+            rows.push(vec![
+                h.host.clone(),
+                format!("{} s", h.declared_s),
+                h.measured_s.map_or("-".into(), |m| format!("{m} s")),
+                format!("{} s", h.used_s),
+            ]);
+        }
+        out.push_str(&table(&rows));
+        out.push_str(&format!(
+            "a host is down once it said \"halted\" or is silent {} s after its halting acknowledgement\n",
+            p.silence_s
+        ));
+    }
     if !p.outage.is_empty() {
         out.push_str(&format!("outage: {}\n", p.outage));
     }
@@ -405,8 +425,38 @@ pub fn plan_text(p: &pb::PlanReply) -> String {
     out
 }
 
+pub fn plan_check_text(c: &pb::PlanCheck) -> String {
+    let mut out = String::new();
+    for l in &c.lines {
+        out.push_str(&format!("{l}\n"));
+    }
+    for w in &c.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    for p in &c.problems {
+        out.push_str(&format!("DOES NOT FIT: {p}\n"));
+    }
+    out.push_str(if c.fits {
+        "the plan fits the batteries at the current load\n"
+    } else {
+        "the plan does NOT fit the batteries at the current load\n"
+    });
+    out
+}
+
+pub fn plan_check_json(c: &pb::PlanCheck) -> Value {
+    json!({
+        "fits": c.fits, "lines": c.lines, "problems": c.problems, "warnings": c.warnings,
+    })
+}
+
 pub fn plan_json(p: &pb::PlanReply) -> Value {
     json!({
+        "shutdown_times": p.shutdown_times.iter().map(|h| json!({
+            "host": h.host, "declared_s": h.declared_s, "measured_s": h.measured_s,
+            "used_s": h.used_s,
+        })).collect::<Vec<_>>(),
+        "silence_s": p.silence_s,
         "has_plan": p.has_plan,
         "stages": p.stages.iter().map(|s| json!({
             "name": s.name, "selectors": s.selectors, "hosts": s.hosts, "trigger": s.trigger,

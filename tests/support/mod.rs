@@ -295,6 +295,8 @@ pub struct ClusterSpec {
     pub ups_toml: Vec<(usize, String)>,
     /// Extra `[executor]` keys for every node (e.g. `ups_commands = "send"`).
     pub executor_extra: String,
+    /// More `[executor]` keys for one node (1-based), after `executor_extra`.
+    pub executor_of: Vec<(usize, String)>,
 }
 
 impl Default for ClusterSpec {
@@ -308,6 +310,7 @@ impl Default for ClusterSpec {
             cluster_extra: vec![],
             ups_toml: vec![],
             executor_extra: String::new(),
+            executor_of: vec![],
         }
     }
 }
@@ -340,6 +343,13 @@ impl TestCluster {
             } else {
                 format!("[\"127.0.0.1:{port}\"]")
             };
+            let own: Vec<&str> = spec
+                .executor_of
+                .iter()
+                .filter(|(n, _)| *n == i)
+                .map(|(_, t)| t.as_str())
+                .collect();
+            let executor = format!("{}\n{}", spec.executor_extra, own.join("\n"));
             configs.push(format!(
                 "[node]\nname = \"n{i}\"\nlisten = \"127.0.0.{i}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/n{i}.pem\"\nkey = \"certs/n{i}.key\"\n\n{ups}\n{extra}\n{nis}\n[executor]\nrecord_file = \"record-n{i}.jsonl\"\n{ex}\n\n[cluster]\nid = {i}\ndata_dir = \"data-n{i}\"\nbootstrap = {boot}\nseeds = {seeds}\nvoter = {voter}\nheartbeat_ms = 500\nstale_after_ms = 3000\nelection_timeout_ms = 500\n{cx}\n",
                 extra = spec.extra,
@@ -348,7 +358,7 @@ impl TestCluster {
                 } else {
                     format!("\n[nis]\nlisten = \"127.0.0.{i}:{nis_port}\"\n")
                 },
-                ex = spec.executor_extra,
+                ex = executor,
                 boot = i == 1,
                 voter = i <= spec.voters,
                 cx = spec.cluster_extra.get(i - 1).cloned().unwrap_or_default(),

@@ -22,6 +22,10 @@ pub enum PlanCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Does the plan fit the batteries at the current load? Stage by stage: when it
+    /// would start, how long its hosts take, the battery left; each UPS's margin at kill
+    /// power; and the plan against the cluster. Exits 1 when it does not fit.
+    Check,
 }
 
 pub async fn apply(conn: &ConnArgs, file: PathBuf, force: bool) -> anyhow::Result<()> {
@@ -70,6 +74,38 @@ pub async fn show(conn: &ConnArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn check(conn: &ConnArgs, json: bool) -> anyhow::Result<std::process::ExitCode> {
+    let opts = conn.resolve()?;
+    let p = power(&opts)
+        .await?
+        .get_plan(pb::GetPlanRequest {
+            check: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(rpc_err(&opts))?
+        .into_inner();
+    if !p.has_plan {
+        anyhow::bail!("the cluster has no plan: set one with `upsilon plan apply FILE`");
+    }
+    let c = p.check.ok_or_else(|| {
+        anyhow!("the node did not check the plan (is it older than this upsilon?)")
+    })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&output::plan_check_json(&c))?
+        );
+    } else {
+        print!("{}", output::plan_check_text(&c));
+    }
+    Ok(if c.fits {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
 pub async fn shutdown_dry_run(conn: &ConnArgs, assume_outage: bool) -> anyhow::Result<()> {
     let opts = conn.resolve()?;
     let p = power(&opts)
@@ -77,6 +113,7 @@ pub async fn shutdown_dry_run(conn: &ConnArgs, assume_outage: bool) -> anyhow::R
         .get_plan(pb::GetPlanRequest {
             replay: true,
             assume_outage,
+            check: false,
         })
         .await
         .map_err(rpc_err(&opts))?

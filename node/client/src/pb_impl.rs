@@ -332,12 +332,21 @@ pub fn cluster_event_to_pb(e: &upsilon_core::replicated::state::ClusterEvent) ->
 }
 
 /// The plan, its progress and the coordinator's view, for `upsilon plan`.
+/// What `GetPlan` asks for beyond the plan itself.
+#[derive(Debug, Clone, Default)]
+pub struct PlanAsk {
+    pub replay: bool,
+    pub assume_outage: bool,
+    /// `Some(voters)`: run `plan check` (voters empty when unknown).
+    pub check: Option<Vec<u64>>,
+}
+
 pub fn plan_reply(
     s: &upsilon_core::replicated::state::PowerState,
     now_ms: i64,
-    replay: bool,
-    assume_outage: bool,
+    ask: &PlanAsk,
 ) -> pb::PlanReply {
+    use upsilon_core::replicated::endgame;
     use upsilon_core::replicated::plan;
     let Some(p) = s.plan.as_ref() else {
         return pb::PlanReply::default();
@@ -387,7 +396,7 @@ pub fn plan_reply(
         .iter()
         .map(|c| c.to_string())
         .collect();
-    let (outage, _) = upsilon_core::wording::outage_lines(s, upsilon_core::time::now_ms());
+    let (outage, _) = upsilon_core::wording::outage_lines(s, now_ms);
     pb::PlanReply {
         has_plan: true,
         stages,
@@ -397,14 +406,33 @@ pub fn plan_reply(
         } else {
             now
         },
-        replay: if replay {
-            plan::replay(s, now_ms, assume_outage)
+        replay: if ask.replay {
+            plan::replay(s, now_ms, ask.assume_outage)
         } else {
             vec![]
         },
         runtime_floor_s: p.runtime_floor_s,
         dead_time_s: p.dead_time_s,
         kill_power_delay_s: p.kill_power_delay_s,
+        silence_s: p.silence_s,
+        shutdown_times: nodes
+            .iter()
+            .map(|n| pb::HostShutdown {
+                host: n.name.clone(),
+                declared_s: endgame::declared_shutdown_s(s, p, n),
+                measured_s: s.shutdown_measured.get(&n.id).and_then(|m| m.seconds()),
+                used_s: endgame::shutdown_s(s, p, n),
+            })
+            .collect(),
+        check: ask.check.as_ref().and_then(|voters| {
+            let c = upsilon_core::replicated::check::check(s, voters, now_ms)?;
+            Some(pb::PlanCheck {
+                fits: c.fits(),
+                lines: c.lines,
+                problems: c.problems,
+                warnings: c.warnings,
+            })
+        }),
     }
 }
 

@@ -88,9 +88,20 @@ impl PowerService for PowerApi {
             )
         })?;
         let now = upsilon_core::time::now_ms();
-        Ok(Response::new(cluster.read(|s| {
-            pb_impl::plan_reply(s, now, r.replay, r.assume_outage)
-        })))
+        let ask = pb_impl::PlanAsk {
+            replay: r.replay,
+            assume_outage: r.assume_outage,
+            check: r.check.then(|| {
+                cluster
+                    .metrics()
+                    .membership_config
+                    .voter_ids()
+                    .collect::<Vec<_>>()
+            }),
+        };
+        Ok(Response::new(
+            cluster.read(|s| pb_impl::plan_reply(s, now, &ask)),
+        ))
     }
 
     async fn list_events(

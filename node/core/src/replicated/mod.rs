@@ -2,9 +2,11 @@
 //! holds ([`state`]: `PowerState`, the `Command`s that change it and their
 //! deterministic `apply`) and the staged shutdown plan ([`plan`]: schema, a host's
 //! supply, the coordinator's `decide`, the local fallback, the dry-run replay) and the
-//! end of an outage ([`endgame`]: observed down, shutdown times, kill-power delays). The
+//! end of an outage ([`endgame`]: observed down, shutdown times, kill-power delays) and
+//! `plan check` ([`check`]: the plan against the batteries and the cluster). The
 //! cluster (openraft, sled, network) carries these; nothing here knows it exists.
 
+pub mod check;
 pub mod endgame;
 pub mod legacy;
 pub mod plan;

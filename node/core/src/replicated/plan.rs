@@ -449,6 +449,8 @@ pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
                 });
                 return out;
             }
+            // Hosts seen down are recorded before anything decided because of them.
+            out.extend(endgame::newly_down(state, plan, o, now_ms));
             let emergency = supplies.iter().find_map(|(id, s)| {
                 s.emergency.as_ref().map(|e| {
                     let name = state.host(*id).map_or("?", |n| n.name.as_str());
@@ -504,7 +506,6 @@ pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
                     }
                 }
             }
-            out.extend(endgame::newly_down(state, plan, o, now_ms));
         }
     }
     out
@@ -652,7 +653,8 @@ pub fn trigger_words(t: &Trigger) -> String {
 }
 
 /// A dry run: plays the plan forward from `state`, assuming every started stage's hosts
-/// acknowledge halting at once and every order is carried out, with the UPS readings
+/// acknowledge halting at once and halt after their shutdown time, and every order is
+/// carried out, with the UPS readings
 /// frozen and time advancing in 5 s steps (up to an hour). Returns one line per step.
 pub fn replay(state: &PowerState, now_ms: i64, assume_outage: bool) -> Vec<String> {
     let mut s = state.clone();
@@ -667,7 +669,14 @@ pub fn replay(state: &PowerState, now_ms: i64, assume_outage: bool) -> Vec<Strin
     let mut t = now_ms;
     let mut out = Vec::new();
     let horizon = now_ms + 3_600_000;
+    // Hosts told to halt, and when they will have (their shutdown time later).
+    let mut halts: Vec<(i64, NodeId)> = Vec::new();
     while t <= horizon && out.len() < 200 {
+        for (_, h) in halts.extract_if(.., |(at, _)| *at <= t) {
+            let name = s.host(h).map_or(h.to_string(), |n| n.name.clone());
+            out.push(format!("+{} s: {name} has halted", (t - now_ms) / 1000));
+            s.apply(&Command::HostHalted { node: h, at_ms: t });
+        }
         let cmds = decide(&s, t);
         if cmds.is_empty() {
             t += 5_000;
@@ -722,6 +731,11 @@ pub fn replay(state: &PowerState, now_ms: i64, assume_outage: bool) -> Vec<Strin
                                 halting,
                                 at_ms: t,
                             });
+                        }
+                        // ... and each host halts after its shutdown time.
+                        if let (Some(n), Some(p)) = (s.host(*h), s.plan.as_ref()) {
+                            let took = endgame::shutdown_s(&s, p, n) as i64 * 1000;
+                            halts.push((t + took, *h));
                         }
                     }
                 }
@@ -1123,8 +1137,8 @@ mod tests {
         // owner is not fed by upsB).
         let later = NOW + 11_000;
         let cmds = decide(&s, later);
-        assert_eq!(kinds(&cmds), ["KillPower(upsB)", "HostDown(4 silent)"]);
-        let Command::KillPower { delay_s, .. } = &cmds[0] else {
+        assert_eq!(kinds(&cmds), ["HostDown(4 silent)", "KillPower(upsB)"]);
+        let Command::KillPower { delay_s, .. } = &cmds[1] else {
             unreachable!()
         };
         assert_eq!(*delay_s, 109, "120 s from db1's halting ack, 11 s ago");

@@ -1,0 +1,228 @@
+//! The end game on real processes: hosts whose daemons really stop after their halting
+//! acknowledgement are seen down by silence, a host's shutdown hook (`upsilond
+//! --report-halted`, run after its daemon stopped) says "halted", each host's shutdown
+//! is measured and shown by `upsilon plan`, the kill-power order waits for them and its
+//! delay covers what is left; `upsilon plan check` against the live batteries.
+
+use std::time::Duration;
+
+use upsilon_tests::*;
+
+/// n1-n3: voters, stage core (n1 owns ups1); n4: apps, its daemon kept running after the
+/// halt ("none": the test stops it and runs the shutdown hook); n5: batch, its daemon
+/// exits 2.5 s after its halting ack. Everyone is fed by ups1.
+fn cluster() -> TestCluster {
+    let feeds = "feeds = [\"ups1\"]";
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 5,
+        voters: 3,
+        ups_on: vec![1],
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
+        poll_ms: 200,
+        cluster_extra: vec![
+            format!("{feeds}\nlabels = [\"core\"]\nshutdown_s = 5\nplan = \"plan.toml\""),
+            format!("{feeds}\nlabels = [\"core\"]\nshutdown_s = 5"),
+            format!("{feeds}\nlabels = [\"core\"]\nshutdown_s = 5"),
+            format!("{feeds}\nlabels = [\"apps\"]\nshutdown_s = 1"),
+            format!("{feeds}\nlabels = [\"batch\"]\nshutdown_s = 20"),
+        ],
+        ups_toml: vec![],
+        executor_extra: String::new(),
+        executor_of: vec![
+            (4, "record_halt = \"none\"".into()),
+            (
+                5,
+                "record_halt = \"exit\"\nrecord_halt_after_ms = 2500".into(),
+            ),
+        ],
+    });
+    let plan = format!(
+        "silence_s = 3\n{}",
+        three_stage_plan(BY_LABEL, [1, 2], 99, [30, 30, 30])
+    );
+    std::fs::write(c.pki.path().join("plan.toml"), plan).unwrap();
+    c.wait_formed(1, 3, 2, Duration::from_secs(40));
+    wait_for(Duration::from_secs(15), || {
+        let o = c.cli(2, &["plan", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v["has_plan"] == true).then_some(())
+    })
+    .unwrap_or_else(|| panic!("plan never replicated\n{}", c.logs()));
+    c
+}
+
+fn position(lines: &[EventLine], needle: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l.message.contains(needle))
+        .unwrap_or_else(|| {
+            panic!(
+                "{needle:?} not in history:\n{}",
+                lines
+                    .iter()
+                    .map(|l| format!("{} {}", l.name, l.message))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+}
+
+#[test]
+fn hosts_are_down_when_silent_or_halted_and_kill_power_waits_for_them() {
+    let _g = serial();
+    let mut c = cluster();
+
+    // The plan fits ups1 (about 40 minutes of simulated runtime) and says so.
+    let o = c.cli(2, &["plan", "check"]);
+    let text = stdout(&o);
+    assert!(o.status.success(), "{text}{}", stderr(&o));
+    assert!(text.contains("stage 1 batch: starts at +1 s"), "{text}");
+    assert!(text.contains("UPS ups1: kill power ordered at"), "{text}");
+    assert!(text.contains("the plan fits"), "{text}");
+
+    c.cli(1, &["sim", "set", "--drain", "2.0"]);
+    c.cli(1, &["sim", "set", "--on-battery"]);
+
+    // n4 acknowledges halting and keeps running (record_halt = "none"); stop its daemon
+    // and run the shutdown hook, as systemd would on the way down.
+    wait_for(Duration::from_secs(60), || {
+        let e = event_lines(&c.pki, c.addr(1));
+        e.iter()
+            .any(|l| l.message.contains("n4 is halting"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("n4 never acknowledged halting\n{}", c.logs()));
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = c.stop(4, Duration::from_secs(10)).expect("n4 stops");
+    assert!(st.success(), "n4: {st}");
+    let cfg = c.pki.path().join("n4.toml");
+    let hook = std::process::Command::new(bin("upsilond"))
+        .args(["--config"])
+        .arg(&cfg)
+        .args(["--report-halted", "--report-timeout", "10"])
+        .current_dir(c.pki.path())
+        .output()
+        .unwrap();
+    assert!(
+        hook.status.success(),
+        "--report-halted: {}{}",
+        stdout(&hook),
+        stderr(&hook)
+    );
+    assert!(stdout(&hook).contains("n4 halts"), "{}", stdout(&hook));
+
+    let h = wait_for(Duration::from_secs(90), || {
+        let e = event_lines(&c.pki, c.addr(1));
+        e.iter()
+            .any(|l| l.message.contains("UPS ups1 kill power done"))
+            .then_some(e)
+    })
+    .unwrap_or_else(|| panic!("no kill power\n{}", c.logs()));
+
+    // n5's daemon exited by itself after its halting ack: it was seen down by silence.
+    let n5 = c.nodes[4].as_mut().unwrap().child.try_wait().unwrap();
+    assert!(n5.is_some_and(|s| s.success()), "n5 exited: {n5:?}");
+    let n5_down = position(&h, "n5 is down: silent since");
+    let n4_halted = position(&h, "n4 halted (");
+    let n2_halted = position(&h, "n2 halted (");
+    let n3_halted = position(&h, "n3 halted (");
+    let kill = position(&h, "UPS ups1 ordered to cut power in");
+    assert!(
+        n5_down < kill && n4_halted < kill && n2_halted < kill && n3_halted < kill,
+        "kill power before every host it feeds was down:\n{}",
+        h.iter()
+            .map(|l| format!("{} {} {}", l.at_ms, l.name, l.message))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The delay covers the owner's own 5 s shutdown (plus 10 s to start it), and what is
+    // left of n5's declared 20 s.
+    let delay: u32 = h[kill]
+        .message
+        .split("cut power in ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|d| d.parse().ok())
+        .unwrap();
+    assert!(delay >= 15, "kill delay {delay} s: {}", h[kill].message);
+
+    // Each host shut down once; the measured durations are in the plan.
+    for i in [2, 3, 5] {
+        let n = c
+            .records(i)
+            .iter()
+            .filter(|r| r["action"] == "shutdown")
+            .count();
+        assert_eq!(n, 1, "n{i} shutdowns: {:?}", c.records(i));
+    }
+    let o = c.cli(2, &["plan", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let times = v["shutdown_times"].as_array().unwrap();
+    let of = |name: &str| {
+        times
+            .iter()
+            .find(|t| t["host"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {times:?}"))
+            .clone()
+    };
+    // n5: about 2.5 s from halting ack to its last heartbeat (500 ms apart); declared 20.
+    let n5 = of("n5");
+    let m5 = n5["measured_s"].as_u64().expect("n5 measured");
+    assert!((2..=4).contains(&m5), "n5 measured {m5} s: {n5}");
+    assert_eq!(n5["used_s"], 20, "{n5}");
+    // n4: at least 1.5 s from its halting ack to the hook's "halted", over its declared 1.
+    let n4 = of("n4");
+    let m4 = n4["measured_s"].as_u64().expect("n4 measured");
+    assert!(m4 >= 2, "n4 measured {m4} s: {n4}");
+    assert_eq!(n4["used_s"], n4["measured_s"], "measured wins: {n4}");
+    assert_eq!(n4["declared_s"], 1);
+    let text = stdout(&c.cli(2, &["plan"]));
+    assert!(text.contains("SHUTDOWN DECLARED"), "{text}");
+}
+
+#[test]
+fn plan_check_fails_a_plan_that_outlasts_the_battery() {
+    let _g = serial();
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 1,
+        voters: 1,
+        ups_on: vec![1],
+        cluster_extra: vec!["feeds = [\"ups1\"]\nlabels = [\"core\"]".into()],
+        ..Default::default()
+    });
+    c.wait_formed(1, 1, 0, Duration::from_secs(30));
+    // The only stage starts at 10 minutes of runtime left and its host takes an hour.
+    let plan = c.pki.path().join("long.toml");
+    std::fs::write(
+        &plan,
+        "[[stage]]\nname = \"core\"\nhosts = [\"label:core\"]\ntrigger = { runtime_below_s = 600 }\nshutdown_s = 3600\n",
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(15), || {
+        c.cli(1, &["plan", "apply", plan.to_str().unwrap()])
+            .status
+            .success()
+            .then_some(())
+    })
+    .expect("plan applied");
+    // Once n1's announcement (with its label) is in.
+    let (o, text) = wait_for(Duration::from_secs(15), || {
+        let o = c.cli(1, &["plan", "check"]);
+        let text = stdout(&o);
+        (!text.contains("(yet)")).then_some((o, text))
+    })
+    .expect("n1 announced with its label");
+    assert_eq!(o.status.code(), Some(1), "{text}{}", stderr(&o));
+    assert!(
+        text.contains("DOES NOT FIT: stage 1 core: n1 needs until"),
+        "{text}"
+    );
+    assert!(text.contains("3000 s short"), "{text}");
+    assert!(
+        text.contains("stage 1 core (the last) halts 1 of 1 voters"),
+        "{text}"
+    );
+    let o = c.cli(1, &["plan", "--json", "check"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["fits"], false);
+}
