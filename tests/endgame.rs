@@ -226,3 +226,181 @@ fn plan_check_fails_a_plan_that_outlasts_the_battery() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["fits"], false);
 }
+
+/// The last stage halts two of the three voters: the quorum goes with them, and nothing
+/// can be committed after. n1 (a voter, owner of ups1, which feeds everyone) finishes
+/// alone from the kill order committed before the first stage: it cuts ups1 once every
+/// host it feeds stopped answering, then halts itself. ups4 (owner n4, a learner; it
+/// also feeds dual-fed n3) goes first, while the quorum lasts. Mains return, the halted
+/// hosts boot (restarted), and what n1 did alone is committed.
+#[test]
+fn the_last_stage_halts_the_quorum_and_owners_still_cut_their_upses() {
+    let _g = serial();
+    let exit = || "record_halt = \"exit\"\nrecord_halt_after_ms = 2000".to_string();
+    let mut c = TestCluster::start(ClusterSpec {
+        nodes: 5,
+        voters: 3,
+        ups_on: vec![1, 4],
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
+        poll_ms: 200,
+        cluster_extra: vec![
+            "feeds = [\"ups1\"]\nlabels = [\"last\"]\nshutdown_s = 4\nplan = \"plan.toml\"".into(),
+            "feeds = [\"ups1\"]\nlabels = [\"last\"]\nshutdown_s = 4".into(),
+            "feeds = [\"ups1\", \"ups4\"]\nmin_supplies = 1\nlabels = [\"last\"]\nshutdown_s = 4"
+                .into(),
+            "feeds = [\"ups4\"]\nlabels = [\"last\"]\nshutdown_s = 4".into(),
+            "feeds = [\"ups1\"]\nlabels = [\"batch\"]\nshutdown_s = 4".into(),
+        ],
+        ups_toml: vec![],
+        executor_extra: String::new(),
+        executor_of: vec![
+            (1, "record_halt = \"none\"".into()),
+            (2, exit()),
+            (3, exit()),
+            (4, "record_halt = \"none\"".into()),
+            (5, exit()),
+        ],
+    });
+    let plan = "silence_s = 3\nkill_power_delay_s = 5\nruntime_floor_s = 0\n\n[[stage]]\nname = \"batch\"\nhosts = [\"label:batch\"]\ntrigger = { on_battery_s = 1 }\nack_timeout_s = 30\n\n[[stage]]\nname = \"last\"\nhosts = [\"label:last\"]\ntrigger = { on_battery_s = 3 }\nack_timeout_s = 90\n";
+    std::fs::write(c.pki.path().join("plan.toml"), plan).unwrap();
+    c.wait_formed(1, 3, 2, Duration::from_secs(40));
+    wait_for(Duration::from_secs(15), || {
+        let o = c.cli(2, &["plan", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v["has_plan"] == true && v["shutdown_times"].as_array()?.len() == 5).then_some(())
+    })
+    .unwrap_or_else(|| panic!("plan never replicated\n{}", c.logs()));
+    // plan check sees the last stage halting every voter.
+    let text = stdout(&c.cli(1, &["plan", "check"]));
+    assert!(text.contains("halts 3 of 3 voters"), "{text}");
+
+    c.cli(1, &["sim", "set", "--on-battery"]);
+    c.cli(4, &["sim", "set", "--on-battery"]);
+
+    // Both owners cut alone: their executors record it.
+    let kill_of = |c: &TestCluster, i: usize, ups: &str| {
+        c.records(i)
+            .into_iter()
+            .find(|r| r["action"] == "killpower" && r["argv"][1] == ups)
+    };
+    let (k1, k4) = wait_for(Duration::from_secs(120), || {
+        Some((kill_of(&c, 1, "ups1")?, kill_of(&c, 4, "ups4")?))
+    })
+    .unwrap_or_else(|| panic!("the owners never cut their UPSes\n{}", c.logs()));
+    let h = event_lines(&c.pki, c.addr(1));
+    let at = |needle: &str| {
+        h.iter()
+            .find(|l| l.message.contains(needle))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{needle:?} not in n1's history:\n{}",
+                    h.iter()
+                        .map(|l| format!("{} {}", l.at_ms, l.message))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })
+            .at_ms
+    };
+    let armed = at("Kill orders committed before any host halts");
+    let first_stage = at("Stage 1 (batch) started");
+    assert!(armed <= first_stage, "armed after the first stage");
+    // ups1 is cut after every host it feeds acknowledged halting, plus their 2 s to
+    // exit and 3 s of silence, by n1 alone: nothing could be committed by then.
+    let n2 = at("n2 is halting");
+    let n3 = at("n3 is halting");
+    let n5 = at("n5 is halting");
+    let k1_at = k1["at_unix_ms"].as_i64().unwrap();
+    let k4_at = k4["at_unix_ms"].as_i64().unwrap();
+    for (who, t) in [("n2", n2), ("n3", n3), ("n5", n5)] {
+        assert!(
+            k1_at >= t + 5000,
+            "ups1 cut at {k1_at}, {who} halting at {t}"
+        );
+    }
+    assert!(
+        !h.iter()
+            .any(|l| l.message.contains("UPS ups1 ordered to cut power")),
+        "a kill order for ups1 was committed without a quorum?"
+    );
+    assert!(
+        c.log_of(1).contains("cutting it alone with a 14 s delay"),
+        "{}",
+        c.log_of(1)
+    );
+    // ups4 feeds n3 (which has ups1 too) and its owner: the cluster could cut it while
+    // the quorum lasted, one feed of n3 at a time, before ups1: the right order. Its
+    // delay covers its owner's 4 s and 10 s to start.
+    assert!(k4_at <= k1_at, "ups4 at {k4_at}, ups1 at {k1_at}");
+    assert!(
+        h.iter()
+            .any(|l| l.message.contains("UPS ups4 ordered to cut power in 14 s")),
+        "ups4's kill order"
+    );
+    // The owners halted after cutting, once each.
+    for (i, k) in [(1, k1_at), (4, k4_at)] {
+        let rec = wait_for(Duration::from_secs(20), || {
+            c.records(i).into_iter().find(|r| r["action"] == "shutdown")
+        })
+        .unwrap_or_else(|| panic!("n{i} never halted\n{}", c.log_of(i)));
+        assert!(
+            rec["at_unix_ms"].as_i64().unwrap() >= k,
+            "n{i} halted before cutting"
+        );
+    }
+    for i in [2, 3, 5] {
+        let st = c.nodes[i - 1].as_mut().unwrap().child.try_wait().unwrap();
+        assert!(st.is_some_and(|s| s.success()), "n{i}: {st:?}");
+    }
+
+    // Mains return; power comes back on the cut outlets and the halted hosts boot.
+    c.cli(1, &["sim", "set", "--on-line"]);
+    c.cli(4, &["sim", "set", "--on-line"]);
+    for i in [2, 3, 5] {
+        c.start_node(i);
+    }
+    let h = wait_for(Duration::from_secs(60), || {
+        let h = event_lines(&c.pki, c.addr(1));
+        // Reported by the owner, or answered to a kill order proposed meanwhile with
+        // "sent earlier" (its marker): either way, once.
+        let done = |ups: &str| {
+            h.iter()
+                .any(|l| l.message.contains(&format!("UPS {ups} kill power done")))
+        };
+        let back = ["n2", "n3", "n5"]
+            .iter()
+            .all(|n| h.iter().any(|l| l.message == format!("{n} is back up.")));
+        let ended = h.iter().any(|l| l.message.contains("Outage 1 ended"));
+        (done("ups1") && done("ups4") && back && ended).then_some(h)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the cluster never recorded the owners' cuts and the hosts' return\n{}\n{}",
+            event_lines(&c.pki, c.addr(1))
+                .iter()
+                .map(|l| l.message.clone())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            c.logs()
+        )
+    });
+    // Each host shut down once in the outage.
+    for i in 1..=5 {
+        let n = c
+            .records(i)
+            .iter()
+            .filter(|r| r["action"] == "shutdown")
+            .count();
+        assert_eq!(n, 1, "n{i} shutdowns: {:?}", c.records(i));
+    }
+    // The owners' cuts were not repeated by a kill order once the quorum returned.
+    for (i, ups) in [(1, "ups1"), (4, "ups4")] {
+        let n = c
+            .records(i)
+            .iter()
+            .filter(|r| r["action"] == "killpower" && r["argv"][1] == ups)
+            .count();
+        assert_eq!(n, 1, "{ups} cut {n} times");
+    }
+    drop(h);
+}

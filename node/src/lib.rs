@@ -10,6 +10,7 @@
 pub mod api;
 pub mod cluster;
 pub mod driver;
+pub mod endgame;
 pub mod executor;
 pub mod fatal;
 pub mod halted;

@@ -320,6 +320,14 @@ pub async fn start_with(
                 stop.resubscribe(),
             )),
         ));
+        tasks.push((
+            "finish_alone",
+            tokio::spawn(crate::endgame::finish_alone(
+                shared.clone(),
+                cl.clone(),
+                stop.resubscribe(),
+            )),
+        ));
     }
     drop(exec_tx);
     tasks.push((

@@ -19,7 +19,7 @@ use crate::driver::UpsCommand;
 use crate::shared::NodeShared;
 use upsilon_client::stop::Stop;
 use upsilon_core::replicated::plan::{self, Plan};
-use upsilon_core::replicated::state::Command;
+use upsilon_core::replicated::state::{ArmedKill, Command};
 use upsilon_core::time::now_ms;
 
 const WRITE_DEADLINE: Duration = Duration::from_secs(3);
@@ -97,7 +97,7 @@ struct MyStage {
     acked_halting: bool,
 }
 
-fn marker_dir(cluster: &Cluster) -> PathBuf {
+pub(crate) fn marker_dir(cluster: &Cluster) -> PathBuf {
     cluster
         .cfg
         .marker_dir
@@ -133,7 +133,14 @@ fn marker(dir: &Path, outage: u64, stage: usize) -> PathBuf {
     dir.join(format!("stage-{outage}-{stage}.marker"))
 }
 
-fn write_marker(path: &Path, text: &str) -> std::io::Result<()> {
+/// "This owner sent `ups` its kill-power order in outage `outage`": written before the
+/// order is sent, by the coordinator's order or by the owner finishing alone, so the
+/// UPS is told once.
+pub(crate) fn kill_marker(cluster: &Cluster, outage: u64, ups: &str) -> PathBuf {
+    marker_dir(cluster).join(format!("killpower-{outage}-{ups}.marker"))
+}
+
+pub(crate) fn write_marker(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut f = std::fs::File::create(path)?;
     f.write_all(text.as_bytes())?;
@@ -260,12 +267,14 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
         // by the stage's ack timeout) before halting itself.
         let until = Instant::now() + st.ack_timeout;
         while Instant::now() < until {
-            let done = cluster.read(|s| {
-                s.outage.as_ref().is_some_and(|o| {
-                    owned_on_battery
-                        .iter()
-                        .all(|u| o.kill_power.get(u).is_some_and(|k| k.done_ms.is_some()))
-                })
+            // Done by the cluster's order, or by this owner alone (no quorum).
+            let done = owned_on_battery.iter().all(|u| {
+                kill_marker(cluster, st.outage, u).exists()
+                    || cluster.read(|s| {
+                        s.outage.as_ref().is_some_and(|o| {
+                            o.kill_power.get(u).is_some_and(|k| k.done_ms.is_some())
+                        })
+                    })
             });
             if done {
                 break;
@@ -329,6 +338,47 @@ async fn stand_in_halt(shared: &NodeShared, cluster: &Cluster) {
     }
 }
 
+/// This owner's armed kill orders still to carry out at the end of the plan (every stage
+/// started, its UPS on battery by its own reading, no marker yet), with their outage.
+pub(crate) fn pending_kills(shared: &NodeShared, cluster: &Cluster) -> Vec<(u64, ArmedKill)> {
+    let on_battery = |ups: &str| {
+        shared
+            .ups
+            .lock()
+            .expect("ups lock")
+            .get(ups)
+            .is_some_and(|v| v.status.on_battery)
+    };
+    let orders: Vec<(u64, ArmedKill)> = cluster.read(|s| {
+        let Some(o) = s.outage.as_ref().filter(|o| o.ended_ms.is_none()) else {
+            return vec![];
+        };
+        let Some(armed) = &o.armed else {
+            return vec![];
+        };
+        // Every stage started: the plan's end, where the kill orders belong.
+        let all_started = s
+            .plan
+            .as_ref()
+            .is_some_and(|p| o.stages.len() >= p.stages.len());
+        if !all_started {
+            return vec![];
+        }
+        armed
+            .iter()
+            .filter(|k| k.owner == cluster.id)
+            .filter(|k| o.kill_power.get(&k.ups).is_none_or(|r| r.done_ms.is_none()))
+            .map(|k| (o.id, k.clone()))
+            .collect()
+    });
+    orders
+        .into_iter()
+        // Our own reading, not the committed one: mains may be back.
+        .filter(|(_, k)| shared.ups_orders.contains_key(&k.ups) && on_battery(&k.ups))
+        .filter(|(o, k)| !kill_marker(cluster, *o, &k.ups).exists())
+        .collect()
+}
+
 /// Kill-power and power-cycle orders for this node's UPSes.
 pub async fn carry_out_ups_orders(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut stop: Stop) {
     let mut done: HashSet<(u64, String, bool)> = HashSet::new();
@@ -379,6 +429,24 @@ pub async fn carry_out_ups_orders(shared: Arc<NodeShared>, cluster: Arc<Cluster>
             }
             done.insert(key);
             let what = if cycle { "power cycle" } else { "kill power" };
+            if !cycle {
+                let m = kill_marker(&cluster, outage, &ups);
+                if m.exists() {
+                    // Sent already: before a restart, or by this owner alone.
+                    unreported.push(Command::UpsActionDone {
+                        ups: ups.clone(),
+                        power_cycle: false,
+                        ok: true,
+                        result: "sent earlier by this owner (its marker says so)".into(),
+                        at_ms: now_ms(),
+                    });
+                    continue;
+                }
+                if let Err(e) = write_marker(&m, "sent\n") {
+                    // Telling a UPS twice beats never telling it.
+                    tracing::error!("cannot write {}: {e}", m.display());
+                }
+            }
             let cmd = UpsCommand::KillPower {
                 delay_s,
                 return_on_mains: true,
@@ -474,6 +542,12 @@ pub async fn local_fallback(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut 
         else {
             continue;
         };
+        // An owner with a kill order still to carry out alone halts after it (as with
+        // the plan), unless its own supply is critical.
+        let critical = supply.as_ref().is_some_and(|s| s.emergency.is_some());
+        if !critical && !pending_kills(&shared, &cluster).is_empty() {
+            continue;
+        }
         let dir = cluster
             .cfg
             .marker_dir

@@ -567,6 +567,7 @@ mod tests {
                     acks: Default::default(),
                 }],
                 kill_power: Default::default(),
+                armed: None,
                 ended_ms: None,
                 end_reason: String::new(),
             });

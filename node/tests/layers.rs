@@ -38,7 +38,7 @@ const NODE: &[&[&str]] = &[
     &["cluster"],
     // The node's state.
     &["shared"],
-    &["staging", "status", "halted"],
+    &["staging", "status", "halted", "endgame"],
     // Protocol servers.
     &["api", "nis"],
     // Composition root.

@@ -222,12 +222,20 @@ impl RaftApi {
                         None => Err(format!("no UPS named {ups}")),
                     }
                 }
+                Command::KillPowerAlone { ups, .. } => {
+                    let owner = self.cluster.read(|s| s.upses.get(ups).map(|u| u.owner));
+                    match owner {
+                        Some(o) => own(o, "a UPS order's result"),
+                        None => Err(format!("no UPS named {ups}")),
+                    }
+                }
                 Command::Notice { node, .. } if *node == who.name => Ok(()),
                 Command::Notice { .. } => Err("a notice in another node's name".into()),
                 Command::OutageStart { .. }
                 | Command::StageStart { .. }
                 | Command::KillPower { .. }
                 | Command::HostDown { .. }
+                | Command::ArmKillPower { .. }
                 | Command::PowerCycle { .. }
                 | Command::OutageEnd { .. }
                 | Command::UpsStale { .. }

@@ -312,8 +312,8 @@ pub fn check(state: &PowerState, voters: &[NodeId], now_ms: i64) -> Option<PlanC
                 break;
             }
             if left < quorum {
-                c.warnings.push(format!(
-                    "stage {} {} (the last) halts {} of {} voters: kill orders must be committed before its hosts halt",
+                c.lines.push(format!(
+                    "stage {} {} (the last) halts {} of {} voters: no commit after it; the kill orders are committed before the first stage and each UPS owner finishes alone",
                     k + 1,
                     st.name,
                     halted.len(),
@@ -480,11 +480,20 @@ mod tests {
             c.warnings
         );
         assert!(
-            c.warnings
-                .iter()
-                .any(|w| w.contains("stage 2 core (the last) halts 3 of 3 voters")),
+            text.contains("stage 2 core (the last) halts 3 of 3 voters: no commit after it"),
+            "{text}"
+        );
+        // A middle stage that halts the quorum strands the stages after it.
+        let mut s2 = s.clone();
+        s2.nodes.get_mut(&1).unwrap().labels = vec!["batch".into()];
+        s2.nodes.get_mut(&3).unwrap().labels = vec!["batch".into()];
+        let c2 = check(&s2, &[1, 2, 3], NOW).unwrap();
+        assert!(
+            c2.warnings.iter().any(|w| w.contains(
+                "stage 1 batch halts 3 of 3 voters: later stages and kill power cannot be committed after it"
+            )),
             "{:#?}",
-            c.warnings
+            c2.warnings
         );
     }
 }

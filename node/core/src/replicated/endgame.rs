@@ -13,7 +13,9 @@
 use super::NodeId;
 use super::legacy::LEGACY_ID_BASE;
 use super::plan::Plan;
-use super::state::{Command, DownHow, NodeRecord, Outage, PowerState, StageRun};
+use std::collections::BTreeMap;
+
+use super::state::{ArmedKill, Command, DownHow, NodeRecord, Outage, PowerState, StageRun};
 
 /// A running owner starts its own shutdown only after it carried the order out: this
 /// much is added to its shutdown time in the order's delay.
@@ -224,4 +226,66 @@ pub fn kill_delay_s(state: &PowerState, plan: &Plan, ups: &str, now_ms: i64) -> 
             }
         })
         .fold(plan.kill_power_delay_s, u32::max)
+}
+
+/// Each UPS's kill order as committed before the end game: its owner and every other
+/// host it feeds.
+pub fn arm(state: &PowerState) -> Vec<ArmedKill> {
+    state
+        .upses
+        .values()
+        .map(|u| ArmedKill {
+            ups: u.name.clone(),
+            owner: u.owner,
+            wait_for: state
+                .hosts()
+                .into_iter()
+                .filter(|n| n.id != u.owner && n.feeds.contains(&u.name))
+                .map(|n| n.id)
+                .collect(),
+        })
+        .collect()
+}
+
+/// An owner finishing alone (no quorum): may it cut `order`'s UPS now, and with what
+/// delay? Committed facts count where they exist ("halted", a halting ack); liveness
+/// comes from the owner's own probes, since heartbeats no longer commit: `reached` is
+/// when each host last answered, `watching_since_ms` when the owner started looking. A
+/// host is down once it said "halted", or it has not answered for `silence_s` after
+/// acknowledging halting, or (never seen halting) for its whole shutdown time.
+pub fn alone_delay(
+    state: &PowerState,
+    plan: &Plan,
+    order: &ArmedKill,
+    reached: &BTreeMap<NodeId, i64>,
+    watching_since_ms: i64,
+    now_ms: i64,
+) -> Option<u32> {
+    let o = state.outage.as_ref()?;
+    let mut delay = plan.kill_power_delay_s;
+    if let Some(owner) = state.host(order.owner) {
+        delay = delay.max(shutdown_s(state, plan, owner).saturating_add(OWNER_START_S));
+    }
+    for h in &order.wait_for {
+        let Some(n) = state.host(*h) else { continue };
+        let ack = run_of(o, *h).and_then(|(_, r)| r.acks.get(h));
+        if ack.is_some_and(|a| a.halted_ms.is_some()) {
+            continue;
+        }
+        let full = shutdown_s(state, plan, n) as i64 * 1000;
+        let last = reached
+            .get(h)
+            .copied()
+            .unwrap_or(watching_since_ms)
+            .max(watching_since_ms.min(now_ms));
+        let silent_for = now_ms - last;
+        let from = match ack.and_then(|a| a.halting_ms) {
+            Some(halting) if silent_for >= plan.silence_s as i64 * 1000 => halting,
+            None if silent_for >= full.max(plan.silence_s as i64 * 1000) => last,
+            _ => return None,
+        };
+        let left = (from + full - now_ms).max(0);
+        delay = delay.max(u32::try_from((left + 999) / 1000).unwrap_or(u32::MAX));
+    }
+    Some(delay)
 }

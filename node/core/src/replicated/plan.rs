@@ -449,6 +449,15 @@ pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
                 });
                 return out;
             }
+            // Kill orders are committed before any stage starts: once voters halt, no
+            // commit may be possible, and each UPS owner finishes from these alone.
+            if o.armed.is_none() {
+                out.push(Command::ArmKillPower {
+                    outage: o.id,
+                    orders: endgame::arm(state),
+                    at_ms: now_ms,
+                });
+            }
             // Hosts seen down are recorded before anything decided because of them.
             out.extend(endgame::newly_down(state, plan, o, now_ms));
             let emergency = supplies.iter().find_map(|(id, s)| {
@@ -905,6 +914,7 @@ mod tests {
             kill_power: BTreeMap::new(),
             ended_ms: None,
             end_reason: String::new(),
+            armed: Some(vec![]),
         }
     }
 
@@ -1276,6 +1286,73 @@ mod tests {
     }
 
     #[test]
+    fn kill_orders_are_committed_before_the_first_stage_and_owners_may_finish_alone() {
+        use crate::replicated::endgame::alone_delay;
+        let mut s = state(
+            ups("upsA", 1, Some(40), 50.0, 3000.0),
+            ups("upsB", 4, None, 100.0, 3000.0),
+        );
+        s.apply(&decide(&s, NOW)[0]);
+        let cmds = decide(&s, NOW);
+        assert_eq!(kinds(&cmds), ["ArmKillPower(2 UPS)", "StageStart(1/0)"]);
+        for c in &cmds {
+            assert!(s.apply(c).applied);
+        }
+        let armed = s.outage.as_ref().unwrap().armed.clone().unwrap();
+        // upsA (owner 1) waits for batch1, app1, db1; upsB (owner db1) for nobody.
+        assert_eq!(armed[0].ups, "upsA");
+        assert_eq!(armed[0].wait_for, [2, 3, 4]);
+        assert_eq!(armed[1].wait_for, Vec::<NodeId>::new());
+        assert!(
+            kinds(&decide(&s, NOW))
+                .iter()
+                .all(|k| !k.starts_with("Arm")),
+            "once"
+        );
+
+        // Alone (no quorum): batch1 acked halting at NOW and stopped answering at NOW;
+        // app1 and db1 never acked and still answer.
+        let p = s.plan.clone().unwrap();
+        s.outage.as_mut().unwrap().stages[0]
+            .acks
+            .entry(2)
+            .or_default()
+            .halting_ms = Some(NOW);
+        let mut reached = BTreeMap::from([(2, NOW), (3, NOW + 30_000), (4, NOW + 30_000)]);
+        let order = &armed[0];
+        assert_eq!(
+            alone_delay(&s, &p, order, &reached, NOW, NOW + 30_000),
+            None
+        );
+        // app1 and db1 stop answering: down only after their whole shutdown time (120 s)
+        // without a word, as nobody saw them halting.
+        reached.insert(3, NOW + 31_000);
+        reached.insert(4, NOW + 31_000);
+        assert_eq!(
+            alone_delay(&s, &p, order, &reached, NOW, NOW + 150_000),
+            None
+        );
+        // At +151 s: 120 s of silence each; the owner's 120 s + 10 s to start its own.
+        assert_eq!(
+            alone_delay(&s, &p, order, &reached, NOW, NOW + 151_000),
+            Some(130)
+        );
+        // A "halted" that was committed counts at once.
+        for h in [3, 4] {
+            s.outage.as_mut().unwrap().stages[0].hosts.push(h);
+            s.outage.as_mut().unwrap().stages[0]
+                .acks
+                .entry(h)
+                .or_default()
+                .halted_ms = Some(NOW);
+        }
+        assert_eq!(
+            alone_delay(&s, &p, order, &reached, NOW, NOW + 40_000),
+            Some(130)
+        );
+    }
+
+    #[test]
     fn kill_power_waits_for_every_host_fed_only_by_the_ups() {
         let mut s = state(
             ups("upsA", 1, Some(300), 5.0, 100.0),
@@ -1309,10 +1386,12 @@ mod tests {
         let c1 = decide(&s, NOW);
         assert!(s.apply(&c1[0]).applied);
         let c2 = decide(&s, NOW);
-        assert_eq!(kinds(&c2), ["StageStart(1/0)"]);
+        assert_eq!(kinds(&c2), ["ArmKillPower(2 UPS)", "StageStart(1/0)"]);
         assert!(s.apply(&c2[0]).applied);
-        // A stale leader re-proposing the same start is refused.
+        assert!(s.apply(&c2[1]).applied);
+        // A stale leader re-proposing the same commands is refused.
         assert!(!s.apply(&c2[0]).applied);
+        assert!(!s.apply(&c2[1]).applied);
         assert!(!s.apply(&c1[0]).applied);
     }
 

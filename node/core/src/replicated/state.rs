@@ -269,6 +269,21 @@ pub struct Outage {
     pub kill_power: BTreeMap<String, ActionRun>,
     pub ended_ms: Option<i64>,
     pub end_reason: String,
+    /// The kill orders committed before any host halts: from then on each UPS owner may
+    /// finish alone, without the quorum.
+    #[serde(default)]
+    pub armed: Option<Vec<ArmedKill>>,
+}
+
+/// A UPS's kill order as committed before the end game: its owner cuts it, on its own if
+/// it must, once every host in `wait_for` is down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmedKill {
+    pub ups: String,
+    pub owner: NodeId,
+    /// Every host the UPS feeds but its owner (an owner alone cannot tell whether another
+    /// feed still holds a dual-fed host, so it waits for all of them).
+    pub wait_for: Vec<NodeId>,
 }
 
 /// A change to the power state.
@@ -333,6 +348,24 @@ pub enum Command {
         how: DownHow,
         /// Its last heartbeat (what the silence is measured from).
         last_seen_ms: i64,
+        at_ms: i64,
+    },
+    /// The coordinator commits each UPS's kill order before any stage starts, so owners
+    /// can finish the end game even after the voters halted.
+    ArmKillPower {
+        outage: u64,
+        orders: Vec<ArmedKill>,
+        at_ms: i64,
+    },
+    /// A UPS owner cut its UPS on its own (no quorum at the time), reported once it
+    /// could be committed again.
+    KillPowerAlone {
+        outage: u64,
+        ups: String,
+        delay_s: u32,
+        ordered_ms: i64,
+        ok: bool,
+        result: String,
         at_ms: i64,
     },
     /// The coordinator orders a UPS to cut power (returning with mains).
@@ -431,6 +464,8 @@ impl fmt::Display for Command {
             Command::HostHalted { node, .. } => write!(f, "HostHalted({node})"),
             Command::HostDown { node, how, .. } => write!(f, "HostDown({node} {})", how.as_str()),
             Command::KillPower { ups, .. } => write!(f, "KillPower({ups})"),
+            Command::ArmKillPower { orders, .. } => write!(f, "ArmKillPower({} UPS)", orders.len()),
+            Command::KillPowerAlone { ups, .. } => write!(f, "KillPowerAlone({ups})"),
             Command::PowerCycle { ups, .. } => write!(f, "PowerCycle({ups})"),
             Command::UpsActionDone { ups, .. } => write!(f, "UpsActionDone({ups})"),
             Command::OutageEnd { id, .. } => write!(f, "OutageEnd({id})"),
@@ -788,6 +823,28 @@ impl PowerState {
                 delay_s,
                 at_ms,
             } => self.apply_kill_power(outage, ups, delay_s, at_ms),
+            Command::ArmKillPower {
+                outage,
+                orders,
+                at_ms,
+            } => self.apply_arm(*outage, orders, *at_ms),
+            Command::KillPowerAlone {
+                outage,
+                ups,
+                delay_s,
+                ordered_ms,
+                ok,
+                result,
+                at_ms,
+            } => {
+                let run = ActionRun {
+                    ordered_ms: *ordered_ms,
+                    delay_s: *delay_s,
+                    done_ms: Some(*at_ms),
+                    result: result.clone(),
+                };
+                self.apply_kill_alone(*outage, ups, run, *ok)
+            }
             Command::PowerCycle { ups, at_ms } => self.apply_power_cycle(ups, at_ms),
             Command::UpsActionDone {
                 ups,
@@ -976,6 +1033,7 @@ impl PowerState {
             kill_power: BTreeMap::new(),
             ended_ms: None,
             end_reason: String::new(),
+            armed: None,
         });
         self.push_event(
             *at_ms,
@@ -1160,6 +1218,68 @@ impl PowerState {
             ),
         };
         self.push_event(at_ms, "notice", "", &text, &name);
+        CommandResult::done()
+    }
+
+    fn apply_arm(&mut self, outage: u64, orders: &[ArmedKill], at_ms: i64) -> CommandResult {
+        let Some(o) = self.active_outage(outage) else {
+            return CommandResult::ignored();
+        };
+        if o.armed.is_some() {
+            return CommandResult::ignored();
+        }
+        o.armed = Some(orders.to_vec());
+        let words: Vec<String> = orders
+            .iter()
+            .map(|k| {
+                let names: Vec<String> = k.wait_for.iter().map(|h| self.node_name(*h)).collect();
+                if names.is_empty() {
+                    format!("{} (no host to wait for)", k.ups)
+                } else {
+                    format!("{} after {}", k.ups, names.join(", "))
+                }
+            })
+            .collect();
+        self.push_event(
+            at_ms,
+            "notice",
+            "",
+            &format!(
+                "Kill orders committed before any host halts (owners finish alone if the quorum is gone): {}.",
+                words.join("; ")
+            ),
+            "",
+        );
+        CommandResult::done()
+    }
+
+    fn apply_kill_alone(
+        &mut self,
+        outage: u64,
+        ups: &str,
+        run: ActionRun,
+        ok: bool,
+    ) -> CommandResult {
+        let Some(o) = self.outage.as_mut().filter(|o| o.id == outage) else {
+            return CommandResult::ignored();
+        };
+        if o.kill_power.get(ups).is_some_and(|r| r.done_ms.is_some()) {
+            return CommandResult::ignored();
+        }
+        let (at, delay, result) = (
+            run.done_ms.unwrap_or(run.ordered_ms),
+            run.delay_s,
+            run.result.clone(),
+        );
+        o.kill_power.insert(ups.to_string(), run);
+        let how = if ok { "done" } else { "FAILED" };
+        self.push_event(
+            at,
+            "notice",
+            ups,
+            &format!("UPS {ups} kill power {how} by its owner alone (no quorum), {delay} s delay: {result}"),
+            "",
+        );
         CommandResult::done()
     }
 
