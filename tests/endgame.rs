@@ -404,3 +404,183 @@ fn the_last_stage_halts_the_quorum_and_owners_still_cut_their_upses() {
     }
     drop(h);
 }
+
+/// Exactly once where it matters: n2's daemon is SIGKILLed in its stage's doshutdown
+/// hook (before the point of no return: the shutdown command provably did not start),
+/// and in a second outage while its shutdown command runs (after it). A harmless
+/// shutdown command in live mode shows what really ran: the first time it runs after
+/// the restart, the second time never again.
+#[test]
+fn a_host_killed_before_its_shutdown_command_runs_it_after_restart_and_never_twice() {
+    let _g = serial();
+    let mut c = TestCluster::start(ClusterSpec {
+        nodes: 3,
+        voters: 3,
+        ups_on: vec![1],
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n\n[hooks]\nscript_dir = \"hooks\"\n"
+            .into(),
+        poll_ms: 200,
+        cluster_extra: vec![
+            "feeds = [\"ups1\"]\nlabels = [\"core\"]\nplan = \"plan.toml\"".into(),
+            "feeds = [\"ups1\"]\nlabels = [\"apps\"]".into(),
+            "feeds = [\"ups1\"]\nlabels = [\"core\"]".into(),
+        ],
+        ups_toml: vec![],
+        executor_extra: String::new(),
+        executor_of: vec![],
+    });
+    let runs = c.pki.path().join("runs.txt");
+    let hooks = c.pki.path().join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let hook = hooks.join("doshutdown");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho hook >> {}\nsleep 4\n", runs.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // n2 in live mode with a harmless shutdown command that takes 4 s.
+    c.set_executor(
+        2,
+        &format!(
+            "mode = \"live\"\nshutdown_command = [\"/bin/sh\", \"-c\", \"echo run >> {}; sleep 4\"]",
+            runs.display()
+        ),
+    );
+    c.kill(2);
+    c.start_node(2);
+    std::fs::write(
+        c.pki.path().join("plan.toml"),
+        plan_text(&[
+            ("apps", "\"label:apps\"", "on_battery_s = 1", 120),
+            ("core", "\"label:core\"", "charge_below = 1", 120),
+        ]),
+    )
+    .unwrap();
+    c.wait_formed(1, 3, 0, Duration::from_secs(40));
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let halting = |c: &TestCluster| {
+        event_lines(&c.pki, c.addr(1))
+            .iter()
+            .filter(|l| l.message.starts_with("n2 is halting"))
+            .count()
+    };
+
+    // Outage 1: killed inside the doshutdown hook.
+    c.cli(1, &["sim", "set", "--on-battery"]);
+    wait_for(Duration::from_secs(40), || {
+        (lines() == ["hook"]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("n2's hook never ran: {:?}\n{}", lines(), c.logs()));
+    c.kill(2);
+    c.start_node(2);
+    wait_for(Duration::from_secs(40), || (halting(&c) == 1).then_some(()))
+        .unwrap_or_else(|| panic!("n2 never acknowledged halting\n{}", c.log_of(2)));
+    wait_for(Duration::from_secs(10), || {
+        lines().iter().any(|l| l == "run").then_some(())
+    });
+    assert_eq!(lines(), ["hook", "hook", "run"], "rerun after the restart");
+    assert!(
+        c.log_of(2)
+            .contains("interrupted before its shutdown started; running it again"),
+        "{}",
+        c.log_of(2)
+    );
+
+    // Mains return; outage 2: killed while its shutdown command runs.
+    c.cli(1, &["sim", "set", "--on-line"]);
+    wait_for(Duration::from_secs(30), || {
+        event_lines(&c.pki, c.addr(1))
+            .iter()
+            .any(|l| l.message.contains("Outage 1 ended"))
+            .then_some(())
+    })
+    .expect("outage 1 ends");
+    std::fs::write(&runs, "").unwrap();
+    c.cli(1, &["sim", "set", "--on-battery"]);
+    wait_for(Duration::from_secs(40), || {
+        (lines() == ["hook", "run"]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("n2's command never ran: {:?}\n{}", lines(), c.logs()));
+    c.kill(2);
+    c.start_node(2);
+    wait_for(Duration::from_secs(40), || (halting(&c) == 2).then_some(()))
+        .unwrap_or_else(|| panic!("n2 never acknowledged halting again\n{}", c.log_of(2)));
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(lines(), ["hook", "run"], "never run twice");
+}
+
+/// The UPS owner's own monitor shuts its host down while the outage is not committed
+/// yet (n1 cut off from the other voters); once the outage is committed and n1's stage
+/// reaches it, the stage does not shut it down a second time.
+#[test]
+fn the_owners_monitor_and_its_stage_never_both_shut_it_down() {
+    let _g = serial();
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 3,
+        voters: 3,
+        ups_on: vec![1],
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\ntimeout = 1\non_battery_delay = 0\n"
+            .into(),
+        poll_ms: 200,
+        cluster_extra: vec![
+            "feeds = [\"ups1\"]\nlabels = [\"core\"]\nplan = \"plan.toml\"".into(),
+            "labels = [\"other\"]".into(),
+            "labels = [\"other\"]".into(),
+        ],
+        ..Default::default()
+    });
+    std::fs::write(
+        c.pki.path().join("plan.toml"),
+        plan_text(&[("core", "\"label:core\"", "on_battery_s = 1", 60)]),
+    )
+    .unwrap();
+    c.wait_formed(1, 3, 0, Duration::from_secs(40));
+    wait_for(Duration::from_secs(15), || {
+        let o = c.cli(1, &["plan", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v["has_plan"] == true).then_some(())
+    })
+    .expect("plan");
+    let shutdowns = |c: &TestCluster| {
+        c.records(1)
+            .iter()
+            .filter(|r| r["action"] == "shutdown")
+            .count()
+    };
+    c.partition(&[1], &[2, 3]);
+    // n1 knows it cannot commit before mains fail.
+    wait_status(
+        &c.pki,
+        c.nodes[0].as_ref().unwrap(),
+        Duration::from_secs(30),
+        "n1 without a quorum",
+        |s| s["cluster"]["writable"] == false,
+    );
+    c.cli(1, &["sim", "set", "--on-battery"]);
+    wait_for(Duration::from_secs(30), || {
+        (shutdowns(&c) == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("n1's monitor never shut it down\n{}", c.log_of(1)));
+    for i in 1..=3 {
+        std::fs::write(c.pki.path().join(format!("fault-n{i}")), "").unwrap();
+    }
+    // The outage commits and n1's stage starts and is acknowledged, without a second
+    // shutdown.
+    wait_for(Duration::from_secs(60), || {
+        event_lines(&c.pki, c.addr(2))
+            .iter()
+            .any(|l| l.message.starts_with("n1 is halting"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("n1's stage never acknowledged\n{}", c.logs()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(shutdowns(&c), 1, "{:?}", c.records(1));
+    assert!(c.log_of(1).contains("already shut down"), "{}", c.log_of(1));
+}

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::handle::{Cluster, LeaderOp};
 use crate::driver::UpsCommand;
+use crate::markers::{kill_marker, write_marker};
 use crate::shared::NodeShared;
-use crate::staging::{kill_marker, pending_kills, write_marker};
+use crate::staging::pending_kills;
 use upsilon_client::stop::Stop;
 use upsilon_core::events::EventKind;
 use upsilon_core::replicated::NodeId;

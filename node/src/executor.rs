@@ -121,12 +121,20 @@ impl Executor {
 
     /// Handles one event: hooks first, then the default action unless a hook said 99.
     pub async fn handle(&self, ev: &Event) {
-        self.handle_with(ev, None).await;
+        self.handle_with(ev, None, &|| {}).await;
     }
 
     /// A cluster-ordered shutdown of this host: `remotedown` then `doshutdown`, whose
     /// default action runs `command` (a stage's) or the configured shutdown command.
-    pub async fn cluster_shutdown(&self, ups: &str, reason: &str, command: Option<&[String]>) {
+    /// `launch` runs right before the shutdown command starts (or is recorded): the
+    /// caller's point of no return.
+    pub async fn cluster_shutdown(
+        &self,
+        ups: &str,
+        reason: &str,
+        command: Option<&[String]>,
+        launch: &(dyn Fn() + Sync),
+    ) {
         for kind in [EventKind::RemoteDown, EventKind::DoShutdown] {
             let ev = Event {
                 seq: 0,
@@ -135,8 +143,14 @@ impl Executor {
                 ups_name: ups.to_string(),
                 message: format!("{} {reason}", kind.message()),
             };
-            self.handle_with(&ev, command).await;
+            self.handle_with(&ev, command, launch).await;
         }
+    }
+
+    /// [`Self::handle`] for a `doshutdown` whose shutdown is claimed: `launch` runs right
+    /// before the shutdown command starts (or is recorded).
+    pub async fn handle_launching(&self, ev: &Event, launch: &(dyn Fn() + Sync)) {
+        self.handle_with(ev, None, launch).await;
     }
 
     /// Carries out a kill-power or power-cycle order: with `ups_commands` = send (the
@@ -166,7 +180,12 @@ impl Executor {
         (ok, outcome)
     }
 
-    async fn handle_with(&self, ev: &Event, command: Option<&[String]>) {
+    async fn handle_with(
+        &self,
+        ev: &Event,
+        command: Option<&[String]>,
+        launch: &(dyn Fn() + Sync),
+    ) {
         if !ev.kind.runs_hook() {
             return;
         }
@@ -224,6 +243,7 @@ impl Executor {
                 });
                 return;
             }
+            launch();
             match self.mode {
                 ExecutorMode::Live => {
                     self.run(&shutdown_command, ev, "shutdown").await;

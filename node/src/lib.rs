@@ -14,6 +14,7 @@ pub mod endgame;
 pub mod executor;
 pub mod fatal;
 pub mod halted;
+pub mod markers;
 pub mod nis;
 pub mod node;
 pub mod shared;

@@ -352,9 +352,18 @@ async fn run_executor(
         // down in an outage: it may happen only once per outage.
         if ev.kind == EventKind::DoShutdown
             && let Some(c) = &cluster
-            && !crate::staging::claim_host_shutdown(c)
         {
-            tracing::warn!("doshutdown: this host already shut down in this outage; not again");
+            match crate::markers::claim(c) {
+                None => {
+                    tracing::warn!(
+                        "doshutdown: this host already shut down in this power event; not again"
+                    );
+                }
+                Some(claim) => {
+                    executor.handle_launching(&ev, &|| claim.launching()).await;
+                    claim.done();
+                }
+            }
             continue;
         }
         executor.handle(&ev).await;

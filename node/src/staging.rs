@@ -10,12 +10,13 @@
 //!   order once, and reports the result.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cluster::handle::{Cluster, LeaderOp};
 use crate::driver::UpsCommand;
+use crate::markers::{self, kill_marker, marker_dir, stage_marker, write_marker};
 use crate::shared::NodeShared;
 use upsilon_client::stop::Stop;
 use upsilon_core::replicated::plan::{self, Plan};
@@ -95,56 +96,27 @@ struct MyStage {
     ack_timeout: Duration,
     acked_shutting_down: bool,
     acked_halting: bool,
+    said_halted: bool,
 }
 
-pub(crate) fn marker_dir(cluster: &Cluster) -> PathBuf {
-    cluster
-        .cfg
-        .marker_dir
-        .clone()
-        .unwrap_or_else(|| cluster.cfg.data_dir.clone())
-}
-
-/// Claims "this host shuts down in the current outage": true the first time (a marker
-/// file records it), false after, so a stage, the host's own thresholds and the UPS
-/// owner's monitor never shut the host down twice in one outage. With no outage
-/// active, always true.
-pub fn claim_host_shutdown(cluster: &Cluster) -> bool {
-    let Some(id) = cluster.read(|s| {
-        s.outage
-            .as_ref()
-            .filter(|o| o.ended_ms.is_none())
-            .map(|o| o.id)
-    }) else {
-        return true;
-    };
-    let path = marker_dir(cluster).join(format!("host-shutdown-{id}.marker"));
-    if path.exists() {
+/// Shuts this host down unless another path already did in this power event (the
+/// claim in `markers`); true if it ran (or recorded) the shutdown.
+pub(crate) async fn shut_down_once(
+    shared: &NodeShared,
+    cluster: &Cluster,
+    reason: &str,
+    command: Option<&[String]>,
+) -> bool {
+    let Some(claim) = markers::claim(cluster) else {
         return false;
-    }
-    if let Err(e) = write_marker(&path, "claimed\n") {
-        // Shutting down twice is better than not at all.
-        tracing::error!("cannot write {}: {e}", path.display());
-    }
+    };
+    let ups = shared.ups_orders.keys().next().cloned().unwrap_or_default();
+    shared
+        .executor
+        .cluster_shutdown(&ups, reason, command, &|| claim.launching())
+        .await;
+    claim.done();
     true
-}
-
-fn marker(dir: &Path, outage: u64, stage: usize) -> PathBuf {
-    dir.join(format!("stage-{outage}-{stage}.marker"))
-}
-
-/// "This owner sent `ups` its kill-power order in outage `outage`": written before the
-/// order is sent, by the coordinator's order or by the owner finishing alone, so the
-/// UPS is told once.
-pub(crate) fn kill_marker(cluster: &Cluster, outage: u64, ups: &str) -> PathBuf {
-    marker_dir(cluster).join(format!("killpower-{outage}-{ups}.marker"))
-}
-
-pub(crate) fn write_marker(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
 }
 
 async fn ack(cluster: &Cluster, s: &MyStage, halting: bool) -> bool {
@@ -175,6 +147,8 @@ pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut s
         );
     }
     let running: Arc<Mutex<HashSet<(u64, usize)>>> = Arc::default();
+    // Stages whose halt this process stood in for (record mode), or saw run.
+    let mut stood_in: HashSet<(u64, usize)> = HashSet::new();
     let mut changed = cluster.sm.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     while next_round(&mut changed, &mut tick, &mut stop).await {
@@ -201,6 +175,7 @@ pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut s
                         ack_timeout: Duration::from_secs(st.map_or(120, |x| x.ack_timeout_s)),
                         acked_shutting_down: ack.is_some_and(|a| a.shutting_down_ms.is_some()),
                         acked_halting: ack.is_some_and(|a| a.halting_ms.is_some()),
+                        said_halted: ack.is_some_and(|a| a.halted_ms.is_some()),
                     }
                 })
                 .collect()
@@ -212,12 +187,29 @@ pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut s
             }
             if st.acked_halting {
                 // Carried out already, by this host (maybe before its store was
-                // replaced, so without a marker here): never again.
+                // replaced, so without a marker here): never again. Record mode: a
+                // restart after the halting ack halts again as the host would have.
+                let ran_here = stage_marker(&dir, st.outage, st.stage).exists();
+                if ran_here && !st.said_halted && stood_in.insert(key) {
+                    let (shared, cluster) = (shared.clone(), cluster.clone());
+                    tokio::spawn(async move { stand_in_halt(&shared, &cluster).await });
+                }
                 continue;
             }
-            let path = marker(&dir, st.outage, st.stage);
-            if path.exists() {
-                // Already run (perhaps before a restart): never again; finish the acks.
+            let path = stage_marker(&dir, st.outage, st.stage);
+            // A stage marker left "started" by a run that never reached the point of no
+            // return (killed in its hooks): the shutdown provably did not start; run it.
+            let unfinished = std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == "started")
+                && !markers::launched(&cluster, st.outage);
+            if unfinished {
+                tracing::warn!(
+                    stage = %st.name,
+                    "this host's stage was interrupted before its shutdown started; running it again"
+                );
+            }
+            if path.exists() && !unfinished {
+                // Already run (perhaps before a restart): never again; finish the acks,
+                // and in record mode halt again as the host would have.
                 if !st.acked_shutting_down {
                     ack(&cluster, &st, false).await;
                 }
@@ -234,6 +226,8 @@ pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut s
                 continue;
             }
             running.lock().expect("running lock").insert(key);
+            // run_stage stands in for the halt itself.
+            stood_in.insert(key);
             let (shared, cluster, running) = (shared.clone(), cluster.clone(), running.clone());
             tokio::spawn(async move {
                 run_stage(&shared, &cluster, &st, &path).await;
@@ -282,14 +276,8 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let ups = my_upses.first().cloned().unwrap_or_default();
     let reason = format!("(stage {}: {})", st.name, st.reason);
-    if claim_host_shutdown(cluster) {
-        shared
-            .executor
-            .cluster_shutdown(&ups, &reason, st.command.as_deref())
-            .await;
-    } else {
+    if !shut_down_once(shared, cluster, &reason, st.command.as_deref()).await {
         tracing::warn!(
             "this host already shut down in this outage; acknowledging stage {} only",
             st.name
@@ -507,19 +495,20 @@ pub async fn local_fallback(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut 
                 Some(why) => {
                     let since = *threshold_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= upsilon_core::policy::DEBOUNCE
-                        && claim_host_shutdown(&cluster)
+                        && shut_down_once(
+                            &shared,
+                            &cluster,
+                            &format!("(host threshold: {why})"),
+                            None,
+                        )
+                        .await
                     {
-                        tracing::warn!("this host's own threshold: {why}; shutting it down");
+                        tracing::warn!("this host's own threshold: {why}; shut it down");
                         shared.log_event(
                             upsilon_core::events::EventKind::Notice,
                             "",
                             &format!("Host threshold: {why}."),
                         );
-                        let ups = shared.ups_orders.keys().next().cloned().unwrap_or_default();
-                        shared
-                            .executor
-                            .cluster_shutdown(&ups, &format!("(host threshold: {why})"), None)
-                            .await;
                     }
                 }
             }
@@ -548,12 +537,7 @@ pub async fn local_fallback(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut 
         if !critical && !pending_kills(&shared, &cluster).is_empty() {
             continue;
         }
-        let dir = cluster
-            .cfg
-            .marker_dir
-            .clone()
-            .unwrap_or_else(|| cluster.cfg.data_dir.clone());
-        let path = dir.join(format!("fallback-{outage}.marker"));
+        let path = marker_dir(&cluster).join(format!("fallback-{outage}.marker"));
         done = true;
         if path.exists() {
             continue;
@@ -571,12 +555,12 @@ pub async fn local_fallback(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut 
             "",
             &format!("Local fallback: {reason}."),
         );
-        if claim_host_shutdown(&cluster) {
-            let ups = shared.ups_orders.keys().next().cloned().unwrap_or_default();
-            shared
-                .executor
-                .cluster_shutdown(&ups, &format!("(local fallback: {reason})"), None)
-                .await;
-        }
+        shut_down_once(
+            &shared,
+            &cluster,
+            &format!("(local fallback: {reason})"),
+            None,
+        )
+        .await;
     }
 }

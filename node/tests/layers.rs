@@ -37,7 +37,7 @@ const NODE: &[&[&str]] = &[
     // Raft: openraft, sled, network.
     &["cluster"],
     // The node's state.
-    &["shared"],
+    &["shared", "markers"],
     &["staging", "status", "halted", "endgame"],
     // Protocol servers.
     &["api", "nis"],

@@ -424,6 +424,12 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Adds `[executor]` keys to node `i`'s config (taking effect at its next start).
+    pub fn set_executor(&mut self, i: usize, keys: &str) {
+        let cfg = &mut self.configs[i - 1];
+        *cfg = cfg.replacen("[executor]\n", &format!("[executor]\n{keys}\n"), 1);
+    }
+
     /// Node `i`'s data directory.
     pub fn data_dir(&self, i: usize) -> PathBuf {
         self.pki.path().join(format!("data-n{i}"))

@@ -290,6 +290,14 @@ pub fn check(state: &PowerState, voters: &[NodeId], now_ms: i64) -> Option<PlanC
             ));
         }
     }
+    for n in &hosts {
+        for f in n.feeds.iter().filter(|f| !state.upses.contains_key(*f)) {
+            c.warnings.push(format!(
+                "{} is fed by {f}, which no node reports: it does not count until it does (a misspelt name?)",
+                n.name
+            ));
+        }
+    }
     c.warnings.extend(plan.review(&hosts).warnings);
     if !voters.is_empty() {
         let quorum = voters.len() / 2 + 1;

@@ -271,8 +271,18 @@ pub fn supply(node: &NodeRecord, state: &PowerState, plan: &Plan, now_ms: i64) -
     if node.feeds.is_empty() {
         return None;
     }
-    let feeds: Vec<Option<&UpsRecord>> = node.feeds.iter().map(|f| state.upses.get(f)).collect();
-    let need = node.min_supplies.max(1) as usize;
+    // Only UPSes the cluster has heard of count: a feed that never reported (a node
+    // starting, or a misspelt name, which `plan check` reports) must not start an outage.
+    let feeds: Vec<Option<&UpsRecord>> = node
+        .feeds
+        .iter()
+        .filter_map(|f| state.upses.get(f))
+        .map(Some)
+        .collect();
+    if feeds.is_empty() {
+        return None;
+    }
+    let need = (node.min_supplies.max(1) as usize).min(feeds.len());
     let on_line = feeds.iter().filter(|u| u.is_some_and(feed_on_line)).count();
     let on_battery = on_line < need;
     // Rank feeds best first: on line, then by runtime.
@@ -956,6 +966,22 @@ mod tests {
         s2.plan = None;
         s2.upses.get_mut("upsA").unwrap().status.on_battery = true;
         assert!(decide(&s2, NOW).is_empty());
+    }
+
+    #[test]
+    fn a_feed_that_never_reported_starts_no_outage() {
+        // Nodes announced with their feeds before any UPS report was committed.
+        let mut s = state(
+            ups("upsA", 1, None, 100.0, 3000.0),
+            ups("upsB", 1, None, 100.0, 3000.0),
+        );
+        s.upses.clear();
+        assert!(decide(&s, NOW).is_empty());
+        // db1 (upsA + upsB, needs one) with only upsB known and on line: on line.
+        s.upses
+            .insert("upsB".into(), ups("upsB", 1, None, 100.0, 3000.0));
+        let db1 = s.nodes[&4].clone();
+        assert!(!supply(&db1, &s, &plan(), NOW).unwrap().on_battery);
     }
 
     #[test]
