@@ -584,3 +584,146 @@ fn the_owners_monitor_and_its_stage_never_both_shut_it_down() {
     assert_eq!(shutdowns(&c), 1, "{:?}", c.records(1));
     assert!(c.log_of(1).contains("already shut down"), "{}", c.log_of(1));
 }
+
+/// `upsilon drill` on a live cluster: every stage runs with the hooks told it is a drill
+/// (UPSILON_DRILL=1), shutdowns and the kill order are only recorded, nobody is marked
+/// halted, and the report names every host's latencies and says the plan fits. A second
+/// drill is ended at once by a real power failure, and the real plan takes over.
+#[test]
+fn a_fire_drill_runs_the_plan_without_shutting_anything_down() {
+    let _g = serial();
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 3,
+        voters: 3,
+        ups_on: vec![1],
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n\n[hooks]\nscript_dir = \"hooks\"\n"
+            .into(),
+        poll_ms: 200,
+        cluster_extra: vec![
+            "feeds = [\"ups1\"]\nlabels = [\"core\"]\nshutdown_s = 30\nplan = \"plan.toml\"".into(),
+            "feeds = [\"ups1\"]\nlabels = [\"apps\"]\nshutdown_s = 30".into(),
+            "feeds = [\"ups1\"]\nlabels = [\"core\"]\nshutdown_s = 30".into(),
+        ],
+        ups_toml: vec![],
+        executor_extra: String::new(),
+        executor_of: vec![],
+    });
+    let hooks = c.pki.path().join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let seen = c.pki.path().join("drill-env.txt");
+    let slow = c.pki.path().join("hook-sleep");
+    std::fs::write(&slow, "0").unwrap();
+    let hook = hooks.join("doshutdown");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"drill=$UPSILON_DRILL\" >> {}\nsleep \"$(cat {})\"\n",
+            seen.display(),
+            slow.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        c.pki.path().join("plan.toml"),
+        plan_text(&[
+            ("apps", "\"label:apps\"", "on_battery_s = 60", 30),
+            ("core", "\"label:core\"", "charge_below = 10", 30),
+        ]),
+    )
+    .unwrap();
+    c.wait_formed(1, 3, 0, Duration::from_secs(40));
+    wait_for(Duration::from_secs(15), || {
+        let o = c.cli(1, &["plan", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v["has_plan"] == true && v["shutdown_times"].as_array()?.len() == 3).then_some(())
+    })
+    .expect("plan");
+
+    let o = c.cli(2, &["drill", "--ups", "ups1", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&o), stderr(&o)));
+    assert!(o.status.success(), "{v:#}\n{}", c.logs());
+    let report = v["report"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(report.contains("drill complete"), "{report}");
+    assert!(
+        report.contains("stage 1 apps starts; hosts: n2"),
+        "{report}"
+    );
+    assert!(
+        report.contains("stage 2 core starts; hosts: n1, n3"),
+        "{report}"
+    );
+    for n in ["n1", "n2", "n3"] {
+        assert!(
+            report.contains(&format!("  {n}: acknowledged in")),
+            "{n}: {report}"
+        );
+    }
+    // The owner's 30 s (+10) is the kill order's delay.
+    assert!(
+        report.contains("kill power ups1 ordered with a 40 s delay"),
+        "{report}"
+    );
+    assert!(report.contains("every host answered"), "{report}");
+    assert_eq!(v["fits"], true, "{v:#}");
+    // Hooks knew; nothing ran; nobody is halted.
+    let env = std::fs::read_to_string(&seen).unwrap();
+    assert_eq!(env.lines().count(), 3, "{env}");
+    assert!(env.lines().all(|l| l == "drill=1"), "{env}");
+    for i in 1..=3 {
+        for r in c.records(i) {
+            if r["action"] == "shutdown" || r["action"] == "killpower" {
+                assert!(
+                    r["outcome"].as_str().unwrap().starts_with("drill"),
+                    "n{i}: {r}"
+                );
+                assert_eq!(r["ran"], false);
+            }
+        }
+    }
+    let h = event_lines(&c.pki, c.addr(1));
+    assert!(!h.iter().any(|l| l.message.contains("is back up")));
+    assert!(
+        decide_nothing_pending(&c),
+        "a drill leaves nothing to power-cycle"
+    );
+
+    // A second drill; a real power failure stops it and the real plan starts.
+    std::fs::write(&slow, "5").unwrap();
+    let o = c.cli(2, &["drill", "--ups", "ups1", "--timeout", "1"]);
+    assert!(stdout(&o).contains("still running"), "{}", stdout(&o));
+    c.cli(1, &["sim", "set", "--on-battery"]);
+    let h = wait_for(Duration::from_secs(30), || {
+        let h = event_lines(&c.pki, c.addr(1));
+        h.iter()
+            .any(|l| l.message.contains("Outage") && l.message.contains("began"))
+            .then_some(h)
+    })
+    .unwrap_or_else(|| panic!("no real outage after the drill\n{}", c.logs()));
+    let ended = h
+        .iter()
+        .position(|l| l.message.contains("ended: a real power failure"))
+        .expect("the drill ended by the real failure");
+    let began = h
+        .iter()
+        .position(|l| l.message.contains("Outage") && l.message.contains("began"))
+        .unwrap();
+    assert!(ended < began);
+}
+
+/// `upsilon plan` has nothing to do right after a drill.
+fn decide_nothing_pending(c: &TestCluster) -> bool {
+    let o = c.cli(1, &["plan", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["now"].as_array().is_some_and(|n| {
+        n.iter()
+            .all(|l| !l.as_str().unwrap_or("").contains("PowerCycle"))
+    })
+}

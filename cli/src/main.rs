@@ -76,6 +76,11 @@ enum Command {
         #[arg(long)]
         assume_outage: bool,
     },
+    /// Fire drill: run the plan on the live cluster as if mains failed on the UPSes
+    /// named (hooks run with UPSILON_DRILL=1; shutdowns and UPS orders are only
+    /// recorded), then report who went when, ack latencies, who did not answer, kill
+    /// power per UPS and whether the plan fits. A real power failure ends it at once.
+    Drill(cmd::drill::DrillArgs),
     /// Drive a simulated UPS.
     Sim {
         #[command(subcommand)]
@@ -181,6 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Legacy {
             cmd: LegacyCommand::Check { file, handshake },
         } => return cmd::legacy::check(conn, file, handshake).await,
+        Command::Drill(a) => return cmd::drill::run(conn, a).await,
         Command::Demo(args) => return demo::run(args).await,
     }
     Ok(ExitCode::SUCCESS)

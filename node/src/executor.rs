@@ -180,12 +180,57 @@ impl Executor {
         (ok, outcome)
     }
 
+    /// A fire drill's shutdown: hooks run with `UPSILON_DRILL=1`; apccontrol and the
+    /// shutdown command are only recorded, whatever the mode.
+    pub async fn drill_shutdown(&self, ups: &str, reason: &str, command: Option<&[String]>) {
+        for kind in [EventKind::RemoteDown, EventKind::DoShutdown] {
+            let ev = Event {
+                seq: 0,
+                at: SystemTime::now(),
+                kind,
+                ups_name: ups.to_string(),
+                message: format!("{} {reason}", kind.message()),
+            };
+            self.handle_as(&ev, command, &|| {}, true).await;
+        }
+    }
+
+    /// A fire drill's kill-power order: recorded, never sent.
+    pub fn drill_ups_action(&self, ups: &str, what: &str) -> (bool, String) {
+        let outcome = "drill: not sent to the UPS".to_string();
+        self.keep(ExecRecord {
+            at_unix_ms: unix_ms(SystemTime::now()),
+            action: what.replace(' ', ""),
+            argv: vec![what.to_string(), ups.to_string()],
+            event: "killpower".into(),
+            ran: false,
+            outcome: outcome.clone(),
+        });
+        (true, outcome)
+    }
+
     async fn handle_with(
         &self,
         ev: &Event,
         command: Option<&[String]>,
         launch: &(dyn Fn() + Sync),
     ) {
+        self.handle_as(ev, command, launch, false).await;
+    }
+
+    async fn handle_as(
+        &self,
+        ev: &Event,
+        command: Option<&[String]>,
+        launch: &(dyn Fn() + Sync),
+        drill: bool,
+    ) {
+        // A drill runs like record mode, hooks told so.
+        let mode = if drill {
+            ExecutorMode::Record
+        } else {
+            self.mode
+        };
         if !ev.kind.runs_hook() {
             return;
         }
@@ -203,7 +248,7 @@ impl Executor {
                     "1".into(),
                     "1".into(),
                 ];
-                let code = self.run(&argv, ev, "hook").await;
+                let code = self.run(&argv, ev, "hook", drill).await;
                 skip_default |= code == Some(99);
             }
         }
@@ -215,9 +260,9 @@ impl Executor {
                 "1".into(),
                 "1".into(),
             ];
-            match self.mode {
+            match mode {
                 ExecutorMode::Live => {
-                    let code = self.run(&argv, ev, "apccontrol").await;
+                    let code = self.run(&argv, ev, "apccontrol", drill).await;
                     skip_default |= code == Some(99);
                 }
                 ExecutorMode::Record => self.keep(ExecRecord {
@@ -226,7 +271,7 @@ impl Executor {
                     argv,
                     event: name.into(),
                     ran: false,
-                    outcome: "record mode".into(),
+                    outcome: if drill { "drill" } else { "record mode" }.into(),
                 }),
             }
         }
@@ -244,9 +289,9 @@ impl Executor {
                 return;
             }
             launch();
-            match self.mode {
+            match mode {
                 ExecutorMode::Live => {
-                    self.run(&shutdown_command, ev, "shutdown").await;
+                    self.run(&shutdown_command, ev, "shutdown", drill).await;
                 }
                 ExecutorMode::Record => self.keep(ExecRecord {
                     at_unix_ms: unix_ms(SystemTime::now()),
@@ -254,15 +299,23 @@ impl Executor {
                     argv: shutdown_command.clone(),
                     event: name.into(),
                     ran: false,
-                    outcome: "record mode: not executed".into(),
+                    outcome: if drill {
+                        "drill: not executed"
+                    } else {
+                        "record mode: not executed"
+                    }
+                    .into(),
                 }),
             }
         }
     }
 
     /// Runs a program with the hook timeout; returns its exit code if it exited.
-    async fn run(&self, argv: &[String], ev: &Event, action: &str) -> Option<i32> {
+    async fn run(&self, argv: &[String], ev: &Event, action: &str, drill: bool) -> Option<i32> {
         let mut cmd = tokio::process::Command::new(&argv[0]);
+        if drill {
+            cmd.env("UPSILON_DRILL", "1");
+        }
         cmd.args(&argv[1..])
             .env("UPSILON_EXECUTOR_MODE", self.mode.as_str())
             .env("UPSILON_EVENT", ev.kind.name())

@@ -97,6 +97,8 @@ struct MyStage {
     acked_shutting_down: bool,
     acked_halting: bool,
     said_halted: bool,
+    /// The outage is a fire drill: hooks only, everything else recorded.
+    drill: Option<Vec<String>>,
 }
 
 /// Shuts this host down unless another path already did in this power event (the
@@ -176,6 +178,7 @@ pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut s
                         acked_shutting_down: ack.is_some_and(|a| a.shutting_down_ms.is_some()),
                         acked_halting: ack.is_some_and(|a| a.halting_ms.is_some()),
                         said_halted: ack.is_some_and(|a| a.halted_ms.is_some()),
+                        drill: o.drill.clone(),
                     }
                 })
                 .collect()
@@ -192,7 +195,8 @@ pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut s
                 let ran_here = stage_marker(&dir, st.outage, st.stage).exists();
                 if ran_here && !st.said_halted && stood_in.insert(key) {
                     let (shared, cluster) = (shared.clone(), cluster.clone());
-                    tokio::spawn(async move { stand_in_halt(&shared, &cluster).await });
+                    let drill = st.drill.is_some();
+                    tokio::spawn(async move { stand_in_halt(&shared, &cluster, drill).await });
                 }
                 continue;
             }
@@ -241,15 +245,16 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
     tracing::warn!(stage = %st.name, "cluster shutdown reached this host: {}", st.reason);
     ack(cluster, st, false).await;
     let my_upses: Vec<String> = shared.ups_orders.keys().cloned().collect();
+    let drilled = |u: &String| st.drill.as_ref().is_some_and(|d| d.contains(u));
     let owned_on_battery: Vec<String> = cluster.read(|s| {
         my_upses
             .iter()
-            .filter(|u| s.upses.get(*u).is_some_and(|r| r.status.on_battery))
+            .filter(|u| drilled(u) || s.upses.get(*u).is_some_and(|r| r.status.on_battery))
             .cloned()
             .collect()
     });
     if !owned_on_battery.is_empty() {
-        if let Some(dir) = &shared.powerfail_dir {
+        if let Some(dir) = shared.powerfail_dir.as_ref().filter(|_| st.drill.is_none()) {
             // apcupsd's killpower flag: the halt script cuts the UPS late in the halt.
             let flag = dir.join("powerfail");
             match std::fs::write(&flag, b"") {
@@ -277,7 +282,14 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
         }
     }
     let reason = format!("(stage {}: {})", st.name, st.reason);
-    if !shut_down_once(shared, cluster, &reason, st.command.as_deref()).await {
+    if st.drill.is_some() {
+        // Nothing is claimed in a drill: a real outage right after must still act.
+        let ups = my_upses.first().cloned().unwrap_or_default();
+        shared
+            .executor
+            .drill_shutdown(&ups, &reason, st.command.as_deref())
+            .await;
+    } else if !shut_down_once(shared, cluster, &reason, st.command.as_deref()).await {
         tracing::warn!(
             "this host already shut down in this outage; acknowledging stage {} only",
             st.name
@@ -292,14 +304,20 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    stand_in_halt(shared, cluster).await;
+    stand_in_halt(shared, cluster, st.drill.is_some()).await;
 }
 
 /// Record mode: what the host's real halt would do next, so the cluster sees it down.
 /// Live mode: nothing (the host halts; the package's shutdown hook sends "halted").
-async fn stand_in_halt(shared: &NodeShared, cluster: &Cluster) {
+/// In a drill, whatever the mode: "halted" at once (the host does not halt).
+async fn stand_in_halt(shared: &NodeShared, cluster: &Cluster, drill: bool) {
     use upsilon_core::config::RecordHalt;
-    let Some((what, after)) = shared.executor.stand_in_halt() else {
+    let stand_in = if drill {
+        Some((RecordHalt::Report, Duration::ZERO))
+    } else {
+        shared.executor.stand_in_halt()
+    };
+    let Some((what, after)) = stand_in else {
         return;
     };
     if what == RecordHalt::None {
@@ -338,7 +356,11 @@ pub(crate) fn pending_kills(shared: &NodeShared, cluster: &Cluster) -> Vec<(u64,
             .is_some_and(|v| v.status.on_battery)
     };
     let orders: Vec<(u64, ArmedKill)> = cluster.read(|s| {
-        let Some(o) = s.outage.as_ref().filter(|o| o.ended_ms.is_none()) else {
+        let Some(o) = s
+            .outage
+            .as_ref()
+            .filter(|o| o.ended_ms.is_none() && !o.is_drill())
+        else {
             return vec![];
         };
         let Some(armed) = &o.armed else {
@@ -388,6 +410,7 @@ pub async fn carry_out_ups_orders(shared: Arc<NodeShared>, cluster: Arc<Cluster>
                 unreported.push(cmd);
             }
         }
+        let drill = cluster.read(|s| s.outage.as_ref().is_some_and(|o| o.is_drill()));
         let orders: Vec<(u64, String, bool, u32)> = cluster.read(|s| {
             // Only UPSes the cluster records as ours: a node whose UPS merely shares a
             // name with another node's (a refused rival) must never act on its orders.
@@ -417,6 +440,17 @@ pub async fn carry_out_ups_orders(shared: Arc<NodeShared>, cluster: Arc<Cluster>
             }
             done.insert(key);
             let what = if cycle { "power cycle" } else { "kill power" };
+            if drill && !cycle {
+                let (ok, result) = shared.executor.drill_ups_action(&ups, what);
+                unreported.push(Command::UpsActionDone {
+                    ups: ups.clone(),
+                    power_cycle: false,
+                    ok,
+                    result,
+                    at_ms: now_ms(),
+                });
+                continue;
+            }
             if !cycle {
                 let m = kill_marker(&cluster, outage, &ups);
                 if m.exists() {

@@ -568,6 +568,7 @@ mod tests {
                 }],
                 kill_power: Default::default(),
                 armed: None,
+                drill: None,
                 ended_ms: None,
                 end_reason: String::new(),
             });

@@ -2,6 +2,7 @@
 //! RPC errors in words) is here.
 
 pub mod cert;
+pub mod drill;
 pub mod legacy;
 pub mod nodes;
 pub mod plan;

@@ -424,6 +424,15 @@ pub fn plan_reply(
                 used_s: endgame::shutdown_s(s, p, n),
             })
             .collect(),
+        drill_report: upsilon_core::replicated::drill::report(s, now_ms)
+            .map(|r| r.0)
+            .unwrap_or_default(),
+        drill_unanswered: upsilon_core::replicated::drill::report(s, now_ms)
+            .map(|r| r.1)
+            .unwrap_or_default(),
+        drill_running: upsilon_core::replicated::drill::last_drill(s)
+            .is_some_and(|o| o.ended_ms.is_none()),
+        drill_id: upsilon_core::replicated::drill::last_drill(s).map_or(0, |o| o.id),
         check: ask.check.as_ref().and_then(|voters| {
             let c = upsilon_core::replicated::check::check(s, voters, now_ms)?;
             Some(pb::PlanCheck {

@@ -37,16 +37,17 @@ pub fn outage_lines(s: &PowerState, now_ms: i64) -> (String, Vec<String>) {
         s.host(*id)
             .map_or_else(|| format!("node-{id}"), |n| n.name.clone())
     };
+    let what = if o.is_drill() { "fire drill" } else { "outage" };
     let head = match o.ended_ms {
         None => format!(
-            "outage {} since {}: {} of {} stage(s) started",
+            "{what} {} since {}: {} of {} stage(s) started",
             o.id,
             format_date(from_unix_ms(o.started_ms)),
             o.stages.len(),
             s.plan.as_ref().map_or(0, |p| p.stages.len())
         ),
         Some(end) => format!(
-            "outage {} ended {}: {}",
+            "{what} {} ended {}: {}",
             o.id,
             format_date(from_unix_ms(end)),
             o.end_reason

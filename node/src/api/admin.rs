@@ -269,6 +269,80 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn drill(
+        &self,
+        req: Request<pb::DrillRequest>,
+    ) -> Result<Response<pb::DrillReply>, Status> {
+        let who = authorize(&req, OPERATOR)?;
+        let r = req.into_inner();
+        let cluster = self.cluster()?;
+        let now = upsilon_core::time::now_ms();
+        if r.stop {
+            let id = cluster
+                .read(|s| {
+                    s.outage
+                        .as_ref()
+                        .filter(|o| o.ended_ms.is_none() && o.is_drill())
+                        .map(|o| o.id)
+                })
+                .ok_or_else(|| Status::failed_precondition("no fire drill is running"))?;
+            let cmd = crate::cluster::Command::OutageEnd {
+                id,
+                at_ms: now,
+                reason: format!("stopped by {}", who.name),
+            };
+            self.on_leader(LeaderOp::Write(cmd)).await?;
+            return Ok(Response::new(pb::DrillReply { id }));
+        }
+        if r.upses.is_empty() || r.upses.len() > 64 {
+            return Err(Status::invalid_argument(
+                "name 1 to 64 UPSes to drill (upsilon drill --ups NAME)",
+            ));
+        }
+        let (id, problem) = cluster.read(|s| {
+            let problem = if s.plan.is_none() {
+                Some(
+                    "the cluster has no plan to drill: set one with `upsilon plan apply FILE`"
+                        .to_string(),
+                )
+            } else if let Some(o) = s.outage.as_ref().filter(|o| o.ended_ms.is_none()) {
+                Some(if o.is_drill() {
+                    format!(
+                        "fire drill {} is running (stop it with `upsilon drill --stop`)",
+                        o.id
+                    )
+                } else {
+                    format!("outage {} is going on: no drill during a real outage", o.id)
+                })
+            } else {
+                r.upses
+                    .iter()
+                    .find(|u| !s.upses.contains_key(*u))
+                    .map(|u| format!("the cluster knows no UPS named {u:?}"))
+            };
+            (s.next_outage_id + 1, problem)
+        });
+        if let Some(p) = problem {
+            return Err(Status::failed_precondition(p));
+        }
+        let cmd = crate::cluster::Command::DrillStart {
+            id,
+            upses: r.upses.clone(),
+            by: who.name.clone(),
+            at_ms: now,
+        };
+        let reply = self.on_leader(LeaderOp::Write(cmd)).await?;
+        if let LeaderReply::Written(res) = reply
+            && !res.applied
+        {
+            return Err(Status::aborted(
+                "the drill was not started (an outage or another drill began at the same moment); try again",
+            ));
+        }
+        tracing::warn!(by = %who.name, "fire drill {id} started on {}", r.upses.join(", "));
+        Ok(Response::new(pb::DrillReply { id }))
+    }
+
     async fn revoke_cert(
         &self,
         req: Request<pb::RevokeCertRequest>,

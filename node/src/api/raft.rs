@@ -249,6 +249,7 @@ impl RaftApi {
                     Ok(())
                 }
                 Command::NodeRemoved { .. } => operator_only("removing a node"),
+                Command::DrillStart { .. } => operator_only("a fire drill"),
                 Command::UpsRelease { .. } => operator_only("releasing a UPS name"),
                 Command::RevokeCert { .. } => operator_only("revoking a certificate"),
                 Command::LegacyHostsDeclare { .. } | Command::LegacyHostSeen { .. } => Err(

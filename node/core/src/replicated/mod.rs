@@ -3,10 +3,12 @@
 //! deterministic `apply`) and the staged shutdown plan ([`plan`]: schema, a host's
 //! supply, the coordinator's `decide`, the local fallback, the dry-run replay) and the
 //! end of an outage ([`endgame`]: observed down, shutdown times, kill-power delays) and
-//! `plan check` ([`check`]: the plan against the batteries and the cluster). The
+//! `plan check` ([`check`]: the plan against the batteries and the cluster) and the fire
+//! drill's report ([`drill`]). The
 //! cluster (openraft, sled, network) carries these; nothing here knows it exists.
 
 pub mod check;
+pub mod drill;
 pub mod endgame;
 pub mod legacy;
 pub mod plan;

@@ -417,6 +417,58 @@ pub fn stage_done(state: &PowerState, plan: &Plan, k: usize, now_ms: i64) -> boo
 
 /// The coordinator: what the leader should propose now. Pure.
 pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
+    match state.outage.as_ref() {
+        Some(o) if o.ended_ms.is_none() && o.is_drill() => decide_drill(state, o, now_ms),
+        _ => decide_in(state, now_ms, false),
+    }
+}
+
+/// A fire drill: the plan runs on a view of the state where the drill's UPSes are on
+/// battery since it began, each stage starting as soon as the one before is done
+/// (triggers are for `plan check` to time). A real power failure ends it at once (the
+/// real outage starts on the next decision); it ends by itself once every stage started
+/// and every drill UPS's kill order was carried out (recorded).
+fn decide_drill(state: &PowerState, o: &super::state::Outage, now_ms: i64) -> Vec<Command> {
+    let real_failure = state.upses.values().any(|u| u.status.on_battery);
+    if real_failure {
+        return vec![Command::OutageEnd {
+            id: o.id,
+            at_ms: now_ms,
+            reason: "a real power failure: the drill stops and the plan takes over".into(),
+        }];
+    }
+    let upses = o.drill.clone().unwrap_or_default();
+    let mut view = state.clone();
+    for u in &upses {
+        if let Some(r) = view.upses.get_mut(u) {
+            r.status.on_battery = true;
+            r.on_battery_since_ms = Some(o.started_ms);
+        }
+    }
+    let mut out = decide_in(&view, now_ms, true);
+    let all_started = state
+        .plan
+        .as_ref()
+        .is_some_and(|p| o.stages.len() >= p.stages.len());
+    let all_cut = upses
+        .iter()
+        .all(|u| o.kill_power.get(u).is_some_and(|k| k.done_ms.is_some()));
+    // ... and every host answered (or its stage timed out): the owners report last.
+    let all_answered = state
+        .plan
+        .as_ref()
+        .is_some_and(|p| (0..o.stages.len()).all(|k| stage_done(state, p, k, now_ms)));
+    if all_started && all_cut && all_answered {
+        out.push(Command::OutageEnd {
+            id: o.id,
+            at_ms: now_ms,
+            reason: "drill complete".into(),
+        });
+    }
+    out
+}
+
+fn decide_in(state: &PowerState, now_ms: i64, drill: bool) -> Vec<Command> {
     let Some(plan) = state.plan.as_ref() else {
         return vec![];
     };
@@ -478,7 +530,9 @@ pub fn decide(state: &PowerState, now_ms: i64) -> Vec<Command> {
             });
             if started < plan.stages.len() {
                 let prev_done = started == 0 || stage_done(state, plan, started - 1, now_ms);
-                let reason = if let Some(e) = &emergency {
+                let reason = if drill {
+                    prev_done.then(|| "drill: the stage before is done".to_string())
+                } else if let Some(e) = &emergency {
                     Some(e.clone())
                 } else if prev_done {
                     let hosts = plan.stage_hosts(started, &nodes);
@@ -925,6 +979,7 @@ mod tests {
             ended_ms: None,
             end_reason: String::new(),
             armed: Some(vec![]),
+            drill: None,
         }
     }
 

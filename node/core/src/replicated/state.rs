@@ -273,6 +273,16 @@ pub struct Outage {
     /// finish alone, without the quorum.
     #[serde(default)]
     pub armed: Option<Vec<ArmedKill>>,
+    /// A fire drill, not an outage: these UPSes are taken to be on battery; hosts only
+    /// run their hooks (with `UPSILON_DRILL=1`) and record what they would do.
+    #[serde(default)]
+    pub drill: Option<Vec<String>>,
+}
+
+impl Outage {
+    pub fn is_drill(&self) -> bool {
+        self.drill.is_some()
+    }
 }
 
 /// A UPS's kill order as committed before the end game: its owner cuts it, on its own if
@@ -321,6 +331,14 @@ pub enum Command {
     SetPlan { plan: Plan, at_ms: i64, by: String },
     /// The coordinator saw a supply on battery: an outage begins.
     OutageStart { id: u64, at_ms: i64 },
+    /// An operator starts a fire drill: the plan runs as if mains had failed on `upses`,
+    /// with nothing shut down or cut.
+    DrillStart {
+        id: u64,
+        upses: Vec<String>,
+        by: String,
+        at_ms: i64,
+    },
     /// The coordinator starts stage `stage` of outage `outage`.
     StageStart {
         outage: u64,
@@ -454,6 +472,9 @@ impl fmt::Display for Command {
             Command::RevokeCert { serial, .. } => write!(f, "RevokeCert({serial})"),
             Command::SetPlan { plan, .. } => write!(f, "SetPlan({} stages)", plan.stages.len()),
             Command::OutageStart { id, .. } => write!(f, "OutageStart({id})"),
+            Command::DrillStart { id, upses, .. } => {
+                write!(f, "DrillStart({id} {})", upses.join(","))
+            }
             Command::StageStart { outage, stage, .. } => write!(f, "StageStart({outage}/{stage})"),
             Command::NodeAck {
                 node,
@@ -794,6 +815,12 @@ impl PowerState {
             Command::NodeRemoved { id, at_ms } => self.apply_node_removed(id, at_ms),
             Command::SetPlan { plan, at_ms, by } => self.apply_set_plan(plan, at_ms, by),
             Command::OutageStart { id, at_ms } => self.apply_outage_start(id, at_ms),
+            Command::DrillStart {
+                id,
+                upses,
+                by,
+                at_ms,
+            } => self.apply_drill_start(*id, upses, by, *at_ms),
             Command::StageStart {
                 outage,
                 stage,
@@ -1034,6 +1061,7 @@ impl PowerState {
             ended_ms: None,
             end_reason: String::new(),
             armed: None,
+            drill: None,
         });
         self.push_event(
             *at_ms,
@@ -1043,6 +1071,49 @@ impl PowerState {
             "",
         );
         CommandResult::done()
+    }
+
+    fn apply_drill_start(
+        &mut self,
+        id: u64,
+        upses: &[String],
+        by: &str,
+        at_ms: i64,
+    ) -> CommandResult {
+        let active = self.outage.as_ref().is_some_and(|o| o.ended_ms.is_none());
+        let known = !upses.is_empty() && upses.iter().all(|u| self.upses.contains_key(u));
+        if active || id != self.next_outage_id + 1 || !known || self.plan.is_none() {
+            return CommandResult::ignored();
+        }
+        self.next_outage_id = id;
+        self.outage = Some(Outage {
+            id,
+            started_ms: at_ms,
+            stages: vec![],
+            kill_power: BTreeMap::new(),
+            ended_ms: None,
+            end_reason: String::new(),
+            armed: None,
+            drill: Some(upses.to_vec()),
+        });
+        self.push_event(
+            at_ms,
+            "notice",
+            "",
+            &format!(
+                "Fire drill {id} started by {by}: the plan runs as if mains failed on {}; nothing is shut down or cut.",
+                upses.join(", ")
+            ),
+            "",
+        );
+        CommandResult::done()
+    }
+
+    /// Whether the active outage is a drill.
+    fn in_drill(&self) -> bool {
+        self.outage
+            .as_ref()
+            .is_some_and(|o| o.ended_ms.is_none() && o.is_drill())
     }
 
     fn apply_stage_start(
@@ -1092,6 +1163,7 @@ impl PowerState {
         at_ms: &i64,
     ) -> CommandResult {
         let name = self.node_name(*node);
+        let drill = self.in_drill();
         let Some(run) = self
             .outage
             .as_mut()
@@ -1112,7 +1184,7 @@ impl PowerState {
             return CommandResult::ignored();
         }
         *slot = Some(*at_ms);
-        if *halting {
+        if *halting && !drill {
             self.halted.insert(*node);
         }
         let what = if *halting {
@@ -1142,6 +1214,7 @@ impl PowerState {
 
     fn apply_host_halted(&mut self, node: NodeId, at_ms: i64) -> CommandResult {
         let name = self.node_name(node);
+        let drill = self.in_drill();
         let Some((outage, run)) = self.stage_of(node) else {
             return CommandResult::ignored();
         };
@@ -1156,6 +1229,19 @@ impl PowerState {
             ack.down_ms = Some(at_ms);
             ack.down_how = Some(DownHow::Halted);
         }
+        let after = (at_ms - halting).max(0) as f64 / 1000.0;
+        if drill {
+            self.push_event(
+                at_ms,
+                "notice",
+                "",
+                &format!(
+                    "{name} would halt now (drill; {after:.1} s after its halting acknowledgement)."
+                ),
+                &name,
+            );
+            return CommandResult::done();
+        }
         self.halted.insert(node);
         let m = self.shutdown_measured.entry(node).or_default();
         if m.outage != outage {
@@ -1165,7 +1251,6 @@ impl PowerState {
             };
         }
         m.to_halted_ms = Some((at_ms - halting).max(0));
-        let after = (at_ms - halting).max(0) as f64 / 1000.0;
         self.push_event(
             at_ms,
             "notice",
@@ -1185,6 +1270,7 @@ impl PowerState {
         at_ms: i64,
     ) -> CommandResult {
         let name = self.node_name(node);
+        let drill = self.in_drill();
         let Some((o, run)) = self.stage_of(node) else {
             return CommandResult::ignored();
         };
@@ -1199,7 +1285,7 @@ impl PowerState {
         ack.down_how = Some(how);
         let halting = ack.halting_ms;
         let text = match (how, halting) {
-            (DownHow::Silent, Some(h)) => {
+            (DownHow::Silent, Some(h)) if !drill => {
                 let m = self.shutdown_measured.entry(node).or_default();
                 if m.outage != outage {
                     *m = MeasuredShutdown {
@@ -1378,18 +1464,18 @@ impl PowerState {
         };
         o.ended_ms = Some(*at_ms);
         o.end_reason = reason.to_string();
+        let drill = o.is_drill();
         let name = if reason.contains("cancelled") {
             "cancel"
         } else {
             "outageend"
         };
-        self.push_event(
-            *at_ms,
-            name,
-            "",
-            &format!("Outage {id} ended: {reason}."),
-            "",
-        );
+        let text = if drill {
+            format!("Fire drill {id} ended: {reason}.")
+        } else {
+            format!("Outage {id} ended: {reason}.")
+        };
+        self.push_event(*at_ms, if drill { "notice" } else { name }, "", &text, "");
         CommandResult::done()
     }
 
