@@ -412,6 +412,9 @@ fn demo_runs_the_staged_shutdown_in_order_then_cancels_the_second_outage() {
     assert!(pos("Stage 1 (batch) started") < pos("Stage 2 (apps) started"));
     assert!(pos("Stage 2 (apps) started") < pos("Stage 3 (core) started"));
     assert!(pos("Stage 3 (core) started") < pos("UPS ups1 ordered to cut power"));
+    // plan check and a fire drill come first.
+    assert!(pos("the plan fits the batteries") < pos("fire drill 1 on ups1, ups2: drill complete"));
+    assert!(pos("every host answered") < pos("Stage 1 (batch) started"));
     for want in [
         "n4: recorded: shutdown -h now",
         "n1: recorded: kill power ups1",

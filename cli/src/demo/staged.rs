@@ -7,6 +7,7 @@
 //!   n3 apps  (voter)             feeds ups1 + ups2, min_supplies 1
 //! ```
 //!
+//! First `plan check` and a fire drill on both UPSes (nothing shut down), with its report.
 //! Outage 1: both UPSes fail; batch, apps and core stop in order, then each UPS is
 //! told to cut power. Mains return; halted hosts come back by power cycle. Outage 2:
 //! ups1 fails, batch stops, mains return before apps: the rest is cancelled. Executors
@@ -117,6 +118,61 @@ impl Demo {
             })
             .await
             .map_err(api_err(o))?;
+        Ok(())
+    }
+
+    /// `upsilon plan check`, then a fire drill on both UPSes and its report.
+    async fn check_and_drill(&self) -> anyhow::Result<()> {
+        let p = self
+            .power(3)
+            .await?
+            .get_plan(pb::GetPlanRequest {
+                check: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(api_err(&self.opts[2]))?
+            .into_inner();
+        println!("\n`upsilon plan check` (from n3): does the plan fit the batteries?");
+        for l in output::plan_check_text(&p.check.unwrap_or_default()).lines() {
+            println!("    {l}");
+        }
+        println!(
+            "\n`upsilon drill --ups ups1 --ups ups2` at {}: the plan plays on the live cluster,",
+            self.clock.stamp()
+        );
+        println!("hooks run with UPSILON_DRILL=1, nothing is shut down or cut.");
+        let started = Instant::now();
+        let req = pb::DrillRequest {
+            upses: vec!["ups1".into(), "ups2".into()],
+            stop: false,
+        };
+        let (reply, _) = rpc::on_leader(&self.opts[0], |ch| {
+            let req = req.clone();
+            async move { AdminServiceClient::new(ch).drill(req).await }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+        let report = loop {
+            let p = self
+                .power(3)
+                .await?
+                .get_plan(pb::GetPlanRequest::default())
+                .await
+                .map_err(api_err(&self.opts[2]))?
+                .into_inner();
+            if p.drill_id == reply.id && !p.drill_running {
+                break p.drill_report;
+            }
+            if started.elapsed() > Duration::from_secs(90) {
+                bail!("the drill did not finish within 90 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        for l in report {
+            println!("    {l}");
+        }
+        println!("    report after {:.1} s", started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -271,9 +327,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("    {l}");
     }
 
+    demo.check_and_drill().await?;
+
     // Outage 1: both UPSes fail and drain; the whole plan runs.
     let mut stream = demo.watch().await?;
-    println!("\nOutage 1: mains fail on ups1 and ups2.");
+    println!("\nA real outage (drills and outages share numbers): mains fail on ups1 and ups2.");
     demo.sim(1, true, Some(2.5)).await?;
     demo.sim(2, true, Some(2.5)).await?;
     let mut killed = 0;
@@ -327,7 +385,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     .await?;
 
     // Outage 2: ups1 fails, batch stops, mains return before apps.
-    println!("\nOutage 2: mains fail on ups1 only; they return before the apps stage is due.");
+    println!(
+        "\nAnother outage: mains fail on ups1 only; they return before the apps stage is due."
+    );
     demo.sim(1, true, Some(0.5)).await?;
     demo.follow(&mut stream, Duration::from_secs(30), |e| {
         e.name == "nodeack" && e.message.contains("halting")
