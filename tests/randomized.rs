@@ -4,10 +4,16 @@
 //! restarted after a random pause; a voter frozen (SIGSTOP) for up to 3 s; a voter's
 //! disk filling up (it must exit or stop on SIGTERM in bounded time, then restart on
 //! the same directory); a voter's data directory wiped before the outage (refused,
-//! removed by the operator, rejoining as a new member and promoting itself back). After each run the
-//! invariants are checked on the replicated history: every stage started once and in
-//! order, kill power after every stage and once, every host acknowledged halting, no
-//! host shut down twice in one outage. A failure prints the seed; replay a run with
+//! removed by the operator, rejoining as a new member and promoting itself back); the
+//! leader frozen for longer than the election timeout mid-stage, then resumed; the UPS
+//! owner frozen while on battery; a voter's network slow (every call delayed) and
+//! stalling (calls to one peer hang until their timeout) rather than dropping cleanly
+//! (the fault-injecting transport, `UPSILON_FAULT_FILE`); a voter's data directory
+//! turning read-only mid-outage for a few seconds (no file can be created; it keeps
+//! running or exits and is restarted). After each run the invariants are checked on the replicated history:
+//! every stage started once and in order, kill power after every stage, once, and only
+//! after every host the UPS feeds was down ("halted" or silent), every host
+//! acknowledged halting, no host shut down twice in one outage. A failure prints the seed; replay a run with
 //! `UPSILON_RANDOM_SEED=<seed> UPSILON_RANDOM_RUNS=1 cargo test -p upsilon-tests --test randomized`.
 
 use std::collections::BTreeMap;
@@ -24,6 +30,10 @@ enum Fault {
     Freeze,
     FullDisk,
     WipeAndRejoin,
+    FreezeLeader,
+    FreezeOwner,
+    SlowNetwork,
+    ReadOnlyDisk,
 }
 
 impl Fault {
@@ -33,7 +43,22 @@ impl Fault {
             Fault::Freeze,
             Fault::FullDisk,
             Fault::WipeAndRejoin,
-        ][(seed % 4) as usize]
+            Fault::FreezeLeader,
+            Fault::FreezeOwner,
+            Fault::SlowNetwork,
+            Fault::ReadOnlyDisk,
+        ][(seed % 8) as usize]
+    }
+}
+
+fn freeze(c: &TestCluster, i: usize, for_ms: u64) {
+    let pid = c.nodes[i - 1].as_ref().unwrap().child.id() as i32;
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    std::thread::sleep(Duration::from_millis(for_ms));
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
     }
 }
 
@@ -149,6 +174,20 @@ fn check(id: u64, ev: &[(String, String)]) -> Result<(), String> {
         return Err(format!(
             "outage {id}: kill power at {kills:?}, last stage at {last_stage}"
         ));
+    }
+    // Kill power only once every host ups4 feeds but its owner (n4) was down.
+    for host in ["n1", "n2", "n3"] {
+        let down = ev.iter().position(|(n, m)| {
+            n == "notice"
+                && (m.starts_with(&format!("{host} halted ("))
+                    || m.starts_with(&format!("{host} is down:")))
+        });
+        if down.is_none_or(|d| d > kills[0]) {
+            return Err(format!(
+                "outage {id}: kill power at {} before {host} was down (at {down:?})",
+                kills[0]
+            ));
+        }
     }
     for host in ["n1", "n2", "n3", "n4"] {
         let halting = ev
@@ -269,16 +308,7 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
                     c.start_node(l);
                 }
             }
-            Fault::Freeze => {
-                let pid = c.nodes[victim - 1].as_ref().unwrap().child.id() as i32;
-                unsafe {
-                    libc::kill(pid, libc::SIGSTOP);
-                }
-                std::thread::sleep(Duration::from_millis(500 + rng.below(2500)));
-                unsafe {
-                    libc::kill(pid, libc::SIGCONT);
-                }
-            }
+            Fault::Freeze => freeze(&c, victim, 500 + rng.below(2500)),
             Fault::FullDisk => {
                 let disk = &disks[&victim];
                 disk.fill();
@@ -297,6 +327,48 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
                 }
             }
             Fault::WipeAndRejoin => {}
+            Fault::FreezeLeader => {
+                // Longer than the election timeout (500-1000 ms): a new leader takes
+                // over while the old one is frozen, then it resumes as a follower.
+                let leader = (1..=3)
+                    .filter(|i| c.is_up(*i))
+                    .find_map(|i| c.writable_leader(i))
+                    .map(|l| l as usize);
+                if let Some(l) = leader.filter(|l| *l <= 3) {
+                    freeze(&c, l, 1500 + rng.below(2500));
+                }
+            }
+            Fault::FreezeOwner => freeze(&c, 4, 1000 + rng.below(3000)),
+            Fault::SlowNetwork => {
+                // Every call from the victim waits 150 ms, and calls to one peer hang
+                // until their timeout, for a few seconds; then the network heals.
+                let peer = 1 + (victim % 3);
+                let file = c.pki.path().join(format!("fault-n{victim}"));
+                std::fs::write(&file, format!("delay 150\nstall {}\n", c.addr(peer))).unwrap();
+                std::thread::sleep(Duration::from_millis(2000 + rng.below(3000)));
+                std::fs::write(&file, "").unwrap();
+            }
+            Fault::ReadOnlyDisk => {
+                // Its data directory turns read-only for a while (no new file: no
+                // stage marker, no snapshot, no peers file), then writable again; the
+                // node keeps running throughout.
+                let disk = &disks[&victim];
+                disk.read_only(true);
+                std::thread::sleep(Duration::from_millis(1000 + rng.below(3000)));
+                disk.read_only(false);
+                let exited = c.nodes[victim - 1]
+                    .as_mut()
+                    .is_none_or(|n| n.child.try_wait().is_ok_and(|s| s.is_some()));
+                if exited {
+                    // It may exit on a failed write: then it restarts, as systemd would.
+                    if let Err(e) = c.try_start_node(victim) {
+                        fail(
+                            format!("n{victim} did not restart after a read-only directory: {e}"),
+                            &c,
+                        );
+                    }
+                }
+            }
         }
         // The plan finishes: kill power carried out for this outage.
         let done = wait_for(Duration::from_secs(60), || {

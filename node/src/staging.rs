@@ -298,8 +298,14 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
     if let Err(e) = write_marker(marker, "done\n") {
         tracing::error!("cannot update stage marker {}: {e}", marker.display());
     }
-    for _ in 0..20 {
-        if ack(cluster, st, true).await {
+    // Until it is in, as long as the outage lasts.
+    while !ack(cluster, st, true).await {
+        let active = cluster.read(|s| {
+            s.outage
+                .as_ref()
+                .is_some_and(|o| o.id == st.outage && o.ended_ms.is_none())
+        });
+        if !active {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -330,8 +336,24 @@ async fn stand_in_halt(shared: &NodeShared, cluster: &Cluster, drill: bool) {
                 node: cluster.id,
                 at_ms: now_ms(),
             };
-            if let Err(e) = cluster.submit(LeaderOp::Write(cmd), WRITE_DEADLINE).await {
-                tracing::warn!("record mode: could not report this host halted: {e}");
+            // Until it is in, as long as the outage lasts (a frozen or partitioned
+            // moment must not leave the host looking alive forever).
+            loop {
+                match cluster
+                    .submit(LeaderOp::Write(cmd.clone()), WRITE_DEADLINE)
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) => {
+                        let active = cluster
+                            .read(|s| s.outage.as_ref().is_some_and(|o| o.ended_ms.is_none()));
+                        if !active {
+                            break;
+                        }
+                        tracing::warn!("record mode: could not report this host halted yet: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
             }
         }
         RecordHalt::Exit => {

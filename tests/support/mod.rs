@@ -36,13 +36,23 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port (bound, then released), never one this process handed out
+/// before: two ports asked for in a row must differ even though the first is not bound
+/// yet.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -732,6 +742,37 @@ impl SmallDisk {
 
     pub fn free(&self) {
         let _ = std::fs::remove_file(self.dir.join("filler"));
+    }
+
+    /// Makes the directory read-only (`true`) or writable again, with a read-only bind
+    /// mount over it: creating, renaming or removing files fails with EROFS (even for
+    /// root), while files the node already holds open stay writable (a tmpfs cannot be
+    /// remounted read-only under open files).
+    pub fn read_only(&self, ro: bool) {
+        let run = |args: &[&str]| {
+            let o = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .arg(&self.dir)
+                .args(if args[0] == "mount" && args.contains(&"--bind") {
+                    vec![self.dir.clone()]
+                } else {
+                    vec![]
+                })
+                .output()
+                .expect("run mount");
+            assert!(
+                o.status.success(),
+                "{args:?} {}: {}",
+                self.dir.display(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        if ro {
+            run(&["mount", "--bind"]);
+            run(&["mount", "-o", "remount,bind,ro"]);
+        } else {
+            run(&["umount"]);
+        }
     }
 }
 

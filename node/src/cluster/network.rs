@@ -237,7 +237,14 @@ impl Conn {
         if let Ok(v) = self.incarnation.to_string().parse() {
             md.insert(HDR_INCARNATION, v);
         }
-        match tokio::time::timeout(ttl, f(client, req)).await {
+        let pause = upsilon_client::fault::delay(&self.addr);
+        let sent = async move {
+            if let Some(d) = pause {
+                tokio::time::sleep(d).await;
+            }
+            f(client, req).await
+        };
+        match tokio::time::timeout(ttl, sent).await {
             Err(_) => {
                 self.client = None;
                 Err(CallError::Unreachable(format!(
@@ -429,6 +436,9 @@ pub async fn forward_with<Req: Serialize, Resp: DeserializeOwned>(
     addr: &str,
     req: &Req,
 ) -> Result<Resp, String> {
+    if let Some(d) = upsilon_client::fault::delay(addr) {
+        tokio::time::sleep(d).await;
+    }
     let ch = upsilon_client::tls::connect(addr, tls.clone())
         .await
         .map_err(|e| e.0)?;
