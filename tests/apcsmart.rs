@@ -318,7 +318,15 @@ fn kill_power_on_battery_is_s_and_the_output_returns_with_mains() {
         node.log_text()
             .contains("UPS will power off after 2 seconds")
     );
-    wait_for(Duration::from_secs(10), || sim.output_off().then_some(()))
+    // The grace was raised (cycled with `-`, read back with `p`) before `S`.
+    let ev: Vec<String> = sim.events().into_iter().map(|(_, e)| e).collect();
+    let raised = ev.iter().position(|e| e == "grace set to 12 s");
+    let s_at = ev.iter().position(|e| e == "S accepted");
+    assert!(
+        raised.is_some() && raised < s_at && !ev.iter().any(|e| e == "grace set to 30 s"),
+        "{ev:?}"
+    );
+    wait_for(Duration::from_secs(30), || sim.output_off().then_some(()))
         .expect("the output goes off after the grace delay");
     // Asleep, the UPS says nothing; mains return wakes it and the node sees it again.
     sim.mains(false);
@@ -516,9 +524,12 @@ fn staged_shutdown_kill_power_order_reaches_the_serial_ups() {
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("ttyUPS");
     let mut opts = SmartUpsOptions::new(&link);
+    // Short values to keep the test short: the owner's 1 s shutdown (+10 s to start it)
+    // needs 11 s, so the driver raises the grace from 2 s to 12 s before `S`.
     opts.grace_s = 2;
+    opts.grace_values = vec![2, 5, 12, 30];
     let sim = SmartUps::start(opts).unwrap();
-    let feeds = "feeds = [\"smart1\"]";
+    let feeds = "feeds = [\"smart1\"]\nshutdown_s = 1";
     let c = TestCluster::start(ClusterSpec {
         nodes: 3,
         voters: 3,
@@ -613,7 +624,15 @@ fn staged_shutdown_kill_power_order_reaches_the_serial_ups() {
             .is_some_and(|d| d.contains("shutting down: stage 1 (apps) started")),
         "{pending_3:?}"
     );
-    wait_for(Duration::from_secs(10), || sim.output_off().then_some(()))
+    // The grace was raised (cycled with `-`, read back with `p`) before `S`.
+    let ev: Vec<String> = sim.events().into_iter().map(|(_, e)| e).collect();
+    let raised = ev.iter().position(|e| e == "grace set to 12 s");
+    let s_at = ev.iter().position(|e| e == "S accepted");
+    assert!(
+        raised.is_some() && raised < s_at && !ev.iter().any(|e| e == "grace set to 30 s"),
+        "{ev:?}"
+    );
+    wait_for(Duration::from_secs(30), || sim.output_off().then_some(()))
         .expect("the output goes off after the grace delay");
     wait_for(Duration::from_secs(20), || {
         let o = c.cli(3, &["events", "-n", "1000"]);

@@ -44,6 +44,8 @@ pub struct SmartUpsOptions {
     pub old_firmware: bool,
     /// Grace delay before the output goes off after a shutdown command (EEPROM `p`).
     pub grace_s: u32,
+    /// The values `-` cycles the grace delay through (a Smart-UPS: 20, 180, 300, 600).
+    pub grace_values: Vec<u32>,
     /// Delay after mains return before the output comes back (EEPROM `r`).
     pub wake_s: u32,
     /// Shutdown commands this UPS answers `NA` to (`S`, `@`), like some old models.
@@ -65,6 +67,7 @@ impl SmartUpsOptions {
             steps: vec![],
             old_firmware: false,
             grace_s: 20,
+            grace_values: vec![20, 180, 300, 600],
             wake_s: 0,
             refuse: vec![],
             transfer_cause_unknown_s: 0.0,
@@ -103,6 +106,8 @@ struct Shared {
     pty: Option<Pty>,
     /// `@` seen, digits collected so far.
     at_digits: Option<String>,
+    /// The last single-character query: what `-` cycles (EEPROM values).
+    last_query: u8,
     /// First `K` of `K K`.
     first_k: Option<Instant>,
     kill: Option<Kill>,
@@ -192,6 +197,7 @@ impl SmartUps {
                 _slave: slave,
             }),
             at_digits: None,
+            last_query: 0,
             first_k: None,
             kill: None,
             asleep: None,
@@ -517,6 +523,24 @@ fn handle_byte(s: &mut Shared, b: u8) {
         return;
     }
     s.first_k = None;
+    // `-` cycles the EEPROM value last queried to the next permitted one; here the
+    // shutdown grace delay `p` (`grace_values`).
+    if b == b'-' {
+        if s.last_query == b'p' && !s.opts.grace_values.is_empty() {
+            let values = &s.opts.grace_values;
+            let i = values.iter().position(|g| *g == s.opts.grace_s);
+            s.opts.grace_s = values[i.map_or(0, |i| (i + 1) % values.len())];
+            let at = s.started.elapsed();
+            s.events
+                .push((at, format!("grace set to {} s", s.opts.grace_s)));
+            reply(s, "OK");
+            write_out(s, b"|");
+        } else {
+            reply(s, "NO");
+        }
+        return;
+    }
+    s.last_query = b;
     let r = s.sim.reading(SystemTime::now());
     let st = &s.sim;
     let old = s.opts.old_firmware;

@@ -85,6 +85,41 @@ fn trigger_in(t: &Trigger, b: &Battery) -> Option<f64> {
     best
 }
 
+/// The UPS's own delay against the one the plan needs: programmed where the driver can
+/// (apcsmart raises the EEPROM grace at kill power, up to 600 s on a Smart-UPS),
+/// otherwise only checked.
+fn ups_delay_note(c: &mut PlanCheck, u: &UpsRecord, need_s: u32) {
+    let grace = u
+        .status
+        .reading
+        .as_ref()
+        .and_then(|r| r.details.get("DSHUTD"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok());
+    let name = &u.name;
+    match u.status.driver.as_str() {
+        "sim" => {}
+        "apcsmart" if need_s > 600 => c.warnings.push(format!(
+            "UPS {name}: the plan needs a {need_s} s delay; a Smart-UPS's grace (EEPROM) tops out at 600 s: shorten the owner's shutdown_s"
+        )),
+        "apcsmart" => {
+            if let Some(g) = grace.filter(|g| *g < need_s) {
+                c.lines.push(format!(
+                    "UPS {name}: its grace delay (EEPROM) is {g} s; the driver raises it to cover {need_s} s at kill power"
+                ));
+            }
+        }
+        other => match grace {
+            Some(g) if g >= need_s => {}
+            Some(g) => c.warnings.push(format!(
+                "UPS {name}: its own delay is {g} s, shorter than the {need_s} s the plan needs, and the {other} driver cannot change it"
+            )),
+            None => c.warnings.push(format!(
+                "UPS {name}: the {other} driver cannot program a delay and reports none: check that the UPS waits {need_s} s after a kill-power order"
+            )),
+        },
+    }
+}
+
 fn secs(x: f64) -> String {
     format!("{:.0} s", x)
 }
@@ -245,6 +280,7 @@ pub fn check(state: &PowerState, voters: &[NodeId], now_ms: i64) -> Option<PlanC
             .host(u.owner)
             .map_or(0, |n| endgame::shutdown_s(state, plan, n) + OWNER_START_S);
         let delay = plan.kill_power_delay_s.max(owner_s) as f64;
+        ups_delay_note(&mut c, u, delay as u32);
         let cut = order + delay;
         match b.runtime_s {
             Some(r) => {
@@ -434,6 +470,32 @@ mod tests {
         assert!(
             text.contains("tightest: stage 2 core, 300 s of battery to spare"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_ups_delay_is_programmed_where_the_driver_can_and_checked_elsewhere() {
+        // The owner's 60 s + 10 s to start it: 70 s needed.
+        let mut s = state(1800.0, [60, 120, 300]);
+        let u = s.upses.get_mut("ups1").unwrap();
+        u.status.driver = "apcsmart".into();
+        let r = u.status.reading.as_mut().unwrap();
+        r.details.insert("DSHUTD".into(), "20 Seconds".into());
+        let c = check(&s, &[], NOW).unwrap();
+        assert!(
+            c.lines.iter().any(|l| l
+                == "UPS ups1: its grace delay (EEPROM) is 20 s; the driver raises it to cover 70 s at kill power"),
+            "{:#?}",
+            c.lines
+        );
+        s.upses.get_mut("ups1").unwrap().status.driver = "net".into();
+        let c = check(&s, &[], NOW).unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.contains(
+                "its own delay is 20 s, shorter than the 70 s the plan needs, and the net driver cannot change it"
+            )),
+            "{:#?}",
+            c.warnings
         );
     }
 

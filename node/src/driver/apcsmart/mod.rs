@@ -549,10 +549,49 @@ impl ApcSmartDriver {
         frame::parse_number(&r).ok()
     }
 
-    /// apcupsd's hibernate: `S` (on battery only), else `@000`, else power off.
-    async fn kill_power_and_return(&mut self) -> Result<(), DriverError> {
+    /// Makes the UPS's shutdown grace delay (EEPROM `p`) at least `want_s` seconds:
+    /// `-` cycles it through the permitted values (020, 180, 300, 600 on a Smart-UPS),
+    /// read back after each step, up to once around. Returns the delay now in effect.
+    async fn program_grace(&mut self, want_s: u32) -> Option<f64> {
+        let before = self.grace_delay().await?;
+        if before >= f64::from(want_s) {
+            return Some(before);
+        }
+        let mut now = before;
+        for _ in 0..4 {
+            self.settle();
+            match self.query(b'-', 0).await {
+                Ok(Some(r)) if r == "OK" => {}
+                _ => break,
+            }
+            // The cycle acts on the value last read: read it again (and select it).
+            match self.grace_delay().await {
+                Some(g) => now = g,
+                None => break,
+            }
+            if now >= f64::from(want_s) || now <= before {
+                break;
+            }
+        }
+        if now >= f64::from(want_s) {
+            tracing::warn!(
+                device = %self.device(),
+                "EEPROM shutdown grace set to {now:.0} s (was {before:.0} s) to cover the {want_s} s the cluster asked"
+            );
+        } else {
+            tracing::error!(
+                device = %self.device(),
+                "the UPS's shutdown grace is {now:.0} s, shorter than the {want_s} s the cluster asked, and could not be raised: hosts it powers may lose power before they finish halting"
+            );
+        }
+        Some(now)
+    }
+
+    /// apcupsd's hibernate: `S` (on battery only), else `@000`, else power off; the grace
+    /// delay is first raised to `delay_s` where it is shorter.
+    async fn kill_power_and_return(&mut self, delay_s: u32) -> Result<(), DriverError> {
         let t = self.timing;
-        let grace = self.grace_delay().await;
+        let grace = self.program_grace(delay_s).await;
         self.settle();
         self.send_cmd(b"S").await?;
         tokio::time::sleep(t.after_soft_shutdown).await;
@@ -722,16 +761,17 @@ impl UpsDriver for ApcSmartDriver {
                 delay_s,
                 return_on_mains,
             } => {
-                // The UPS uses its own grace delay (EEPROM `p`), as with apcupsd.
+                // The UPS applies its own grace delay (EEPROM `p`): raised first to the
+                // delay asked, where it is shorter.
                 tracing::warn!(
                     device = %self.device(),
-                    "killing UPS power (asked delay {delay_s} s; the UPS applies its own \
+                    "killing UPS power (delay asked {delay_s} s, applied through the UPS's \
                      grace delay), return on mains: {return_on_mains}"
                 );
                 if return_on_mains {
-                    self.kill_power_and_return().await
+                    self.kill_power_and_return(delay_s).await
                 } else {
-                    let grace = self.grace_delay().await;
+                    let grace = self.program_grace(delay_s).await;
                     self.power_off(grace).await
                 }
             }
