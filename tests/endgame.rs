@@ -165,6 +165,22 @@ fn hosts_are_down_when_silent_or_halted_and_kill_power_waits_for_them() {
             .unwrap_or_else(|| panic!("{name} not in {times:?}"))
             .clone()
     };
+    // For BENCHMARKS.md (with --nocapture): what the cluster measured.
+    for t in times {
+        eprintln!(
+            "measured shutdown: {} declared {} s, measured {} s, counted {} s",
+            t["host"].as_str().unwrap_or("?"),
+            t["declared_s"],
+            t["measured_s"],
+            t["used_s"]
+        );
+    }
+    for l in h
+        .iter()
+        .filter(|l| l.message.contains("is down:") || l.message.contains(" halted ("))
+    {
+        eprintln!("event: {}", l.message);
+    }
     // n5: about 2.5 s from halting ack to its last heartbeat (500 ms apart); declared 20.
     let n5 = of("n5");
     let m5 = n5["measured_s"].as_u64().expect("n5 measured");

@@ -43,7 +43,7 @@ pub fn report(state: &PowerState, now_ms: i64) -> Option<(Vec<String>, Vec<Strin
         ));
         for h in &run.hosts {
             let ack = run.acks.get(h);
-            let at = |t: Option<i64>| t.map(|t| secs(t - run.started_ms));
+            let at = |t: Option<i64>| t.map(|t| format!("{} ms", t - run.started_ms));
             let line = match ack.map(|a| (at(a.shutting_down_ms), at(a.halting_ms))) {
                 Some((Some(sd), Some(ha))) => format!(
                     "  {}: acknowledged in {sd}, hooks done (halting) in {ha}",
@@ -207,7 +207,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("n2: acknowledged in 0.9 s, hooks done (halting) in 0.9 s"),
+            text.contains("n2: acknowledged in 900 ms, hooks done (halting) in 900 ms"),
             "{text}"
         );
         assert!(text.contains("n1: did not answer"), "{text}");
