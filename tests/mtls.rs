@@ -1,6 +1,7 @@
 //! Mutual TLS refusals between real processes: no client certificate, another CA's
 //! certificate, an expired certificate, a server the client does not trust, and a role
-//! that may not call a service, a certificate not valid yet. Each refusal is explained
+//! that may not call a service (BridgeService without a bridge certificate, a bridge
+//! started with another role), a certificate not valid yet. Each refusal is explained
 //! on both sides, and repeated refusals are logged once a minute per reason.
 
 use std::time::Duration;
@@ -240,5 +241,57 @@ fn a_node_certificate_answers_on_127_0_0_1_and_a_wrong_address_is_named_on_both_
         !node.log_text().contains("another cluster's CA"),
         "{}",
         node.log_text()
+    );
+}
+
+/// BridgeService is a bridge's alone: an operator (or node) certificate is refused with
+/// the role it needs, and `upsilon-bridge` refuses to start with a certificate of
+/// another role.
+#[test]
+fn bridge_service_needs_a_bridge_certificate_and_the_bridge_one_of_its_own() {
+    let (pki, node) = started();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let certs = pki.certs();
+    let status = rt.block_on(async {
+        let opts = upsilon_client::rpc::ClientOptions {
+            endpoint: node.addr.to_string(),
+            ca: certs.join("ca.pem"),
+            identity: Some((certs.join("operator.pem"), certs.join("operator.key"))),
+        };
+        let ch = upsilon_client::rpc::connect(&opts).await.unwrap();
+        upsilon_proto::v1::bridge_service_client::BridgeServiceClient::new(ch)
+            .declare_hosts(upsilon_proto::v1::DeclareHostsRequest { hosts: vec![] })
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("this call needs role bridge"),
+        "{status:?}"
+    );
+
+    let cfg = pki.path().join("bridge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[bridge]\nnodes = [\"{}\"]\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/operator.pem\"\nkey = \"certs/operator.key\"\n\n[nis]\nlisten = \"127.0.0.1:{}\"\n",
+            node.addr,
+            free_port()
+        ),
+    )
+    .unwrap();
+    let o = std::process::Command::new(bin("upsilon-bridge"))
+        .arg("--check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("has role operator; a bridge needs a certificate with role bridge"),
+        "{}",
+        stderr(&o)
     );
 }

@@ -85,6 +85,26 @@ pub fn report(state: &PowerState, now_ms: i64) -> Option<(Vec<String>, Vec<Strin
             lines.push(format!("kill power {ups}: never ordered"));
         }
     }
+    // A drill does not halt anyone, so it cannot measure shutdowns: say whose the plan
+    // still only has the declared value for.
+    let unmeasured: Vec<String> = state
+        .hosts()
+        .iter()
+        .filter(|n| {
+            state
+                .shutdown_measured
+                .get(&n.id)
+                .and_then(|m| m.seconds())
+                .is_none()
+        })
+        .map(|n| n.name.clone())
+        .collect();
+    if !unmeasured.is_empty() {
+        lines.push(format!(
+            "no measured shutdown yet (the declared shutdown_s is used): {}",
+            unmeasured.join(", ")
+        ));
+    }
     lines.push(if unanswered.is_empty() {
         "every host answered".to_string()
     } else {
@@ -212,6 +232,10 @@ mod tests {
         );
         assert!(text.contains("n1: did not answer"), "{text}");
         assert_eq!(unanswered, ["n1"]);
+        assert!(
+            text.contains("no measured shutdown yet (the declared shutdown_s is used): n1, n2"),
+            "{text}"
+        );
         assert!(
             text.contains("kill power ups1 ordered with a 40 s delay"),
             "{text}"
