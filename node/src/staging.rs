@@ -265,7 +265,7 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
         // This host carries the kill-power orders for its UPSes: wait for them (bounded
         // by the stage's ack timeout) before halting itself.
         let until = Instant::now() + st.ack_timeout;
-        while Instant::now() < until {
+        loop {
             // Done by the cluster's order, or by this owner alone (no quorum).
             let done = owned_on_battery.iter().all(|u| {
                 kill_marker(cluster, st.outage, u).exists()
@@ -277,6 +277,27 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
             });
             if done {
                 break;
+            }
+            if Instant::now() >= until {
+                // Past the stage's timeout, wait on only while this owner is finishing
+                // its kill orders alone (no quorum to wait for), and not once its own
+                // UPS signals low battery.
+                let alone = !cluster.view().writable && !pending_kills(shared, cluster).is_empty();
+                let low = shared.ups.lock().expect("ups lock").iter().any(|(u, v)| {
+                    owned_on_battery.contains(u)
+                        && v.status
+                            .reading
+                            .as_ref()
+                            .is_some_and(|r| r.flags.low_battery)
+                });
+                if !alone || low {
+                    if alone {
+                        tracing::error!(
+                            "low battery before every host this owner's UPS feeds was down: halting without cutting it"
+                        );
+                    }
+                    break;
+                }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
