@@ -277,7 +277,9 @@ fn the_last_stage_halts_the_quorum_and_owners_still_cut_their_upses() {
             (5, exit()),
         ],
     });
-    let plan = "silence_s = 3\nkill_power_delay_s = 5\nruntime_floor_s = 0\n\n[[stage]]\nname = \"batch\"\nhosts = [\"label:batch\"]\ntrigger = { on_battery_s = 1 }\nack_timeout_s = 30\n\n[[stage]]\nname = \"last\"\nhosts = [\"label:last\"]\ntrigger = { on_battery_s = 3 }\nack_timeout_s = 90\n";
+    let plan = "silence_s = 3\nkill_power_delay_s = 5\nruntime_floor_s = 0\n\n[[stage]]\nname = \"batch\"\nhosts = [\"label:batch\"]\ntrigger = { on_battery_s = 1 }\nack_timeout_s = 30\n\n[[stage]]\nname = \"last\"\nhosts = [\"label:last\"]\ntrigger = { on_battery_s = 3 }\nack_timeout_s = 5\n";
+    // The last stage's 5 s ack timeout is shorter than n1 needs to see everyone down
+    // alone: it must still cut before it halts.
     std::fs::write(c.pki.path().join("plan.toml"), plan).unwrap();
     c.wait_formed(1, 3, 2, Duration::from_secs(40));
     wait_for(Duration::from_secs(15), || {
