@@ -51,6 +51,15 @@ fn cluster() -> TestCluster {
     c
 }
 
+/// Writes the cluster's shared `hooks/doshutdown` script (`[hooks] script_dir = "hooks"`).
+fn doshutdown_hook(c: &TestCluster, body: &str) {
+    let hooks = c.pki.path().join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let hook = hooks.join("doshutdown");
+    std::fs::write(&hook, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
 fn position(lines: &[EventLine], needle: &str) -> usize {
     lines
         .iter()
@@ -448,15 +457,7 @@ fn a_host_killed_before_its_shutdown_command_runs_it_after_restart_and_never_twi
         executor_of: vec![],
     });
     let runs = c.pki.path().join("runs.txt");
-    let hooks = c.pki.path().join("hooks");
-    std::fs::create_dir_all(&hooks).unwrap();
-    let hook = hooks.join("doshutdown");
-    std::fs::write(
-        &hook,
-        format!("#!/bin/sh\necho hook >> {}\nsleep 4\n", runs.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    doshutdown_hook(&c, &format!("echo hook >> {}\nsleep 4", runs.display()));
     // n2 in live mode with a harmless shutdown command that takes 4 s.
     c.set_executor(
         2,
@@ -626,22 +627,17 @@ fn a_fire_drill_runs_the_plan_without_shutting_anything_down() {
         executor_extra: String::new(),
         executor_of: vec![],
     });
-    let hooks = c.pki.path().join("hooks");
-    std::fs::create_dir_all(&hooks).unwrap();
     let seen = c.pki.path().join("drill-env.txt");
     let slow = c.pki.path().join("hook-sleep");
     std::fs::write(&slow, "0").unwrap();
-    let hook = hooks.join("doshutdown");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\necho \"drill=$UPSILON_DRILL\" >> {}\nsleep \"$(cat {})\"\n",
+    doshutdown_hook(
+        &c,
+        &format!(
+            "echo \"drill=$UPSILON_DRILL\" >> {}\nsleep \"$(cat {})\"",
             seen.display(),
             slow.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     std::fs::write(
         c.pki.path().join("plan.toml"),
         plan_text(&[

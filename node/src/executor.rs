@@ -135,6 +135,19 @@ impl Executor {
         command: Option<&[String]>,
         launch: &(dyn Fn() + Sync),
     ) {
+        self.shutdown_events(ups, reason, command, launch, false)
+            .await;
+    }
+
+    /// `remotedown` then `doshutdown` for `reason`.
+    async fn shutdown_events(
+        &self,
+        ups: &str,
+        reason: &str,
+        command: Option<&[String]>,
+        launch: &(dyn Fn() + Sync),
+        drill: bool,
+    ) {
         for kind in [EventKind::RemoteDown, EventKind::DoShutdown] {
             let ev = Event {
                 seq: 0,
@@ -143,7 +156,7 @@ impl Executor {
                 ups_name: ups.to_string(),
                 message: format!("{} {reason}", kind.message()),
             };
-            self.handle_with(&ev, command, launch).await;
+            self.handle_as(&ev, command, launch, drill).await;
         }
     }
 
@@ -183,16 +196,8 @@ impl Executor {
     /// A fire drill's shutdown: hooks run with `UPSILON_DRILL=1`; apccontrol and the
     /// shutdown command are only recorded, whatever the mode.
     pub async fn drill_shutdown(&self, ups: &str, reason: &str, command: Option<&[String]>) {
-        for kind in [EventKind::RemoteDown, EventKind::DoShutdown] {
-            let ev = Event {
-                seq: 0,
-                at: SystemTime::now(),
-                kind,
-                ups_name: ups.to_string(),
-                message: format!("{} {reason}", kind.message()),
-            };
-            self.handle_as(&ev, command, &|| {}, true).await;
-        }
+        self.shutdown_events(ups, reason, command, &|| {}, true)
+            .await;
     }
 
     /// A fire drill's kill-power order: recorded, never sent.

@@ -7,7 +7,7 @@ use upsilon_client::rpc;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 
-use super::{power, rpc_err};
+use super::fetch_plan;
 use crate::conn::ConnArgs;
 
 /// What `upsilon drill` was asked.
@@ -55,15 +55,14 @@ pub async fn run(conn: &ConnArgs, a: DrillArgs) -> anyhow::Result<std::process::
     }
     let until = started + Duration::from_secs(a.timeout);
     let p = loop {
-        let p = power(&opts)
-            .await?
-            .get_plan(pb::GetPlanRequest {
+        let p = fetch_plan(
+            &opts,
+            pb::GetPlanRequest {
                 check: true,
                 ..Default::default()
-            })
-            .await
-            .map_err(rpc_err(&opts))?
-            .into_inner();
+            },
+        )
+        .await?;
         let over = p.drill_id != reply.id || !p.drill_running;
         if over || Instant::now() >= until {
             break p;

@@ -29,6 +29,19 @@ pub async fn fetch_status(opts: &ClientOptions) -> anyhow::Result<pb::StatusRepl
         .into_inner())
 }
 
+/// `GetPlan` with `req` (the replay, `plan check`), from the node `opts` names.
+pub async fn fetch_plan(
+    opts: &ClientOptions,
+    req: pb::GetPlanRequest,
+) -> anyhow::Result<pb::PlanReply> {
+    Ok(power(opts)
+        .await?
+        .get_plan(req)
+        .await
+        .map_err(rpc_err(opts))?
+        .into_inner())
+}
+
 pub fn rpc_err(opts: &ClientOptions) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
     move |s| anyhow::anyhow!(rpc::explain_status(&s, &opts.endpoint))
 }

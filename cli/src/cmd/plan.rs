@@ -8,7 +8,7 @@ use upsilon_client::rpc;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 
-use super::{power, rpc_err};
+use super::fetch_plan;
 use crate::conn::ConnArgs;
 use crate::output;
 
@@ -60,12 +60,7 @@ pub async fn apply(conn: &ConnArgs, file: PathBuf, force: bool) -> anyhow::Resul
 
 pub async fn show(conn: &ConnArgs, json: bool) -> anyhow::Result<()> {
     let opts = conn.resolve()?;
-    let p = power(&opts)
-        .await?
-        .get_plan(pb::GetPlanRequest::default())
-        .await
-        .map_err(rpc_err(&opts))?
-        .into_inner();
+    let p = fetch_plan(&opts, pb::GetPlanRequest::default()).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&output::plan_json(&p))?);
     } else {
@@ -76,15 +71,14 @@ pub async fn show(conn: &ConnArgs, json: bool) -> anyhow::Result<()> {
 
 pub async fn check(conn: &ConnArgs, json: bool) -> anyhow::Result<std::process::ExitCode> {
     let opts = conn.resolve()?;
-    let p = power(&opts)
-        .await?
-        .get_plan(pb::GetPlanRequest {
+    let p = fetch_plan(
+        &opts,
+        pb::GetPlanRequest {
             check: true,
             ..Default::default()
-        })
-        .await
-        .map_err(rpc_err(&opts))?
-        .into_inner();
+        },
+    )
+    .await?;
     if !p.has_plan {
         anyhow::bail!("the cluster has no plan: set one with `upsilon plan apply FILE`");
     }
@@ -108,16 +102,15 @@ pub async fn check(conn: &ConnArgs, json: bool) -> anyhow::Result<std::process::
 
 pub async fn shutdown_dry_run(conn: &ConnArgs, assume_outage: bool) -> anyhow::Result<()> {
     let opts = conn.resolve()?;
-    let p = power(&opts)
-        .await?
-        .get_plan(pb::GetPlanRequest {
+    let p = fetch_plan(
+        &opts,
+        pb::GetPlanRequest {
             replay: true,
             assume_outage,
             check: false,
-        })
-        .await
-        .map_err(rpc_err(&opts))?
-        .into_inner();
+        },
+    )
+    .await?;
     if !p.has_plan {
         anyhow::bail!("the cluster has no plan: set one with `upsilon plan apply FILE`");
     }
