@@ -4,6 +4,7 @@
 //! tested directly and fuzzed without building the daemon.
 
 pub mod apcsmart;
+pub mod hid;
 pub mod sim;
 
 /// What a driver can be asked to do to its UPS.

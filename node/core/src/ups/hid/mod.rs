@@ -1,0 +1,8 @@
+//! USB HID power devices (APC Back-UPS and Smart-UPS, and the class's other vendors),
+//! without the device: the report descriptor (`descriptor`). The `usbhid` driver in
+//! `upsilon-node` owns the USB transport.
+
+pub mod descriptor;
+
+#[cfg(test)]
+mod tests;
