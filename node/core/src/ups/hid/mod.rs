@@ -1,8 +1,10 @@
 //! USB HID power devices (APC Back-UPS and Smart-UPS, and the class's other vendors),
-//! without the device: the report descriptor (`descriptor`). The `usbhid` driver in
+//! without the device: the report descriptor (`descriptor`) and the values in reports
+//! (`report`). The `usbhid` driver in
 //! `upsilon-node` owns the USB transport.
 
 pub mod descriptor;
+pub mod report;
 
 #[cfg(test)]
 mod tests;
