@@ -5,6 +5,7 @@
 
 pub mod apcsmart;
 pub mod hid;
+pub mod modbus;
 pub mod sim;
 
 /// What a driver can be asked to do to its UPS.
