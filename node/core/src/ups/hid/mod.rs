@@ -7,6 +7,7 @@
 pub mod descriptor;
 pub mod kill;
 pub mod report;
+pub mod session;
 pub mod values;
 
 #[cfg(test)]

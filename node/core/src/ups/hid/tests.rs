@@ -237,3 +237,125 @@ proptest::proptest! {
         }
     }
 }
+
+mod session {
+    use super::hex;
+    use crate::ups::hid::descriptor::ReportType;
+    use crate::ups::hid::session::{FakeHid, HidError, HidUps};
+    use std::time::{Duration, SystemTime};
+
+    /// A Back-UPS (report IDs as the ES 850G2 / Back-UPS 350): strings 1-2, status 6,
+    /// capacity + runtime 12, ACPresent 19, low battery + shutdown imminent 20, and the
+    /// APC kill usages: BattCapBeforeStartup 0x21, DelayBeforeStartup 0x22,
+    /// DelayBeforeShutdown 0x23 (16-bit signed).
+    fn back_ups() -> FakeHid {
+        let mut f = FakeHid {
+            descriptor: hex("05 84 09 04 a1 01 09 24 a1 00 \
+                 85 01 09 fe 75 08 95 01 15 00 26 ff 00 b1 22 \
+                 85 02 09 ff b1 22 \
+                 85 06 05 85 09 44 81 a2 09 44 b1 a2 09 45 81 a2 09 45 b1 a2 \
+                 85 0c 09 66 25 64 81 a2 09 66 b1 a2 09 68 75 10 27 ff ff 00 00 66 01 10 81 a2 09 68 b1 a2 \
+                 85 13 09 d0 75 08 25 01 65 00 81 a2 09 d0 b1 a2 \
+                 85 14 09 42 81 a2 09 42 b1 a2 05 84 09 69 81 a2 09 69 b1 a2 \
+                 06 86 ff 85 21 09 19 26 ff 00 b1 a2 \
+                 75 10 16 ff ff 26 ff 7f 85 22 09 7e b1 a2 85 23 09 7d b1 a2 \
+                 c0 c0"),
+            ..Default::default()
+        };
+        for (kind, bytes) in [
+            (ReportType::Feature, vec![0x01, 2]),
+            (ReportType::Feature, vec![0x02, 3]),
+            (ReportType::Feature, vec![0x06, 1, 0]),
+            (ReportType::Feature, vec![0x0c, 100, 0x64, 0x05]),
+            (ReportType::Feature, vec![0x13, 1]),
+            (ReportType::Feature, vec![0x14, 0, 0]),
+        ] {
+            f.reports.insert((kind, bytes[0]), bytes);
+        }
+        f.strings.insert(2, "Back-UPS ES 850G2".into());
+        f.strings.insert(3, "4B1234P56789".into());
+        f
+    }
+
+    #[test]
+    fn a_fake_back_ups_polls_then_interrupts_report_the_outage_at_once() {
+        let mut dev = back_ups();
+        let mut ups = HidUps::open(&mut dev).unwrap();
+        let r = ups.poll(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(r.model, "Back-UPS ES 850G2");
+        assert_eq!(r.serial_number, "4B1234P56789");
+        assert!(r.flags.online);
+        assert_eq!((r.charge_percent, r.runtime_s), (Some(100.0), Some(1380.0)));
+        drop(ups);
+        // On battery -> low battery -> shutdown imminent, from the interrupt endpoint
+        // (Input reports take precedence over the last Feature poll).
+        dev.interrupts.extend([
+            vec![0x13, 0],
+            vec![0x06, 0, 1],
+            vec![0x14, 1, 0],
+            vec![0x14, 1, 1],
+            vec![0x0c, 9], // short: ignored, as apcupsd does
+        ]);
+        let mut ups = HidUps::open(&mut dev).unwrap();
+        ups.poll(SystemTime::UNIX_EPOCH).unwrap();
+        assert!(ups.interrupt(Duration::ZERO).unwrap());
+        assert!(ups.reading(SystemTime::UNIX_EPOCH).flags.on_battery);
+        assert!(ups.interrupt(Duration::ZERO).unwrap());
+        assert!(ups.interrupt(Duration::ZERO).unwrap());
+        assert!(ups.reading(SystemTime::UNIX_EPOCH).flags.low_battery);
+        assert!(ups.interrupt(Duration::ZERO).unwrap());
+        assert!(
+            !ups.interrupt(Duration::ZERO).unwrap(),
+            "short report ignored"
+        );
+        assert_eq!(
+            ups.reading(SystemTime::UNIX_EPOCH).charge_percent,
+            Some(100.0)
+        );
+        assert!(!ups.interrupt(Duration::ZERO).unwrap(), "nothing more");
+    }
+
+    #[test]
+    fn kill_power_issues_apcupsds_writes_and_unplugging_is_gone() {
+        let mut dev = back_ups();
+        let mut ups = HidUps::open(&mut dev).unwrap();
+        let what = ups.kill(130, true).unwrap();
+        assert!(what.contains("Back-UPS hibernate"), "{what}");
+        drop(ups);
+        assert_eq!(
+            dev.writes,
+            [
+                (ReportType::Feature, vec![0x21, 0]),
+                (ReportType::Feature, vec![0x22, 10, 0]),
+                (ReportType::Feature, vec![0x23, 130, 0]),
+            ]
+        );
+        dev.unplugged = true;
+        assert!(matches!(HidUps::open(&mut dev), Err(HidError::Gone(_))));
+    }
+
+    #[test]
+    fn a_refused_smart_ups_write_is_undone_and_the_next_way_tried() {
+        // DelayBeforeReboot 0x11, DelayBeforeStartup 0x12, DelayBeforeShutdown 0x13.
+        let mut dev = FakeHid {
+            descriptor: hex("05 84 09 04 a1 01 75 10 95 01 16 ff ff 26 ff 7f \
+                 85 11 09 55 b1 02 85 12 09 56 b1 02 85 13 09 57 b1 02 c0"),
+            ..Default::default()
+        };
+        dev.refuse.insert(0x13);
+        let mut ups = HidUps::open(&mut dev).unwrap();
+        let what = ups.kill(60, true).unwrap();
+        assert!(what.contains("reboot"), "{what}");
+        drop(ups);
+        let w: Vec<Vec<u8>> = dev.writes.iter().map(|(_, b)| b.clone()).collect();
+        assert_eq!(
+            w,
+            [
+                vec![0x12, 64, 0],
+                vec![0x13, 60, 0],
+                vec![0x12, 0xff, 0xff],
+                vec![0x11, 60, 0],
+            ]
+        );
+    }
+}
