@@ -410,3 +410,228 @@ mod tests {
         assert!(r.flags.online && !r.flags.on_battery && !r.flags.low_battery);
     }
 }
+
+/// What the line (serial RTU, or the USB HID reports) gives the protocol: one request
+/// out, one response back (`None` when nothing came within the response timeout).
+pub trait ModbusTransport {
+    /// Whether frames carry their CRC (serial) or not (USB).
+    fn with_crc(&self) -> bool;
+    fn exchange(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, ModbusError>;
+}
+
+/// The register blocks a poll reads: status, signalling, battery errors, the dynamic
+/// block (NUT reads 128-171 in one request), and the strings once.
+pub const POLL_BLOCKS: [(u16, u16); 3] = [(0, 2), (18, 5), (128, 24)];
+pub const STRING_BLOCKS: [(u16, u16); 3] = [(516, 8), (532, 16), (564, 8)];
+
+/// A Modbus UPS over any transport.
+pub struct ModbusUps<T: ModbusTransport> {
+    pub transport: T,
+    pub regs: Registers,
+}
+
+impl<T: ModbusTransport> ModbusUps<T> {
+    pub fn new(transport: T) -> Self {
+        ModbusUps {
+            transport,
+            regs: Registers::new(),
+        }
+    }
+
+    /// One request and its checked response; no answer is an error too.
+    pub fn request(&mut self, req: &Request) -> Result<Response, ModbusError> {
+        let crc = self.transport.with_crc();
+        let frame = if crc {
+            req.frame(SLAVE)
+        } else {
+            req.pdu(SLAVE)
+        };
+        let answer = self
+            .transport
+            .exchange(&frame)?
+            .ok_or_else(|| ModbusError::Length("no answer within the response timeout".into()))?;
+        decode_response(req, SLAVE, &answer, crc)
+    }
+
+    fn read_block(&mut self, addr: u16, count: u16) -> Result<(), ModbusError> {
+        if let Response::Registers(v) = self.request(&Request::ReadHolding { addr, count })? {
+            for (k, x) in v.into_iter().enumerate() {
+                self.regs.insert(addr + k as u16, x);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the strings (once, at start) — a unit without them answers an exception.
+    pub fn read_strings(&mut self) {
+        for (a, n) in STRING_BLOCKS {
+            let _ = self.read_block(a, n);
+        }
+    }
+
+    /// Reads the poll blocks and returns the reading.
+    pub fn poll(&mut self, at: SystemTime) -> Result<UpsReading, ModbusError> {
+        for (a, n) in POLL_BLOCKS {
+            self.read_block(a, n)?;
+        }
+        Ok(reading(&self.regs, at))
+    }
+
+    /// Kill power: SimpleSignalingCommand (1: return with mains; 2: stay off).
+    pub fn kill(&mut self, return_on_mains: bool) -> Result<(), ModbusError> {
+        self.request(&kill_request(return_on_mains)).map(|_| ())
+    }
+}
+
+/// A Modbus slave in memory (the unit under test's other end): a register table, the
+/// writes it got, and faults to inject.
+#[derive(Debug, Clone, Default)]
+pub struct FakeModbus {
+    pub regs: Registers,
+    pub writes: Vec<(u16, Vec<u16>)>,
+    pub crc: bool,
+    /// Corrupt the next answer's CRC (serial) or answer nothing.
+    pub corrupt_next: bool,
+    pub silent: bool,
+}
+
+impl FakeModbus {
+    /// The slave's answer to `frame`, as a real unit would give it.
+    pub fn answer(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
+        if self.silent {
+            return None;
+        }
+        let body = if self.crc {
+            let (b, c) = frame.split_at(frame.len().checked_sub(2)?);
+            if u16::from_le_bytes([c[0], c[1]]) != crc16(b) {
+                return None; // a real slave ignores a bad frame
+            }
+            b
+        } else {
+            frame
+        };
+        let (&unit, rest) = body.split_first()?;
+        let (&fc, data) = rest.split_first()?;
+        let be = |i: usize| data.get(i..i + 2).map(|s| u16::from_be_bytes([s[0], s[1]]));
+        let mut out = vec![unit];
+        match fc {
+            0x03 => {
+                let (addr, count) = (be(0)?, be(2)?);
+                let vals: Option<Vec<u16>> = (addr..addr.checked_add(count)?)
+                    .map(|a| self.regs.get(&a).copied())
+                    .collect();
+                match vals {
+                    Some(v) if count > 0 && count <= 125 => {
+                        out.extend([0x03, (v.len() * 2) as u8]);
+                        for x in v {
+                            out.extend(x.to_be_bytes());
+                        }
+                    }
+                    _ => out.extend([0x83, 2]),
+                }
+            }
+            0x10 => {
+                let (addr, count) = (be(0)?, be(2)?);
+                let vals: Vec<u16> = (0..count as usize).filter_map(|k| be(5 + 2 * k)).collect();
+                self.writes.push((addr, vals.clone()));
+                for (k, v) in vals.iter().enumerate() {
+                    self.regs.insert(addr + k as u16, *v);
+                }
+                out.push(0x10);
+                out.extend(addr.to_be_bytes());
+                out.extend(count.to_be_bytes());
+            }
+            other => out.extend([other | 0x80, 1]),
+        }
+        if self.crc {
+            let c = crc16(&out);
+            out.extend(c.to_le_bytes());
+            if std::mem::take(&mut self.corrupt_next) {
+                let n = out.len();
+                out[n - 1] ^= 0xFF;
+            }
+        }
+        Some(out)
+    }
+}
+
+impl ModbusTransport for &mut FakeModbus {
+    fn with_crc(&self) -> bool {
+        self.crc
+    }
+    fn exchange(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, ModbusError> {
+        Ok(self.answer(frame))
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+
+    fn smt1500(on_battery: bool) -> FakeModbus {
+        let mut f = FakeModbus {
+            crc: true,
+            ..Default::default()
+        };
+        for a in 0..200u16 {
+            f.regs.insert(a, 0);
+        }
+        f.regs.insert(1, if on_battery { 1 << 2 } else { 1 << 1 });
+        f.regs.insert(129, 1830);
+        f.regs.insert(130, 100 * 512);
+        // 16 registers of model, space-padded as the units send it.
+        for (i, pair) in format!("{:<32}", "SMT1500RMI2U")
+            .as_bytes()
+            .chunks(2)
+            .enumerate()
+        {
+            f.regs
+                .insert(532 + i as u16, u16::from_be_bytes([pair[0], pair[1]]));
+        }
+        f
+    }
+
+    #[test]
+    fn a_fake_smt_polls_and_is_killed_with_simple_signalling() {
+        let mut dev = smt1500(false);
+        let mut ups = ModbusUps::new(&mut dev);
+        ups.read_strings();
+        let r = ups.poll(SystemTime::UNIX_EPOCH).unwrap();
+        assert!(r.flags.online);
+        assert_eq!((r.charge_percent, r.runtime_s), (Some(100.0), Some(1830.0)));
+        assert_eq!(r.model, "SMT1500RMI2U");
+        ups.kill(true).unwrap();
+        drop(ups);
+        assert_eq!(dev.writes, [(1540, vec![1])]);
+    }
+
+    #[test]
+    fn bad_crc_silence_and_exceptions_are_errors() {
+        let mut dev = smt1500(true);
+        dev.corrupt_next = true;
+        let mut ups = ModbusUps::new(&mut dev);
+        assert!(matches!(
+            ups.poll(SystemTime::UNIX_EPOCH),
+            Err(ModbusError::Crc { .. })
+        ));
+        let r = ups.poll(SystemTime::UNIX_EPOCH).unwrap();
+        assert!(r.flags.on_battery);
+        // Registers it does not have: exception 2.
+        assert_eq!(
+            ups.request(&Request::ReadHolding {
+                addr: 9000,
+                count: 1
+            }),
+            Err(ModbusError::Exception { code: 2 })
+        );
+        drop(ups);
+        dev.silent = true;
+        let mut ups = ModbusUps::new(&mut dev);
+        assert!(ups.poll(SystemTime::UNIX_EPOCH).is_err());
+        // Over USB, frames carry no CRC.
+        let mut dev = smt1500(false);
+        dev.crc = false;
+        let mut ups = ModbusUps::new(&mut dev);
+        assert!(ups.poll(SystemTime::UNIX_EPOCH).unwrap().flags.online);
+    }
+}
