@@ -279,10 +279,11 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
                 break;
             }
             if Instant::now() >= until {
-                // Past the stage's timeout, wait on only while this owner is finishing
-                // its kill orders alone (no quorum to wait for), and not once its own
-                // UPS signals low battery.
-                let alone = !cluster.view().writable && !pending_kills(shared, cluster).is_empty();
+                // Past the stage's timeout, wait on while a kill order of this owner is
+                // still to come (from the cluster, which waits for every fed host to be
+                // down, or from this owner alone without a quorum) and its UPS is still
+                // on battery, but not once that UPS signals low battery.
+                let pending = !pending_kills(shared, cluster).is_empty();
                 let low = shared.ups.lock().expect("ups lock").iter().any(|(u, v)| {
                     owned_on_battery.contains(u)
                         && v.status
@@ -290,8 +291,8 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
                             .as_ref()
                             .is_some_and(|r| r.flags.low_battery)
                 });
-                if !alone || low {
-                    if alone {
+                if !pending || low {
+                    if pending {
                         tracing::error!(
                             "low battery before every host this owner's UPS feeds was down: halting without cutting it"
                         );
