@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use upsilon_client::pki::{self, IssueRequest, Role};
 
 pub mod apcupsd;
+pub mod fakeusb;
 pub mod legacy_peer;
 pub mod smartups;
 
@@ -158,6 +159,8 @@ impl NodeProc {
                 "UPSILON_LOG",
                 std::env::var("UPSILON_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            // A usbhid or USB modbus UPS is the emulated device a test serves here.
+            .env("UPSILON_USB_EMULATOR", pki.path().join("usb.sock"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -417,6 +420,10 @@ impl TestCluster {
             .env(
                 "UPSILON_FAULT_FILE",
                 self.pki.path().join(format!("fault-n{i}")),
+            )
+            .env(
+                "UPSILON_USB_EMULATOR",
+                self.pki.path().join(format!("usb-n{i}.sock")),
             )
             .stdout(Stdio::null())
             .stderr(file)

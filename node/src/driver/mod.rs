@@ -8,9 +8,11 @@
 //! and API never change.
 
 pub mod apcsmart;
+pub mod device_thread;
 pub mod legacy_master;
 pub mod net;
 pub mod sim;
+pub mod usbhid;
 
 use std::time::Duration;
 
@@ -93,6 +95,10 @@ pub const DRIVERS: &[DriverEntry] = &[
     DriverEntry {
         name: "legacy-master",
         open: legacy_master::open,
+    },
+    DriverEntry {
+        name: "usbhid",
+        open: usbhid::open,
     },
 ];
 

@@ -50,11 +50,12 @@ fn feature(desc: &ReportDescriptor, usage: u32) -> Option<&Field> {
 }
 
 /// apcupsd's kill sequence for this UPS, with `delay_s` as the shutdown delay (apcupsd
-/// uses 60; the cluster asks for what its hosts need). `return_on_mains = false` is the
+/// uses 60, as does 0 here; the cluster asks for what its hosts need). `return_on_mains = false` is the
 /// power-off: DelayBeforeShutdown alone, the UPS stays off.
 pub fn kill_plan(desc: &ReportDescriptor, delay_s: u32, return_on_mains: bool) -> KillPlan {
     use usage::*;
-    let delay = i64::from(delay_s.max(1));
+    // 0 (an operator's `ups kill-power`) is apcupsd's own 60 s.
+    let delay = i64::from(if delay_s == 0 { 60 } else { delay_s });
     let w = |usage: u32, value: i64| {
         feature(desc, usage).map(|f| Write {
             usage,

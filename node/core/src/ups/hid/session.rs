@@ -24,6 +24,35 @@ pub trait HidTransport {
     /// The next interrupt IN report, or `None` after `timeout`.
     fn read_interrupt(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>, HidError>;
     fn string(&mut self, index: u8) -> Result<String, HidError>;
+    /// Writes an interrupt OUT report (`data` starts with the report ID): APC's Modbus
+    /// over USB. Devices without an OUT endpoint refuse it.
+    fn write_interrupt(&mut self, data: &[u8]) -> Result<(), HidError> {
+        let _ = data;
+        Err(HidError::Request(
+            "this device has no interrupt OUT endpoint".into(),
+        ))
+    }
+}
+
+impl<T: HidTransport + ?Sized> HidTransport for Box<T> {
+    fn report_descriptor(&mut self) -> Result<Vec<u8>, HidError> {
+        (**self).report_descriptor()
+    }
+    fn get_report(&mut self, kind: ReportType, id: u8, len: usize) -> Result<Vec<u8>, HidError> {
+        (**self).get_report(kind, id, len)
+    }
+    fn set_report(&mut self, kind: ReportType, data: &[u8]) -> Result<(), HidError> {
+        (**self).set_report(kind, data)
+    }
+    fn read_interrupt(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>, HidError> {
+        (**self).read_interrupt(timeout)
+    }
+    fn string(&mut self, index: u8) -> Result<String, HidError> {
+        (**self).string(index)
+    }
+    fn write_interrupt(&mut self, data: &[u8]) -> Result<(), HidError> {
+        (**self).write_interrupt(data)
+    }
 }
 
 /// Why a USB HID UPS cannot be read or told.
@@ -215,6 +244,16 @@ impl<T: HidTransport> HidUps<T> {
                         .into(),
                 )
             })
+    }
+
+    /// Starts a quick battery self test (UPS.Battery.Test = 1).
+    pub fn self_test(&mut self) -> Result<(), HidError> {
+        self.write(usage::TEST, 1)
+    }
+
+    /// The transport, for what rides on the same interface (APC's Modbus over USB).
+    pub fn transport(&mut self) -> &mut T {
+        &mut self.transport
     }
 
     fn write(&mut self, usage: u32, value: i64) -> Result<(), HidError> {

@@ -22,6 +22,8 @@ pub mod usage {
     pub const PERCENT_LOAD: u32 = 0x0084_0035;
     pub const TEMPERATURE: u32 = 0x0084_0036;
     pub const CONFIG_ACTIVE_POWER: u32 = 0x0084_0044;
+    /// UPS.Battery.Test: write 1 for a quick self test (NUT: 1 quick, 2 deep, 3 abort).
+    pub const TEST: u32 = 0x0084_0058;
     pub const OVERLOAD: u32 = 0x0084_0065;
     pub const SHUTDOWN_IMMINENT: u32 = 0x0084_0069;
     pub const BOOST: u32 = 0x0084_006E;

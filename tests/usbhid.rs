@@ -1,0 +1,248 @@
+//! The `usbhid` driver in a real `upsilond` against an emulated USB UPS
+//! (tests/support/fakeusb.rs: `FakeHid` on the `UPSILON_USB_EMULATOR` socket; this
+//! machine has no USB stack, HARDWARE.md §2.2): a Back-UPS's values, an interrupt "AC
+//! lost" reaching every node of a cluster without waiting for a poll, unplug and
+//! replug as commfailure and commok, and kill power as apcupsd's exact writes for a
+//! Back-UPS and a Smart-UPS.
+
+use std::time::{Duration, Instant};
+
+use upsilon_core::ups::hid::descriptor::ReportType;
+use upsilon_tests::fakeusb::{FakeUsb, back_ups, smart_ups};
+use upsilon_tests::*;
+
+fn ups_toml(poll_ms: u64) -> String {
+    format!(
+        "[[ups]]\nname = \"usb1\"\ndriver = \"usbhid\"\nvendor = 0x051d\npoll_interval_ms = {poll_ms}\n"
+    )
+}
+
+fn ups_of(v: &serde_json::Value) -> serde_json::Value {
+    v["ups"][0].clone()
+}
+
+fn wait_ups_status(pki: &TestPki, node: &NodeProc, what: &str, secs: u64) -> serde_json::Value {
+    wait_status(pki, node, Duration::from_secs(secs), what, |v| {
+        ups_of(v)["status"] == what
+    })
+}
+
+fn events(pki: &TestPki, node: &NodeProc) -> String {
+    stdout(&upsilon(pki, node.addr, Some("operator"), &["events"]))
+}
+
+#[test]
+fn an_interrupt_ac_lost_reaches_every_node_without_waiting_for_a_poll() {
+    // A 30 s poll: only the interrupt report can bring the news sooner.
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 3,
+        voters: 3,
+        ups_on: vec![],
+        ups_toml: vec![(1, ups_toml(30_000))],
+        ..Default::default()
+    });
+    // The device appears after the node started: the driver looks for it every second.
+    let usb = FakeUsb::start(
+        &c.pki.path().join("usb-n1.sock"),
+        back_ups(),
+        0x051d,
+        0x0002,
+        "4B1234P56789",
+    );
+    c.wait_formed(1, 3, 0, Duration::from_secs(40));
+    let ups_on = |i: usize| c.status(i).map(|v| ups_of(&v)).unwrap_or_default();
+    let u = wait_for(Duration::from_secs(30), || {
+        let u = ups_on(3);
+        (u["status"] == "ONLINE").then_some(u)
+    })
+    .unwrap_or_else(|| panic!("ONLINE never reached node 3; logs:\n{}", c.logs()));
+    // The values apcupsd shows for this Back-UPS.
+    assert_eq!(u["model"], "Back-UPS ES 850G2", "{u}");
+    assert_eq!(u["serial_number"], "4B1234P56789", "{u}");
+    assert_eq!(u["charge_percent"], 100.0, "{u}");
+    assert_eq!(u["runtime_seconds"], 1380.0, "{u}");
+    assert_eq!(u["driver"], "usbhid", "{u}");
+
+    let t0 = Instant::now();
+    // AC lost: ACPresent off, then Discharging, each an interrupt report.
+    usb.change(&[0x13, 0]);
+    usb.change(&[0x06, 0, 1]);
+    for i in 1..=3 {
+        wait_for(Duration::from_secs(10), || {
+            (ups_on(i)["status"] == "ONBATT").then_some(())
+        })
+        .unwrap_or_else(|| panic!("ONBATT did not reach node {i}; logs:\n{}", c.logs()));
+    }
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "took {took:?}; the poll interval is 30 s"
+    );
+    let ev = c.events(2);
+    assert!(ev.iter().any(|(n, _)| n == "powerout"), "{ev:?}");
+    // Low battery and shutdown imminent, by interrupt too.
+    usb.change(&[0x14, 1, 1]);
+    wait_for(Duration::from_secs(10), || {
+        ups_on(3)["status"]
+            .as_str()
+            .is_some_and(|s| s.contains("LOWBATT"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("LOWBATT did not reach node 3: {}", ups_on(3)));
+    usb.change(&[0x14, 0, 0]);
+    usb.change(&[0x06, 1, 0]);
+    usb.change(&[0x13, 1]);
+    wait_for(Duration::from_secs(10), || {
+        (ups_on(3)["status"] == "ONLINE").then_some(())
+    })
+    .expect("mains return reached node 3");
+}
+
+#[test]
+fn unplug_and_replug_are_commfailure_and_commok() {
+    let pki = TestPki::new();
+    let usb = FakeUsb::start(
+        &pki.path().join("usb.sock"),
+        back_ups(),
+        0x051d,
+        0x0002,
+        "4B1234P56789",
+    );
+    let node = NodeProc::start(&pki, &ups_toml(500));
+    wait_ups_status(&pki, &node, "ONLINE", 20);
+    usb.unplug();
+    let v = wait_ups_status(&pki, &node, "COMMLOST", 10);
+    let err = ups_of(&v)["comm_error"].as_str().unwrap_or("").to_string();
+    assert!(
+        err.contains("disconnected") || err.contains("no USB UPS"),
+        "{err}"
+    );
+    // Back: found again within about a second, whatever the poll interval.
+    usb.replug();
+    wait_ups_status(&pki, &node, "ONLINE", 10);
+    let ev = events(&pki, &node);
+    let fail = ev
+        .find("Communications with UPS lost")
+        .unwrap_or_else(|| panic!("{ev}"));
+    let ok = ev
+        .find("Communications with UPS restored")
+        .unwrap_or_else(|| panic!("{ev}"));
+    assert!(
+        fail < ok || ev.matches("Communications").count() == 2,
+        "{ev}"
+    );
+    // A device with another serial number is not this UPS.
+    drop(node);
+    let node = NodeProc::start(
+        &pki,
+        "[[ups]]\nname = \"usb1\"\ndriver = \"usbhid\"\nserial = \"OTHER\"\npoll_interval_ms = 500\n",
+    );
+    let v = wait_status(&pki, &node, Duration::from_secs(10), "no match", |v| {
+        ups_of(v)["comm_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no USB UPS matching"))
+    });
+    assert!(
+        ups_of(&v)["comm_error"]
+            .as_str()
+            .unwrap()
+            .contains("serial \"4B1234P56789\""),
+        "{v}"
+    );
+}
+
+fn sending_node(pki: &TestPki) -> NodeProc {
+    NodeProc::start(
+        pki,
+        &format!(
+            "{}\n[executor]\nups_commands = \"send\"\nrecord_file = \"record.jsonl\"\n",
+            ups_toml(500)
+        ),
+    )
+}
+
+#[test]
+fn kill_power_is_apcupsds_writes_for_a_back_ups_and_a_smart_ups() {
+    // Back-UPS: return at once with mains (capacity 0, startup delay 10 s), then
+    // hibernate after the delay (apcupsd's 60 s for an operator's kill-power).
+    let pki = TestPki::new();
+    let usb = FakeUsb::start(
+        &pki.path().join("usb.sock"),
+        back_ups(),
+        0x051d,
+        0x0002,
+        "4B1234P56789",
+    );
+    let node = sending_node(&pki);
+    wait_ups_status(&pki, &node, "ONLINE", 20);
+    let o = upsilon(
+        &pki,
+        node.addr,
+        Some("operator"),
+        &["ups", "kill-power", "--confirm"],
+    );
+    assert!(
+        stdout(&o).contains("usb1: sent to the UPS"),
+        "{o:?}\n{}",
+        node.log_text()
+    );
+    assert_eq!(
+        usb.writes(),
+        [
+            (ReportType::Feature, vec![0x21, 0]),
+            (ReportType::Feature, vec![0x22, 10, 0]),
+            (ReportType::Feature, vec![0x23, 60, 0]),
+        ]
+    );
+    let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
+    assert!(
+        !o.status.success(),
+        "this Back-UPS has no Test usage: {o:?}"
+    );
+    drop(node);
+    drop(usb);
+
+    // Smart-UPS: DelayBeforeStartup, then DelayBeforeShutdown (which starts both).
+    let pki = TestPki::new();
+    let usb = FakeUsb::start(
+        &pki.path().join("usb.sock"),
+        smart_ups(),
+        0x051d,
+        0x0003,
+        "AS1234567890",
+    );
+    let node = sending_node(&pki);
+    let v = wait_ups_status(&pki, &node, "ONLINE", 20);
+    assert_eq!(ups_of(&v)["runtime_seconds"], 21000.0, "{v}");
+    let o = upsilon(
+        &pki,
+        node.addr,
+        Some("operator"),
+        &["ups", "kill-power", "--confirm"],
+    );
+    assert!(
+        stdout(&o).contains("usb1: sent to the UPS"),
+        "{o:?}\n{}",
+        node.log_text()
+    );
+    assert_eq!(
+        usb.writes(),
+        [
+            (ReportType::Feature, vec![0x28, 64, 0]),
+            (ReportType::Feature, vec![0x12, 60, 0]),
+        ]
+    );
+    // Power off (stays off): DelayBeforeShutdown alone.
+    let o = upsilon(
+        &pki,
+        node.addr,
+        Some("operator"),
+        &["ups", "power-off", "--confirm"],
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        usb.writes().last().unwrap(),
+        &(ReportType::Feature, vec![0x12, 60, 0])
+    );
+    assert!(node.log_text().contains("usbhid"), "{}", node.log_text());
+}
