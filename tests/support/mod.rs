@@ -12,6 +12,7 @@ use upsilon_client::pki::{self, IssueRequest, Role};
 pub mod apcupsd;
 pub mod fakeusb;
 pub mod legacy_peer;
+pub mod modbus_slave;
 pub mod smartups;
 
 /// `target/debug` (or whichever profile the tests were built with).

@@ -134,7 +134,7 @@ pub struct SmartUps {
     thread: Option<JoinHandle<()>>,
 }
 
-fn open_pty() -> std::io::Result<(std::fs::File, OwnedFd, PathBuf)> {
+pub(crate) fn open_pty() -> std::io::Result<(std::fs::File, OwnedFd, PathBuf)> {
     // SAFETY: plain libc calls on fds we own; every return value is checked.
     unsafe {
         let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
@@ -174,7 +174,7 @@ fn open_pty() -> std::io::Result<(std::fs::File, OwnedFd, PathBuf)> {
     }
 }
 
-fn make_link(link: &Path, target: &Path) -> std::io::Result<()> {
+pub(crate) fn make_link(link: &Path, target: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_file(link);
     std::os::unix::fs::symlink(target, link)
 }

@@ -10,6 +10,7 @@
 pub mod apcsmart;
 pub mod device_thread;
 pub mod legacy_master;
+pub mod modbus;
 pub mod net;
 pub mod sim;
 pub mod usbhid;
@@ -99,6 +100,10 @@ pub const DRIVERS: &[DriverEntry] = &[
     DriverEntry {
         name: "usbhid",
         open: usbhid::open,
+    },
+    DriverEntry {
+        name: "modbus",
+        open: modbus::open,
     },
 ];
 

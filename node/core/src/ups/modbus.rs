@@ -97,6 +97,9 @@ pub enum ModbusError {
     Exception { code: u8 },
     #[error("Modbus: the response's length does not match: {0}")]
     Length(String),
+    /// The line itself failed (port gone, USB unplugged): the driver opens it again.
+    #[error("Modbus link: {0}")]
+    Link(String),
 }
 
 /// Standard exception codes in words.
@@ -123,6 +126,21 @@ pub fn response_len(req: &Request, head: &[u8], with_crc: bool) -> Option<usize>
     match req {
         Request::ReadHolding { .. } => Some(3 + usize::from(*head.get(2)?) + crc),
         Request::WriteMultiple { .. } => Some(6 + crc),
+    }
+}
+
+/// Like [`response_len`], from the request frame's function code alone (what a
+/// transport knows): how long the response starting with `head` will be.
+pub fn response_len_for(request: &[u8], head: &[u8], with_crc: bool) -> Option<usize> {
+    let crc = if with_crc { 2 } else { 0 };
+    let fc = *head.get(1)?;
+    if fc & 0x80 != 0 {
+        return Some(3 + crc);
+    }
+    match request.get(1)? {
+        0x03 => Some(3 + usize::from(*head.get(2)?) + crc),
+        0x06 | 0x10 => Some(6 + crc),
+        _ => None,
     }
 }
 
@@ -212,7 +230,10 @@ pub mod reg {
     pub const FIRMWARE: u16 = 516;
     pub const MODEL: u16 = 532;
     pub const SERIAL: u16 = 564;
+    /// Main outlet group turn-off delay setting, seconds.
+    pub const MOG_OFF_DELAY: u16 = 1029;
     pub const SIMPLE_SIGNALING_COMMAND: u16 = 1540;
+    pub const REPLACE_BATTERY_TEST_COMMAND: u16 = 1541;
 }
 
 /// The kill-power write: SimpleSignalingCommand = 1 (request shutdown; the UPS returns
@@ -419,6 +440,15 @@ pub trait ModbusTransport {
     fn exchange(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, ModbusError>;
 }
 
+impl<T: ModbusTransport + ?Sized> ModbusTransport for Box<T> {
+    fn with_crc(&self) -> bool {
+        (**self).with_crc()
+    }
+    fn exchange(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, ModbusError> {
+        (**self).exchange(frame)
+    }
+}
+
 /// The register blocks a poll reads: status, signalling, battery errors, the dynamic
 /// block (NUT reads 128-171 in one request), and the strings once.
 pub const POLL_BLOCKS: [(u16, u16); 3] = [(0, 2), (18, 5), (128, 24)];
@@ -480,6 +510,25 @@ impl<T: ModbusTransport> ModbusUps<T> {
     /// Kill power: SimpleSignalingCommand (1: return with mains; 2: stay off).
     pub fn kill(&mut self, return_on_mains: bool) -> Result<(), ModbusError> {
         self.request(&kill_request(return_on_mains)).map(|_| ())
+    }
+
+    /// Sets the main outlet group's turn-off delay (the UPS waits this long after a
+    /// kill order), in seconds.
+    pub fn set_off_delay(&mut self, delay_s: u16) -> Result<(), ModbusError> {
+        self.request(&Request::WriteMultiple {
+            addr: reg::MOG_OFF_DELAY,
+            values: vec![delay_s],
+        })
+        .map(|_| ())
+    }
+
+    /// Starts a battery self test (ReplaceBatteryTestCommand bit 0).
+    pub fn self_test(&mut self) -> Result<(), ModbusError> {
+        self.request(&Request::WriteMultiple {
+            addr: reg::REPLACE_BATTERY_TEST_COMMAND,
+            values: vec![1],
+        })
+        .map(|_| ())
     }
 }
 
