@@ -254,6 +254,28 @@ mod tests {
             e.contains(":13: ups.device: UPS \"ups1\" (apcsmart driver):"),
             "{e}"
         );
+        check("driver = \"usbhid\"\n").unwrap();
+        check("driver = \"usbhid\"\nvendor = 0x051d\nproduct = 0x0002\nserial = \"X\"\n").unwrap();
+        let e = check("driver = \"usbhid\"\nproduct = 0x0002\n").unwrap_err();
+        assert!(
+            e.contains(":13: ups.product: UPS \"ups1\": `product` needs `vendor` too"),
+            "{e}"
+        );
+        let e = check("driver = \"usbhid\"\nvendor = 70000\n").unwrap_err();
+        assert!(
+            e.contains(":13: ups.vendor: UPS \"ups1\" (usbhid driver):"),
+            "{e}"
+        );
+        check("driver = \"modbus\"\ndevice = \"/dev/ttyS0\"\n").unwrap();
+        check("driver = \"modbus\"\ndevice = \"usb\"\nserial = \"AS1\"\n").unwrap();
+        let e = check("driver = \"modbus\"\n").unwrap_err();
+        assert!(e.contains("the modbus driver needs `device`"), "{e}");
+        let e =
+            check("driver = \"modbus\"\ndevice = \"/dev/ttyS0\"\nserial = \"AS1\"\n").unwrap_err();
+        assert!(
+            e.contains(":14: ups.serial: UPS \"ups1\": `serial` picks a USB UPS"),
+            "{e}"
+        );
         let e = check("driver = \"sim\"\nscenario = \"missing.toml\"\n").unwrap_err();
         assert!(e.contains("missing.toml"), "{e}");
     }

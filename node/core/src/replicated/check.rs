@@ -86,8 +86,8 @@ fn trigger_in(t: &Trigger, b: &Battery) -> Option<f64> {
 }
 
 /// The UPS's own delay against the one the plan needs: programmed where the driver can
-/// (apcsmart raises the EEPROM grace at kill power, up to 600 s on a Smart-UPS),
-/// otherwise only checked.
+/// (apcsmart raises the EEPROM grace at kill power, up to 600 s on a Smart-UPS; usbhid
+/// and modbus write the delay with the order), otherwise only checked.
 fn ups_delay_note(c: &mut PlanCheck, u: &UpsRecord, need_s: u32) {
     let grace = u
         .status
@@ -98,6 +98,9 @@ fn ups_delay_note(c: &mut PlanCheck, u: &UpsRecord, need_s: u32) {
     let name = &u.name;
     match u.status.driver.as_str() {
         "sim" => {}
+        // Written with the kill order: HID's shutdown delay, Modbus's outlet group
+        // turn-off delay.
+        "usbhid" | "modbus" => {}
         "apcsmart" if need_s > 600 => c.warnings.push(format!(
             "UPS {name}: the plan needs a {need_s} s delay; a Smart-UPS's grace (EEPROM) tops out at 600 s: shorten the owner's shutdown_s"
         )),

@@ -13,8 +13,8 @@ use upsilon_core::ups::hid::session::{HidError, HidTransport};
 
 use super::{DeviceMatch, Found, Opener};
 
-/// The udev rule the package installs, named in permission errors.
-pub const UDEV_RULE: &str = "/usr/lib/udev/rules.d/60-upsilon-ups.rules";
+/// The udev rule named in permission errors (deploy/udev/ in the source).
+pub const UDEV_RULE: &str = "deploy/udev/60-upsilon-ups.rules";
 
 /// apcupsd's control-transfer timeout.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -76,8 +76,8 @@ impl Opener for UsbOpener {
                 Err(rusb::Error::Access) => {
                     refused.push(format!(
                         "{vid:04x}:{pid:04x} at {node}: permission denied; install the udev rule \
-                         the package ships ({UDEV_RULE}, then `udevadm trigger`) or run upsilond \
-                         as root"
+                         {UDEV_RULE} in /etc/udev/rules.d and put the daemon's user in group \
+                         upsilon (then `udevadm trigger`), or run upsilond as root"
                     ));
                     continue;
                 }
