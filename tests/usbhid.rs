@@ -246,3 +246,42 @@ fn kill_power_is_apcupsds_writes_for_a_back_ups_and_a_smart_ups() {
     );
     assert!(node.log_text().contains("usbhid"), "{}", node.log_text());
 }
+
+#[test]
+fn bad_reports_and_a_malformed_descriptor_are_errors_not_crashes() {
+    let pki = TestPki::new();
+    let usb = FakeUsb::start(
+        &pki.path().join("usb.sock"),
+        back_ups(),
+        0x051d,
+        0x0002,
+        "4B1234P56789",
+    );
+    let node = NodeProc::start(&pki, &ups_toml(500));
+    wait_ups_status(&pki, &node, "ONLINE", 20);
+    // A report ID the descriptor does not have, a short status report, an empty one
+    // and an oversized capacity report (some Back-UPS overflow the declared size: the
+    // declared fields are read).
+    usb.change_quietly(&[0x0c, 55, 0x10, 0x0e]);
+    usb.raw_interrupt(&[0x77, 1, 2, 3]);
+    usb.raw_interrupt(&[0x0c]);
+    usb.raw_interrupt(&[]);
+    usb.raw_interrupt(&[0x0c, 55, 0x10, 0x0e, 0xff, 0xff, 0xff]);
+    let v = wait_status(&pki, &node, Duration::from_secs(10), "55 %", |v| {
+        ups_of(v)["charge_percent"] == 55.0
+    });
+    assert_eq!(ups_of(&v)["runtime_seconds"], 3600.0, "{v}");
+    assert_eq!(ups_of(&v)["status"], "ONLINE", "{v}");
+    // A device whose descriptor is garbage: a comm failure saying so, and the daemon
+    // keeps serving.
+    usb.set_descriptor(&[0x05, 0x84, 0x09, 0x04, 0xa1, 0x01, 0xb1]);
+    usb.unplug();
+    usb.replug();
+    let v = wait_ups_status(&pki, &node, "COMMLOST", 10);
+    let err = ups_of(&v)["comm_error"].as_str().unwrap_or("").to_string();
+    assert!(err.contains("descriptor"), "{err}");
+    usb.set_descriptor(&back_ups().descriptor);
+    usb.unplug();
+    usb.replug();
+    wait_ups_status(&pki, &node, "ONLINE", 10);
+}

@@ -166,6 +166,17 @@ impl FakeUsb {
         });
     }
 
+    /// The interrupt endpoint delivers `bytes` as they are (a wrong report ID, a short
+    /// or an oversized report), the report table unchanged.
+    pub fn raw_interrupt(&self, bytes: &[u8]) {
+        self.with(|s| s.hid.interrupts.push_back(bytes.to_vec()));
+    }
+
+    /// The device's report descriptor becomes `bytes` (seen at the next enumeration).
+    pub fn set_descriptor(&self, bytes: &[u8]) {
+        self.with(|s| s.hid.descriptor = bytes.to_vec());
+    }
+
     /// The UPS changes report `bytes` without telling (seen at the next poll only).
     pub fn change_quietly(&self, bytes: &[u8]) {
         self.with(|s| {

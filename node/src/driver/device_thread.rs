@@ -26,6 +26,10 @@ pub trait Idle: Send + 'static {
 /// How long one idle step may block, so a job never waits longer than this.
 pub const IDLE_SLICE: Duration = Duration::from_millis(100);
 
+/// After a change, how long the thread waits for the poll it triggered before the next
+/// idle step.
+const AFTER_CHANGE: Duration = Duration::from_millis(50);
+
 /// The handle the async driver keeps; dropping it ends the thread after its current step.
 pub struct DeviceThread<D> {
     jobs: mpsc::Sender<Job<D>>,
@@ -41,9 +45,14 @@ impl<D: Idle> DeviceThread<D> {
         std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
-                let mut waits = true;
+                // How long to wait for a job before the next idle step: none while the
+                // device has something to wait for (the idle step blocks instead), a
+                // little after a change (the poll it triggers is on its way: it must
+                // not wait behind another blocking idle step), a slice when idle has
+                // nothing to do.
+                let mut wait = Duration::ZERO;
                 loop {
-                    let next = if waits {
+                    let next = if wait.is_zero() {
                         rx.try_recv().map_err(|e| match e {
                             mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
                             mpsc::TryRecvError::Disconnected => {
@@ -51,19 +60,21 @@ impl<D: Idle> DeviceThread<D> {
                             }
                         })
                     } else {
-                        rx.recv_timeout(IDLE_SLICE)
+                        rx.recv_timeout(wait)
                     };
                     match next {
-                        Ok(job) => job(&mut device),
+                        Ok(job) => {
+                            job(&mut device);
+                            wait = Duration::ZERO;
+                        }
                         Err(mpsc::RecvTimeoutError::Disconnected) => break,
                         Err(mpsc::RecvTimeoutError::Timeout) => match device.idle() {
-                            Some(changed) => {
-                                waits = true;
-                                if changed {
-                                    wake.notify_one();
-                                }
+                            Some(true) => {
+                                wake.notify_one();
+                                wait = AFTER_CHANGE;
                             }
-                            None => waits = false,
+                            Some(false) => wait = Duration::ZERO,
+                            None => wait = IDLE_SLICE,
                         },
                     }
                 }
