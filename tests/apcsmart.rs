@@ -18,20 +18,6 @@ fn ups_toml(device: &Path, poll_ms: u64) -> String {
     )
 }
 
-fn ups_of(v: &serde_json::Value) -> serde_json::Value {
-    v["ups"][0].clone()
-}
-
-fn wait_ups_status(pki: &TestPki, node: &NodeProc, what: &str, secs: u64) -> serde_json::Value {
-    wait_status(pki, node, Duration::from_secs(secs), what, |v| {
-        ups_of(v)["status"] == what
-    })
-}
-
-fn events(pki: &TestPki, node: &NodeProc) -> String {
-    stdout(&upsilon(pki, node.addr, Some("operator"), &["events"]))
-}
-
 #[test]
 fn reads_every_value_as_apcupsd_would() {
     let pki = TestPki::new();
@@ -218,13 +204,13 @@ fn comm_loss_after_20_s_and_recovery() {
         t0.elapsed()
     );
     assert!(
-        events(&pki, &node).contains("Communications with UPS lost"),
+        events_text(&pki, &node).contains("Communications with UPS lost"),
         "{}",
-        events(&pki, &node)
+        events_text(&pki, &node)
     );
     sim.set_mode(Mode::Normal);
     wait_ups_status(&pki, &node, "ONLINE", 20);
-    let ev = events(&pki, &node);
+    let ev = events_text(&pki, &node);
     assert!(ev.contains("Communications with UPS restored"), "{ev}");
 }
 
@@ -395,7 +381,7 @@ fn power_off_is_k_pause_k_and_self_test_is_w() {
         ups_of(&v)["last_transfer"],
         "Automatic or explicit self test"
     );
-    let ev = events(&pki, &node);
+    let ev = events_text(&pki, &node);
     assert!(ev.contains("UPS Self Test switch to battery"), "{ev}");
     assert!(ev.contains("UPS Self Test completed"), "{ev}");
 
@@ -505,7 +491,7 @@ fn bad_bytes_silence_vanished_and_busy_devices_recover() {
     wait_ups_status(&pki, &node, "COMMLOST", 40);
     sim.reappear().unwrap();
     wait_ups_status(&pki, &node, "ONLINE", 20);
-    let ev = events(&pki, &node);
+    let ev = events_text(&pki, &node);
     assert!(ev.contains("Communications with UPS restored"), "{ev}");
     let log = node.log_text();
     assert!(!log.contains("panicked"), "{log}");
@@ -521,38 +507,7 @@ fn staged_shutdown_kill_power_order_reaches_the_serial_ups() {
     opts.grace_s = 2;
     opts.grace_values = vec![2, 5, 12, 30];
     let sim = SmartUps::start(opts).unwrap();
-    let feeds = "feeds = [\"smart1\"]\nshutdown_s = 1";
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 3,
-        voters: 3,
-        ups_on: vec![],
-        ups_toml: vec![(1, ups_toml(&link, 300))],
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
-        // The pty simulator gets the real bytes; host shutdowns are only recorded.
-        executor_extra: "ups_commands = \"send\"".into(),
-        executor_of: vec![],
-        cluster_extra: vec![
-            format!("{feeds}\nlabels = [\"core\"]\nplan = \"plan.toml\""),
-            format!("{feeds}\nlabels = [\"apps\"]"),
-            format!("{feeds}\nlabels = [\"apps\"]"),
-        ],
-        ..Default::default()
-    });
-    std::fs::write(
-        c.pki.path().join("plan.toml"),
-        "kill_power_delay_s = 1\nruntime_floor_s = 0\n\n[[stage]]\nname = \"apps\"\nhosts = [\"label:apps\"]\ntrigger = { on_battery_s = 1 }\nack_timeout_s = 30\n\n[[stage]]\nname = \"core\"\nhosts = [\"label:core\"]\ntrigger = { on_battery_s = 3 }\nack_timeout_s = 30\n",
-    )
-    .unwrap();
-    c.wait_formed(1, 3, 0, Duration::from_secs(40));
-    wait_for(Duration::from_secs(20), || {
-        let v: serde_json::Value =
-            serde_json::from_slice(&c.cli(2, &["plan", "--json"]).stdout).ok()?;
-        let online = c
-            .status(2)
-            .is_some_and(|s| s["ups"][0]["status"] == "ONLINE");
-        (v["has_plan"] == true && online).then_some(())
-    })
-    .unwrap_or_else(|| panic!("plan or UPS never replicated\n{}", c.logs()));
+    let c = two_stage_cluster("smart1", ups_toml(&link, 300));
 
     // The owner's trouble with its UPS is shown on every node, and cleared again.
     let comm_error_on_3 = || {
@@ -583,12 +538,7 @@ fn staged_shutdown_kill_power_order_reaches_the_serial_ups() {
     .unwrap_or_else(|| panic!("no kill power reached the UPS\n{}", c.logs()));
     // Kill power came after the other hosts had shut down; the UPS owner (n1) halts
     // after carrying out the order.
-    let shutdowns = |i: usize| {
-        c.records(i)
-            .iter()
-            .filter(|r| r["action"] == "shutdown")
-            .count()
-    };
+    let shutdowns = |i: usize| shutdowns(&c, i);
     for i in 2..=3 {
         assert_eq!(
             shutdowns(i),
@@ -740,12 +690,12 @@ fn self_test_with_a_late_transfer_cause_is_not_a_power_failure() {
     let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
     assert!(stdout(&o).contains("sent to the UPS"), "{o:?}");
     wait_for(Duration::from_secs(30), || {
-        events(&pki, &node)
+        events_text(&pki, &node)
             .contains("UPS Self Test completed")
             .then_some(())
     })
-    .unwrap_or_else(|| panic!("no self test end\n{}", events(&pki, &node)));
-    let ev = events(&pki, &node);
+    .unwrap_or_else(|| panic!("no self test end\n{}", events_text(&pki, &node)));
+    let ev = events_text(&pki, &node);
     assert!(ev.contains("UPS Self Test switch to battery"), "{ev}");
     assert!(
         !ev.contains("Power failure"),

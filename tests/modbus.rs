@@ -17,16 +17,6 @@ fn ups_toml(device: &str, poll_ms: u64) -> String {
     )
 }
 
-fn ups_of(v: &serde_json::Value) -> serde_json::Value {
-    v["ups"][0].clone()
-}
-
-fn wait_ups_status(pki: &TestPki, node: &NodeProc, what: &str, secs: u64) -> serde_json::Value {
-    wait_status(pki, node, Duration::from_secs(secs), what, |v| {
-        ups_of(v)["status"] == what
-    })
-}
-
 #[test]
 fn an_smt_on_a_serial_line_is_read_and_killed_with_simple_signalling() {
     let pki = TestPki::new();
@@ -167,36 +157,7 @@ fn a_staged_shutdown_over_modbus_ends_with_the_ups_output_off() {
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("ttyUPS");
     let ups = ModbusSlave::start(&link, smt1500()).unwrap();
-    let feeds = "feeds = [\"smt1\"]\nshutdown_s = 1";
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 3,
-        voters: 3,
-        ups_on: vec![],
-        ups_toml: vec![(1, ups_toml(&link.display().to_string(), 300))],
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
-        executor_extra: "ups_commands = \"send\"".into(),
-        cluster_extra: vec![
-            format!("{feeds}\nlabels = [\"core\"]\nplan = \"plan.toml\""),
-            format!("{feeds}\nlabels = [\"apps\"]"),
-            format!("{feeds}\nlabels = [\"apps\"]"),
-        ],
-        ..Default::default()
-    });
-    std::fs::write(
-        c.pki.path().join("plan.toml"),
-        "kill_power_delay_s = 1\nruntime_floor_s = 0\n\n[[stage]]\nname = \"apps\"\nhosts = [\"label:apps\"]\ntrigger = { on_battery_s = 1 }\nack_timeout_s = 30\n\n[[stage]]\nname = \"core\"\nhosts = [\"label:core\"]\ntrigger = { on_battery_s = 3 }\nack_timeout_s = 30\n",
-    )
-    .unwrap();
-    c.wait_formed(1, 3, 0, Duration::from_secs(40));
-    wait_for(Duration::from_secs(20), || {
-        let v: serde_json::Value =
-            serde_json::from_slice(&c.cli(2, &["plan", "--json"]).stdout).ok()?;
-        let online = c
-            .status(2)
-            .is_some_and(|s| s["ups"][0]["status"] == "ONLINE");
-        (v["has_plan"] == true && online).then_some(())
-    })
-    .unwrap_or_else(|| panic!("plan or UPS never replicated\n{}", c.logs()));
+    let c = two_stage_cluster("smt1", ups_toml(&link.display().to_string(), 300));
 
     ups.on_battery(true);
     wait_for(Duration::from_secs(60), || {
@@ -206,12 +167,7 @@ fn a_staged_shutdown_over_modbus_ends_with_the_ups_output_off() {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("no kill power reached the UPS\n{}", c.logs()));
-    let shutdowns = |i: usize| {
-        c.records(i)
-            .iter()
-            .filter(|r| r["action"] == "shutdown")
-            .count()
-    };
+    let shutdowns = |i: usize| shutdowns(&c, i);
     for i in 2..=3 {
         assert_eq!(
             shutdowns(i),

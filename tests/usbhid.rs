@@ -17,20 +17,6 @@ fn ups_toml(poll_ms: u64) -> String {
     )
 }
 
-fn ups_of(v: &serde_json::Value) -> serde_json::Value {
-    v["ups"][0].clone()
-}
-
-fn wait_ups_status(pki: &TestPki, node: &NodeProc, what: &str, secs: u64) -> serde_json::Value {
-    wait_status(pki, node, Duration::from_secs(secs), what, |v| {
-        ups_of(v)["status"] == what
-    })
-}
-
-fn events(pki: &TestPki, node: &NodeProc) -> String {
-    stdout(&upsilon(pki, node.addr, Some("operator"), &["events"]))
-}
-
 #[test]
 fn an_interrupt_ac_lost_reaches_every_node_without_waiting_for_a_poll() {
     // A 30 s poll: only the interrupt report can bring the news sooner.
@@ -42,13 +28,7 @@ fn an_interrupt_ac_lost_reaches_every_node_without_waiting_for_a_poll() {
         ..Default::default()
     });
     // The device appears after the node started: the driver looks for it every second.
-    let usb = FakeUsb::start(
-        &c.pki.path().join("usb-n1.sock"),
-        back_ups(),
-        0x051d,
-        0x0002,
-        "4B1234P56789",
-    );
+    let usb = FakeUsb::back_ups(&c.pki.path().join("usb-n1.sock"));
     c.wait_formed(1, 3, 0, Duration::from_secs(40));
     let ups_on = |i: usize| c.status(i).map(|v| ups_of(&v)).unwrap_or_default();
     let u = wait_for(Duration::from_secs(30), || {
@@ -101,13 +81,7 @@ fn an_interrupt_ac_lost_reaches_every_node_without_waiting_for_a_poll() {
 #[test]
 fn unplug_and_replug_are_commfailure_and_commok() {
     let pki = TestPki::new();
-    let usb = FakeUsb::start(
-        &pki.path().join("usb.sock"),
-        back_ups(),
-        0x051d,
-        0x0002,
-        "4B1234P56789",
-    );
+    let usb = FakeUsb::back_ups(&pki.path().join("usb.sock"));
     let node = NodeProc::start(&pki, &ups_toml(500));
     wait_ups_status(&pki, &node, "ONLINE", 20);
     usb.unplug();
@@ -120,7 +94,7 @@ fn unplug_and_replug_are_commfailure_and_commok() {
     // Back: found again within about a second, whatever the poll interval.
     usb.replug();
     wait_ups_status(&pki, &node, "ONLINE", 10);
-    let ev = events(&pki, &node);
+    let ev = events_text(&pki, &node);
     let fail = ev
         .find("Communications with UPS lost")
         .unwrap_or_else(|| panic!("{ev}"));
@@ -166,13 +140,7 @@ fn kill_power_is_apcupsds_writes_for_a_back_ups_and_a_smart_ups() {
     // Back-UPS: return at once with mains (capacity 0, startup delay 10 s), then
     // hibernate after the delay (apcupsd's 60 s for an operator's kill-power).
     let pki = TestPki::new();
-    let usb = FakeUsb::start(
-        &pki.path().join("usb.sock"),
-        back_ups(),
-        0x051d,
-        0x0002,
-        "4B1234P56789",
-    );
+    let usb = FakeUsb::back_ups(&pki.path().join("usb.sock"));
     let node = sending_node(&pki);
     wait_ups_status(&pki, &node, "ONLINE", 20);
     let o = upsilon(
@@ -250,13 +218,7 @@ fn kill_power_is_apcupsds_writes_for_a_back_ups_and_a_smart_ups() {
 #[test]
 fn bad_reports_and_a_malformed_descriptor_are_errors_not_crashes() {
     let pki = TestPki::new();
-    let usb = FakeUsb::start(
-        &pki.path().join("usb.sock"),
-        back_ups(),
-        0x051d,
-        0x0002,
-        "4B1234P56789",
-    );
+    let usb = FakeUsb::back_ups(&pki.path().join("usb.sock"));
     let node = NodeProc::start(&pki, &ups_toml(500));
     wait_ups_status(&pki, &node, "ONLINE", 20);
     // A report ID the descriptor does not have, a short status report, an empty one

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use upsilon_tests::fakeusb::{FakeUsb, back_ups};
+use upsilon_tests::fakeusb::FakeUsb;
 use upsilon_tests::modbus_slave::{ModbusSlave, smt1500};
 use upsilon_tests::{ClusterSpec, EventWatch, TestCluster, percentile};
 
@@ -77,13 +77,7 @@ async fn run(driver: &str, rounds: usize, poll_ms: u64) -> Result {
     });
     let ups = match modbus {
         Some(m) => Ups::Modbus(m),
-        None => Ups::Usb(FakeUsb::start(
-            &c.pki.path().join("usb-n1.sock"),
-            back_ups(),
-            0x051d,
-            0x0002,
-            "4B1234P56789",
-        )),
+        None => Ups::Usb(FakeUsb::back_ups(&c.pki.path().join("usb-n1.sock"))),
     };
     let mut watch = EventWatch::start(&c, nodes).await;
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -810,6 +810,71 @@ impl TestCluster {
     }
 }
 
+/// The first UPS of a status (`upsilon status --json`).
+pub fn ups_of(v: &serde_json::Value) -> serde_json::Value {
+    v["ups"][0].clone()
+}
+
+/// Waits until the node's first UPS shows status `what`.
+pub fn wait_ups_status(pki: &TestPki, node: &NodeProc, what: &str, secs: u64) -> serde_json::Value {
+    wait_status(pki, node, Duration::from_secs(secs), what, |v| {
+        ups_of(v)["status"] == what
+    })
+}
+
+/// The node's event history as `upsilon events` prints it.
+pub fn events_text(pki: &TestPki, node: &NodeProc) -> String {
+    stdout(&upsilon(pki, node.addr, Some("operator"), &["events"]))
+}
+
+/// A 3-node cluster whose node 1 owns UPS `ups` (its `[[ups]]` TOML given) feeding
+/// every host, hosts recorded and UPS orders sent, with a two-stage plan (apps = n2
+/// and n3 after 1 s on battery, core = n1 after 3 s; each host's shutdown takes 1 s),
+/// once the plan and the UPS's ONLINE status have reached node 2.
+pub fn two_stage_cluster(ups: &str, ups_toml: String) -> TestCluster {
+    let feeds = format!("feeds = [\"{ups}\"]\nshutdown_s = 1");
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 3,
+        voters: 3,
+        ups_on: vec![],
+        ups_toml: vec![(1, ups_toml)],
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
+        // The UPS gets the real orders; host shutdowns are only recorded.
+        executor_extra: "ups_commands = \"send\"".into(),
+        executor_of: vec![],
+        cluster_extra: vec![
+            format!("{feeds}\nlabels = [\"core\"]\nplan = \"plan.toml\""),
+            format!("{feeds}\nlabels = [\"apps\"]"),
+            format!("{feeds}\nlabels = [\"apps\"]"),
+        ],
+        ..Default::default()
+    });
+    std::fs::write(
+        c.pki.path().join("plan.toml"),
+        "kill_power_delay_s = 1\nruntime_floor_s = 0\n\n[[stage]]\nname = \"apps\"\nhosts = [\"label:apps\"]\ntrigger = { on_battery_s = 1 }\nack_timeout_s = 30\n\n[[stage]]\nname = \"core\"\nhosts = [\"label:core\"]\ntrigger = { on_battery_s = 3 }\nack_timeout_s = 30\n",
+    )
+    .unwrap();
+    c.wait_formed(1, 3, 0, Duration::from_secs(40));
+    wait_for(Duration::from_secs(20), || {
+        let v: serde_json::Value =
+            serde_json::from_slice(&c.cli(2, &["plan", "--json"]).stdout).ok()?;
+        let online = c
+            .status(2)
+            .is_some_and(|s| s["ups"][0]["status"] == "ONLINE");
+        (v["has_plan"] == true && online).then_some(())
+    })
+    .unwrap_or_else(|| panic!("plan or UPS never replicated\n{}", c.logs()));
+    c
+}
+
+/// How many shutdowns host `i` recorded.
+pub fn shutdowns(c: &TestCluster, i: usize) -> usize {
+    c.records(i)
+        .iter()
+        .filter(|r| r["action"] == "shutdown")
+        .count()
+}
+
 /// A staged-shutdown plan's TOML: kill power 5 s after the last stage, no runtime
 /// floor, and one `[[stage]]` per `(name, hosts, trigger, ack_timeout_s)`, e.g.
 /// `("batch", r#""label:batch""#, "on_battery_s = 2", 30)`.

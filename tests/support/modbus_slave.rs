@@ -259,15 +259,16 @@ fn on_write(s: &mut Shared, addr: u16, values: &[u16]) {
                 v == 1,
             ));
             // Pending output off.
-            let st = s
-                .slave
-                .regs
-                .get(&(reg::UPS_STATUS + 1))
-                .copied()
-                .unwrap_or(0);
-            s.slave.regs.insert(reg::UPS_STATUS + 1, st | 1 << 9);
+            update_status(s, |st| st | 1 << 9);
         }
     }
+}
+
+/// Changes the low word of UPSStatus (the bits this model uses).
+fn update_status(s: &mut Shared, f: impl FnOnce(u16) -> u16) {
+    let at = reg::UPS_STATUS + 1;
+    let st = s.slave.regs.get(&at).copied().unwrap_or(0);
+    s.slave.regs.insert(at, f(st));
 }
 
 fn tick(shared: &Arc<Mutex<Shared>>) {
@@ -279,15 +280,7 @@ fn tick(shared: &Arc<Mutex<Shared>>) {
         s.output_off = true;
         s.return_on_mains = ret;
         s.events.push((Instant::now(), "output off".into()));
-        let st = s
-            .slave
-            .regs
-            .get(&(reg::UPS_STATUS + 1))
-            .copied()
-            .unwrap_or(0);
-        s.slave
-            .regs
-            .insert(reg::UPS_STATUS + 1, (st & !(1 << 9)) | 1 << 4);
+        update_status(&mut s, |st| (st & !(1 << 9)) | 1 << 4);
         if ret && !s.on_battery {
             // Mains already back: the output returns after the UPS's own restart.
             s.output_off = false;

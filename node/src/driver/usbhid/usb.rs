@@ -161,7 +161,9 @@ fn hid_interface(dev: &rusb::Device<rusb::Context>) -> Option<HidInterface> {
     let config = dev.active_config_descriptor().ok()?;
     for iface in config.interfaces() {
         for d in iface.descriptors() {
-            if d.class_code() != 3 {
+            // HID, and not a boot keyboard or mouse (protocol 1, 2): a UPS's interface
+            // has protocol 0, and a keyboard's kernel driver is never detached.
+            if d.class_code() != 3 || matches!(d.protocol_code(), 1 | 2) {
                 continue;
             }
             let mut hid = HidInterface {

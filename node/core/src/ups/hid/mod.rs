@@ -5,6 +5,7 @@
 //! `upsilon-node` owns the USB transport.
 
 pub mod descriptor;
+pub mod fixtures;
 pub mod kill;
 pub mod report;
 pub mod session;

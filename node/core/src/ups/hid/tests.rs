@@ -241,41 +241,9 @@ proptest::proptest! {
 mod session {
     use super::hex;
     use crate::ups::hid::descriptor::ReportType;
+    use crate::ups::hid::fixtures::back_ups;
     use crate::ups::hid::session::{FakeHid, HidError, HidUps};
     use std::time::{Duration, SystemTime};
-
-    /// A Back-UPS (report IDs as the ES 850G2 / Back-UPS 350): strings 1-2, status 6,
-    /// capacity + runtime 12, ACPresent 19, low battery + shutdown imminent 20, and the
-    /// APC kill usages: BattCapBeforeStartup 0x21, DelayBeforeStartup 0x22,
-    /// DelayBeforeShutdown 0x23 (16-bit signed).
-    fn back_ups() -> FakeHid {
-        let mut f = FakeHid {
-            descriptor: hex("05 84 09 04 a1 01 09 24 a1 00 \
-                 85 01 09 fe 75 08 95 01 15 00 26 ff 00 b1 22 \
-                 85 02 09 ff b1 22 \
-                 85 06 05 85 09 44 81 a2 09 44 b1 a2 09 45 81 a2 09 45 b1 a2 \
-                 85 0c 09 66 25 64 81 a2 09 66 b1 a2 09 68 75 10 27 ff ff 00 00 66 01 10 81 a2 09 68 b1 a2 \
-                 85 13 09 d0 75 08 25 01 65 00 81 a2 09 d0 b1 a2 \
-                 85 14 09 42 81 a2 09 42 b1 a2 05 84 09 69 81 a2 09 69 b1 a2 \
-                 06 86 ff 85 21 09 19 26 ff 00 b1 a2 \
-                 75 10 16 ff ff 26 ff 7f 85 22 09 7e b1 a2 85 23 09 7d b1 a2 \
-                 c0 c0"),
-            ..Default::default()
-        };
-        for (kind, bytes) in [
-            (ReportType::Feature, vec![0x01, 2]),
-            (ReportType::Feature, vec![0x02, 3]),
-            (ReportType::Feature, vec![0x06, 1, 0]),
-            (ReportType::Feature, vec![0x0c, 100, 0x64, 0x05]),
-            (ReportType::Feature, vec![0x13, 1]),
-            (ReportType::Feature, vec![0x14, 0, 0]),
-        ] {
-            f.reports.insert((kind, bytes[0]), bytes);
-        }
-        f.strings.insert(2, "Back-UPS ES 850G2".into());
-        f.strings.insert(3, "4B1234P56789".into());
-        f
-    }
 
     #[test]
     fn a_fake_back_ups_polls_then_interrupts_report_the_outage_at_once() {
@@ -313,6 +281,24 @@ mod session {
             Some(100.0)
         );
         assert!(!ups.interrupt(Duration::ZERO).unwrap(), "nothing more");
+    }
+
+    #[test]
+    fn the_smart_ups_fixture_reads_and_is_killed_startup_then_shutdown() {
+        let mut dev = crate::ups::hid::fixtures::smart_ups();
+        let mut ups = HidUps::open(&mut dev).unwrap();
+        let r = ups.poll(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(r.model, "Smart-UPS 1000 FW:600.1.I");
+        assert!(r.flags.online && !r.flags.on_battery);
+        assert_eq!(
+            (r.charge_percent, r.runtime_s),
+            (Some(100.0), Some(21000.0))
+        );
+        let what = ups.kill(90, true).unwrap();
+        assert!(what.contains("Smart-UPS shutdown with return"), "{what}");
+        drop(ups);
+        let w: Vec<Vec<u8>> = dev.writes.iter().map(|(_, b)| b.clone()).collect();
+        assert_eq!(w, [vec![0x28, 94, 0], vec![0x12, 90, 0]]);
     }
 
     #[test]
