@@ -29,35 +29,12 @@ phase "cargo build (binaries the integration tests run)"
 cargo build --workspace --bins --locked
 phase "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-phase "cargo test (build)"
-cargo test --workspace --locked --no-run
-# The randomized outages (the longest binary, about 7 minutes of mostly waiting) run
-# beside everything else; every other test target runs as before. The list is read
-# from tests/Cargo.toml, so a new test file is never left out.
+phase "cargo test"
 log=$(mktemp)
-rlog=$(mktemp)
-trap 'rm -f "$log" "$rlog"' EXIT
-phase "cargo test (randomized outages beside the rest)"
+trap 'rm -f "$log"' EXIT
 set +e
-cargo test --locked -p upsilon-tests --test randomized > "$rlog" 2>&1 &
-rpid=$!
-others=()
-for t in $(awk '/^\[\[test\]\]/ { t = 1; next } t && /^name *=/ { gsub(/[" ]/, "", $0); sub(/^name=/, "", $0); print; t = 0 }' tests/Cargo.toml); do
-  [ "$t" = randomized ] || others+=(--test "$t")
-done
-{
-  cargo test --workspace --exclude upsilon-tests --locked --no-fail-fast
-  s1=$?
-  cargo test --locked -p upsilon-tests --lib --bins "${others[@]}" --no-fail-fast
-  s2=$?
-  [ $s1 -eq 0 ] && [ $s2 -eq 0 ]
-} 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-wait "$rpid"
-rstatus=$?
-phase "randomized outages (ran beside the rest)"
-cat "$rlog" | tee -a "$log"
-[ "$rstatus" -eq 0 ] || status=1
 set -e
 # One closing line for the whole suite (cargo prints one per test binary).
 phase "done"

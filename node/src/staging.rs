@@ -196,7 +196,9 @@ pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut s
                 if ran_here && !st.said_halted && stood_in.insert(key) {
                     let (shared, cluster) = (shared.clone(), cluster.clone());
                     let drill = st.drill.is_some();
-                    tokio::spawn(async move { stand_in_halt(&shared, &cluster, drill).await });
+                    tokio::spawn(
+                        async move { stand_in_halt(&shared, &cluster, drill, true).await },
+                    );
                 }
                 continue;
             }
@@ -332,13 +334,16 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    stand_in_halt(shared, cluster, st.drill.is_some()).await;
+    stand_in_halt(shared, cluster, st.drill.is_some(), false).await;
 }
 
 /// Record mode: what the host's real halt would do next, so the cluster sees it down.
 /// Live mode: nothing (the host halts; the package's shutdown hook sends "halted").
 /// In a drill, whatever the mode: "halted" at once (the host does not halt).
-async fn stand_in_halt(shared: &NodeShared, cluster: &Cluster, drill: bool) {
+/// `restarted`: the daemon started again after this host's halting ack; it halts again
+/// only while the host would still be going down (the outage on and its supply on
+/// battery): a host that boots once power is back stays up.
+async fn stand_in_halt(shared: &NodeShared, cluster: &Cluster, drill: bool, restarted: bool) {
     use upsilon_core::config::RecordHalt;
     let stand_in = if drill {
         Some((RecordHalt::Report, Duration::ZERO))
@@ -352,6 +357,24 @@ async fn stand_in_halt(shared: &NodeShared, cluster: &Cluster, drill: bool) {
         return;
     }
     tokio::time::sleep(after).await;
+    if restarted {
+        let going_down = cluster.read(|s| {
+            let outage_on = s.outage.as_ref().is_some_and(|o| o.ended_ms.is_none());
+            let plan = s.plan.clone().unwrap_or_default();
+            let on_battery = s
+                .nodes
+                .get(&cluster.id)
+                .and_then(|n| plan::supply(n, s, &plan, now_ms()))
+                .is_none_or(|sup| sup.on_battery);
+            outage_on && on_battery
+        });
+        if !going_down {
+            tracing::info!(
+                "record mode: power is back since this host's halting acknowledgement; it stays up"
+            );
+            return;
+        }
+    }
     match what {
         RecordHalt::Report => {
             let cmd = Command::HostHalted {
