@@ -277,7 +277,10 @@ impl ReportDescriptor {
         // one repeating.
         let mut usages = l.usages.clone();
         if let (Some(a), Some(b)) = (l.min, l.max) {
-            let n = b.saturating_sub(a).min(g.count);
+            // Bounded: a zero-size field can have any count (no bits), and a usage
+            // range beyond MAX_FIELDS is refused below anyway (fuzzing found a 2 GB
+            // allocation here).
+            let n = b.saturating_sub(a).min(g.count).min(MAX_FIELDS as u32);
             usages.extend((0..=n).map(|k| a + k));
         }
         for k in 0..g.count {

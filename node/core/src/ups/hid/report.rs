@@ -76,8 +76,9 @@ pub fn physical(field: &Field, raw: i64) -> f64 {
 
 /// A HID date: (year − 1980) × 512 + month × 32 + day, e.g. 10896 = 2001-04-16.
 pub fn hid_date(v: i64) -> Option<(i32, u32, u32)> {
+    // Any 64-bit value can come from a device: no overflow (fuzzing found one).
     let (y, m, d) = (
-        (v >> 9) as i32 + 1980,
+        i32::try_from(v >> 9).ok()?.checked_add(1980)?,
         ((v >> 5) & 0xF) as u32,
         (v & 0x1F) as u32,
     );

@@ -160,6 +160,37 @@ fn the_back_ups_xs_1400u_tail_decodes_with_its_faults() {
     );
 }
 
+/// Found by `cargo fuzz run hid_report`: a usage range (Usage Minimum/Maximum) on a
+/// zero-size field with a huge Report Count made the parser allocate 2 GB. It must
+/// parse (or fail) with bounded memory.
+#[test]
+fn a_huge_usage_range_on_a_zero_size_field_stays_bounded() {
+    let bytes = hex_compact(
+        "058409fca13109feff650081a2090fffffffff75089501150026ff650081a209ff24a1d9d9d9d9d9d9d9d9d9d9d98a00d9d9d900850109feff6500810924a100850109feff650081a2090fffffffff7508951b1bffffffff1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b001027ffff16ff2bce000035228509327e099705ff85210919257eb1a28523097d05",
+    );
+    if let Ok(d) = ReportDescriptor::parse(&bytes) {
+        assert!(d.fields.len() <= crate::ups::hid::descriptor::MAX_FIELDS);
+    }
+}
+
+/// Found by `cargo fuzz run hid_report`: a 64-bit value read as a HID date overflowed
+/// the year.
+#[test]
+fn dates_from_any_value_never_overflow() {
+    use crate::ups::hid::report::{apc_date, hid_date};
+    for v in [i64::MAX, i64::MIN, (i64::from(i32::MAX) << 9) | 0x21, -1, 0] {
+        let _ = (hid_date(v), apc_date(v));
+    }
+    assert_eq!(hid_date(10896), Some((2001, 4, 16)));
+    assert_eq!(hid_date((i64::from(i32::MAX) << 9) | 0x21), None);
+}
+
+fn hex_compact(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
 #[test]
 fn a_one_byte_logical_maximum_on_a_16_bit_field_reads_as_unsigned() {
     // Usage page 0x85, RunTimeToEmpty, report 1, 16 bits, min 0, max `25 ff`.
