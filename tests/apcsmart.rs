@@ -230,16 +230,6 @@ fn sequence_from(sim: &SmartUps, first: u8, n: usize) -> Vec<(u8, f64)> {
     out
 }
 
-fn sending_node(pki: &TestPki, link: &Path) -> NodeProc {
-    NodeProc::start(
-        pki,
-        &format!(
-            "{}\n[executor]\nups_commands = \"send\"\nrecord_file = \"record.jsonl\"\n",
-            ups_toml(link, 300)
-        ),
-    )
-}
-
 #[test]
 fn kill_power_on_battery_is_s_and_the_output_returns_with_mains() {
     let pki = TestPki::new();
@@ -270,7 +260,7 @@ fn kill_power_on_battery_is_s_and_the_output_returns_with_mains() {
     }
     assert!(!sim.received().iter().any(|r| r.byte == b'S'));
 
-    let node = sending_node(&pki, &link);
+    let node = sending_node(&pki, &ups_toml(&link, 300));
     wait_ups_status(&pki, &node, "ONLINE", 20);
     sim.mains(true);
     wait_ups_status(&pki, &node, "ONBATT", 10);
@@ -280,17 +270,7 @@ fn kill_power_on_battery_is_s_and_the_output_returns_with_mains() {
         !o.status.success() && stderr(&o).contains("the UPS refused"),
         "{o:?}"
     );
-    let o = upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["ups", "kill-power", "--confirm"],
-    );
-    assert!(
-        stdout(&o).contains("smart1: sent to the UPS"),
-        "{o:?}\n{}",
-        node.log_text()
-    );
+    kill_power_sent(&pki, &node, "smart1");
     // apcupsd: read the grace delay, send `S`, wait 5 s, read `OK`.
     let seq = sequence_from(&sim, b'S', 2);
     assert_eq!(seq[0].0, b'S');
@@ -329,20 +309,10 @@ fn kill_power_on_line_falls_back_to_at_000_with_apcupsd_pauses() {
     let mut opts = SmartUpsOptions::new(&link);
     opts.grace_s = 1;
     let sim = SmartUps::start(opts).unwrap();
-    let node = sending_node(&pki, &link);
+    let node = sending_node(&pki, &ups_toml(&link, 300));
     wait_ups_status(&pki, &node, "ONLINE", 20);
     // On line `S` is refused (NA), so the power cycle uses `@000`.
-    let o = upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["ups", "kill-power", "--confirm"],
-    );
-    assert!(
-        stdout(&o).contains("sent to the UPS"),
-        "{o:?}\n{}",
-        node.log_text()
-    );
+    kill_power_sent(&pki, &node, "smart1");
     let seq = sequence_from(&sim, b'S', 5);
     let bytes: Vec<u8> = seq.iter().map(|(b, _)| *b).collect();
     assert_eq!(bytes, b"S@000", "{seq:?}");
@@ -366,7 +336,7 @@ fn power_off_is_k_pause_k_and_self_test_is_w() {
     let mut opts = SmartUpsOptions::new(&link);
     opts.spec.self_test_duration_s = 2.0;
     let sim = SmartUps::start(opts).unwrap();
-    let node = sending_node(&pki, &link);
+    let node = sending_node(&pki, &ups_toml(&link, 300));
     wait_ups_status(&pki, &node, "ONLINE", 20);
 
     let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
@@ -651,21 +621,11 @@ fn kill_power_falls_back_to_power_off_when_s_and_at_are_refused() {
     let mut opts = SmartUpsOptions::new(&link);
     opts.refuse = b"S@".to_vec();
     let sim = SmartUps::start(opts).unwrap();
-    let node = sending_node(&pki, &link);
+    let node = sending_node(&pki, &ups_toml(&link, 300));
     wait_ups_status(&pki, &node, "ONLINE", 20);
     sim.mains(true);
     wait_ups_status(&pki, &node, "ONBATT", 10);
-    let o = upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["ups", "kill-power", "--confirm"],
-    );
-    assert!(
-        stdout(&o).contains("sent to the UPS"),
-        "{o:?}\n{}",
-        node.log_text()
-    );
+    kill_power_sent(&pki, &node, "smart1");
     let seq = sequence_from(&sim, b'S', 7);
     let bytes: Vec<u8> = seq.iter().map(|(b, _)| *b).collect();
     assert_eq!(bytes, b"S@000KK", "{seq:?}");
@@ -685,7 +645,7 @@ fn self_test_with_a_late_transfer_cause_is_not_a_power_failure() {
     // The UPS answers `G` with NA for 3 s after the transfer; apcupsd asks again.
     opts.transfer_cause_unknown_s = 3.0;
     let sim = SmartUps::start(opts).unwrap();
-    let node = sending_node(&pki, &link);
+    let node = sending_node(&pki, &ups_toml(&link, 300));
     wait_ups_status(&pki, &node, "ONLINE", 20);
     let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
     assert!(stdout(&o).contains("sent to the UPS"), "{o:?}");
@@ -876,7 +836,7 @@ fn kill_power_sequence_matches_real_apcupsd() {
     let pki = TestPki::new();
     let link = pki.path().join("ttyUPS");
     let ours_sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
-    let node = sending_node(&pki, &link);
+    let node = sending_node(&pki, &ups_toml(&link, 300));
     wait_ups_status(&pki, &node, "ONLINE", 20);
     let o = upsilon(
         &pki,

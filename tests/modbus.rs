@@ -24,13 +24,7 @@ fn an_smt_on_a_serial_line_is_read_and_killed_with_simple_signalling() {
     let mut regs = smt1500();
     regs.regs.insert(reg::MOG_OFF_DELAY, 2);
     let ups = ModbusSlave::start(&link, regs).unwrap();
-    let node = NodeProc::start(
-        &pki,
-        &format!(
-            "{}\n[executor]\nups_commands = \"send\"\nrecord_file = \"record.jsonl\"\n",
-            ups_toml(&link.display().to_string(), 500)
-        ),
-    );
+    let node = sending_node(&pki, &ups_toml(&link.display().to_string(), 500));
     let v = wait_ups_status(&pki, &node, "ONLINE", 20);
     let u = ups_of(&v);
     assert_eq!(u["driver"], "modbus", "{u}");
@@ -53,17 +47,7 @@ fn an_smt_on_a_serial_line_is_read_and_killed_with_simple_signalling() {
     });
 
     // An operator's kill power keeps the UPS's own delay (2 s here).
-    let o = upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["ups", "kill-power", "--confirm"],
-    );
-    assert!(
-        stdout(&o).contains("smt1: sent to the UPS"),
-        "{o:?}\n{}",
-        node.log_text()
-    );
+    kill_power_sent(&pki, &node, "smt1");
     assert_eq!(ups.writes(), [(reg::SIMPLE_SIGNALING_COMMAND, vec![1])]);
     wait_for(Duration::from_secs(10), || ups.output_off().then_some(()))
         .expect("the output goes off after the UPS's delay");
@@ -126,13 +110,7 @@ fn modbus_over_usb_reads_the_same_values_and_kills_with_the_cluster_delay() {
     let mut slave = smt1500();
     slave.crc = false;
     usb.attach_modbus(slave, 0x91);
-    let node = NodeProc::start(
-        &pki,
-        &format!(
-            "{}\n[executor]\nups_commands = \"send\"\nrecord_file = \"record.jsonl\"\n",
-            ups_toml("usb", 500)
-        ),
-    );
+    let node = sending_node(&pki, &ups_toml("usb", 500));
     let v = wait_ups_status(&pki, &node, "ONLINE", 20);
     let u = ups_of(&v);
     assert_eq!(u["model"], "Smart-UPS 1500", "{u}");

@@ -125,35 +125,15 @@ fn unplug_and_replug_are_commfailure_and_commok() {
     );
 }
 
-fn sending_node(pki: &TestPki) -> NodeProc {
-    NodeProc::start(
-        pki,
-        &format!(
-            "{}\n[executor]\nups_commands = \"send\"\nrecord_file = \"record.jsonl\"\n",
-            ups_toml(500)
-        ),
-    )
-}
-
 #[test]
 fn kill_power_is_apcupsds_writes_for_a_back_ups_and_a_smart_ups() {
     // Back-UPS: return at once with mains (capacity 0, startup delay 10 s), then
     // hibernate after the delay (apcupsd's 60 s for an operator's kill-power).
     let pki = TestPki::new();
     let usb = FakeUsb::back_ups(&pki.path().join("usb.sock"));
-    let node = sending_node(&pki);
+    let node = sending_node(&pki, &ups_toml(500));
     wait_ups_status(&pki, &node, "ONLINE", 20);
-    let o = upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["ups", "kill-power", "--confirm"],
-    );
-    assert!(
-        stdout(&o).contains("usb1: sent to the UPS"),
-        "{o:?}\n{}",
-        node.log_text()
-    );
+    kill_power_sent(&pki, &node, "usb1");
     assert_eq!(
         usb.writes(),
         [
@@ -179,20 +159,10 @@ fn kill_power_is_apcupsds_writes_for_a_back_ups_and_a_smart_ups() {
         0x0003,
         "AS1234567890",
     );
-    let node = sending_node(&pki);
+    let node = sending_node(&pki, &ups_toml(500));
     let v = wait_ups_status(&pki, &node, "ONLINE", 20);
     assert_eq!(ups_of(&v)["runtime_seconds"], 21000.0, "{v}");
-    let o = upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["ups", "kill-power", "--confirm"],
-    );
-    assert!(
-        stdout(&o).contains("usb1: sent to the UPS"),
-        "{o:?}\n{}",
-        node.log_text()
-    );
+    kill_power_sent(&pki, &node, "usb1");
     assert_eq!(
         usb.writes(),
         [

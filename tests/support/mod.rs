@@ -822,6 +822,32 @@ pub fn wait_ups_status(pki: &TestPki, node: &NodeProc, what: &str, secs: u64) ->
     })
 }
 
+/// A node with `ups_toml` whose UPS orders reach the UPS (`ups_commands = "send"`);
+/// host shutdowns are still only recorded.
+pub fn sending_node(pki: &TestPki, ups_toml: &str) -> NodeProc {
+    NodeProc::start(
+        pki,
+        &format!(
+            "{ups_toml}\n[executor]\nups_commands = \"send\"\nrecord_file = \"record.jsonl\"\n"
+        ),
+    )
+}
+
+/// An operator's `upsilon ups kill-power --confirm`, which must reach UPS `ups`.
+pub fn kill_power_sent(pki: &TestPki, node: &NodeProc, ups: &str) {
+    let o = upsilon(
+        pki,
+        node.addr,
+        Some("operator"),
+        &["ups", "kill-power", "--confirm"],
+    );
+    assert!(
+        stdout(&o).contains(&format!("{ups}: sent to the UPS")),
+        "{o:?}\n{}",
+        node.log_text()
+    );
+}
+
 /// The node's event history as `upsilon events` prints it.
 pub fn events_text(pki: &TestPki, node: &NodeProc) -> String {
     stdout(&upsilon(pki, node.addr, Some("operator"), &["events"]))
