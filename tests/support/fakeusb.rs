@@ -16,7 +16,7 @@ use upsilon_core::ups::hid::descriptor::ReportType;
 pub use upsilon_core::ups::hid::fixtures::{back_ups, smart_ups};
 use upsilon_core::ups::hid::session::FakeHid;
 use upsilon_core::ups::modbus::FakeModbus;
-use upsilon_node::driver::usbhid::emulated::{Reply, Request, kind_code, kind_of};
+use upsilon_node::driver::usbhid::emulated::{Reply, Request, kind_of};
 
 struct State {
     hid: FakeHid,
@@ -265,7 +265,6 @@ fn answer(state: &Arc<(Mutex<State>, Condvar)>, plug: &mut Option<u64>, req: Req
                 s.hid.interrupts.push_back(reply);
                 cv.notify_all();
             }
-            let _ = kind_code(ReportType::Output);
             Reply::Done
         }
         Request::String { index } => match (&mut s.hid).string(index) {
