@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::driver::{self, DriverError, UpsDriver};
+use crate::driver::{self, DriverError, UpsCommand, UpsDriver};
 use crate::executor::Executor;
 use crate::shared::{NodeShared, UpsOrder};
 use upsilon_client::stop::Stop;
@@ -235,8 +235,8 @@ pub async fn start_with(
             )),
         ));
         tasks.push((
-            "heartbeats",
-            tokio::spawn(duties::heartbeats(cl.clone(), stop.resubscribe())),
+            "liveness",
+            tokio::spawn(duties::liveness(cl.clone(), stop.resubscribe())),
         ));
         tasks.push((
             "mark_stale_upses",
@@ -409,7 +409,13 @@ async fn run_ups(
             // Ends early when the UPS announces a change itself (apcsmart alerts).
             _ = driver.wait_for_change(wait) => {}
             Some((cmd, reply)) = orders.recv() => {
-                tracing::warn!(ups = %name, "sending {cmd:?} to the UPS");
+                // A simulator's change is read back at once, as a real UPS's alert is.
+                let simulated = matches!(cmd, UpsCommand::Simulate(_));
+                if simulated {
+                    tracing::info!(ups = %name, "simulating {cmd:?}");
+                } else {
+                    tracing::warn!(ups = %name, "sending {cmd:?} to the UPS");
+                }
                 let limit = driver.command_timeout();
                 let r = tokio::time::timeout(limit, driver.command(cmd))
                     .await
@@ -417,6 +423,9 @@ async fn run_ups(
                         format!("the UPS did not finish the command within {} s", limit.as_secs())
                     })
                     .and_then(|r| r.map_err(|e| e.to_string()));
+                if simulated && r.is_ok() {
+                    next_poll = tokio::time::Instant::now();
+                }
                 let _ = reply.send(r);
                 continue;
             }
@@ -495,6 +504,12 @@ async fn run_ups(
                     Some((k, at)) => *k != key || at.elapsed() >= heartbeat,
                 };
                 if due || !reported.is_empty() {
+                    tracing::debug!(
+                        target: crate::LATENCY,
+                        ups = %name,
+                        t_us = upsilon_core::time::now_us(),
+                        "latency report queued"
+                    );
                     reporter.push(report_of(&v, cluster.id, reported));
                     last_sent = Some((key, now));
                 }

@@ -1,13 +1,18 @@
-//! cluster-bench: how long a simulated UPS change takes to be applied on every node,
-//! for 5 and 25 real `upsilond` processes on loopback, and what one idle node costs.
+//! cluster-bench: how long a UPS change takes to be applied on every node of a cluster
+//! of real `upsilond` processes on loopback, and where the time goes.
 //!
-//! Run (release build recommended):
-//!     cargo build --release --workspace --bins && target/release/cluster-bench [ROUNDS]
-//! Each round toggles mains on the UPS owner (node 1) through the admin API and waits
-//! until every node's Watch stream delivers the resulting event (`powerout` or
-//! `mainsback`): the latency includes the owner's poll interval (100 ms), the monitor,
-//! the Raft commit and the apply on every node.
+//! Run (release build):
+//!     cargo build --release --workspace --bins && target/release/cluster-bench [ROUNDS] [NODES...]
+//! (default: 40 rounds on 5, 25 and 100 nodes). Every node has the daemon's default
+//! timing. The UPS is a simulated one on the *last* node, a learner, so every change
+//! is forwarded to the leader as on most members of a real cluster. The `sim` driver
+//! reads a change back at once (as apcsmart does after an alert), so the time is the
+//! pipeline's: each round toggles mains through the admin API and waits until every
+//! node's `Watch` stream delivers `powerout` or `mainsback`. The nodes' latency trace
+//! points (`UPSILON_LOG=...,upsilon::latency=trace`: microsecond wall-clock stamps,
+//! one machine so one clock) split each round into its stages.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use upsilon_client::rpc;
@@ -15,60 +20,101 @@ use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 use upsilon_tests::{ClusterSpec, EventWatch, TestCluster, percentile};
 
-struct ProcStats {
-    rss_kib: u64,
-    cpu_ticks: u64,
+/// One latency trace line of a node's log.
+struct Mark {
+    kind: &'static str,
+    index: Option<u64>,
+    t_us: i64,
+    /// On "committed": when the leader proposed the entry.
+    proposed_us: Option<i64>,
 }
 
-fn proc_stats(pid: u32) -> ProcStats {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kib = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after ')'.
-    ProcStats {
-        rss_kib,
-        cpu_ticks: ticks(11) + ticks(12),
+const KINDS: [&str; 5] = [
+    "latency report queued",
+    "latency report sent",
+    "latency report written",
+    "latency committed",
+    "latency applied",
+];
+
+fn marks(log: &std::path::Path) -> Vec<Mark> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let field = |line: &str, name: &str| -> Option<i64> {
+        let at = line.find(&format!(" {name}="))? + name.len() + 2;
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    text.lines()
+        .filter_map(|l| {
+            let kind = KINDS.iter().find(|k| l.contains(*k))?;
+            Some(Mark {
+                kind,
+                index: field(l, "index").map(|i| i as u64),
+                t_us: field(l, "t_us")?,
+                proposed_us: field(l, "proposed_us"),
+            })
+        })
+        .collect()
+}
+
+fn now_us() -> i64 {
+    upsilon_core::time::now_us()
+}
+
+/// Per stage, the milliseconds of every round.
+#[derive(Default)]
+struct Stages {
+    every: Vec<f64>,
+    one: Vec<f64>,
+    parts: Vec<(&'static str, Vec<f64>)>,
+}
+
+impl Stages {
+    fn add(&mut self, name: &'static str, ms: f64) {
+        match self.parts.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => v.push(ms),
+            None => self.parts.push((name, vec![ms])),
+        }
     }
 }
 
-async fn run(nodes: usize, voters: usize, rounds: usize) -> (Vec<f64>, Vec<f64>) {
+async fn run(nodes: usize, voters: usize, rounds: usize) -> Stages {
+    let owner = nodes;
     let c = tokio::task::block_in_place(|| {
         let c = TestCluster::start(ClusterSpec {
             nodes,
             voters,
-            ups_on: vec![1],
-            extra: String::new(),
-            poll_ms: 100,
+            ups_on: vec![owner],
+            poll_ms: 1000,
+            timing: String::new(),
             ..Default::default()
         });
         c.wait_formed(
             1,
             voters as u64,
             (nodes - voters) as u64,
-            Duration::from_secs(120),
+            Duration::from_secs(600),
         );
         c
     });
     let mut watch = EventWatch::start(&c, nodes).await;
-    let o1 = c.operator_options(1);
-    let mut admin = AdminServiceClient::new(rpc::connect(&o1).await.expect("connect"));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut admin = AdminServiceClient::new(
+        rpc::connect(&c.operator_options(owner))
+            .await
+            .expect("connect"),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
     watch.clear();
 
-    let mut every = Vec::new();
-    let mut each = Vec::new();
+    let mut st = Stages::default();
+    let mut starts = Vec::new();
     for r in 0..rounds {
         let on_battery = r % 2 == 0;
         let want = if on_battery { "powerout" } else { "mainsback" };
+        let t0_us = now_us();
         let t0 = Instant::now();
         admin
             .sim_set(pb::SimSetRequest {
@@ -77,71 +123,128 @@ async fn run(nodes: usize, voters: usize, rounds: usize) -> (Vec<f64>, Vec<f64>)
             })
             .await
             .expect("sim set");
-        let delays = watch.until_all(want, t0, Duration::from_secs(20)).await;
-        every.extend(delays.last());
-        each.extend(delays);
+        let delays = watch.until_all(want, t0, Duration::from_secs(30)).await;
+        st.every.extend(delays.last());
+        st.one.extend(delays.first());
+        starts.push((t0_us, *delays.last().unwrap_or(&0.0)));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     drop(admin);
+    drop(watch);
 
-    // Idle cost: mains on, nothing changing, for 10 s.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let clk: f64 = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0);
-    let pids: Vec<(String, u32)> = [(1, "leader, UPS owner"), (nodes, "learner")]
-        .iter()
-        .map(|(i, what)| {
-            (
-                format!("n{i} ({what})"),
-                c.nodes[i - 1].as_ref().unwrap().child.id(),
-            )
-        })
+    // The breakdown, from every node's trace points.
+    let logs: Vec<Vec<Mark>> = (1..=nodes)
+        .map(|i| marks(&c.pki.path().join(format!("n{i}.log"))))
         .collect();
-    let before: Vec<ProcStats> = pids.iter().map(|(_, p)| proc_stats(*p)).collect();
-    let idle = Duration::from_secs(10);
-    tokio::time::sleep(idle).await;
-    for ((name, pid), b) in pids.iter().zip(before) {
-        let a = proc_stats(*pid);
-        let cpu = (a.cpu_ticks - b.cpu_ticks) as f64 / clk / idle.as_secs_f64() * 100.0;
-        println!(
-            "| {nodes} nodes | idle {name} | RSS {:.1} MiB | CPU {cpu:.2} % of one core |",
-            a.rss_kib as f64 / 1024.0
+    let mut committed: HashMap<u64, (i64, i64)> = HashMap::new();
+    let mut applied: HashMap<u64, Vec<i64>> = HashMap::new();
+    for l in &logs {
+        for m in l {
+            match (m.kind, m.index) {
+                ("latency committed", Some(i)) => {
+                    committed.insert(i, (m.proposed_us.unwrap_or(m.t_us), m.t_us));
+                }
+                ("latency applied", Some(i)) => applied.entry(i).or_default().push(m.t_us),
+                _ => {}
+            }
+        }
+    }
+    let own = &logs[owner - 1];
+    let ms = |a: i64, b: i64| (b - a) as f64 / 1000.0;
+    for (t0_us, every_ms) in starts {
+        let after = |kind: &str, t: i64| own.iter().find(|m| m.kind == kind && m.t_us >= t);
+        let Some(q) = after("latency report queued", t0_us) else {
+            continue;
+        };
+        let Some(s) = after("latency report sent", q.t_us) else {
+            continue;
+        };
+        let Some(w) = after("latency report written", s.t_us) else {
+            continue;
+        };
+        let Some(index) = w.index else { continue };
+        let (Some((pt, ct)), Some(ap)) = (committed.get(&index), applied.get(&index)) else {
+            continue;
+        };
+        let last_apply = ap.iter().copied().max().unwrap_or(*ct);
+        st.add(
+            "1. sim change, poll and monitor on the owner",
+            ms(t0_us, q.t_us),
+        );
+        st.add(
+            "2. owner's reporter picks the report up",
+            ms(q.t_us, s.t_us),
+        );
+        st.add("3. forward to the leader", ms(s.t_us, *pt));
+        st.add(
+            "4. append, replicate to a quorum, commit, apply on the leader",
+            ms(*pt, *ct),
+        );
+        st.add(
+            "5. commit on the leader -> applied on the last node (fan-out)",
+            ms(*ct, last_apply),
+        );
+        st.add(
+            "6. applied -> delivered by Watch (the last node's, bench side)",
+            every_ms - ms(t0_us, last_apply),
         );
     }
-    drop(watch);
+    if st.parts.is_empty() {
+        let text =
+            std::fs::read_to_string(c.pki.path().join(format!("n{owner}.log"))).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        eprintln!("no latency trace points matched; the owner's log ends:");
+        for l in tail.into_iter().rev() {
+            eprintln!("{l}");
+        }
+    }
     drop(c);
-    every.sort_by(f64::total_cmp);
-    each.sort_by(f64::total_cmp);
-    (every, each)
+    for v in [&mut st.every, &mut st.one] {
+        v.sort_by(f64::total_cmp);
+    }
+    for (_, v) in &mut st.parts {
+        v.sort_by(f64::total_cmp);
+    }
+    st
 }
 
 fn main() {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(40);
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(40);
+    let mut sizes: Vec<usize> = args.filter_map(|a| a.parse().ok()).collect();
+    if sizes.is_empty() {
+        sizes = vec![5, 25, 100];
+    }
+    // SAFETY: set before the runtime or any other thread exists.
+    unsafe {
+        std::env::set_var(
+            "UPSILON_TEST_LOG",
+            "info,openraft=warn,upsilon::latency=trace",
+        )
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    println!("cluster-bench: {rounds} mains toggles per cluster size, UPS poll 100 ms\n");
-    println!("| cluster | measure | value | |\n|---|---|---|---|");
-    for (nodes, voters) in [(5, 3), (25, 5)] {
-        let (every, each) = rt.block_on(run(nodes, voters, rounds));
-        println!(
-            "| {nodes} nodes ({voters} voters) | change -> applied on every node | p50 {:.0} ms | p99 {:.0} ms |",
-            percentile(&every, 50.0),
-            percentile(&every, 99.0)
-        );
-        println!(
-            "| {nodes} nodes ({voters} voters) | change -> applied on one node | p50 {:.0} ms | p99 {:.0} ms |",
-            percentile(&each, 50.0),
-            percentile(&each, 99.0)
-        );
+    println!(
+        "cluster-bench: {rounds} mains toggles per cluster, sim UPS on the last node (a learner), default timing\n"
+    );
+    for nodes in sizes {
+        let voters = if nodes <= 5 { 3 } else { 5 };
+        let st = rt.block_on(run(nodes, voters, rounds));
+        let row = |what: &str, v: &[f64]| {
+            println!(
+                "| {nodes} nodes ({voters} voters) | {what} | {:.1} ms | {:.1} ms |",
+                percentile(v, 50.0),
+                percentile(v, 99.0)
+            )
+        };
+        println!("| cluster | measure | p50 | p99 |\n|---|---|---|---|");
+        row("change -> applied on every node (Watch)", &st.every);
+        row("change -> applied on the first node (Watch)", &st.one);
+        for (name, v) in &st.parts {
+            row(name, v);
+        }
+        println!();
     }
 }

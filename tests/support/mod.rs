@@ -13,6 +13,7 @@ pub mod apcupsd;
 pub mod fakeusb;
 pub mod legacy_peer;
 pub mod modbus_slave;
+pub mod proc_stats;
 pub mod smartups;
 
 /// `target/debug` (or whichever profile the tests were built with).
@@ -311,7 +312,15 @@ pub struct ClusterSpec {
     pub executor_extra: String,
     /// More `[executor]` keys for one node (1-based), after `executor_extra`.
     pub executor_of: Vec<(usize, String)>,
+    /// The `[cluster]` timing keys of every node: the fast test settings by default;
+    /// empty for the daemon's defaults (benchmarks of idle cost).
+    pub timing: String,
 }
+
+/// The `[cluster]` timing of test clusters: elections and stale UPSes found in a few
+/// seconds rather than the defaults' longer times.
+pub const TEST_TIMING: &str =
+    "heartbeat_ms = 500\nstale_after_ms = 3000\nelection_timeout_ms = 500";
 
 impl Default for ClusterSpec {
     fn default() -> Self {
@@ -325,6 +334,7 @@ impl Default for ClusterSpec {
             ups_toml: vec![],
             executor_extra: String::new(),
             executor_of: vec![],
+            timing: TEST_TIMING.to_string(),
         }
     }
 }
@@ -365,7 +375,8 @@ impl TestCluster {
                 .collect();
             let executor = format!("{}\n{}", spec.executor_extra, own.join("\n"));
             configs.push(format!(
-                "[node]\nname = \"n{i}\"\nlisten = \"127.0.0.{i}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/n{i}.pem\"\nkey = \"certs/n{i}.key\"\n\n{ups}\n{extra}\n{nis}\n[executor]\nrecord_file = \"record-n{i}.jsonl\"\n{ex}\n\n[cluster]\nid = {i}\ndata_dir = \"data-n{i}\"\nbootstrap = {boot}\nseeds = {seeds}\nvoter = {voter}\nheartbeat_ms = 500\nstale_after_ms = 3000\nelection_timeout_ms = 500\n{cx}\n",
+                "[node]\nname = \"n{i}\"\nlisten = \"127.0.0.{i}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/n{i}.pem\"\nkey = \"certs/n{i}.key\"\n\n{ups}\n{extra}\n{nis}\n[executor]\nrecord_file = \"record-n{i}.jsonl\"\n{ex}\n\n[cluster]\nid = {i}\ndata_dir = \"data-n{i}\"\nbootstrap = {boot}\nseeds = {seeds}\nvoter = {voter}\n{timing}\n{cx}\n",
+                timing = spec.timing,
                 extra = spec.extra,
                 nis = if spec.extra.contains("[nis]") {
                     String::new()
@@ -417,7 +428,10 @@ impl TestCluster {
         let child = Command::new(bin("upsilond"))
             .arg("--config")
             .arg(&config)
-            .env("UPSILON_LOG", "info,openraft=warn")
+            .env(
+                "UPSILON_LOG",
+                std::env::var("UPSILON_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .env(
                 "UPSILON_FAULT_FILE",
                 self.pki.path().join(format!("fault-n{i}")),

@@ -202,6 +202,9 @@ pub async fn serve_tls(
                     }
                 },
             };
+            // Small gRPC frames (a reply's headers, data and trailers) must not wait
+            // for the client's delayed ACK: 40 ms per forwarded write without this.
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

@@ -19,6 +19,13 @@ pub fn now_ms() -> i64 {
     unix_ms(SystemTime::now())
 }
 
+/// Microseconds since the Unix epoch (the latency trace points' clock).
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 /// apcupsd 3.14.8+'s date format: `%Y-%m-%d %H:%M:%S %z` in local time.
 pub fn format_date(at: SystemTime) -> String {
     let dt: chrono::DateTime<chrono::Local> = at.into();

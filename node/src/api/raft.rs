@@ -212,6 +212,9 @@ impl RaftApi {
                     Ok(())
                 }
                 Command::Heartbeat { id, .. } => own(*id, "a heartbeat"),
+                Command::Seen { .. } => {
+                    Err("liveness (`Seen`) is written by the leader itself, never forwarded".into())
+                }
                 Command::UpsReport(r) => own(r.owner, "a UPS report"),
                 Command::NodeAck { node, .. } => own(*node, "a stage acknowledgement"),
                 Command::HostHalted { node, .. } => own(*node, "a \"halted\""),

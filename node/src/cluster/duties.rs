@@ -168,9 +168,16 @@ async fn ask_to_join(cluster: &Cluster, seed: &str) -> Result<(), String> {
     .map(|_| ())
 }
 
-/// Sends a heartbeat at the configured interval (it also measures write health).
-pub async fn heartbeats(cluster: Arc<Cluster>, mut stop: Stop) {
+/// Liveness without a log entry per node: every `heartbeat_ms` the leader writes one
+/// `Seen` entry with the time each member last answered its Raft replication
+/// (openraft's heartbeat metrics, turned into the leader's wall clock), so replication
+/// traffic proves liveness and the log grows by one entry per interval, not one per
+/// node. A member that applies an entry moving its own "last seen" knows that writes
+/// commit, that the leader hears it and that it keeps up: that is its write health
+/// (`writable`). The peers file for `--report-halted` is kept up to date here too.
+pub async fn liveness(cluster: Arc<Cluster>, mut stop: Stop) {
     let mut written_peers: Vec<String> = Vec::new();
+    let mut own_seen = 0i64;
     let mut tick = tokio::time::interval(Duration::from_millis(cluster.cfg.heartbeat_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -181,15 +188,39 @@ pub async fn heartbeats(cluster: Arc<Cluster>, mut stop: Stop) {
         if !cluster.is_member() {
             continue;
         }
-        let hb = Command::Heartbeat {
-            id: cluster.id,
-            at_ms: now_ms(),
-        };
-        if let Err(e) = cluster
-            .submit(LeaderOp::Write(hb), Duration::from_secs(3))
-            .await
-        {
-            tracing::debug!("heartbeat not committed: {e}");
+        let m = cluster.metrics();
+        if m.state == openraft::ServerState::Leader {
+            let now = now_ms();
+            let mut seen = vec![(cluster.id, now)];
+            for (id, at) in m.heartbeat.iter().flatten() {
+                if let Some(at) = at {
+                    let age = openraft::Instant::elapsed(&**at);
+                    let age = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+                    seen.push((*id, now.saturating_sub(age)));
+                }
+            }
+            // Only what moves someone's "last seen": a member that stopped answering
+            // is not written again.
+            seen.retain(|(id, at)| {
+                cluster.read(|s| s.nodes.get(id).is_some_and(|n| *at > n.last_seen_ms))
+            });
+            if !seen.is_empty()
+                && let Err(e) = cluster
+                    .submit(
+                        LeaderOp::Write(Command::Seen { seen, at_ms: now }),
+                        Duration::from_secs(3),
+                    )
+                    .await
+            {
+                tracing::debug!("liveness not committed: {e}");
+            }
+        } else {
+            // Read after the metrics: the state is at least as new as `last_applied`.
+            let seen = cluster.read(|s| s.nodes.get(&cluster.id).map_or(0, |n| n.last_seen_ms));
+            if seen > own_seen {
+                own_seen = seen;
+                cluster.note_write(Ok(m.last_applied.map_or(0, |l| l.index())));
+            }
         }
         let peers: Vec<String> = cluster.read(|s| {
             s.nodes
@@ -406,6 +437,12 @@ impl UpsReporter {
             };
             while let Some(r) = self.take(held) {
                 let ups = r.ups.clone();
+                tracing::debug!(
+                    target: crate::LATENCY,
+                    %ups,
+                    t_us = upsilon_core::time::now_us(),
+                    "latency report sent"
+                );
                 match cluster
                     .submit(
                         LeaderOp::Write(Command::UpsReport(Box::new(r.clone()))),
@@ -414,6 +451,13 @@ impl UpsReporter {
                     .await
                 {
                     Ok(reply) => {
+                        tracing::debug!(
+                            target: crate::LATENCY,
+                            %ups,
+                            index = reply.index(),
+                            t_us = upsilon_core::time::now_us(),
+                            "latency report written"
+                        );
                         let refused = matches!(
                             reply,
                             super::handle::LeaderReply::Written(ref w) if !w.applied

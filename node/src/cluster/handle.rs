@@ -368,7 +368,9 @@ impl Cluster {
         Err(Here::Failed(unavailable(last)))
     }
 
-    fn note_write(&self, r: Result<u64, String>) {
+    /// Records a write of this node's committed at `index` (or why one failed); a
+    /// member also counts an applied `Seen` entry that names it (`duties::liveness`).
+    pub(super) fn note_write(&self, r: Result<u64, String>) {
         let mut h = self.last_write.lock().expect("write health lock");
         match r {
             Ok(index) => {
@@ -411,10 +413,22 @@ impl Cluster {
             return Err(Local::Forward(addr));
         }
         match op {
-            LeaderOp::Write(cmd) => match self.raft.client_write(check_size(cmd)?).await {
-                Ok(resp) => Ok(LeaderReply::Written(resp.data)),
-                Err(e) => Err(fwd(&e).unwrap_or_else(|| Local::Failed(e.to_string()))),
-            },
+            LeaderOp::Write(cmd) => {
+                let t_us = upsilon_core::time::now_us();
+                match self.raft.client_write(check_size(cmd)?).await {
+                    Ok(resp) => {
+                        tracing::debug!(
+                            target: crate::LATENCY,
+                            index = resp.data.index,
+                            proposed_us = t_us,
+                            t_us = upsilon_core::time::now_us(),
+                            "latency committed"
+                        );
+                        Ok(LeaderReply::Written(resp.data))
+                    }
+                    Err(e) => Err(fwd(&e).unwrap_or_else(|| Local::Failed(e.to_string()))),
+                }
+            }
             LeaderOp::AddLearner { id, node } => {
                 let m = self.metrics();
                 let membership = m.membership_config.membership();
@@ -598,9 +612,10 @@ impl Cluster {
         });
         let h = self.last_write.lock().expect("write health lock");
         let window = Duration::from_millis((self.cfg.heartbeat_ms * 3).max(3000));
-        // Writable means one of this node's own writes was committed recently *and*
-        // has been applied here: a node whose storage is stuck, or that the leader
-        // holds back, commits through the leader but no longer keeps up.
+        // Writable means one of this node's own writes, or a `Seen` entry naming it
+        // (`duties::liveness`), was committed recently *and* has been applied here: a
+        // node whose storage is stuck, or that the leader holds back, commits through
+        // the leader but no longer keeps up.
         let applied = m.last_applied.as_ref().map_or(0, |l| l.index());
         let recent = |t: &Instant| t.elapsed() < window;
         let committed = h.ok.iter().any(|(t, _)| recent(t));
@@ -628,8 +643,13 @@ impl Cluster {
                 .failed_since
                 .map(|t| format!(" since {}", upsilon_core::time::format_date(t)))
                 .unwrap_or_default();
+            let or_cut_off = if leader.as_ref().is_some_and(|(id, _)| *id != self.id) {
+                ", or the leader does not hear this node"
+            } else {
+                ""
+            };
             format!(
-                "no quorum: writes are not being committed{since} (fewer than {} of {} voters reachable?){}",
+                "no quorum: writes are not being committed{since} (fewer than {} of {} voters reachable?{or_cut_off}){}",
                 voters.len() / 2 + 1,
                 voters.len(),
                 h.last_error

@@ -113,6 +113,10 @@ pub struct Network {
     tls: Arc<rustls::ClientConfig>,
     identity: IdentityHandle,
     pub health: Arc<PeerHealth>,
+    /// Open channels for forwarded writes, by leader address: a TLS handshake per
+    /// forwarded write cost more than the write (requests are still authorised one
+    /// by one, revocation included).
+    forwards: Arc<std::sync::Mutex<HashMap<String, Channel>>>,
 }
 
 impl Network {
@@ -121,6 +125,7 @@ impl Network {
             tls: Arc::new(tls),
             identity,
             health: Arc::new(PeerHealth::default()),
+            forwards: Arc::default(),
         }
     }
 
@@ -427,7 +432,42 @@ pub async fn forward<Req: Serialize, Resp: DeserializeOwned>(
     addr: &str,
     req: &Req,
 ) -> Result<Resp, String> {
-    forward_with(&net.tls, addr, req).await
+    if let Some(d) = upsilon_client::fault::delay(addr) {
+        tokio::time::sleep(d).await;
+    }
+    if upsilon_client::fault::blocked(addr) {
+        net.forwards.lock().expect("forwards lock").remove(addr);
+        return Err(format!(
+            "cannot connect to {addr}: blocked by fault injection"
+        ));
+    }
+    let cached = net
+        .forwards
+        .lock()
+        .expect("forwards lock")
+        .get(addr)
+        .cloned();
+    let ch = match cached {
+        Some(ch) => ch,
+        None => {
+            let ch = upsilon_client::tls::connect(addr, (*net.tls).clone())
+                .await
+                .map_err(|e| e.0)?;
+            net.forwards
+                .lock()
+                .expect("forwards lock")
+                .insert(addr.to_string(), ch.clone());
+            ch
+        }
+    };
+    match raft_client(ch).forward(encode(req)?).await {
+        Ok(resp) => decode(resp.get_ref()),
+        Err(s) => {
+            // The next write opens a fresh connection.
+            net.forwards.lock().expect("forwards lock").remove(addr);
+            Err(upsilon_client::rpc::explain_status(&s, addr))
+        }
+    }
 }
 
 /// [`forward`] with a client TLS config of its own (no running node needed).

@@ -567,6 +567,12 @@ impl RaftStateMachine<C> for StateMachineStore {
                 r.index = entry.log_id().index();
                 r
             };
+            tracing::trace!(
+                target: crate::LATENCY,
+                index = result.index,
+                t_us = upsilon_core::time::now_us(),
+                "latency applied"
+            );
             if let Some(r) = responder {
                 r.send(result);
             }

@@ -2,7 +2,7 @@
 //! `upsilon_core::ups::sim`) in real time and obeys run-time changes
 //! (`upsilon sim set`) sent to it as [`UpsCommand::Simulate`] orders like any other.
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{DriverError, UpsCommand, UpsDriver};
 use upsilon_core::config::{ConfigError, UpsSection};
@@ -80,6 +80,26 @@ impl UpsDriver for SimDriver {
             ));
         }
         Ok(self.state.reading(SystemTime::now()))
+    }
+
+    /// A scenario step is read when its time comes, not at the next poll.
+    async fn wait_for_change(&mut self, max: Duration) -> bool {
+        let now = Instant::now();
+        let due = self
+            .steps
+            .get(self.next_step)
+            .and_then(|s| Duration::try_from_secs_f64(s.at_s.max(0.0)).ok())
+            .and_then(|d| self.started.checked_add(d));
+        match due {
+            Some(at) if at.saturating_duration_since(now) < max => {
+                tokio::time::sleep(at.saturating_duration_since(now)).await;
+                true
+            }
+            _ => {
+                tokio::time::sleep(max).await;
+                false
+            }
+        }
     }
 
     async fn command(&mut self, cmd: UpsCommand) -> Result<String, DriverError> {

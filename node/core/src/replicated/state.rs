@@ -314,8 +314,15 @@ pub enum Command {
         shutdown_s: u32,
         at_ms: i64,
     },
-    /// A node is alive (sent at the heartbeat interval).
+    /// A node is alive: written by every node at the heartbeat interval before liveness
+    /// came from replication (`Seen`); still applied from older logs.
     Heartbeat { id: NodeId, at_ms: i64 },
+    /// The leader heard these members answer its Raft replication, each at the time
+    /// given (the leader's clock): liveness for every member in one entry.
+    Seen {
+        seen: Vec<(NodeId, i64)>,
+        at_ms: i64,
+    },
     /// A UPS owner's latest view of its UPS, and the events its monitor derived.
     UpsReport(Box<UpsReport>),
     /// The leader saw no new report (still `seq`) from the owner for too long.
@@ -461,6 +468,7 @@ impl fmt::Display for Command {
         match self {
             Command::NodeUp { id, name, .. } => write!(f, "NodeUp({id} {name})"),
             Command::Heartbeat { id, .. } => write!(f, "Heartbeat({id})"),
+            Command::Seen { seen, .. } => write!(f, "Seen({} members)", seen.len()),
             Command::UpsReport(r) => {
                 write!(f, "UpsReport({} seq {} from {})", r.ups, r.seq, r.owner)
             }
@@ -805,6 +813,12 @@ impl PowerState {
                 shutdown_s: *shutdown_s,
             }),
             Command::Heartbeat { id, at_ms } => self.apply_heartbeat(id, at_ms),
+            Command::Seen { seen, .. } => {
+                for (id, at_ms) in seen {
+                    self.touch(*id, *at_ms);
+                }
+                CommandResult::applied(true)
+            }
             Command::UpsReport(r) => self.apply_ups_report(r),
             Command::UpsStale {
                 ups,
