@@ -62,15 +62,21 @@ fn a_second_node_reporting_an_owned_ups_name_is_refused_and_takes_over_only_when
         nodes: 3,
         voters: 3,
         ups_on: vec![1],
-        // Node 2 has a UPS with the same name: an honest mistake.
-        ups_toml: vec![(
-            2,
-            "[[ups]]\nname = \"ups1\"\ndriver = \"sim\"\npoll_interval_ms = 200\n".into(),
-        )],
         extra: "[policy]\non_battery_delay = 1\n".into(),
         ..Default::default()
     });
     c.wait_formed(1, 3, 0, Duration::from_secs(40));
+    wait_for(Duration::from_secs(15), || {
+        (owner_of(&c.status(3)?, "ups1").as_deref() == Some("n1")).then_some(())
+    })
+    .expect("n1 owns ups1");
+    // Node 2 is given a UPS with the same name: an honest mistake.
+    c.kill(2);
+    c.add_ups(
+        2,
+        "[[ups]]\nname = \"ups1\"\ndriver = \"sim\"\npoll_interval_ms = 200\n",
+    );
+    c.start_node(2);
     let s = wait_for(Duration::from_secs(15), || {
         let s = c.status(3)?;
         warnings(&s)
@@ -78,7 +84,12 @@ fn a_second_node_reporting_an_owned_ups_name_is_refused_and_takes_over_only_when
             .then_some(s)
     })
     .unwrap_or_else(|| panic!("no ownership warning: {:?}\n{}", c.status(3), c.logs()));
-    assert_eq!(owner_of(&s, "ups1").as_deref(), Some("n1"), "{s}");
+    assert_eq!(
+        owner_of(&s, "ups1").as_deref(),
+        Some("n1"),
+        "{s}\n{}",
+        c.logs()
+    );
     assert!(warnings(&s).contains("n1 owns it"), "{}", warnings(&s));
     let o = c.cli(3, &["status"]);
     assert!(
@@ -863,7 +874,11 @@ fn a_store_that_lost_committed_entries_is_a_clear_start_up_error_not_a_panic() {
         ..Default::default()
     });
     c.wait_formed(1, 1, 0, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_secs(2));
+    // Enough entries to lose ten of them (liveness and UPS reports, two a second).
+    wait_for(Duration::from_secs(30), || {
+        (c.status(1)?["cluster"]["last_applied"].as_u64()? > 20).then_some(())
+    })
+    .expect("entries are committed");
     c.stop(1, Duration::from_secs(15)).expect("n1 stops");
     // What a damaged disk leaves: the log's tail is gone, the "committed" mark is not.
     tokio::runtime::Runtime::new().unwrap().block_on(async {

@@ -462,6 +462,12 @@ impl TestCluster {
         *cfg = cfg.replacen("[executor]\n", &format!("[executor]\n{keys}\n"), 1);
     }
 
+    /// Adds `[[ups]]` TOML to node `i`'s config (taking effect at its next start).
+    pub fn add_ups(&mut self, i: usize, ups: &str) {
+        let cfg = &mut self.configs[i - 1];
+        *cfg = cfg.replacen("[executor]\n", &format!("{ups}\n[executor]\n"), 1);
+    }
+
     /// Node `i`'s data directory.
     pub fn data_dir(&self, i: usize) -> PathBuf {
         self.pki.path().join(format!("data-n{i}"))

@@ -51,9 +51,15 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
             }
         }
         attempt += 1;
+        // A bootstrapped node only waits for its own membership to apply: soon.
+        let pause = if cluster.cfg.seeds.is_empty() {
+            100
+        } else {
+            500
+        };
         tokio::select! {
             _ = stop.recv() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
         }
     }
     let up = Command::NodeUp {
@@ -426,6 +432,15 @@ impl UpsReporter {
             tokio::select! {
                 _ = stop.recv() => return,
                 _ = self.notify.notified() => {}
+            }
+            // Only a member the cluster knows (its announcement applied) reports: an
+            // unknown owner's UPS name is not protected, so a rival reporting the same
+            // name a moment later would take it.
+            while !cluster.read(|s| s.nodes.contains_key(&cluster.id)) {
+                tokio::select! {
+                    _ = stop.recv() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
             }
             let held = |r: &UpsReport| {
                 cluster.read(|s| {
