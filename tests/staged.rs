@@ -28,6 +28,7 @@ fn cluster(plan: &str, drain: f64, owner: usize) -> TestCluster {
         ups_toml: vec![],
         executor_extra: String::new(),
         executor_of: vec![],
+        timing: upsilon_tests::TEST_TIMING.to_string(),
     });
     std::fs::write(c.pki.path().join("plan.toml"), pki_plan).unwrap();
     c.wait_formed(1, 3, 1, Duration::from_secs(40));
@@ -286,6 +287,7 @@ fn partition_minority_never_starts_a_stage_and_majority_finishes() {
         ups_toml: vec![],
         executor_extra: String::new(),
         executor_of: vec![],
+        timing: upsilon_tests::TEST_TIMING.to_string(),
     });
     std::fs::write(c.pki.path().join("plan.toml"), plan).unwrap();
     c.wait_formed(1, 5, 0, Duration::from_secs(60));

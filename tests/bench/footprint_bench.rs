@@ -101,7 +101,7 @@ fn detail(pid: u32) {
             maps.push((kib, head.clone()));
         }
     }
-    maps.sort_by(|a, b| b.0.cmp(&a.0));
+    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
     for (k, h) in maps.iter().take(15) {
         println!("    {k:>6} kB  {h}");
     }
