@@ -161,6 +161,16 @@ pub fn check(state: &PowerState, voters: &[NodeId], now_ms: i64) -> Option<PlanC
                 .push(format!("UPS {name} reports no runtime: not checked"));
         }
     }
+    // A feed nobody reports (a typo, or an owner not yet up) leaves its hosts untimed:
+    // "fits" must not read as "checked".
+    for n in &hosts {
+        for f in n.feeds.iter().filter(|f| !state.upses.contains_key(*f)) {
+            c.warnings.push(format!(
+                "host {} is fed by UPS {f}, which no node reports (yet): its supply is not checked",
+                n.name
+            ));
+        }
+    }
     // The runtime floor: every remaining stage starts when any host's supply falls under it.
     let floor_at = hosts
         .iter()
@@ -497,6 +507,20 @@ mod tests {
             c.warnings.iter().any(|w| w.contains(
                 "its own delay is 20 s, shorter than the 70 s the plan needs, and the net driver cannot change it"
             )),
+            "{:#?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn a_host_fed_by_a_ups_nobody_reports_is_a_warning_not_silence() {
+        let mut s = state(1800.0, [60, 120, 300]);
+        s.upses.clear();
+        let c = check(&s, &[], NOW).unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("is fed by UPS ups1, which no node reports (yet)")),
             "{:#?}",
             c.warnings
         );
