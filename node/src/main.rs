@@ -151,6 +151,7 @@ fn main() -> ExitCode {
     // the signal thread receives SIGTERM/SIGINT.
     let signals = StopSignals::start();
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.node.worker_threads)
         .enable_all()
         .build()
     {

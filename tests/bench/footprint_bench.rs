@@ -44,7 +44,10 @@ fn cluster(nodes: usize, voters: usize, idle: Duration) {
         voters,
         ups_on: vec![1],
         poll_ms: 1000,
-        timing: String::new(),
+        // FOOTPRINT_TIMING: other [cluster] timing keys, to compare with the defaults.
+        timing: std::env::var("FOOTPRINT_TIMING")
+            .unwrap_or_default()
+            .replace("\\n", "\n"),
         ..Default::default()
     });
     c.wait_formed(
@@ -66,7 +69,28 @@ fn cluster(nodes: usize, voters: usize, idle: Duration) {
     picks.dedup_by_key(|p| p.1);
     // Measured one after the other would take 3x as long; the idle cost does not change.
     let before: Vec<ProcStats> = picks.iter().map(|(_, p)| ProcStats::read(*p)).collect();
+    let perf: Vec<std::process::Child> = match std::env::var("FOOTPRINT_PERF") {
+        Ok(dir) => picks
+            .iter()
+            .enumerate()
+            .filter_map(|(k, (_, p))| {
+                std::process::Command::new("perf")
+                    .args(["record", "-g", "-o"])
+                    .arg(format!("{dir}/perf-{nodes}-{k}.data"))
+                    .args(["-p", &p.to_string(), "--", "sleep"])
+                    .arg(idle.as_secs().to_string())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .ok()
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     std::thread::sleep(idle);
+    for mut p in perf {
+        let _ = p.wait();
+    }
     for ((what, p), b) in picks.iter().zip(before) {
         let a = ProcStats::read(*p);
         println!(
@@ -135,6 +159,13 @@ fn main() {
         "| node | RSS | allocated (anon) | files (binary, libs) | threads | fds | CPU (one core) |"
     );
     println!("|---|---|---|---|---|---|---|");
+    let only: Option<usize> = std::env::var("FOOTPRINT_ONLY")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    if let Some(n) = only {
+        cluster(n, if n <= 5 { 3 } else { 5 }, idle);
+        return;
+    }
     {
         let pki = TestPki::new();
         let n = NodeProc::start(

@@ -117,6 +117,15 @@ pub struct NodeSection {
     /// Address the gRPC API listens on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Threads of the daemon's async runtime (storage and device I/O have threads of
+    /// their own). 1 costs least when idle; 2 (the default) keeps the API and Raft
+    /// answering while one thread is busy (a big plan or snapshot being encoded).
+    #[serde(default = "default_worker_threads")]
+    pub worker_threads: usize,
+}
+
+fn default_worker_threads() -> usize {
+    2
 }
 
 fn default_listen() -> SocketAddr {
@@ -476,6 +485,15 @@ impl NodeConfig {
                 format!(
                     "{:?} is not a valid node name: use 1-63 letters, digits, '-', '_' or '.'",
                     self.node.name
+                ),
+            ));
+        }
+        if !(1..=16).contains(&self.node.worker_threads) {
+            return Err(err(
+                "node.worker_threads",
+                format!(
+                    "{} worker threads: use 1-16 (2 is the default)",
+                    self.node.worker_threads
                 ),
             ));
         }
@@ -870,6 +888,14 @@ battery_level = 20
             e.contains(":17: policy.battery_level: 120 is not a percentage"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn worker_threads_default_to_two_and_zero_is_refused() {
+        assert_eq!(load_text(GOOD).unwrap().node.worker_threads, 2);
+        let text = GOOD.replacen("[node]\n", "[node]\nworker_threads = 0\n", 1);
+        let e = load_text(&text).unwrap_err().to_string();
+        assert!(e.contains("node.worker_threads: 0 worker threads: use 1-16"), "{e}");
     }
 
     #[test]
