@@ -895,7 +895,10 @@ battery_level = 20
         assert_eq!(load_text(GOOD).unwrap().node.worker_threads, 2);
         let text = GOOD.replacen("[node]\n", "[node]\nworker_threads = 0\n", 1);
         let e = load_text(&text).unwrap_err().to_string();
-        assert!(e.contains("node.worker_threads: 0 worker threads: use 1-16"), "{e}");
+        assert!(
+            e.contains("node.worker_threads: 0 worker threads: use 1-16"),
+            "{e}"
+        );
     }
 
     #[test]
