@@ -27,9 +27,12 @@ struct Mark {
     t_us: i64,
     /// On "committed": when the leader proposed the entry.
     proposed_us: Option<i64>,
+    /// On "appended": how long the write and its flush took.
+    took_us: Option<i64>,
 }
 
-const KINDS: [&str; 5] = [
+const KINDS: [&str; 6] = [
+    "latency appended",
     "latency report queued",
     "latency report sent",
     "latency report written",
@@ -55,6 +58,7 @@ fn marks(log: &std::path::Path) -> Vec<Mark> {
                 index: field(l, "index").map(|i| i as u64),
                 t_us: field(l, "t_us")?,
                 proposed_us: field(l, "proposed_us"),
+                took_us: field(l, "took_us"),
             })
         })
         .collect()
@@ -146,6 +150,21 @@ async fn run(nodes: usize, voters: usize, rounds: usize) -> Stages {
                 }
                 ("latency applied", Some(i)) => applied.entry(i).or_default().push(m.t_us),
                 _ => {}
+            }
+        }
+    }
+    // Every log append of every node during the rounds: the write and its fsync.
+    let first_us = starts.first().map_or(0, |s| s.0);
+    for l in &logs {
+        for m in l
+            .iter()
+            .filter(|m| m.kind == "latency appended" && m.t_us >= first_us)
+        {
+            if let Some(t) = m.took_us {
+                st.add(
+                    "(any node) one log append: sled write and flush",
+                    t as f64 / 1000.0,
+                );
             }
         }
     }

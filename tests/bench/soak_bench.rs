@@ -162,6 +162,9 @@ fn main() {
             .map(|h| pb::LegacyHostDecl {
                 name: format!("legacy{h}"),
                 addresses: vec![format!("127.0.9.{}", h + 1)],
+                feeds: vec!["ups1".into()],
+                protocol: "nis".into(),
+                min_supplies: 1,
                 ..Default::default()
             })
             .collect();

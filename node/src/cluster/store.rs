@@ -393,14 +393,24 @@ impl RaftLogStorage<C> for LogStore {
         I: IntoIterator<Item = EntryOf<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let t_us = upsilon_core::time::now_us();
         let mut batch = sled::Batch::default();
+        let mut last = 0;
         for e in entries {
-            batch.insert(&e.index().to_be_bytes(), to_json(&e)?);
+            last = e.index();
+            batch.insert(&last.to_be_bytes(), to_json(&e)?);
         }
         let log = self.log.clone();
         off_runtime(move || log.apply_batch(batch)).await?;
         let log = self.log.clone();
         let res = off_runtime(move || log.flush()).await.map(|_| ());
+        tracing::trace!(
+            target: crate::LATENCY,
+            index = last,
+            took_us = upsilon_core::time::now_us() - t_us,
+            t_us = upsilon_core::time::now_us(),
+            "latency appended"
+        );
         callback.io_completed(res);
         Ok(())
     }
