@@ -20,9 +20,4 @@ pub mod node;
 pub mod shared;
 pub mod staging;
 pub mod status;
-
-/// The tracing target of the latency trace points (report queued and sent on a UPS
-/// owner, committed on the leader, applied on every member; microsecond wall-clock
-/// stamps): `UPSILON_LOG=info,upsilon::latency=trace` turns them on for the
-/// `cluster-bench` breakdown.
-pub const LATENCY: &str = "upsilon::latency";
+pub mod trace;

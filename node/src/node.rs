@@ -505,7 +505,7 @@ async fn run_ups(
                 };
                 if due || !reported.is_empty() {
                     tracing::debug!(
-                        target: crate::LATENCY,
+                        target: crate::trace::LATENCY,
                         ups = %name,
                         t_us = upsilon_core::time::now_us(),
                         "latency report queued"

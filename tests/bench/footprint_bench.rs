@@ -14,10 +14,8 @@ use std::time::Duration;
 use upsilon_tests::proc_stats::{ProcStats, cpu_percent, smaps_breakdown};
 use upsilon_tests::{ClusterSpec, NodeProc, TestCluster, TestPki};
 
-fn row(what: &str, pid: u32, idle: Duration) {
-    let before = ProcStats::read(pid);
-    std::thread::sleep(idle);
-    let after = ProcStats::read(pid);
+/// One table row: memory, threads and fds at the end, CPU between the two readings.
+fn row(what: &str, before: &ProcStats, after: &ProcStats, idle: Duration) {
     println!(
         "| {what} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {} | {} | {:.2} % |",
         after.rss_mib(),
@@ -25,7 +23,7 @@ fn row(what: &str, pid: u32, idle: Duration) {
         after.file_kib as f64 / 1024.0,
         after.threads,
         after.fds,
-        cpu_percent(&before, &after, idle)
+        cpu_percent(before, after, idle)
     );
 }
 
@@ -92,16 +90,7 @@ fn cluster(nodes: usize, voters: usize, idle: Duration) {
         let _ = p.wait();
     }
     for ((what, p), b) in picks.iter().zip(before) {
-        let a = ProcStats::read(*p);
-        println!(
-            "| {what} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {} | {} | {:.2} % |",
-            a.rss_mib(),
-            a.anon_kib as f64 / 1024.0,
-            a.file_kib as f64 / 1024.0,
-            a.threads,
-            a.fds,
-            cpu_percent(&b, &a, idle)
-        );
+        row(what, &b, &ProcStats::read(*p), idle);
     }
     for (what, p) in &picks {
         breakdown(what, *p);
@@ -173,7 +162,10 @@ fn main() {
             "[[ups]]\nname = \"ups1\"\ndriver = \"sim\"\n\n[executor]\nrecord_file = \"record.jsonl\"\n",
         );
         std::thread::sleep(Duration::from_secs(5));
-        row("standalone, one sim UPS", n.child.id(), idle);
+        let before = ProcStats::read(n.child.id());
+        std::thread::sleep(idle);
+        let after = ProcStats::read(n.child.id());
+        row("standalone, one sim UPS", &before, &after, idle);
         breakdown("standalone", n.child.id());
     }
     cluster(5, 3, idle);

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use upsilon_client::pki::{IssueRequest, Role};
-use upsilon_client::rpc::{self, ClientOptions, LEADER_HEADER};
+use upsilon_client::rpc::{self, ClientOptions};
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::bridge_service_client::BridgeServiceClient;
 use upsilon_tests::proc_stats::ProcStats;
@@ -111,13 +111,8 @@ async fn writer(opts: ClientOptions, nodes: Vec<String>, host: String, stop: Ins
         match r {
             Ok(_) => n += 1,
             Err(s) => {
-                let leader = s
-                    .metadata()
-                    .get(LEADER_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
                 client = None;
-                match leader {
+                match rpc::leader_named(&s) {
                     Some(l) => at = l,
                     None => {
                         at = nodes[(n as usize + 1) % nodes.len()].clone();

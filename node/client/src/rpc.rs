@@ -74,25 +74,27 @@ where
         let ch = channel(at.clone()).await?;
         match call(ch).await {
             Ok(r) => return Ok((r.into_inner(), at)),
-            Err(s) => {
-                let leader = s
-                    .metadata()
-                    .get(LEADER_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                match leader {
-                    Some(l) if l != at => {
-                        tracing::debug!("{at} is not the leader; asking {l}");
-                        at = l;
-                    }
-                    _ => return Err(explain_status(&s, &at)),
+            Err(s) => match leader_named(&s) {
+                Some(l) if l != at => {
+                    tracing::debug!("{at} is not the leader; asking {l}");
+                    at = l;
                 }
-            }
+                _ => return Err(explain_status(&s, &at)),
+            },
         }
     }
     Err(format!(
         "the leader kept moving while {start} was asked; try again"
     ))
+}
+
+/// The leader a "not the leader" refusal names ([`LEADER_HEADER`]), if any.
+pub fn leader_named(status: &tonic::Status) -> Option<String> {
+    status
+        .metadata()
+        .get(LEADER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// An RPC failure in words: TLS refusals are named, server messages passed through.

@@ -453,7 +453,7 @@ impl UpsReporter {
             while let Some(r) = self.take(held) {
                 let ups = r.ups.clone();
                 tracing::debug!(
-                    target: crate::LATENCY,
+                    target: crate::trace::LATENCY,
                     %ups,
                     t_us = upsilon_core::time::now_us(),
                     "latency report sent"
@@ -467,7 +467,7 @@ impl UpsReporter {
                 {
                     Ok(reply) => {
                         tracing::debug!(
-                            target: crate::LATENCY,
+                            target: crate::trace::LATENCY,
                             %ups,
                             index = reply.index(),
                             t_us = upsilon_core::time::now_us(),

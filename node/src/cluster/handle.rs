@@ -418,7 +418,7 @@ impl Cluster {
                 match self.raft.client_write(check_size(cmd)?).await {
                     Ok(resp) => {
                         tracing::debug!(
-                            target: crate::LATENCY,
+                            target: crate::trace::LATENCY,
                             index = resp.data.index,
                             proposed_us = t_us,
                             t_us = upsilon_core::time::now_us(),

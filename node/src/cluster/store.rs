@@ -405,7 +405,7 @@ impl RaftLogStorage<C> for LogStore {
         let log = self.log.clone();
         let res = off_runtime(move || log.flush()).await.map(|_| ());
         tracing::trace!(
-            target: crate::LATENCY,
+            target: crate::trace::LATENCY,
             index = last,
             took_us = upsilon_core::time::now_us() - t_us,
             t_us = upsilon_core::time::now_us(),
@@ -578,7 +578,7 @@ impl RaftStateMachine<C> for StateMachineStore {
                 r
             };
             tracing::trace!(
-                target: crate::LATENCY,
+                target: crate::trace::LATENCY,
                 index = result.index,
                 t_us = upsilon_core::time::now_us(),
                 "latency applied"
