@@ -93,7 +93,7 @@ fn main() {
         au.anon_kib as f64 / aa.anon_kib.max(1) as f64
     );
     println!(
-        "| CPU idle, seconds per hour (over {} s) | {:.1} s | {:.1} s | {:.2} |",
+        "| CPU idle, seconds per hour (over {} s) | {:.2} s | {:.2} s | {:.0} |",
         idle.as_secs(),
         cu * 36.0,
         ca * 36.0,
