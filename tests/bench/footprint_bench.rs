@@ -8,6 +8,11 @@
 //! Every node uses the daemon's default timing (`heartbeat_ms` 1000, election timeout
 //! 750 ms) and a simulated UPS polled at the default interval; the CPU is measured over
 //! IDLE_SECONDS (default 30) once the cluster has formed and settled.
+//!
+//! For comparisons: `FOOTPRINT_ONLY=25` measures one cluster size only,
+//! `FOOTPRINT_TIMING='election_timeout_ms = 2000'` replaces the default `[cluster]`
+//! timing, `FOOTPRINT_PERF=DIR` records `perf record -g` of each measured node into DIR,
+//! `FOOTPRINT_DETAIL=1` lists a voter's largest mappings and its threads.
 
 use std::time::Duration;
 
