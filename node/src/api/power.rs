@@ -159,11 +159,7 @@ fn watch_local(shared: Arc<NodeShared>) -> WatchStream {
     })
 }
 
-/// A watcher's status is sent at most this often (events are never held back).
-const STATUS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Cluster member: the replicated events (in log order) at once, and the status after
-/// each apply, at most every [`STATUS_EVERY`].
+/// Cluster member: the replicated events (in log order) and status on every apply.
 fn watch_cluster(
     shared: Arc<NodeShared>,
     cluster: Arc<crate::cluster::handle::Cluster>,
@@ -175,16 +171,10 @@ fn watch_cluster(
             return;
         }
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-        // Events go out at once; the status (every node and UPS: its size grows with
-        // the cluster) at most every STATUS_EVERY, the latest one after a burst.
-        let mut status_sent = tokio::time::Instant::now();
-        let mut status_due = false;
         loop {
-            let resend = status_sent + STATUS_EVERY;
             tokio::select! {
                 ch = applied.changed() => if ch.is_err() { return },
                 _ = tick.tick() => {}
-                _ = tokio::time::sleep_until(resend), if status_due => {}
             }
             let new: Vec<pb::Event> = cluster.read(|s| {
                 s.events
@@ -199,15 +189,9 @@ fn watch_cluster(
                     return;
                 }
             }
-            status_due = true;
-            if tokio::time::Instant::now() < resend {
-                continue;
-            }
             if !send(&tx, pb::watch_update::Update::Status(status_reply(&shared))).await {
                 return;
             }
-            status_sent = tokio::time::Instant::now();
-            status_due = false;
         }
     })
 }
