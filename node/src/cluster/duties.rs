@@ -207,8 +207,8 @@ pub async fn liveness(cluster: Arc<Cluster>, mut stop: Stop) {
             }
             // Only what moves someone's "last seen": a member that stopped answering
             // is not written again.
-            seen.retain(|(id, at)| {
-                cluster.read(|s| s.nodes.get(id).is_some_and(|n| *at > n.last_seen_ms))
+            cluster.read(|s| {
+                seen.retain(|(id, at)| s.nodes.get(id).is_some_and(|n| *at > n.last_seen_ms))
             });
             if !seen.is_empty()
                 && let Err(e) = cluster
