@@ -604,6 +604,16 @@ fn certificates_act_only_within_their_role_and_a_revoked_one_is_refused_everywhe
             "{who}: {e}"
         );
     }
+    // Liveness is the leader's own record: no member may forward a `Seen` entry, not
+    // even one naming only itself (it would keep a silent node "writable").
+    let seen = LeaderOp::Write(Command::Seen {
+        seen: vec![(4, i64::MAX / 2)],
+        at_ms: 1,
+    });
+    for who in ["attacker", "n4"] {
+        let e = forward_as(&c, 1, who, &seen);
+        assert!(e.contains("written by the leader itself"), "{who}: {e}");
+    }
     let e = forward_as(&c, 1, "n4", &LeaderOp::Remove { id: 2 });
     assert!(e.contains("operator action"), "{e}");
     let e = forward_as(

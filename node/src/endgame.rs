@@ -54,16 +54,15 @@ pub async fn finish_alone(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut st
     let mut watching_since: Option<i64> = None;
     let mut reached: BTreeMap<NodeId, i64> = BTreeMap::new();
     let mut unreported: Vec<Command> = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(1000));
     loop {
         tokio::select! {
             _ = stop.recv() => return,
-            _ = tick.tick() => {}
+            _ = crate::ticks::tick(Duration::from_secs(1)) => {}
         }
         if !cluster.is_member() {
             continue;
         }
-        if cluster.view().writable {
+        if cluster.writable() {
             cut_off_since = None;
             watching_since = None;
             reached.clear();

@@ -20,4 +20,5 @@ pub mod node;
 pub mod shared;
 pub mod staging;
 pub mod status;
+pub mod ticks;
 pub mod trace;

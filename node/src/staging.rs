@@ -25,16 +25,23 @@ use upsilon_core::time::now_ms;
 
 const WRITE_DEADLINE: Duration = Duration::from_secs(3);
 
-/// Waits for the next apply, a tick, or shutdown; false on shutdown.
+/// The tick of a loop with work in hand (an outage, an order, a leader's decisions).
+const BUSY: Duration = Duration::from_millis(500);
+/// The tick of a loop with nothing in hand: every apply wakes it anyway, this is only
+/// the safety net (and what lets an idle learner sleep).
+const IDLE: Duration = Duration::from_secs(5);
+
+/// Waits for the next apply, a tick of `period` (shared with the node's other loops,
+/// see `ticks`), or shutdown; false on shutdown.
 async fn next_round(
     changed: &mut tokio::sync::watch::Receiver<u64>,
-    tick: &mut tokio::time::Interval,
+    period: Duration,
     stop: &mut Stop,
 ) -> bool {
     tokio::select! {
         _ = stop.recv() => false,
         _ = changed.changed() => true,
-        _ = tick.tick() => true,
+        _ = crate::ticks::tick(period) => true,
     }
 }
 
@@ -42,9 +49,11 @@ async fn next_round(
 /// the cluster has none.
 pub async fn coordinate(cluster: Arc<Cluster>, mut stop: Stop) {
     let mut changed = cluster.sm.subscribe();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut plan_tried: Option<Instant> = None;
-    while next_round(&mut changed, &mut tick, &mut stop).await {
+    // The leader's decisions depend on the clock (stage deadlines); others only retry
+    // proposing the plan file.
+    let period = |c: &Cluster| if c.is_leader() { BUSY } else { IDLE };
+    while next_round(&mut changed, period(&cluster), &mut stop).await {
         if !cluster.is_member() {
             continue;
         }
@@ -55,7 +64,7 @@ pub async fn coordinate(cluster: Arc<Cluster>, mut stop: Stop) {
                 propose_plan_file(&cluster, path).await;
             }
         }
-        if cluster.metrics().current_leader != Some(cluster.id) {
+        if !cluster.is_leader() {
             continue;
         }
         let cmds = cluster.read(|s| plan::decide(s, now_ms()));
@@ -152,8 +161,15 @@ pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut s
     // Stages whose halt this process stood in for (record mode), or saw run.
     let mut stood_in: HashSet<(u64, usize)> = HashSet::new();
     let mut changed = cluster.sm.subscribe();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    while next_round(&mut changed, &mut tick, &mut stop).await {
+    // Stages run only during an outage.
+    let period = |c: &Cluster| {
+        if c.read(|s| s.outage.as_ref().is_some_and(|o| o.ended_ms.is_none())) {
+            BUSY
+        } else {
+            IDLE
+        }
+    };
+    while next_round(&mut changed, period(&cluster), &mut stop).await {
         if !cluster.caught_up() {
             continue;
         }
@@ -463,8 +479,20 @@ pub async fn carry_out_ups_orders(shared: Arc<NodeShared>, cluster: Arc<Cluster>
     // the order itself is never carried out twice.
     let mut unreported: Vec<Command> = Vec::new();
     let mut changed = cluster.sm.subscribe();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    while next_round(&mut changed, &mut tick, &mut stop).await {
+    // Orders exist only during an outage or a power cycle; unreported results are
+    // retried every busy tick.
+    let period = |c: &Cluster, unreported: &[Command]| {
+        let pending = |s: &upsilon_core::replicated::state::PowerState| {
+            s.outage.as_ref().is_some_and(|o| o.ended_ms.is_none())
+                || s.power_cycled.values().any(|k| k.done_ms.is_none())
+        };
+        if !unreported.is_empty() || c.read(pending) {
+            BUSY
+        } else {
+            IDLE
+        }
+    };
+    while next_round(&mut changed, period(&cluster, &unreported), &mut stop).await {
         if !cluster.caught_up() {
             continue;
         }
@@ -572,16 +600,15 @@ pub async fn local_fallback(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut 
     let mut cut_off_since: Option<Instant> = None;
     let mut done = false;
     let mut threshold_since: Option<Instant> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = stop.recv() => return,
-            _ = tick.tick() => {}
+            _ = crate::ticks::tick(BUSY) => {}
         }
         if !cluster.is_member() || !cluster.caught_up() {
             continue;
         }
-        let writable = cluster.view().writable;
+        let writable = cluster.writable();
         if writable {
             cut_off_since = None;
             // apcupsd's thresholds still apply to this host's own supply.

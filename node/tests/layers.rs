@@ -31,7 +31,7 @@ const CLIENT: &[&[&str]] = &[&["fault", "stop", "pb_impl"], &["pki"], &["tls"], 
 /// `upsilon-node`, bottom to top.
 const NODE: &[&[&str]] = &[
     // Process plumbing.
-    &["fatal", "trace"],
+    &["fatal", "ticks", "trace"],
     // Drivers and the executor.
     &["driver", "executor"],
     // Raft: openraft, sled, network.

@@ -32,6 +32,7 @@ async fn run(rounds: usize) -> Vec<f64> {
                     link.display()
                 ),
             )],
+            faults: false,
             ..Default::default()
         });
         c.wait_formed(1, 3, 2, Duration::from_secs(120));

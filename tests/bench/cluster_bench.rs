@@ -94,6 +94,7 @@ async fn run(nodes: usize, voters: usize, rounds: usize) -> Stages {
             ups_on: vec![owner],
             poll_ms: 1000,
             timing: String::new(),
+            faults: false,
             ..Default::default()
         });
         c.wait_formed(

@@ -70,6 +70,7 @@ async fn run(driver: &str, rounds: usize, poll_ms: u64) -> Result {
             voters: 3,
             ups_on: vec![],
             ups_toml: vec![(1, ups_toml)],
+            faults: false,
             ..Default::default()
         });
         c.wait_formed(1, 3, 2, Duration::from_secs(120));

@@ -51,6 +51,7 @@ fn cluster(nodes: usize, voters: usize, idle: Duration) {
         timing: std::env::var("FOOTPRINT_TIMING")
             .unwrap_or_default()
             .replace("\\n", "\n"),
+        faults: false,
         ..Default::default()
     });
     c.wait_formed(

@@ -140,6 +140,7 @@ fn main() {
         ups_on: vec![1],
         poll_ms: 100,
         timing: "heartbeat_ms = 100\nstale_after_ms = 1000\nelection_timeout_ms = 500".into(),
+        faults: false,
         ..Default::default()
     });
     c.wait_formed(1, 3, 2, Duration::from_secs(60));

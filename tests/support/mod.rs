@@ -291,6 +291,7 @@ pub struct TestCluster {
     pub voters: usize,
     pub nodes: Vec<Option<NodeProc>>,
     configs: Vec<String>,
+    faults: bool,
 }
 
 /// How a test cluster is laid out.
@@ -315,6 +316,10 @@ pub struct ClusterSpec {
     /// The `[cluster]` timing keys of every node: the fast test settings by default;
     /// empty for the daemon's defaults (benchmarks of idle cost).
     pub timing: String,
+    /// Whether the nodes get a fault file (`UPSILON_FAULT_FILE`, for partitions). True
+    /// for tests; benchmarks turn it off, since each Raft call then reads that file,
+    /// which no deployment does.
+    pub faults: bool,
 }
 
 /// The `[cluster]` timing of test clusters: elections and stale UPSes found in a few
@@ -335,6 +340,7 @@ impl Default for ClusterSpec {
             executor_extra: String::new(),
             executor_of: vec![],
             timing: TEST_TIMING.to_string(),
+            faults: true,
         }
     }
 }
@@ -396,6 +402,7 @@ impl TestCluster {
             voters: spec.voters,
             nodes: (0..spec.nodes).map(|_| None).collect(),
             configs,
+            faults: spec.faults,
         };
         for i in 1..=spec.nodes {
             c.start_node(i);
@@ -425,16 +432,19 @@ impl TestCluster {
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(bin("upsilond"))
+        let mut cmd = Command::new(bin("upsilond"));
+        if self.faults {
+            cmd.env(
+                "UPSILON_FAULT_FILE",
+                self.pki.path().join(format!("fault-n{i}")),
+            );
+        }
+        let child = cmd
             .arg("--config")
             .arg(&config)
             .env(
                 "UPSILON_LOG",
                 std::env::var("UPSILON_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
-            )
-            .env(
-                "UPSILON_FAULT_FILE",
-                self.pki.path().join(format!("fault-n{i}")),
             )
             .env(
                 "UPSILON_USB_EMULATOR",

@@ -184,12 +184,11 @@ async fn ask_to_join(cluster: &Cluster, seed: &str) -> Result<(), String> {
 pub async fn liveness(cluster: Arc<Cluster>, mut stop: Stop) {
     let mut written_peers: Vec<String> = Vec::new();
     let mut own_seen = 0i64;
-    let mut tick = tokio::time::interval(Duration::from_millis(cluster.cfg.heartbeat_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let period = Duration::from_millis(cluster.cfg.heartbeat_ms);
     loop {
         tokio::select! {
             _ = stop.recv() => return,
-            _ = tick.tick() => {}
+            _ = crate::ticks::tick(period) => {}
         }
         if !cluster.is_member() {
             continue;
@@ -260,13 +259,12 @@ pub async fn mark_stale_upses(cluster: Arc<Cluster>, mut stop: Stop) {
     // UPS's report sequence, so clock skew between hosts cannot fake or hide it.
     let mut seen: HashMap<String, (u64, Instant)> = HashMap::new();
     let limit = Duration::from_millis(cluster.cfg.stale_after_ms);
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = stop.recv() => return,
-            _ = tick.tick() => {}
+            _ = crate::ticks::tick(Duration::from_millis(500)) => {}
         }
-        if cluster.metrics().current_leader != Some(cluster.id) {
+        if !cluster.is_leader() {
             // A new leader gives every owner a full `stale_after_ms` from its first look.
             seen.clear();
             continue;
@@ -306,16 +304,15 @@ pub async fn mark_stale_upses(cluster: Arc<Cluster>, mut stop: Stop) {
 /// entries) are recorded in the replicated state, so every node's `status` and `nodes`
 /// show the problem and how to fix it, with one event when it starts.
 pub async fn publish_member_problems(cluster: Arc<Cluster>, mut stop: Stop) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = stop.recv() => return,
-            _ = tick.tick() => {}
+            _ = crate::ticks::tick(Duration::from_secs(1)) => {}
         }
-        let m = cluster.metrics();
-        if m.current_leader != Some(cluster.id) {
+        if !cluster.is_leader() {
             continue;
         }
+        let m = cluster.metrics();
         let members: Vec<u64> = m
             .membership_config
             .membership()

@@ -138,7 +138,9 @@ impl Cluster {
     ) -> Result<Arc<Cluster>, ClusterError> {
         let (log, sm, identity) = store::open(&cfg.data_dir, cfg.id)?;
         // What this node had committed before this start: once its state machine has
-        // applied that far again, its state is its own present, not history.
+        // applied that far again, its state is its own present, not history. The mark
+        // is not flushed on every commit (`LogStore::save_committed`): after a crash it
+        // can lag the last commits by up to sled's flush interval.
         let initial_committed = {
             use openraft::storage::RaftLogStorage;
             log.clone()
@@ -262,11 +264,37 @@ impl Cluster {
 
     /// Whether this node is in the current membership.
     pub fn is_member(&self) -> bool {
-        self.metrics()
+        // Borrowed, not cloned: the idle loops ask this every tick.
+        self.raft
+            .metrics()
+            .borrow_watched()
             .membership_config
             .membership()
             .get_node(&self.id)
             .is_some()
+    }
+
+    /// Whether this node is the leader now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.id)
+    }
+
+    /// What [`Self::view`] says of `writable`, without building the whole view.
+    pub fn writable(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let applied = m.last_applied.as_ref().map_or(0, |l| l.index());
+        let h = self.last_write.lock().expect("write health lock");
+        m.current_leader.is_some() && self.recent_writes(&h, applied).1 && m.running_state.is_ok()
+    }
+
+    /// (one of this node's writes committed recently, and one of them is applied here).
+    fn recent_writes(&self, h: &WriteHealth, applied: u64) -> (bool, bool) {
+        let window = Duration::from_millis((self.cfg.heartbeat_ms * 3).max(3000));
+        let recent = |t: &Instant| t.elapsed() < window;
+        let committed = h.ok.iter().any(|(t, _)| recent(t));
+        let fresh = h.ok.iter().any(|(t, i)| recent(t) && *i <= applied);
+        (committed, fresh)
     }
 
     /// Runs `op` here if this node leads, else on the leader; retries while an election
@@ -611,15 +639,12 @@ impl Cluster {
             )
         });
         let h = self.last_write.lock().expect("write health lock");
-        let window = Duration::from_millis((self.cfg.heartbeat_ms * 3).max(3000));
         // Writable means one of this node's own writes, or a `Seen` entry naming it
         // (`duties::liveness`), was committed recently *and* has been applied here: a
         // node whose storage is stuck, or that the leader holds back, commits through
         // the leader but no longer keeps up.
         let applied = m.last_applied.as_ref().map_or(0, |l| l.index());
-        let recent = |t: &Instant| t.elapsed() < window;
-        let committed = h.ok.iter().any(|(t, _)| recent(t));
-        let fresh = h.ok.iter().any(|(t, i)| recent(t) && *i <= applied);
+        let (committed, fresh) = self.recent_writes(&h, applied);
         let core = m.running_state.as_ref().err().map(|f| f.to_string());
         let writable = leader.is_some() && fresh && core.is_none();
         let detail = if writable {

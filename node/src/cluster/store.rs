@@ -9,8 +9,9 @@
 //!
 //! The state machine lives in memory; on restart openraft installs the last snapshot
 //! and re-applies the log up to the persisted committed id, so a SIGKILLed node comes
-//! back with its state and event history. Every write that Raft relies on is flushed
-//! before it is acknowledged.
+//! back with its state and event history. Every write that Raft relies on (entries, vote,
+//! purge and truncation) is flushed before it is acknowledged; the committed mark is
+//! not (see `save_committed`).
 
 use std::io;
 use std::ops::RangeBounds;
@@ -320,11 +321,10 @@ impl LogStore {
         }
     }
 
+    /// Writes and flushes one record (one hand-off to the blocking pool, not two).
     async fn meta_put<T: Serialize>(&self, key: &str, v: &T) -> io::Result<()> {
         let (meta, key, json) = (self.meta.clone(), key.to_string(), to_json(v)?);
-        off_runtime(move || meta.insert(key, json)).await?;
-        let meta = self.meta.clone();
-        off_runtime(move || meta.flush()).await?;
+        off_runtime(move || meta.insert(key, json).and_then(|_| meta.flush())).await?;
         Ok(())
     }
 }
@@ -380,8 +380,17 @@ impl RaftLogStorage<C> for LogStore {
         self.meta_put("vote", vote).await
     }
 
+    /// Not flushed: Raft does not rely on it (openraft only re-applies less at start
+    /// when it lags), and a flush here would be a second fsync per entry on every node,
+    /// on the commit path. It reaches the disk with the next log append's flush or
+    /// sled's own flush within `flush_every_ms` (500 ms), so after a crash a node may
+    /// count that much of its last committed entries as present rather than history
+    /// (see `Cluster::caught_up`): the lag any follower under load has anyway. A lagging
+    /// mark is never above the log's end, which `check_consistent` relies on.
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        self.meta_put("committed", &committed).await
+        let (meta, json) = (self.meta.clone(), to_json(&committed)?);
+        off_runtime(move || meta.insert("committed", json)).await?;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
@@ -401,9 +410,9 @@ impl RaftLogStorage<C> for LogStore {
             batch.insert(&last.to_be_bytes(), to_json(&e)?);
         }
         let log = self.log.clone();
-        off_runtime(move || log.apply_batch(batch)).await?;
-        let log = self.log.clone();
-        let res = off_runtime(move || log.flush()).await.map(|_| ());
+        let res = off_runtime(move || log.apply_batch(batch).and_then(|_| log.flush()))
+            .await
+            .map(|_| ());
         tracing::trace!(
             target: crate::trace::LATENCY,
             index = last,
@@ -429,11 +438,9 @@ impl RaftLogStorage<C> for LogStore {
             for k in keys.into_iter().rev() {
                 log.remove(k)?;
             }
-            Ok(())
+            log.flush()
         })
         .await?;
-        let log = self.log.clone();
-        off_runtime(move || log.flush()).await?;
         Ok(())
     }
 
@@ -450,11 +457,9 @@ impl RaftLogStorage<C> for LogStore {
             for k in keys {
                 log.remove(k)?;
             }
-            Ok(())
+            log.flush()
         })
         .await?;
-        let log = self.log.clone();
-        off_runtime(move || log.flush()).await?;
         Ok(())
     }
 }
@@ -513,9 +518,12 @@ impl StateMachineStore {
 
     async fn save(&self, s: &StoredSnapshot) -> io::Result<()> {
         let (snapshots, json) = (self.snapshots.clone(), to_json(s)?);
-        off_runtime(move || snapshots.insert("current", json)).await?;
-        let snapshots = self.snapshots.clone();
-        off_runtime(move || snapshots.flush()).await?;
+        off_runtime(move || {
+            snapshots
+                .insert("current", json)
+                .and_then(|_| snapshots.flush())
+        })
+        .await?;
         Ok(())
     }
 }
