@@ -11,6 +11,9 @@
 //! node's `Watch` stream delivers `powerout` or `mainsback`. The nodes' latency trace
 //! points (`UPSILON_LOG=...,upsilon::latency=trace`: microsecond wall-clock stamps,
 //! one machine so one clock) split each round into its stages.
+//! `CLUSTER_BENCH_STORES=learners-tmpfs` (or `tmpfs`) puts the learners' (or every
+//! node's) Raft store on /dev/shm, to tell the pipeline's cost from the cost of every
+//! node's flushes queueing on this machine's one disk.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -85,8 +88,29 @@ impl Stages {
     }
 }
 
-async fn run(nodes: usize, voters: usize, rounds: usize) -> Stages {
+/// Where the nodes keep their Raft stores (`CLUSTER_BENCH_STORES`).
+#[derive(Clone, Copy, PartialEq)]
+enum Stores {
+    /// Every store on the machine's one disk: every node's flush queues behind the
+    /// others' (the default).
+    Disk,
+    /// The learners' stores on tmpfs, the voters' on the disk: the commit waits for
+    /// real flushes, but on five disk users, not on every node of the cluster.
+    LearnersTmpfs,
+    /// Every store on tmpfs: no disk at all, the pipeline's own cost.
+    Tmpfs,
+}
+
+async fn run(nodes: usize, voters: usize, rounds: usize, stores: Stores) -> Stages {
     let owner = nodes;
+    let shm = tempfile::Builder::new()
+        .prefix("cluster-bench")
+        .tempdir_in("/dev/shm")
+        .expect("a directory on /dev/shm");
+    let data_dirs = (1..=nodes)
+        .filter(|i| stores == Stores::Tmpfs || (stores == Stores::LearnersTmpfs && *i > voters))
+        .map(|i| (i, shm.path().join(format!("data-n{i}"))))
+        .collect();
     let c = tokio::task::block_in_place(|| {
         let c = TestCluster::start(ClusterSpec {
             nodes,
@@ -95,6 +119,7 @@ async fn run(nodes: usize, voters: usize, rounds: usize) -> Stages {
             poll_ms: 1000,
             timing: String::new(),
             faults: false,
+            data_dirs,
             ..Default::default()
         });
         c.wait_formed(
@@ -242,16 +267,30 @@ fn main() {
             "info,openraft=warn,upsilon::latency=trace",
         )
     };
+    let stores = match std::env::var("CLUSTER_BENCH_STORES").as_deref() {
+        Ok("learners-tmpfs") => Stores::LearnersTmpfs,
+        Ok("tmpfs") => Stores::Tmpfs,
+        Ok("disk") | Err(_) => Stores::Disk,
+        Ok(other) => {
+            eprintln!("CLUSTER_BENCH_STORES={other}: use disk, learners-tmpfs or tmpfs");
+            std::process::exit(2);
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     println!(
-        "cluster-bench: {rounds} mains toggles per cluster, sim UPS on the last node (a learner), default timing\n"
+        "cluster-bench: {rounds} mains toggles per cluster, sim UPS on the last node (a learner), default timing, Raft stores: {}\n",
+        match stores {
+            Stores::Disk => "all on the disk",
+            Stores::LearnersTmpfs => "voters on the disk, learners on tmpfs",
+            Stores::Tmpfs => "all on tmpfs",
+        }
     );
     for nodes in sizes {
         let voters = if nodes <= 5 { 3 } else { 5 };
-        let st = rt.block_on(run(nodes, voters, rounds));
+        let st = rt.block_on(run(nodes, voters, rounds, stores));
         let row = |what: &str, v: &[f64]| {
             println!(
                 "| {nodes} nodes ({voters} voters) | {what} | {:.1} ms | {:.1} ms |",

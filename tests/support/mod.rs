@@ -320,6 +320,9 @@ pub struct ClusterSpec {
     /// for tests; benchmarks turn it off, since each Raft call then reads that file,
     /// which no deployment does.
     pub faults: bool,
+    /// A node's (1-based) data directory instead of `data-n<i>` beside its config, e.g.
+    /// on tmpfs to take the shared disk out of a benchmark.
+    pub data_dirs: Vec<(usize, std::path::PathBuf)>,
 }
 
 /// The `[cluster]` timing of test clusters: elections and stale UPSes found in a few
@@ -341,6 +344,7 @@ impl Default for ClusterSpec {
             executor_of: vec![],
             timing: TEST_TIMING.to_string(),
             faults: true,
+            data_dirs: vec![],
         }
     }
 }
@@ -381,8 +385,13 @@ impl TestCluster {
                 .collect();
             let executor = format!("{}\n{}", spec.executor_extra, own.join("\n"));
             configs.push(format!(
-                "[node]\nname = \"n{i}\"\nlisten = \"127.0.0.{i}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/n{i}.pem\"\nkey = \"certs/n{i}.key\"\n\n{ups}\n{extra}\n{nis}\n[executor]\nrecord_file = \"record-n{i}.jsonl\"\n{ex}\n\n[cluster]\nid = {i}\ndata_dir = \"data-n{i}\"\nbootstrap = {boot}\nseeds = {seeds}\nvoter = {voter}\n{timing}\n{cx}\n",
+                "[node]\nname = \"n{i}\"\nlisten = \"127.0.0.{i}:{port}\"\n\n[tls]\nca = \"certs/ca.pem\"\ncert = \"certs/n{i}.pem\"\nkey = \"certs/n{i}.key\"\n\n{ups}\n{extra}\n{nis}\n[executor]\nrecord_file = \"record-n{i}.jsonl\"\n{ex}\n\n[cluster]\nid = {i}\ndata_dir = \"{data_dir}\"\nbootstrap = {boot}\nseeds = {seeds}\nvoter = {voter}\n{timing}\n{cx}\n",
                 timing = spec.timing,
+                data_dir = spec
+                    .data_dirs
+                    .iter()
+                    .find(|(n, _)| *n == i)
+                    .map_or_else(|| format!("data-n{i}"), |(_, d)| d.display().to_string()),
                 extra = spec.extra,
                 nis = if spec.extra.contains("[nis]") {
                     String::new()
