@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use upsilon_client::rpc;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
+use upsilon_tests::proc_stats::ProcStats;
 use upsilon_tests::{ClusterSpec, EventWatch, TestCluster, percentile};
 
 /// One latency trace line of a node's log.
@@ -77,6 +78,8 @@ struct Stages {
     every: Vec<f64>,
     one: Vec<f64>,
     parts: Vec<(&'static str, Vec<f64>)>,
+    /// CPU time of all nodes together per change, above their idle rate.
+    cpu_per_change_ms: f64,
 }
 
 impl Stages {
@@ -141,6 +144,14 @@ async fn run(nodes: usize, voters: usize, rounds: usize, stores: Stores) -> Stag
 
     let mut st = Stages::default();
     let mut starts = Vec::new();
+    // CPU of every node, idle (3 s) and over the rounds: what one change costs the
+    // whole cluster, against the cores this machine has.
+    let pids: Vec<u32> = c.nodes.iter().flatten().map(|n| n.child.id()).collect();
+    let cpu_ns = || -> u64 { pids.iter().map(|p| ProcStats::read(*p).cpu_ns).sum() };
+    let (idle_from, idle_t) = (cpu_ns(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_rate = (cpu_ns() - idle_from) as f64 / idle_t.elapsed().as_secs_f64();
+    let (busy_from, busy_t) = (cpu_ns(), Instant::now());
     for r in 0..rounds {
         let on_battery = r % 2 == 0;
         let want = if on_battery { "powerout" } else { "mainsback" };
@@ -163,6 +174,8 @@ async fn run(nodes: usize, voters: usize, rounds: usize, stores: Stores) -> Stag
         starts.push((t0_us, *delays.last().unwrap_or(&0.0)));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let busy = (cpu_ns() - busy_from) as f64 - idle_rate * busy_t.elapsed().as_secs_f64();
+    st.cpu_per_change_ms = busy.max(0.0) / rounds.max(1) as f64 / 1e6;
     drop(admin);
     drop(watch);
 
@@ -308,6 +321,11 @@ fn main() {
         for (name, v) in &st.parts {
             row(name, v);
         }
-        println!();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        println!(
+            "\nCPU of all {nodes} nodes per change, above idle: {:.1} ms, {:.1} ms of wall time on this machine's {cores} cores at best (the bench's own share not counted)\n",
+            st.cpu_per_change_ms,
+            st.cpu_per_change_ms / cores as f64
+        );
     }
 }

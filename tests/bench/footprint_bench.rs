@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use upsilon_tests::proc_stats::{ProcStats, cpu_percent, smaps_breakdown};
+use upsilon_tests::proc_stats::{ProcStats, cpu_percent, smaps_breakdown, smaps_mappings};
 use upsilon_tests::{ClusterSpec, NodeProc, TestCluster, TestPki};
 
 /// One table row: memory, threads and fds at the end, CPU between the two readings.
@@ -108,18 +108,10 @@ fn cluster(nodes: usize, voters: usize, idle: Duration) {
 
 /// The largest anonymous mappings and the threads of one process (FOOTPRINT_DETAIL=1).
 fn detail(pid: u32) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let mut maps: Vec<(u64, String)> = Vec::new();
-    let mut head = String::new();
-    for line in text.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            head = line.to_string();
-        } else if let Some(v) = line.strip_prefix("Rss:") {
-            let kib: u64 = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
-            maps.push((kib, head.clone()));
-        }
-    }
+    let mut maps: Vec<(u64, String)> = smaps_mappings(pid)
+        .into_iter()
+        .map(|(head, kib)| (kib, head))
+        .collect();
     maps.sort_by_key(|m| std::cmp::Reverse(m.0));
     for (k, h) in maps.iter().take(15) {
         println!("    {k:>6} kB  {h}");

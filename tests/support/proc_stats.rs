@@ -82,29 +82,39 @@ pub fn cpu_percent(before: &ProcStats, after: &ProcStats, over: Duration) -> f64
     secs / over.as_secs_f64() * 100.0
 }
 
-/// Resident kiB per mapping kind from `/proc/<pid>/smaps`: the binary, shared libraries,
-/// the heap (main arena), other anonymous memory (thread arenas and stacks).
-pub fn smaps_breakdown(pid: u32) -> Vec<(String, u64)> {
+/// Every mapping of `/proc/<pid>/smaps`: its header line and its resident kiB.
+pub fn smaps_mappings(pid: u32) -> Vec<(String, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let mut out: Vec<(String, u64)> = Vec::new();
-    let mut current = String::new();
+    let mut out = Vec::new();
+    let mut head = "";
     for line in text.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            let name = line.split_whitespace().nth(5).unwrap_or("");
-            current = if name.is_empty() {
-                "anonymous (thread arenas, stacks)".to_string()
-            } else if name.starts_with('[') {
-                name.to_string()
-            } else {
-                name.rsplit('/').next().unwrap_or(name).to_string()
-            };
+            head = line;
         } else if let Some(v) = line.strip_prefix("Rss:") {
             let kib: u64 = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
-            match out.iter_mut().find(|(n, _)| *n == current) {
-                Some((_, k)) => *k += kib,
-                None => out.push((current.clone(), kib)),
-            }
+            out.push((head.to_string(), kib));
+        }
+    }
+    out
+}
+
+/// Resident kiB per mapping kind from `/proc/<pid>/smaps`: the binary, shared libraries,
+/// the heap (main arena), other anonymous memory (thread arenas and stacks).
+pub fn smaps_breakdown(pid: u32) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for (head, kib) in smaps_mappings(pid) {
+        let name = head.split_whitespace().nth(5).unwrap_or("");
+        let kind = if name.is_empty() {
+            "anonymous (thread arenas, stacks)".to_string()
+        } else if name.starts_with('[') {
+            name.to_string()
+        } else {
+            name.rsplit('/').next().unwrap_or(name).to_string()
+        };
+        match out.iter_mut().find(|(n, _)| *n == kind) {
+            Some((_, k)) => *k += kib,
+            None => out.push((kind, kib)),
         }
     }
     out.retain(|(_, k)| *k > 0);

@@ -152,7 +152,11 @@ impl Cluster {
         };
         let raft_cfg = openraft::Config {
             cluster_name: "upsilon".into(),
-            heartbeat_interval: (cfg.election_timeout_ms / 5).max(50),
+            // openraft's own ratio (its defaults: 50 ms against 150-300 ms): a
+            // follower misses three heartbeats before it may call an election. A
+            // fifth (five heartbeats) cost an idle leader of 25 a quarter more CPU
+            // (BENCHMARKS.md, "Idle CPU").
+            heartbeat_interval: (cfg.election_timeout_ms / 3).max(50),
             election_timeout_min: cfg.election_timeout_ms,
             election_timeout_max: cfg.election_timeout_ms * 2,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs.max(10)),
