@@ -847,7 +847,26 @@ fn plan_limits_and_checks_hold_and_a_paused_learner_catches_up_after_big_plans()
         let o = apply_plan(&c, 2, &big_plan(250_000, "n4", k), "big.toml");
         assert!(o.status.success(), "plan {k}: {}", stderr(&o));
     }
-    std::thread::sleep(Duration::from_secs(5));
+    // And enough other entries that the log the learner needs is surely purged behind
+    // a snapshot (one every 40 entries, 10 kept): a hundred UPS readings, each its own
+    // entry (the idle cluster alone writes too few while it sleeps to count on).
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let ch = upsilon_client::rpc::connect(&c.operator_options(1))
+            .await
+            .unwrap();
+        let mut admin = upsilon_proto::v1::admin_service_client::AdminServiceClient::new(ch);
+        for k in 0..100 {
+            admin
+                .sim_set(upsilon_proto::v1::SimSetRequest {
+                    load_percent: Some(20.0 + f64::from(k % 2) * 10.0),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
     unsafe {
         libc::kill(n4, libc::SIGCONT);
     }
