@@ -348,8 +348,12 @@ impl TransactionalTree {
         self.tree.context.pagecache.generate_id_inner()
     }
 
+    // UPSILON-PATCH: upstream left this `unimplemented!()`; it is unreachable in 0.34.7
+    // (`stage` never fails and `validate` is always true), and a retried transaction
+    // builds a new overlay anyway. Dropping the staged writes is what "unstage" means,
+    // so a future caller gets that instead of a panic.
     fn unstage(&self) {
-        unimplemented!()
+        self.writes.borrow_mut().clear();
     }
 
     const fn validate(&self) -> bool {
