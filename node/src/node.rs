@@ -404,36 +404,41 @@ async fn run_ups(
     let mut next_poll = tokio::time::Instant::now();
     loop {
         let wait = next_poll.saturating_duration_since(tokio::time::Instant::now());
-        // A poll that is due goes ahead at once: even a zero-length sleep waits for
-        // the timer's next millisecond tick, on the way of every alert and simulated
-        // change. Orders wait for the poll (one driver call).
-        if !wait.is_zero() {
-            tokio::select! {
-                _ = stop.recv() => break,
-                // Ends early when the UPS announces a change itself (apcsmart alerts).
-                _ = driver.wait_for_change(wait) => {}
-                Some((cmd, reply)) = orders.recv() => {
-                    // A simulator's change is read back at once, as a real UPS's alert is.
-                    let simulated = matches!(cmd, UpsCommand::Simulate(_));
-                    if simulated {
-                        tracing::info!(ups = %name, "simulating {cmd:?}");
-                    } else {
-                        tracing::warn!(ups = %name, "sending {cmd:?} to the UPS");
-                    }
-                    let limit = driver.command_timeout();
-                    let r = tokio::time::timeout(limit, driver.command(cmd))
-                        .await
-                        .map_err(|_| {
-                            format!("the UPS did not finish the command within {} s", limit.as_secs())
-                        })
-                        .and_then(|r| r.map_err(|e| e.to_string()));
-                    if simulated && r.is_ok() {
-                        next_poll = tokio::time::Instant::now();
-                    }
-                    let _ = reply.send(r);
-                    continue;
+        tokio::select! {
+            // Stop and orders first: a driver whose polls take the whole interval (a
+            // UPS timing out) leaves no wait, and must still take its kill order.
+            biased;
+            _ = stop.recv() => break,
+            Some((cmd, reply)) = orders.recv() => {
+                // A simulator's change is read back at once, as a real UPS's alert is.
+                let simulated = matches!(cmd, UpsCommand::Simulate(_));
+                if simulated {
+                    tracing::info!(ups = %name, "simulating {cmd:?}");
+                } else {
+                    tracing::warn!(ups = %name, "sending {cmd:?} to the UPS");
                 }
+                let limit = driver.command_timeout();
+                let r = tokio::time::timeout(limit, driver.command(cmd))
+                    .await
+                    .map_err(|_| {
+                        format!("the UPS did not finish the command within {} s", limit.as_secs())
+                    })
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                if simulated && r.is_ok() {
+                    next_poll = tokio::time::Instant::now();
+                }
+                let _ = reply.send(r);
+                continue;
             }
+            // Ends early when the UPS announces a change itself (apcsmart alerts). A
+            // poll that is due goes ahead at once: even a zero-length sleep waits for
+            // the timer's next millisecond tick, on the way of every alert and
+            // simulated change.
+            _ = async {
+                if !wait.is_zero() {
+                    driver.wait_for_change(wait).await;
+                }
+            } => {}
         }
         next_poll = tokio::time::Instant::now() + interval;
         let (obs, err) = match tokio::time::timeout(poll_timeout, driver.poll()).await {
