@@ -36,8 +36,7 @@ fn cluster() -> TestCluster {
             ),
         ],
         timing: upsilon_tests::TEST_TIMING.to_string(),
-        faults: true,
-        data_dirs: vec![],
+        ..Default::default()
     });
     let plan = format!(
         "silence_s = 3\n{}",
@@ -289,8 +288,7 @@ fn the_last_stage_halts_the_quorum_and_owners_still_cut_their_upses() {
             (5, exit()),
         ],
         timing: upsilon_tests::TEST_TIMING.to_string(),
-        faults: true,
-        data_dirs: vec![],
+        ..Default::default()
     });
     let plan = "silence_s = 3\nkill_power_delay_s = 5\nruntime_floor_s = 0\n\n[[stage]]\nname = \"batch\"\nhosts = [\"label:batch\"]\ntrigger = { on_battery_s = 1 }\nack_timeout_s = 30\n\n[[stage]]\nname = \"last\"\nhosts = [\"label:last\"]\ntrigger = { on_battery_s = 3 }\nack_timeout_s = 5\n";
     // The last stage's 5 s ack timeout is shorter than n1 needs to see everyone down
@@ -462,8 +460,7 @@ fn a_host_killed_before_its_shutdown_command_runs_it_after_restart_and_never_twi
         executor_extra: String::new(),
         executor_of: vec![],
         timing: upsilon_tests::TEST_TIMING.to_string(),
-        faults: true,
-        data_dirs: vec![],
+        ..Default::default()
     });
     let runs = c.pki.path().join("runs.txt");
     doshutdown_hook(&c, &format!("echo hook >> {}\nsleep 4", runs.display()));
@@ -636,8 +633,7 @@ fn a_fire_drill_runs_the_plan_without_shutting_anything_down() {
         executor_extra: String::new(),
         executor_of: vec![],
         timing: upsilon_tests::TEST_TIMING.to_string(),
-        faults: true,
-        data_dirs: vec![],
+        ..Default::default()
     });
     let seen = c.pki.path().join("drill-env.txt");
     let slow = c.pki.path().join("hook-sleep");

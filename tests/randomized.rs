@@ -231,8 +231,7 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
         executor_extra: String::new(),
         executor_of: vec![],
         timing: upsilon_tests::TEST_TIMING.to_string(),
-        faults: true,
-        data_dirs: vec![],
+        ..Default::default()
     });
     std::fs::write(c.pki.path().join("plan.toml"), plan()).unwrap();
     c.wait_formed(1, 3, 1, Duration::from_secs(60));

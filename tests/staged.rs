@@ -29,8 +29,7 @@ fn cluster(plan: &str, drain: f64, owner: usize) -> TestCluster {
         executor_extra: String::new(),
         executor_of: vec![],
         timing: upsilon_tests::TEST_TIMING.to_string(),
-        faults: true,
-        data_dirs: vec![],
+        ..Default::default()
     });
     std::fs::write(c.pki.path().join("plan.toml"), pki_plan).unwrap();
     c.wait_formed(1, 3, 1, Duration::from_secs(40));
@@ -290,8 +289,7 @@ fn partition_minority_never_starts_a_stage_and_majority_finishes() {
         executor_extra: String::new(),
         executor_of: vec![],
         timing: upsilon_tests::TEST_TIMING.to_string(),
-        faults: true,
-        data_dirs: vec![],
+        ..Default::default()
     });
     std::fs::write(c.pki.path().join("plan.toml"), plan).unwrap();
     c.wait_formed(1, 5, 0, Duration::from_secs(60));
