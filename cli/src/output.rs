@@ -391,6 +391,10 @@ pub fn plan_text(p: &pb::PlanReply) -> String {
         ]);
     }
     let mut out = table(&rows);
+    let deferred: Vec<&String> = p.stages.iter().flat_map(|s| &s.deferred).collect();
+    for d in &deferred {
+        out.push_str(&format!("{d}: no stage waits for it\n"));
+    }
     out.push_str(&format!(
         "emergency: runtime under {} s, a UPS low-battery signal, or a UPS on battery silent for {} s starts every remaining stage\nkill power: each UPS cuts its outlets at least {} s after its order (longer while a host it powers may still be shutting down), returning with mains\n",
         p.runtime_floor_s, p.dead_time_s, p.kill_power_delay_s
@@ -461,6 +465,7 @@ pub fn plan_json(p: &pb::PlanReply) -> Value {
         "stages": p.stages.iter().map(|s| json!({
             "name": s.name, "selectors": s.selectors, "hosts": s.hosts, "trigger": s.trigger,
             "ack_timeout_s": s.ack_timeout_s, "state": s.state, "waiting_for": s.waiting_for,
+            "deferred": s.deferred,
         })).collect::<Vec<_>>(),
         "outage": p.outage,
         "now": p.now,

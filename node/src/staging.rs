@@ -23,6 +23,9 @@ use upsilon_core::replicated::plan::{self, Plan};
 use upsilon_core::replicated::state::{ArmedKill, Command};
 use upsilon_core::time::now_ms;
 
+/// A stage marker's text when a UPS owner's deferred halt was never needed.
+const STAYED_UP: &str = "stayed up";
+
 const WRITE_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The tick of a loop with work in hand (an outage, an order, a leader's decisions).
@@ -102,7 +105,6 @@ struct MyStage {
     name: String,
     reason: String,
     command: Option<Vec<String>>,
-    ack_timeout: Duration,
     acked_shutting_down: bool,
     acked_halting: bool,
     said_halted: bool,
@@ -190,7 +192,6 @@ pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut s
                         name: r.name.clone(),
                         reason: r.reason.clone(),
                         command: st.and_then(|x| x.command.clone()),
-                        ack_timeout: Duration::from_secs(st.map_or(120, |x| x.ack_timeout_s)),
                         acked_shutting_down: ack.is_some_and(|a| a.shutting_down_ms.is_some()),
                         acked_halting: ack.is_some_and(|a| a.halting_ms.is_some()),
                         said_halted: ack.is_some_and(|a| a.halted_ms.is_some()),
@@ -219,6 +220,11 @@ pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut s
                 continue;
             }
             let path = stage_marker(&dir, st.outage, st.stage);
+            // An owner whose deferred halt the end of the outage made unnecessary: it
+            // never began to shut down, so there is nothing to acknowledge.
+            if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == STAYED_UP) {
+                continue;
+            }
             // A stage marker left "started" by a run that never reached the point of no
             // return (killed in its hooks): the shutdown provably did not start; run it.
             let unfinished = std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == "started")
@@ -280,9 +286,16 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
                 Err(e) => tracing::error!("cannot write {}: {e}", flag.display()),
             }
         }
-        // This host carries the kill-power orders for its UPSes: wait for them (bounded
-        // by the stage's ack timeout) before halting itself.
-        let until = Instant::now() + st.ack_timeout;
+        // This host carries the kill-power orders for its UPSes: its halt is deferred
+        // until they are carried out (no stage waits for it), however many stages that
+        // takes, as long as the outage lasts, and not once its UPS signals low battery.
+        tracing::warn!(
+            stage = %st.name,
+            "this host {}: it halts once they are carried out",
+            upsilon_core::replicated::endgame::deferred_words(
+                &owned_on_battery.iter().map(String::as_str).collect::<Vec<_>>()
+            )
+        );
         loop {
             // Done by the cluster's order, or by this owner alone (no quorum).
             let done = owned_on_battery.iter().all(|u| {
@@ -296,27 +309,48 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
             if done {
                 break;
             }
-            if Instant::now() >= until {
-                // Past the stage's timeout, wait on while a kill order of this owner is
-                // still to come (from the cluster, which waits for every fed host to be
-                // down, or from this owner alone without a quorum) and its UPS is still
-                // on battery, but not once that UPS signals low battery.
-                let pending = !pending_kills(shared, cluster).is_empty();
-                let low = shared.ups.lock().expect("ups lock").iter().any(|(u, v)| {
-                    owned_on_battery.contains(u)
-                        && v.status
-                            .reading
-                            .as_ref()
-                            .is_some_and(|r| r.flags.low_battery)
-                });
-                if !pending || low {
-                    if pending {
-                        tracing::error!(
-                            "low battery before every host this owner's UPS feeds was down: halting without cutting it"
-                        );
-                    }
-                    break;
+            let over = cluster.read(|s| {
+                s.outage
+                    .as_ref()
+                    .is_none_or(|o| o.id != st.outage || o.ended_ms.is_some())
+            });
+            if over {
+                // Its halt was deferred, so its shutdown never started: it stays up, and
+                // the killpower flag must not cut its UPS at some later halt.
+                if let Some(dir) = shared.powerfail_dir.as_ref().filter(|_| st.drill.is_none()) {
+                    let _ = std::fs::remove_file(dir.join("powerfail"));
                 }
+                if let Err(e) = write_marker(marker, &format!("{STAYED_UP}\n")) {
+                    tracing::error!("cannot update stage marker {}: {e}", marker.display());
+                }
+                tracing::warn!(
+                    stage = %st.name,
+                    "the outage ended before this owner's kill power: this host stays up"
+                );
+                return;
+            }
+            // Its own reading: mains may be back on its UPS alone.
+            let (back, low) = {
+                let ups = shared.ups.lock().expect("ups lock");
+                let mine = || ups.iter().filter(|(u, _)| owned_on_battery.contains(u));
+                let back = st.drill.is_none() && mine().all(|(_, v)| !v.status.on_battery);
+                let low = mine().any(|(_, v)| {
+                    v.status
+                        .reading
+                        .as_ref()
+                        .is_some_and(|r| r.flags.low_battery)
+                });
+                (back, low)
+            };
+            if back {
+                tracing::info!("mains are back on this owner's UPS: no kill power to wait for");
+                break;
+            }
+            if low {
+                tracing::error!(
+                    "low battery before every host this owner's UPS feeds was down: halting without cutting it"
+                );
+                break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -428,7 +462,8 @@ async fn stand_in_halt(shared: &NodeShared, cluster: &Cluster, drill: bool, rest
 }
 
 /// This owner's armed kill orders still to carry out at the end of the plan (every stage
-/// started, its UPS on battery by its own reading, no marker yet), with their outage.
+/// started but those of owners alone, its UPS on battery by its own reading, no marker
+/// yet), with their outage.
 pub(crate) fn pending_kills(shared: &NodeShared, cluster: &Cluster) -> Vec<(u64, ArmedKill)> {
     let on_battery = |ups: &str| {
         shared
@@ -449,12 +484,13 @@ pub(crate) fn pending_kills(shared: &NodeShared, cluster: &Cluster) -> Vec<(u64,
         let Some(armed) = &o.armed else {
             return vec![];
         };
-        // Every stage started: the plan's end, where the kill orders belong.
-        let all_started = s
+        // The plan's end, where the kill orders belong: every stage started, or the
+        // ones left hold only owners, whose halts wait for their kill power anyway.
+        let end = s
             .plan
             .as_ref()
-            .is_some_and(|p| o.stages.len() >= p.stages.len());
-        if !all_started {
+            .is_some_and(|p| upsilon_core::replicated::endgame::plan_end_reached(s, p));
+        if !end {
             return vec![];
         }
         armed

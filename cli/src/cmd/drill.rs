@@ -63,7 +63,8 @@ pub async fn run(conn: &ConnArgs, a: DrillArgs) -> anyhow::Result<std::process::
             },
         )
         .await?;
-        let over = p.drill_id != reply.id || !p.drill_running;
+        // A node that has not applied the drill yet still shows the one before: wait.
+        let over = p.drill_id > reply.id || (p.drill_id == reply.id && !p.drill_running);
         if over || Instant::now() >= until {
             break p;
         }

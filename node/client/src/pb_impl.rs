@@ -383,12 +383,26 @@ pub fn plan_reply(
                     },
                 ),
                 waiting_for: run.map_or_else(Vec::new, |r| {
-                    r.hosts
-                        .iter()
-                        .filter(|h| r.acks.get(*h).is_none_or(|a| a.halting_ms.is_none()))
-                        .map(name)
-                        .collect()
+                    plan::stage_waits_for(s, r).iter().map(name).collect()
                 }),
+                // In an outage, the owners whose kill power is still to come; outside
+                // one, every owner the stage selects (as if every UPS failed).
+                deferred: p
+                    .stage_hosts(k, &nodes)
+                    .iter()
+                    .filter_map(|h| {
+                        let halted = run
+                            .and_then(|r| r.acks.get(h))
+                            .is_some_and(|a| a.halting_ms.is_some());
+                        let duties = if s.outage.as_ref().is_some_and(|o| o.ended_ms.is_none()) {
+                            endgame::duties(s, *h)
+                        } else {
+                            endgame::owned(s, *h)
+                        };
+                        (!duties.is_empty() && !halted)
+                            .then(|| format!("{} {}", name(h), endgame::deferred_words(&duties)))
+                    })
+                    .collect(),
             }
         })
         .collect();

@@ -396,7 +396,18 @@ impl AdminService for AdminApi {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         plan.validate()
             .map_err(|e| Status::invalid_argument(format!("{source}: {e}")))?;
-        let review = self.cluster()?.read(|s| plan.review(&s.hosts()));
+        let cluster = self.cluster()?;
+        let voters: Vec<u64> = cluster.metrics().membership_config.voter_ids().collect();
+        let review = cluster.read(|s| {
+            let mut r = plan.review(&s.hosts());
+            // The quorum rule: no host may be left to a stage nothing can start.
+            match upsilon_core::replicated::endgame::quorum_words(s, &plan, &voters) {
+                Err(e) => r.refusals.push(e),
+                Ok(Some(w)) => r.warnings.push(w),
+                Ok(None) => {}
+            }
+            r
+        });
         if !review.refusals.is_empty() && !r.force {
             return Err(Status::invalid_argument(format!(
                 "{source}: {}; add --force to apply it anyway",

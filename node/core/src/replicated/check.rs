@@ -1,19 +1,19 @@
 //! `upsilon plan check`, without I/O: does the plan fit the batteries at the current
 //! load, and does it fit the cluster?
 //!
-//! The model is deliberately simple and errs on the safe side: every UPS is taken to be
-//! on battery from now on (those already on battery go on), each drains linearly from
-//! its reported runtime at the current load (load that drops as hosts halt is not
-//! counted), charge falls in proportion, acknowledgements are prompt, and each host
-//! takes its shutdown time (the larger of declared and measured). Stages start in
-//! order, each at its trigger or at the runtime floor, never before the one before it.
+//! Every time it prints comes from [`timeline::predict`], which plays the coordinator
+//! itself forward on a model of the batteries (see there); this module only puts the
+//! timeline into words and judges it: a host down after its supply ran out, a UPS
+//! empty before its kill power cuts, a stage that never starts, a plan that strands
+//! hosts once the quorum is gone.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use super::NodeId;
-use super::endgame::{self, OWNER_START_S};
-use super::plan::{Plan, Trigger, trigger_words};
-use super::state::{NodeRecord, PowerState, UpsRecord};
+use super::endgame;
+use super::plan::{Plan, trigger_words};
+use super::state::{PowerState, UpsRecord};
+use super::timeline::{self, HaltPath, Timeline, seconds};
 
 /// What the check found; `lines` is the report in words.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -30,59 +30,6 @@ impl PlanCheck {
     pub fn fits(&self) -> bool {
         self.problems.is_empty()
     }
-}
-
-/// A UPS as the check sees it: seconds of runtime left now, charge, seconds on battery.
-#[derive(Debug, Clone, Copy)]
-struct Battery {
-    runtime_s: Option<f64>,
-    charge: Option<f64>,
-    on_battery_s: f64,
-}
-
-fn battery(u: &UpsRecord, now_ms: i64) -> Battery {
-    let r = u.status.reading.as_ref();
-    Battery {
-        runtime_s: r.and_then(|r| r.runtime_s),
-        charge: r.and_then(|r| r.charge_percent),
-        on_battery_s: u
-            .on_battery_since_ms
-            .filter(|_| u.status.on_battery)
-            .map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0),
-    }
-}
-
-/// The feed a host's supply hangs on: the `min_supplies`-th longest runtime.
-fn host_battery(n: &NodeRecord, bats: &BTreeMap<String, Battery>) -> Option<Battery> {
-    let mut feeds: Vec<Battery> = n
-        .feeds
-        .iter()
-        .filter_map(|f| bats.get(f).copied())
-        .collect();
-    feeds.sort_by(|a, b| {
-        b.runtime_s
-            .unwrap_or(0.0)
-            .total_cmp(&a.runtime_s.unwrap_or(0.0))
-    });
-    feeds.get(n.min_supplies.max(1) as usize - 1).copied()
-}
-
-/// Seconds from now until `t` fires for a host on `b` (None: it cannot be computed).
-fn trigger_in(t: &Trigger, b: &Battery) -> Option<f64> {
-    let mut best: Option<f64> = None;
-    let mut take = |x: f64| best = Some(best.map_or(x, |b: f64| b.min(x)).max(0.0));
-    if let Some(limit) = t.on_battery_s {
-        take(limit as f64 - b.on_battery_s);
-    }
-    if let (Some(limit), Some(rt)) = (t.runtime_below_s, b.runtime_s) {
-        take(rt - limit as f64);
-    }
-    if let (Some(limit), Some(rt), Some(c)) = (t.charge_below, b.runtime_s, b.charge)
-        && c > 0.0
-    {
-        take(rt * (1.0 - limit / c));
-    }
-    best
 }
 
 /// The UPS's own delay against the one the plan needs: programmed where the driver can
@@ -128,37 +75,50 @@ fn secs(x: f64) -> String {
 }
 
 /// Checks `state`'s plan against its UPSes and hosts; `voters` are the cluster's voters
-/// (empty when unknown, e.g. a standalone node).
+/// (empty when unknown, e.g. a standalone node). The times come from
+/// [`timeline::predict`], the model the coordinator itself runs in.
 pub fn check(state: &PowerState, voters: &[NodeId], now_ms: i64) -> Option<PlanCheck> {
-    let plan: &Plan = state.plan.as_ref()?;
+    let tl = timeline::predict(state, voters, now_ms)?;
+    Some(render(state, voters, &tl))
+}
+
+fn at(ms: i64) -> String {
+    if ms < 0 {
+        format!("-{}", seconds(-ms))
+    } else {
+        format!("+{}", seconds(ms))
+    }
+}
+
+/// `plan check`'s report from a predicted timeline.
+pub fn render(state: &PowerState, voters: &[NodeId], tl: &Timeline) -> PlanCheck {
+    let plan: &Plan = state.plan.as_ref().expect("a timeline comes from a plan");
     let hosts = state.hosts();
-    let bats: BTreeMap<String, Battery> = state
-        .upses
-        .values()
-        .map(|u| (u.name.clone(), battery(u, now_ms)))
-        .collect();
+    let name = |id: &NodeId| tl.hosts.get(id).map_or(id.to_string(), |h| h.name.clone());
     let mut c = PlanCheck::default();
-    let active = state.outage.as_ref().filter(|o| o.ended_ms.is_none());
-    c.lines.push(match active {
-        Some(o) => format!(
-            "outage {} going on: every UPS taken to stay on battery, at the current load",
-            o.id
-        ),
-        None => "as if mains failed now on every UPS, at the current load".to_string(),
+    c.lines.push(if tl.outage_going {
+        "outage going on: the UPSes on battery taken to stay so, at the current load".into()
+    } else {
+        "as if mains failed now on every UPS, at the current load".to_string()
     });
-    for (name, b) in &bats {
-        c.lines.push(match b.runtime_s {
+    for u in &tl.upses {
+        c.lines.push(match u.runtime_s {
             Some(r) => format!(
-                "UPS {name}: {} of runtime{}",
+                "UPS {}: {} of runtime{}{}",
+                u.name,
                 secs(r),
-                b.charge
-                    .map_or(String::new(), |c| format!(", {c:.0} % charge"))
+                u.charge
+                    .map_or(String::new(), |c| format!(", {c:.0} % charge")),
+                if u.on_battery { "" } else { " (on line)" }
             ),
-            None => format!("UPS {name}: reports no runtime: the check cannot time it"),
+            None => format!(
+                "UPS {}: reports no runtime: the check cannot time it",
+                u.name
+            ),
         });
-        if b.runtime_s.is_none() {
+        if u.runtime_s.is_none() {
             c.warnings
-                .push(format!("UPS {name} reports no runtime: not checked"));
+                .push(format!("UPS {} reports no runtime: not checked", u.name));
         }
     }
     // A feed nobody reports (a typo, or an owner not yet up) leaves its hosts untimed:
@@ -171,93 +131,100 @@ pub fn check(state: &PowerState, voters: &[NodeId], now_ms: i64) -> Option<PlanC
             ));
         }
     }
-    // The runtime floor: every remaining stage starts when any host's supply falls under it.
-    let floor_at = hosts
-        .iter()
-        .filter_map(|n| host_battery(n, &bats)?.runtime_s)
-        .map(|r| (r - plan.runtime_floor_s as f64).max(0.0))
-        .reduce(f64::min);
-    let mut start: Vec<Option<f64>> = Vec::new();
-    let mut down_at: BTreeMap<NodeId, f64> = BTreeMap::new();
+    // The rule for the quorum, stated either way.
+    match endgame::quorum_words(state, plan, voters) {
+        Ok(Some(w)) => c.lines.push(w),
+        Ok(None) => {}
+        Err(e) => c
+            .problems
+            .push(format!("{e} (`plan apply` refuses this plan)")),
+    }
     let mut worst: Option<(f64, String)> = None;
-    for (k, st) in plan.stages.iter().enumerate() {
-        let ids = plan.stage_hosts(k, &hosts);
-        let started = active.and_then(|o| o.stages.get(k)).map(|r| {
-            (r.started_ms - now_ms) as f64 / 1000.0 // before now: negative
-        });
-        let (at, why) = if let Some(t) = started {
-            (Some(t), "started".to_string())
-        } else {
-            let trig = ids
-                .iter()
-                .filter_map(|h| state.host(*h))
-                .filter_map(|n| trigger_in(&st.trigger, &host_battery(n, &bats)?))
-                .reduce(f64::min);
-            let prev = start.last().copied().flatten().unwrap_or(0.0);
-            let (t, why) = match (trig, floor_at) {
-                (Some(t), Some(f)) if f < t => (Some(f), "runtime floor".to_string()),
-                (Some(t), _) => (Some(t), trigger_words(&st.trigger)),
-                (None, Some(f)) => (Some(f), "runtime floor".to_string()),
-                (None, None) => (None, String::new()),
+    for st in &tl.stages {
+        let label = format!("stage {} {}", st.index + 1, st.name);
+        let Some(start) = st.start_ms else {
+            let why = if tl.quorum_lost_ms.is_some() {
+                "never starts: no quorum is left to start it".to_string()
+            } else {
+                format!(
+                    "does not start before +{} ({}: cannot be timed from the readings, or never fires)",
+                    seconds(tl.end_ms),
+                    trigger_words(&plan.stages[st.index].trigger)
+                )
             };
-            (t.map(|t| t.max(prev)), why)
-        };
-        start.push(at);
-        let Some(at) = at else {
-            c.lines.push(format!(
-                "stage {} {}: cannot be timed (no runtime or charge to trigger on)",
-                k + 1,
-                st.name
-            ));
-            c.warnings.push(format!(
-                "stage {} {}: its trigger cannot be timed from the readings",
-                k + 1,
-                st.name
-            ));
+            c.lines.push(format!("{label}: {why}"));
+            if tl.quorum_lost_ms.is_none() {
+                c.warnings.push(format!(
+                    "{label}: its trigger cannot be timed from the readings"
+                ));
+            }
+            for h in st.hosts.iter().filter_map(|h| tl.hosts.get(h)) {
+                if h.duties.is_empty() && h.down_ms.is_some() {
+                    c.lines.push(format!(
+                        "  {}: {} at +{} (battery left then {})",
+                        h.name,
+                        how_words(h.how),
+                        seconds(h.down_ms.unwrap_or(0)),
+                        h.margin_s.map_or("unknown".into(), secs)
+                    ));
+                }
+            }
             continue;
         };
         let mut parts = Vec::new();
-        let mut last_down = at;
-        for h in &ids {
-            let Some(n) = state.host(*h) else { continue };
-            let took = endgame::shutdown_s(state, plan, n) as f64;
-            let down = at + took;
-            last_down = last_down.max(down);
-            down_at.insert(*h, down);
-            let left = host_battery(n, &bats).and_then(|b| b.runtime_s);
-            match left {
-                Some(r) => {
-                    let margin = r - down;
-                    parts.push(format!(
-                        "{} {} (battery left then {})",
-                        n.name,
-                        secs(took),
-                        secs(margin)
+        let mut last_down = start;
+        for h in st.hosts.iter().filter_map(|h| tl.hosts.get(h)) {
+            if !h.duties.is_empty() && h.how != HaltPath::Stage {
+                let duty: Vec<&str> = h.duties.iter().map(String::as_str).collect();
+                parts.push(format!(
+                    "{} {} (down by {})",
+                    h.name,
+                    endgame::deferred_words(&duty),
+                    h.down_ms.map_or("never".into(), at)
+                ));
+                continue;
+            }
+            if let Some(d) = h.down_ms {
+                last_down = last_down.max(d);
+            }
+            let left = h.margin_s.map_or("unknown".into(), secs);
+            parts.push(format!(
+                "{} {} (battery left then {left})",
+                h.name,
+                secs(f64::from(h.shutdown_s))
+            ));
+            if let (Some(m), Some(d)) = (h.margin_s, h.down_ms) {
+                if m < 0.0 {
+                    c.problems.push(format!(
+                        "{label}: {} needs until {} to shut down but its supply runs out at {}: {} short",
+                        h.name,
+                        at(d),
+                        at(d + (m * 1000.0) as i64),
+                        secs(-m)
                     ));
-                    if margin < 0.0 {
-                        c.problems.push(format!(
-                            "stage {} {}: {} needs until +{} to shut down but its supply runs out at +{}: {} short",
-                            k + 1,
-                            st.name,
-                            n.name,
-                            secs(down),
-                            secs(r),
-                            secs(-margin)
-                        ));
-                    }
-                    if worst.as_ref().is_none_or(|(m, _)| margin < *m) {
-                        worst = Some((margin, format!("stage {} {}", k + 1, st.name)));
-                    }
                 }
-                None => parts.push(format!("{} {} (battery unknown)", n.name, secs(took))),
+                if worst.as_ref().is_none_or(|(w, _)| m < *w) {
+                    worst = Some((m, label.clone()));
+                }
             }
         }
+        let waits = match (st.waits_for.is_empty(), st.done_ms) {
+            (true, _) => String::new(),
+            (false, Some(done)) => format!(
+                "; waits for {}: {}",
+                st.waits_for.iter().map(name).collect::<Vec<_>>().join(", "),
+                seconds(done - start)
+            ),
+            (false, None) => format!(
+                "; waits for {}",
+                st.waits_for.iter().map(name).collect::<Vec<_>>().join(", ")
+            ),
+        };
         c.lines.push(format!(
-            "stage {} {}: starts at +{} ({why}); hosts down by +{}: {}",
-            k + 1,
-            st.name,
-            secs(at),
-            secs(last_down),
+            "{label}: starts at {} ({}){waits}; hosts down by {}: {}",
+            at(start),
+            st.reason,
+            at(last_down),
             if parts.is_empty() {
                 "no host".to_string()
             } else {
@@ -265,59 +232,102 @@ pub fn check(state: &PowerState, voters: &[NodeId], now_ms: i64) -> Option<PlanC
             }
         ));
     }
-    // Kill power: each UPS once every host that needs it is down, plus silence_s for the
-    // cluster to see it, then its delay (which covers its owner's own shutdown).
-    let all_started = start.iter().copied().flatten().reduce(f64::max);
-    for (name, b) in &bats {
-        let Some(u) = state.upses.get(name) else {
+    if let Some(q) = tl.quorum_lost_ms {
+        c.lines.push(format!(
+            "quorum lost at {}: nothing is committed after it",
+            at(q)
+        ));
+    }
+    for u in &tl.upses {
+        let Some(k) = &u.kill else {
+            if u.on_battery {
+                c.warnings.push(format!(
+                    "UPS {}: not cut before +{}: it feeds a host that is never down (in no stage?), and kill power waits for it",
+                    u.name,
+                    seconds(tl.end_ms)
+                ));
+            }
             continue;
         };
-        let need: Vec<f64> = hosts
-            .iter()
-            .filter(|n| n.id != u.owner && n.feeds.iter().any(|f| f == name))
-            .map(|n| down_at.get(&n.id).copied().unwrap_or(f64::INFINITY))
-            .collect();
-        let Some(started) = all_started else { continue };
-        let order = need
-            .iter()
-            .copied()
-            .map(|d| d + plan.silence_s as f64)
-            .fold(started, f64::max);
-        if !order.is_finite() {
-            c.warnings.push(format!(
-                "UPS {name}: feeds a host no stage selects: it is never cut while that host runs"
-            ));
-            continue;
+        if let Some(rec) = state.upses.get(&u.name) {
+            ups_delay_note(&mut c, rec, k.delay_s);
         }
-        let owner_s = state
-            .host(u.owner)
-            .map_or(0, |n| endgame::shutdown_s(state, plan, n) + OWNER_START_S);
-        let delay = plan.kill_power_delay_s.max(owner_s) as f64;
-        ups_delay_note(&mut c, u, delay as u32);
-        let cut = order + delay;
-        match b.runtime_s {
-            Some(r) => {
+        let by = if k.alone {
+            format!(" by {} alone (no quorum)", name(&u.owner))
+        } else {
+            String::new()
+        };
+        match u.margin_s() {
+            Some(m) => {
                 c.lines.push(format!(
-                    "UPS {name}: kill power ordered at +{}, cuts at +{} ({} delay); margin {}",
-                    secs(order),
-                    secs(cut),
-                    secs(delay),
-                    secs(r - cut)
+                    "UPS {}: kill power ordered{by} at {}, cuts at {} ({} delay); margin {}",
+                    u.name,
+                    at(k.ordered_ms),
+                    at(k.cut_ms()),
+                    secs(f64::from(k.delay_s)),
+                    secs(m)
                 ));
-                if r < cut {
+                if m < 0.0 {
                     c.problems.push(format!(
-                        "UPS {name}: runs out at +{} before its kill power cuts at +{}: {} short (its owner may die mid-shutdown, and the UPS may not come back on its own)",
-                        secs(r),
-                        secs(cut),
-                        secs(cut - r)
+                        "UPS {}: runs out at {} before its kill power cuts at {}: {} short (its owner may die mid-shutdown, and the UPS may not come back on its own)",
+                        u.name,
+                        at(k.cut_ms() + (m * 1000.0) as i64),
+                        at(k.cut_ms()),
+                        secs(-m)
                     ));
                 }
             }
             None => c.lines.push(format!(
-                "UPS {name}: kill power ordered at +{}, cuts at +{}",
-                secs(order),
-                secs(cut)
+                "UPS {}: kill power ordered{by} at {}, cuts at {}",
+                u.name,
+                at(k.ordered_ms),
+                at(k.cut_ms())
             )),
+        }
+    }
+    // Owners' and fallen-back hosts' halts, which no stage line shows.
+    for h in tl.hosts.values() {
+        let shown = h
+            .stage
+            .and_then(|k| tl.stages.get(k))
+            .is_some_and(|s| s.start_ms.is_some() && h.how == HaltPath::Stage);
+        if shown || h.how == HaltPath::Before {
+            continue;
+        }
+        match (h.how, h.down_ms) {
+            (HaltPath::Never, _) if h.stage.is_none() && h.duties.is_empty() => {}
+            (HaltPath::Never, _) => {
+                c.lines.push(format!(
+                    "{}: not down before +{}",
+                    h.name,
+                    seconds(tl.end_ms)
+                ));
+                if h.margin_s.is_some() {
+                    c.problems.push(format!(
+                        "{}: never goes down before its supply runs out",
+                        h.name
+                    ));
+                }
+            }
+            (how, Some(d)) => {
+                c.lines.push(format!(
+                    "{}: {} at {}, down by {} (battery left then {})",
+                    h.name,
+                    how_words(how),
+                    at(h.halting_ms.unwrap_or(d)),
+                    at(d),
+                    h.margin_s.map_or("unknown".into(), secs)
+                ));
+                if let Some(m) = h.margin_s.filter(|m| *m < 0.0) {
+                    c.problems.push(format!(
+                        "{}: halts at {} but its supply runs out {} before it is down",
+                        h.name,
+                        at(h.halting_ms.unwrap_or(d)),
+                        secs(-m)
+                    ));
+                }
+            }
+            (_, None) => {}
         }
     }
     if let Some((m, stage)) = worst {
@@ -339,54 +349,26 @@ pub fn check(state: &PowerState, voters: &[NodeId], now_ms: i64) -> Option<PlanC
             ));
         }
     }
-    for n in &hosts {
-        for f in n.feeds.iter().filter(|f| !state.upses.contains_key(*f)) {
-            c.warnings.push(format!(
-                "{} is fed by {f}, which no node reports: it does not count until it does (a misspelt name?)",
-                n.name
-            ));
-        }
-    }
     c.warnings.extend(plan.review(&hosts).warnings);
-    if !voters.is_empty() {
-        let quorum = voters.len() / 2 + 1;
-        let mut halted = BTreeSet::new();
-        for (k, st) in plan.stages.iter().enumerate() {
-            for h in plan.stage_hosts(k, &hosts) {
-                if voters.contains(&h) {
-                    halted.insert(h);
-                }
-            }
-            let left = voters.len() - halted.len();
-            if left < quorum && k + 1 < plan.stages.len() {
-                c.warnings.push(format!(
-                    "stage {} {} halts {} of {} voters: later stages and kill power cannot be committed after it",
-                    k + 1,
-                    st.name,
-                    halted.len(),
-                    voters.len()
-                ));
-                break;
-            }
-            if left < quorum {
-                c.lines.push(format!(
-                    "stage {} {} (the last) halts {} of {} voters: no commit after it; the kill orders are committed before the first stage and each UPS owner finishes alone",
-                    k + 1,
-                    st.name,
-                    halted.len(),
-                    voters.len()
-                ));
-            }
-        }
+    c
+}
+
+fn how_words(how: HaltPath) -> &'static str {
+    match how {
+        HaltPath::Stage => "halts in its stage",
+        HaltPath::AfterKill => "halts after its kill power",
+        HaltPath::Fallback => "falls back to its own shutdown (no quorum)",
+        HaltPath::Before => "already down",
+        HaltPath::Never => "never halts",
     }
-    Some(c)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reading::UpsReading;
-    use crate::replicated::plan::Stage;
+    use crate::replicated::plan::{Stage, Trigger};
+    use crate::replicated::state::NodeRecord;
     use crate::view::UpsStatus;
 
     const NOW: i64 = 1_000_000_000;
@@ -471,17 +453,22 @@ mod tests {
         let c = check(&s, &[], NOW).unwrap();
         assert!(c.fits(), "{c:#?}");
         let text = c.lines.join("\n");
-        // batch at +60 (on battery 60 s), down by +180; core at +1200 (runtime < 600),
-        // db down by +1500; kill ordered at +1510, cut after 70 s (owner 60 + 10).
+        // batch at +60 (on battery 60 s), down by +180; core at the first tick with
+        // runtime under 600 (+1201), db down 300 s later; kill ordered then ("halted"),
+        // cut after 70 s (the owner's 60 + 10); the owner halts after it.
         assert!(text.contains("stage 1 batch: starts at +60 s"), "{text}");
-        assert!(text.contains("stage 2 core: starts at +1200 s"), "{text}");
-        assert!(text.contains("hosts down by +1500 s"), "{text}");
+        assert!(text.contains("stage 2 core: starts at +1201 s"), "{text}");
+        assert!(text.contains("hosts down by +1501 s"), "{text}");
         assert!(
-            text.contains("UPS ups1: kill power ordered at +1510 s, cuts at +1580 s (70 s delay); margin 220 s"),
+            text.contains("owner halts after kill power of ups1 (down by +1561 s)"),
             "{text}"
         );
         assert!(
-            text.contains("tightest: stage 2 core, 300 s of battery to spare"),
+            text.contains("UPS ups1: kill power ordered at +1501 s, cuts at +1571 s (70 s delay); margin 229 s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tightest: stage 2 core, 299 s of battery to spare"),
             "{text}"
         );
     }
@@ -528,15 +515,15 @@ mod tests {
 
     #[test]
     fn a_plan_that_does_not_fit_names_the_stage_and_the_shortfall() {
-        // db takes 900 s; core starts at +1200 (runtime 600 left): 300 s short.
+        // db takes 900 s; core starts at +1201 (runtime 599 left): 301 s short.
         let s = state(1800.0, [60, 120, 900]);
         let c = check(&s, &[], NOW).unwrap();
         assert!(!c.fits());
         assert!(
             c.problems
                 .iter()
-                .any(|p| p.contains("stage 2 core: db needs until +2100 s")
-                    && p.contains("300 s short")),
+                .any(|p| p.contains("stage 2 core: db needs until +2101 s")
+                    && p.contains("301 s short")),
             "{:#?}",
             c.problems
         );
@@ -544,7 +531,7 @@ mod tests {
             c.lines
                 .last()
                 .unwrap()
-                .contains("stage 2 core runs out of battery first, 300 s short")
+                .contains("stage 2 core runs out of battery first, 301 s short")
         );
         assert!(
             c.problems
@@ -566,7 +553,7 @@ mod tests {
         let c = check(&s, &[1, 2, 3], NOW).unwrap();
         let text = c.lines.join("\n");
         assert!(
-            text.contains("stage 2 core: starts at +100 s (runtime < 600 s)"),
+            text.contains("stage 2 core: starts at +101 s (owner: runtime 599 s below 600 s)"),
             "{text}"
         );
         assert!(
@@ -576,21 +563,29 @@ mod tests {
             "{:#?}",
             c.warnings
         );
+        // The last stage halts two of three voters (the owner stays for its kill):
+        // the owner finishes alone, and the check says so.
         assert!(
-            text.contains("stage 2 core (the last) halts 3 of 3 voters: no commit after it"),
+            text.contains("stage 2 (core) halts b1, db (2 of 3 voters): after it nothing can be committed; the kill orders are committed before the first stage"),
             "{text}"
         );
+        assert!(text.contains("quorum lost at +111 s"), "{text}");
+        assert!(
+            text.contains("UPS ups1: kill power ordered by owner alone (no quorum)"),
+            "{text}"
+        );
+        assert!(c.fits(), "{:#?}", c.problems);
         // A middle stage that halts the quorum strands the stages after it.
         let mut s2 = s.clone();
-        s2.nodes.get_mut(&1).unwrap().labels = vec!["batch".into()];
         s2.nodes.get_mut(&3).unwrap().labels = vec!["batch".into()];
+        s2.nodes.get_mut(&4).unwrap().labels = vec!["core".into()];
         let c2 = check(&s2, &[1, 2, 3], NOW).unwrap();
         assert!(
-            c2.warnings.iter().any(|w| w.contains(
-                "stage 1 batch halts 3 of 3 voters: later stages and kill power cannot be committed after it"
+            c2.problems.iter().any(|w| w.contains(
+                "stage 1 (batch) halts b1, db (2 of 3 voters): after it nothing can be committed, so stage 2 (core) would never start for stray"
             )),
             "{:#?}",
-            c2.warnings
+            c2.problems
         );
     }
 }

@@ -289,3 +289,152 @@ pub fn alone_delay(
     }
     Some(delay)
 }
+
+/// The UPSes whose kill order host `id` must still carry out in the active outage: it
+/// owns them, they are on battery, and their order is not done. Such a host's halt is
+/// deferred until after them, and no stage waits for it (it cannot halt before the
+/// hosts its UPS feeds are down, which may be in a later stage).
+pub fn duties(state: &PowerState, id: NodeId) -> Vec<&str> {
+    let Some(o) = state.outage.as_ref().filter(|o| o.ended_ms.is_none()) else {
+        return vec![];
+    };
+    state
+        .upses
+        .values()
+        .filter(|u| u.owner == id && u.status.on_battery)
+        .filter(|u| {
+            o.kill_power
+                .get(&u.name)
+                .is_none_or(|k| k.done_ms.is_none())
+        })
+        .map(|u| u.name.as_str())
+        .collect()
+}
+
+/// The UPSes host `id` owns: what it will have to cut in an outage of every UPS.
+pub fn owned(state: &PowerState, id: NodeId) -> Vec<&str> {
+    state
+        .upses
+        .values()
+        .filter(|u| u.owner == id)
+        .map(|u| u.name.as_str())
+        .collect()
+}
+
+/// Words for a deferred halt, e.g. `halts after kill power of ups1, ups2`.
+pub fn deferred_words(upses: &[&str]) -> String {
+    format!("halts after kill power of {}", upses.join(", "))
+}
+
+/// Whether the plan has reached its end in the active outage: every stage started, or
+/// the stages still to start hold only hosts whose halt is deferred (UPS owners with a
+/// kill order to carry out). From here a UPS owner cut off from the quorum finishes
+/// alone: nothing it waits for can still need a commit.
+pub fn plan_end_reached(state: &PowerState, plan: &Plan) -> bool {
+    let Some(o) = state.outage.as_ref().filter(|o| o.ended_ms.is_none()) else {
+        return false;
+    };
+    let hosts = state.hosts();
+    (o.stages.len()..plan.stages.len()).all(|k| {
+        plan.stage_hosts(k, &hosts)
+            .into_iter()
+            .all(|h| !duties(state, h).is_empty())
+    })
+}
+
+/// Where the plan leaves the cluster without a quorum, assuming every UPS fails (so
+/// every UPS owner's halt is deferred until after its kill power).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuorumEnd {
+    /// The stage after whose start fewer than a quorum of voters is left running.
+    pub stage: usize,
+    /// The voters halted by then (owners excepted), and how many voters there are.
+    pub halted_voters: Vec<NodeId>,
+    pub voters: usize,
+    /// Later stages that hold hosts other than UPS owners, with those hosts: nothing
+    /// can start them once the quorum is gone.
+    pub stranded: Vec<(usize, Vec<NodeId>)>,
+}
+
+/// The first stage that breaks the quorum, if one does (`voters` empty: unknown, none).
+pub fn quorum_end(state: &PowerState, plan: &Plan, voters: &[NodeId]) -> Option<QuorumEnd> {
+    if voters.is_empty() {
+        return None;
+    }
+    let hosts = state.hosts();
+    let quorum = voters.len() / 2 + 1;
+    let mut halted = Vec::new();
+    for k in 0..plan.stages.len() {
+        for h in plan.stage_hosts(k, &hosts) {
+            if voters.contains(&h) && owned(state, h).is_empty() && !halted.contains(&h) {
+                halted.push(h);
+            }
+        }
+        if voters.len() - halted.len() < quorum {
+            let stranded = (k + 1..plan.stages.len())
+                .map(|j| {
+                    let ids: Vec<NodeId> = plan
+                        .stage_hosts(j, &hosts)
+                        .into_iter()
+                        .filter(|h| owned(state, *h).is_empty())
+                        .collect();
+                    (j, ids)
+                })
+                .filter(|(_, ids)| !ids.is_empty())
+                .collect();
+            return Some(QuorumEnd {
+                stage: k,
+                halted_voters: halted,
+                voters: voters.len(),
+                stranded,
+            });
+        }
+    }
+    None
+}
+
+/// The plan's rule for the quorum in words: `Err` when `plan apply` must refuse it
+/// (hosts stranded after the quorum is gone), `Ok(Some(..))` to state how it ends.
+pub fn quorum_words(
+    state: &PowerState,
+    plan: &Plan,
+    voters: &[NodeId],
+) -> Result<Option<String>, String> {
+    let Some(q) = quorum_end(state, plan, voters) else {
+        return Ok(None);
+    };
+    let name = |h: &NodeId| state.host(*h).map_or(h.to_string(), |n| n.name.clone());
+    let names = |v: &[NodeId]| v.iter().map(name).collect::<Vec<_>>().join(", ");
+    let st = &plan.stages[q.stage];
+    let head = format!(
+        "stage {} ({}) halts {} ({} of {} voters): after it nothing can be committed",
+        q.stage + 1,
+        st.name,
+        names(&q.halted_voters),
+        q.halted_voters.len(),
+        q.voters
+    );
+    if let Some((j, ids)) = q.stranded.first() {
+        return Err(format!(
+            "{head}, so stage {} ({}) would never start for {}. Move {} into stage {} or an earlier one, or keep a voter running until the last stage",
+            j + 1,
+            plan.stages[*j].name,
+            names(ids),
+            names(ids),
+            q.stage + 1
+        ));
+    }
+    let owners: Vec<String> = state
+        .upses
+        .values()
+        .map(|u| format!("{} cuts {}", name(&u.owner), u.name))
+        .collect();
+    Ok(Some(format!(
+        "{head}; the kill orders are committed before the first stage, and each UPS owner finishes alone once every host its UPS feeds is down, then halts ({})",
+        if owners.is_empty() {
+            "no UPS reports yet".to_string()
+        } else {
+            owners.join(", ")
+        }
+    )))
+}

@@ -4,7 +4,8 @@
 //! supply, the coordinator's `decide`, the local fallback, the dry-run replay) and the
 //! end of an outage ([`endgame`]: observed down, shutdown times, kill-power delays) and
 //! `plan check` ([`check`]: the plan against the batteries and the cluster) and the fire
-//! drill's report ([`drill`]). The
+//! drill's report ([`drill`]), both from one model of the end game ([`timeline`]:
+//! the coordinator played forward). The
 //! cluster (openraft, sled, network) carries these; nothing here knows it exists.
 
 pub mod check;
@@ -13,6 +14,7 @@ pub mod endgame;
 pub mod legacy;
 pub mod plan;
 pub mod state;
+pub mod timeline;
 
 pub use state::{Command, CommandResult, PowerState};
 

@@ -399,8 +399,10 @@ pub fn trigger_reason(t: &Trigger, s: &Supply, now_ms: i64) -> Option<String> {
     None
 }
 
-/// Whether stage `k` of the running outage is done: every host acknowledged halting,
-/// or its ack timeout passed.
+/// Whether stage `k` of the running outage is done: every host it waits for
+/// acknowledged halting, or its ack timeout passed. A stage never waits for a host
+/// whose halt is deferred ([`endgame::duties`]: a UPS owner halts after its kill power,
+/// which may come only after later stages).
 pub fn stage_done(state: &PowerState, plan: &Plan, k: usize, now_ms: i64) -> bool {
     let Some(o) = state.outage.as_ref() else {
         return false;
@@ -409,10 +411,18 @@ pub fn stage_done(state: &PowerState, plan: &Plan, k: usize, now_ms: i64) -> boo
         return false;
     };
     let timeout = plan.stages.get(k).map_or(120, |s| s.ack_timeout_s) as i64 * 1000;
+    stage_waits_for(state, run).is_empty() || now_ms - run.started_ms >= timeout
+}
+
+/// The hosts of a started stage it still waits for: not acknowledged halting, and no
+/// deferred halt.
+pub fn stage_waits_for(state: &PowerState, run: &super::state::StageRun) -> Vec<NodeId> {
     run.hosts
         .iter()
-        .all(|h| run.acks.get(h).is_some_and(|a| a.halting_ms.is_some()))
-        || now_ms - run.started_ms >= timeout
+        .filter(|h| run.acks.get(h).is_none_or(|a| a.halting_ms.is_none()))
+        .filter(|h| endgame::duties(state, **h).is_empty())
+        .copied()
+        .collect()
 }
 
 /// The coordinator: what the leader should propose now. Pure.
