@@ -754,3 +754,229 @@ fn decide_nothing_pending(c: &TestCluster) -> bool {
             .all(|l| !l.as_str().unwrap_or("").contains("PowerCycle"))
     })
 }
+
+/// Seconds after the outage began at which each stage started, from the cluster's
+/// history.
+fn committed_stage_starts(h: &[EventLine]) -> Vec<f64> {
+    let t0 = h
+        .iter()
+        .rfind(|l| l.message.starts_with("Outage") && l.message.contains("began"))
+        .map(|l| l.at_ms)
+        .expect("an outage began");
+    h.iter()
+        .filter(|l| {
+            l.at_ms >= t0 && l.message.starts_with("Stage ") && l.message.contains(") started")
+        })
+        .map(|l| (l.at_ms - t0) as f64 / 1000.0)
+        .collect()
+}
+
+/// The stage start times `plan check` predicts, in seconds ("stage K name: starts at +N s").
+fn predicted_stage_starts(check: &str) -> Vec<f64> {
+    check
+        .lines()
+        .filter(|l| l.starts_with("stage ") && l.contains(": starts at +"))
+        .map(|l| {
+            let rest = &l[l.find(": starts at +").unwrap() + 13..];
+            rest[..rest.find(' ').unwrap()].parse().unwrap()
+        })
+        .collect()
+}
+
+/// A UPS owner listed in a middle stage: its halt waits for its kill power, no stage
+/// waits for it (the next starts on its own trigger, not after its ack timeout), and
+/// every tool says so. `plan check`'s predicted stage starts match the committed ones
+/// within 2 s.
+#[test]
+fn an_owner_in_a_middle_stage_halts_after_its_kill_power_and_no_stage_waits_for_it() {
+    let _g = serial();
+    let feeds = "feeds = [\"ups1\"]";
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 4,
+        voters: 3,
+        ups_on: vec![1],
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
+        poll_ms: 200,
+        cluster_extra: vec![
+            format!("{feeds}\nlabels = [\"owner\"]\nshutdown_s = 3"),
+            format!("{feeds}\nlabels = [\"core\"]\nshutdown_s = 2"),
+            format!("{feeds}\nlabels = [\"core\"]\nshutdown_s = 2"),
+            format!("{feeds}\nlabels = [\"apps\"]\nshutdown_s = 2"),
+        ],
+        ups_toml: vec![],
+        executor_extra: String::new(),
+        executor_of: (1..=4)
+            .map(|i| {
+                (
+                    i,
+                    "record_halt = \"report\"\nrecord_halt_after_ms = 2000".to_string(),
+                )
+            })
+            .collect(),
+        timing: upsilon_tests::TEST_TIMING.to_string(),
+        ..Default::default()
+    });
+    c.wait_formed(1, 3, 1, Duration::from_secs(40));
+    let plan = c.pki.path().join("middle.toml");
+    std::fs::write(
+        &plan,
+        "silence_s = 3\nkill_power_delay_s = 5\nruntime_floor_s = 0\n\n\
+         [[stage]]\nname = \"apps\"\nhosts = [\"label:apps\"]\ntrigger = { on_battery_s = 2 }\nack_timeout_s = 60\n\n\
+         [[stage]]\nname = \"owner\"\nhosts = [\"label:owner\"]\ntrigger = { on_battery_s = 3 }\nack_timeout_s = 60\n\n\
+         [[stage]]\nname = \"core\"\nhosts = [\"label:core\"]\ntrigger = { on_battery_s = 6 }\nack_timeout_s = 60\n",
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(20), || {
+        c.cli(1, &["plan", "apply", plan.to_str().unwrap()])
+            .status
+            .success()
+            .then_some(())
+    })
+    .expect("plan applied");
+    // Every tool states the rule before the outage.
+    let text = wait_for(Duration::from_secs(15), || {
+        let text = stdout(&c.cli(2, &["plan"]));
+        text.contains("n1 halts after kill power of ups1")
+            .then_some(text)
+    })
+    .unwrap_or_else(|| panic!("`upsilon plan` never said how n1 halts\n{}", c.logs()));
+    assert!(text.contains("no stage waits for it"), "{text}");
+    let check = wait_for(Duration::from_secs(15), || {
+        let o = c.cli(2, &["plan", "check"]);
+        let text = stdout(&o);
+        (o.status.success() && !text.contains("(yet)")).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("plan check never fitted\n{}", c.logs()));
+    assert!(
+        check.contains("n1 halts after kill power of ups1"),
+        "{check}"
+    );
+    let predicted = predicted_stage_starts(&check);
+    assert_eq!(predicted.len(), 3, "{check}");
+    let o = c.cli(2, &["plan", "check", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("plan check --json is not JSON ({e}): {}", stdout(&o)));
+    assert_eq!(v["fits"], true, "{v:#}");
+
+    c.cli(1, &["sim", "set", "--on-battery"]);
+    // n1 cuts ups1 once n2, n3 and n4 said "halted", then halts.
+    let kill = wait_for(Duration::from_secs(90), || {
+        c.records(1)
+            .into_iter()
+            .find(|r| r["action"] == "killpower")
+    })
+    .unwrap_or_else(|| panic!("ups1 never cut\n{}", c.logs()));
+    let halt = wait_for(Duration::from_secs(30), || {
+        c.records(1).into_iter().find(|r| r["action"] == "shutdown")
+    })
+    .unwrap_or_else(|| panic!("n1 never halted after its kill power\n{}", c.logs()));
+    assert!(
+        kill["at_unix_ms"].as_i64() <= halt["at_unix_ms"].as_i64(),
+        "n1 halted before cutting ups1: {kill} {halt}"
+    );
+    let h = event_lines(&c.pki, c.addr(2));
+    let committed = committed_stage_starts(&h);
+    assert_eq!(committed.len(), 3, "{h:#?}");
+    for (k, (p, m)) in predicted.iter().zip(&committed).enumerate() {
+        assert!(
+            (p - m).abs() <= 2.0,
+            "stage {}: predicted +{p} s, committed +{m:.1} s\n{check}",
+            k + 1
+        );
+    }
+    // The core stage did not wait out the owner's 60 s ack timeout.
+    assert!(committed[2] < 20.0, "{committed:?}");
+}
+
+/// The first stage halts two of the three voters, the UPS owner (the third) is in the
+/// last: `plan apply` accepts it and `plan check` says how it ends (the owner cuts
+/// alone, then halts), and so it goes. A plan that would leave a host to a stage
+/// nothing can start any more is refused, naming it.
+#[test]
+fn a_first_stage_that_halts_two_of_three_voters_ends_with_the_owner_alone() {
+    let _g = serial();
+    let feeds = "feeds = [\"ups1\"]";
+    let exit = "record_halt = \"exit\"\nrecord_halt_after_ms = 1000".to_string();
+    let c = TestCluster::start(ClusterSpec {
+        nodes: 4,
+        voters: 3,
+        ups_on: vec![1],
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
+        poll_ms: 200,
+        cluster_extra: vec![
+            format!("{feeds}\nlabels = [\"owner\"]\nshutdown_s = 2"),
+            format!("{feeds}\nlabels = [\"first\"]\nshutdown_s = 1"),
+            format!("{feeds}\nlabels = [\"first\"]\nshutdown_s = 1"),
+            format!("{feeds}\nlabels = [\"later\"]\nshutdown_s = 1"),
+        ],
+        ups_toml: vec![],
+        executor_extra: String::new(),
+        executor_of: vec![
+            (1, "record_halt = \"none\"".into()),
+            (2, exit.clone()),
+            (3, exit.clone()),
+            (4, exit),
+        ],
+        timing: upsilon_tests::TEST_TIMING.to_string(),
+        ..Default::default()
+    });
+    c.wait_formed(1, 3, 1, Duration::from_secs(40));
+    let stranded = c.pki.path().join("stranded.toml");
+    let head = "silence_s = 3\nkill_power_delay_s = 5\nruntime_floor_s = 0\n\n\
+         [[stage]]\nname = \"first\"\nhosts = [\"label:first\"]\ntrigger = { on_battery_s = 1 }\nack_timeout_s = 30\n\n";
+    std::fs::write(
+        &stranded,
+        format!("{head}[[stage]]\nname = \"last\"\nhosts = [\"label:owner\", \"label:later\"]\ntrigger = {{ on_battery_s = 3 }}\nack_timeout_s = 30\n"),
+    )
+    .unwrap();
+    let refused = wait_for(Duration::from_secs(20), || {
+        let o = c.cli(1, &["plan", "apply", stranded.to_str().unwrap()]);
+        let e = stderr(&o);
+        e.contains("would never start").then_some(e)
+    })
+    .unwrap_or_else(|| panic!("the stranding plan was not refused\n{}", c.logs()));
+    assert!(
+        refused.contains("stage 1 (first) halts n2, n3 (2 of 3 voters)")
+            && refused.contains("stage 2 (last) would never start for n4")
+            && refused.contains("Move n4 into stage 1"),
+        "{refused}"
+    );
+    let plan = c.pki.path().join("first.toml");
+    std::fs::write(
+        &plan,
+        format!("{head}[[stage]]\nname = \"last\"\nhosts = [\"label:owner\"]\ntrigger = {{ on_battery_s = 3 }}\nack_timeout_s = 30\n")
+            .replace("[\"label:first\"]", "[\"label:first\", \"label:later\"]"),
+    )
+    .unwrap();
+    let o = c.cli(1, &["plan", "apply", plan.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("each UPS owner finishes alone"),
+        "{}",
+        stderr(&o)
+    );
+    let check = stdout(&c.cli(1, &["plan", "check"]));
+    assert!(
+        check.contains("UPS ups1: kill power ordered by n1 alone (no quorum)"),
+        "{check}"
+    );
+    assert!(check.contains("quorum lost at +"), "{check}");
+
+    c.cli(1, &["sim", "set", "--on-battery"]);
+    // n2, n3 and n4 halt in the first stage (their daemons exit); n1, left without a
+    // quorum, cuts ups1 alone once they are silent, then halts.
+    let kill = wait_for(Duration::from_secs(90), || {
+        c.records(1)
+            .into_iter()
+            .find(|r| r["action"] == "killpower")
+    })
+    .unwrap_or_else(|| panic!("n1 never cut ups1 alone\n{}", c.logs()));
+    let halt = wait_for(Duration::from_secs(60), || {
+        c.records(1).into_iter().find(|r| r["action"] == "shutdown")
+    })
+    .unwrap_or_else(|| panic!("n1 never halted after cutting ups1\n{}", c.logs()));
+    assert!(
+        kill["at_unix_ms"].as_i64() <= halt["at_unix_ms"].as_i64(),
+        "n1 halted before cutting ups1: {kill} {halt}"
+    );
+}

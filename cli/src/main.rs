@@ -63,7 +63,8 @@ enum Command {
     Plan {
         #[command(subcommand)]
         cmd: Option<PlanCommand>,
-        #[arg(long)]
+        /// Print JSON (also `plan check --json`).
+        #[arg(long, global = true)]
         json: bool,
     },
     /// Shut the cluster down by the plan. Only `--dry-run` exists: it replays the plan
