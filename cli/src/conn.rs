@@ -18,7 +18,7 @@ pub struct ConnArgs {
     /// Cluster CA certificate (PEM)
     #[arg(long, global = true, env = "UPSILON_CA", value_name = "FILE")]
     pub ca: Option<PathBuf>,
-    /// Our client certificate (PEM), issued with --role client
+    /// Our client certificate (PEM), issued with `--role operator` (or `viewer`)
     #[arg(long, global = true, env = "UPSILON_CERT", value_name = "FILE")]
     pub cert: Option<PathBuf>,
     /// Our private key (PEM)
