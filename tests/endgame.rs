@@ -783,6 +783,20 @@ fn predicted_stage_starts(check: &str) -> Vec<f64> {
         .collect()
 }
 
+/// Node `i`'s executor records its UPS's kill power within `cut`, then its own shutdown
+/// within `halt`, in that order.
+fn owner_cuts_then_halts(c: &TestCluster, i: usize, cut: Duration, halt: Duration) {
+    let record = |action: &str| c.records(i).into_iter().find(|r| r["action"] == action);
+    let kill = wait_for(cut, || record("killpower"))
+        .unwrap_or_else(|| panic!("n{i} never cut its UPS\n{}", c.logs()));
+    let down = wait_for(halt, || record("shutdown"))
+        .unwrap_or_else(|| panic!("n{i} never halted after its kill power\n{}", c.logs()));
+    assert!(
+        kill["at_unix_ms"].as_i64() <= down["at_unix_ms"].as_i64(),
+        "n{i} halted before cutting its UPS: {kill} {down}"
+    );
+}
+
 /// A UPS owner listed in a middle stage: its halt waits for its kill power, no stage
 /// waits for it (the next starts on its own trigger, not after its ack timeout), and
 /// every tool says so. `plan check`'s predicted stage starts match the committed ones
@@ -860,20 +874,7 @@ fn an_owner_in_a_middle_stage_halts_after_its_kill_power_and_no_stage_waits_for_
 
     c.cli(1, &["sim", "set", "--on-battery"]);
     // n1 cuts ups1 once n2, n3 and n4 said "halted", then halts.
-    let kill = wait_for(Duration::from_secs(90), || {
-        c.records(1)
-            .into_iter()
-            .find(|r| r["action"] == "killpower")
-    })
-    .unwrap_or_else(|| panic!("ups1 never cut\n{}", c.logs()));
-    let halt = wait_for(Duration::from_secs(30), || {
-        c.records(1).into_iter().find(|r| r["action"] == "shutdown")
-    })
-    .unwrap_or_else(|| panic!("n1 never halted after its kill power\n{}", c.logs()));
-    assert!(
-        kill["at_unix_ms"].as_i64() <= halt["at_unix_ms"].as_i64(),
-        "n1 halted before cutting ups1: {kill} {halt}"
-    );
+    owner_cuts_then_halts(&c, 1, Duration::from_secs(90), Duration::from_secs(30));
     let h = event_lines(&c.pki, c.addr(2));
     let committed = committed_stage_starts(&h);
     assert_eq!(committed.len(), 3, "{h:#?}");
@@ -965,18 +966,5 @@ fn a_first_stage_that_halts_two_of_three_voters_ends_with_the_owner_alone() {
     c.cli(1, &["sim", "set", "--on-battery"]);
     // n2, n3 and n4 halt in the first stage (their daemons exit); n1, left without a
     // quorum, cuts ups1 alone once they are silent, then halts.
-    let kill = wait_for(Duration::from_secs(90), || {
-        c.records(1)
-            .into_iter()
-            .find(|r| r["action"] == "killpower")
-    })
-    .unwrap_or_else(|| panic!("n1 never cut ups1 alone\n{}", c.logs()));
-    let halt = wait_for(Duration::from_secs(60), || {
-        c.records(1).into_iter().find(|r| r["action"] == "shutdown")
-    })
-    .unwrap_or_else(|| panic!("n1 never halted after cutting ups1\n{}", c.logs()));
-    assert!(
-        kill["at_unix_ms"].as_i64() <= halt["at_unix_ms"].as_i64(),
-        "n1 halted before cutting ups1: {kill} {halt}"
-    );
+    owner_cuts_then_halts(&c, 1, Duration::from_secs(90), Duration::from_secs(60));
 }

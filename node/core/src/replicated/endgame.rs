@@ -39,7 +39,7 @@ impl HostPhase {
 }
 
 /// The active outage's started stage that holds `host`, with its index.
-fn run_of(o: &Outage, host: NodeId) -> Option<(usize, &StageRun)> {
+pub(super) fn run_of(o: &Outage, host: NodeId) -> Option<(usize, &StageRun)> {
     o.stages
         .iter()
         .enumerate()

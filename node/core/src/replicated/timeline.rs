@@ -443,8 +443,7 @@ impl Model<'_> {
     /// The started stage (committed) that holds `h`.
     fn stage_of(&self, h: NodeId) -> Option<(u64, usize)> {
         let o = self.s.outage.as_ref()?;
-        let k = o.stages.iter().position(|r| r.hosts.contains(&h))?;
-        Some((o.id, k))
+        endgame::run_of(o, h).map(|(k, _)| (o.id, k))
     }
 
     /// A host begins its halt at `at`: halting now, down after its shutdown time.
@@ -723,7 +722,7 @@ impl Model<'_> {
     }
 }
 
-/// The supply runtime a host has at the start, for the report.
+/// Milliseconds as whole seconds in words, e.g. `42 s`.
 pub fn seconds(ms: i64) -> String {
     format!("{} s", (ms as f64 / 1000.0).round() as i64)
 }
