@@ -67,10 +67,10 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
-    /// Shut the cluster down by the plan. Only `--dry-run` exists: it replays the plan
+    /// Shut the cluster down by the plan. Only `--dry-run` exists: it plays the plan
     /// against the current state and prints what would happen, changing nothing.
     Shutdown {
-        /// Required: print the replay, change nothing.
+        /// Required: print what would happen, change nothing.
         #[arg(long, required = true)]
         dry_run: bool,
         /// Pretend every UPS is on battery now.

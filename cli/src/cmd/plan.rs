@@ -114,7 +114,9 @@ pub async fn shutdown_dry_run(conn: &ConnArgs, assume_outage: bool) -> anyhow::R
     if !p.has_plan {
         anyhow::bail!("the cluster has no plan: set one with `upsilon plan apply FILE`");
     }
-    println!("dry run (nothing is changed; acknowledgements assumed prompt, UPS readings frozen):");
+    println!(
+        "dry run (nothing is changed; the model of `plan check`: each UPS drains from its runtime at the current load, acknowledgements are prompt, each host takes its shutdown time):"
+    );
     for l in &p.replay {
         println!("  {l}");
     }

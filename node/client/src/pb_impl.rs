@@ -339,6 +339,8 @@ pub struct PlanAsk {
     pub assume_outage: bool,
     /// `Some(voters)`: run `plan check` (voters empty when unknown).
     pub check: Option<Vec<u64>>,
+    /// The cluster's voters, for the dry run's quorum (empty when unknown).
+    pub voters: Vec<u64>,
 }
 
 pub fn plan_reply(
@@ -421,7 +423,7 @@ pub fn plan_reply(
             now
         },
         replay: if ask.replay {
-            plan::replay(s, now_ms, ask.assume_outage)
+            dry_run(s, now_ms, ask.assume_outage, &ask.voters)
         } else {
             vec![]
         },
@@ -457,6 +459,26 @@ pub fn plan_reply(
             })
         }),
     }
+}
+
+/// `upsilon shutdown --dry-run`: the end game's timeline (the model `plan check` uses),
+/// in order of time. Without `assume_outage` and with every supply on line, nothing.
+fn dry_run(
+    s: &upsilon_core::replicated::state::PowerState,
+    now_ms: i64,
+    assume_outage: bool,
+    voters: &[u64],
+) -> Vec<String> {
+    let going = s
+        .outage
+        .as_ref()
+        .is_some_and(|o| o.ended_ms.is_none() && !o.is_drill());
+    if !going && !assume_outage {
+        return vec!["nothing would happen: no outage is going on (try --assume-outage)".into()];
+    }
+    upsilon_core::replicated::timeline::predict(s, voters, now_ms)
+        .map(|t| t.events())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -88,16 +88,12 @@ impl PowerService for PowerApi {
             )
         })?;
         let now = upsilon_core::time::now_ms();
+        let voters: Vec<u64> = cluster.metrics().membership_config.voter_ids().collect();
         let ask = pb_impl::PlanAsk {
             replay: r.replay,
             assume_outage: r.assume_outage,
-            check: r.check.then(|| {
-                cluster
-                    .metrics()
-                    .membership_config
-                    .voter_ids()
-                    .collect::<Vec<_>>()
-            }),
+            check: r.check.then(|| voters.clone()),
+            voters,
         };
         Ok(Response::new(
             cluster.read(|s| pb_impl::plan_reply(s, now, &ask)),

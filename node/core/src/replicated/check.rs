@@ -474,6 +474,24 @@ mod tests {
     }
 
     #[test]
+    fn the_dry_run_lists_the_same_timeline_in_order_of_time() {
+        let s = state(1800.0, [60, 120, 300]);
+        let ev = timeline::predict(&s, &[], NOW).unwrap().events();
+        let at = |what: &str| {
+            ev.iter()
+                .position(|l| l.contains(what))
+                .unwrap_or_else(|| panic!("{what:?} not in {ev:#?}"))
+        };
+        assert_eq!(ev[0], "+0 s: mains fail on every UPS: an outage begins");
+        assert!(ev[at("stage 1 (batch) starts")].starts_with("+60 s:"));
+        assert!(ev[at("stage 2 (core) starts")].starts_with("+1201 s:"));
+        assert!(at("db has halted") < at("UPS ups1 is told to cut power in 70 s"));
+        assert!(at("UPS ups1 is told") <= at("owner halts after the kill power of ups1"));
+        assert!(ev[at("owner has halted")].starts_with("+1561 s:"));
+        assert!(!ev.iter().any(|l| l.contains("runs out")), "{ev:#?}");
+    }
+
+    #[test]
     fn the_ups_delay_is_programmed_where_the_driver_can_and_checked_elsewhere() {
         // The owner's 60 s + 10 s to start it: 70 s needed.
         let mut s = state(1800.0, [60, 120, 300]);

@@ -1,7 +1,7 @@
 //! The replicated data and the pure decisions made on it, without I/O: what every node
 //! holds ([`state`]: `PowerState`, the `Command`s that change it and their
 //! deterministic `apply`) and the staged shutdown plan ([`plan`]: schema, a host's
-//! supply, the coordinator's `decide`, the local fallback, the dry-run replay) and the
+//! supply, the coordinator's `decide`, the local fallback) and the
 //! end of an outage ([`endgame`]: observed down, shutdown times, kill-power delays) and
 //! `plan check` ([`check`]: the plan against the batteries and the cluster) and the fire
 //! drill's report ([`drill`]), both from one model of the end game ([`timeline`]:

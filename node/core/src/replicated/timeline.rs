@@ -726,3 +726,96 @@ impl Model<'_> {
 pub fn seconds(ms: i64) -> String {
     format!("{} s", (ms as f64 / 1000.0).round() as i64)
 }
+
+impl Timeline {
+    /// The timeline in order of time, one line per event, as `upsilon shutdown
+    /// --dry-run` prints it.
+    pub fn events(&self) -> Vec<String> {
+        let name = |id: &NodeId| {
+            self.hosts
+                .get(id)
+                .map_or(id.to_string(), |h| h.name.clone())
+        };
+        let mut ev: Vec<(i64, usize, String)> = Vec::new();
+        if !self.outage_going {
+            ev.push((0, 0, "mains fail on every UPS: an outage begins".into()));
+        }
+        for st in &self.stages {
+            if let Some(t) = st.start_ms.filter(|t| *t >= 0) {
+                ev.push((
+                    t,
+                    1,
+                    format!(
+                        "stage {} ({}) starts: {}; hosts: {}",
+                        st.index + 1,
+                        st.name,
+                        st.reason,
+                        st.hosts.iter().map(name).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        for h in self.hosts.values() {
+            let (Some(halting), Some(down)) = (h.halting_ms, h.down_ms) else {
+                continue;
+            };
+            match h.how {
+                HaltPath::AfterKill => ev.push((
+                    halting,
+                    3,
+                    format!(
+                        "{} halts after the kill power of {}",
+                        h.name,
+                        h.duties.join(", ")
+                    ),
+                )),
+                HaltPath::Fallback => ev.push((
+                    halting,
+                    3,
+                    format!("{} falls back to its own shutdown (no quorum)", h.name),
+                )),
+                _ => {}
+            }
+            ev.push((down, 2, format!("{} has halted", h.name)));
+        }
+        for u in &self.upses {
+            if let Some(k) = &u.kill {
+                let by = if k.alone {
+                    format!(" by {} alone (no quorum)", name(&u.owner))
+                } else {
+                    String::new()
+                };
+                ev.push((
+                    k.ordered_ms,
+                    2,
+                    format!(
+                        "UPS {} is told{by} to cut power in {} s (returning with mains)",
+                        u.name, k.delay_s
+                    ),
+                ));
+            }
+            if let (Some(r), true) = (u.runtime_s, u.on_battery) {
+                let empty = (r * 1000.0) as i64;
+                if u.kill.as_ref().is_none_or(|k| k.cut_ms() > empty) && empty <= self.end_ms {
+                    ev.push((empty, 4, format!("UPS {} runs out of battery", u.name)));
+                }
+            }
+        }
+        if let Some(q) = self.quorum_lost_ms {
+            ev.push((
+                q,
+                2,
+                "fewer than a quorum of voters is up: nothing more is committed".into(),
+            ));
+        }
+        ev.sort_by_key(|(t, order, _)| (*t, *order));
+        let mut out: Vec<String> = ev
+            .into_iter()
+            .map(|(t, _, what)| format!("+{} s: {what}", t / 1000))
+            .collect();
+        if !self.finished {
+            out.push(format!("(the model stops at +{} s)", self.end_ms / 1000));
+        }
+        out
+    }
+}
