@@ -873,6 +873,20 @@ fn an_owner_in_a_middle_stage_halts_after_its_kill_power_and_no_stage_waits_for_
     assert_eq!(v["fits"], true, "{v:#}");
 
     c.cli(1, &["sim", "set", "--on-battery"]);
+    // While its stage runs, `upsilon status` says how n1 halts, in 80 columns.
+    let screen = wait_for(Duration::from_secs(20), || {
+        let text = stdout(&c.cli(2, &["status"]));
+        text.lines()
+            .any(|l| l.starts_with("n1 ") && l.contains("halts after kill of ups1"))
+            .then_some(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "`upsilon status` never showed n1's deferred halt\n{}",
+            c.logs()
+        )
+    });
+    assert!(screen.lines().all(|l| l.chars().count() <= 80), "{screen}");
     // n1 cuts ups1 once n2, n3 and n4 said "halted", then halts.
     owner_cuts_then_halts(&c, 1, Duration::from_secs(90), Duration::from_secs(30));
     let h = event_lines(&c.pki, c.addr(2));

@@ -415,6 +415,44 @@ fn demo_runs_the_staged_shutdown_in_order_then_cancels_the_second_outage() {
     // plan check and a fire drill come first.
     assert!(pos("the plan fits the batteries") < pos("fire drill 1 on ups1, ups2: drill complete"));
     assert!(pos("every host answered") < pos("Stage 1 (batch) started"));
+    // Each `upsilon status` the demo shows (during the outage, at the end) fits a
+    // 24 x 80 terminal.
+    for (at, _) in out.match_indices("`upsilon status` on ") {
+        let block: Vec<&str> = out[at..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with("    ") || l.is_empty())
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect();
+        let block: Vec<&str> = block
+            .iter()
+            .rev()
+            .skip_while(|l| l.is_empty())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .copied()
+            .collect();
+        assert!(
+            block.len() <= 24,
+            "{} lines:\n{}",
+            block.len(),
+            block.join("\n")
+        );
+        for l in &block {
+            assert!(
+                l.chars().count() <= 80,
+                "over 80 columns: {l:?}\n{}",
+                block.join("\n")
+            );
+        }
+        assert!(
+            block.iter().any(|l| l.starts_with("NODE")),
+            "{}",
+            block.join("\n")
+        );
+    }
+    assert_eq!(out.matches("`upsilon status` on ").count(), 2, "{out}");
     for want in [
         "n4: recorded: shutdown -h now",
         "n1: recorded: kill power ups1",

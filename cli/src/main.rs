@@ -36,6 +36,10 @@ enum Command {
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
+        /// Everything: addresses, ids, lag, versions, drivers, the executor's records,
+        /// the policy (the default fits 80 columns).
+        #[arg(long)]
+        long: bool,
     },
     /// Follow status changes and events live (Ctrl-C to stop).
     Watch {
@@ -159,7 +163,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let conn = &cli.conn;
     match cli.cmd {
-        Command::Status { json } => cmd::read::status(conn, json).await?,
+        Command::Status { json, long } => cmd::read::status(conn, json, long).await?,
         Command::Watch { json } => cmd::read::watch(conn, json).await?,
         Command::Events { limit, json } => cmd::read::events(conn, limit, json).await?,
         Command::Plan {

@@ -45,35 +45,81 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The one-screen status.
-pub fn status_table(s: &pb::StatusReply) -> String {
+/// The width the default status fits.
+pub const SCREEN_WIDTH: usize = 80;
+
+/// `text` broken at spaces into lines of at most `width` characters, the ones after the
+/// first indented by `indent` (a word longer than a line stays whole).
+fn wrap(text: &str, width: usize, indent: &str) -> String {
+    let body = text.trim_start();
+    let lead = &text[..text.len() - body.len()];
+    let mut out = String::new();
+    let mut line = lead.to_string();
+    // Whether `line` holds a word yet (beyond its lead or indent).
+    let mut worded = false;
+    for word in body.split(' ').filter(|w| !w.is_empty()) {
+        let len = line.chars().count();
+        if worded && len + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line = indent.to_string();
+        } else if worded {
+            line.push(' ');
+        }
+        line.push_str(word);
+        worded = true;
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+    out
+}
+
+/// Each line of `text` wrapped to the screen, continuation lines indented by 4.
+fn wrap_lines(text: &str) -> String {
+    text.lines()
+        .map(|l| wrap(l, SCREEN_WIDTH, "    "))
+        .collect()
+}
+
+/// The one-screen status: by default what fits 80 columns (the demo cluster in 24
+/// lines); `long` adds addresses, ids, lag, versions, drivers, line voltage, the
+/// executor's records and the policy, unwrapped.
+pub fn status_table(s: &pb::StatusReply, long: bool) -> String {
     let mut out = format!(
-        "Upsilon status from node {} at {}\n\n",
+        "Upsilon status from node {} at {}{}\n\n",
         s.node_name,
-        local_time(s.generated_at_unix_ms)
+        local_time(s.generated_at_unix_ms),
+        if long { "" } else { " (--long: more)" }
     );
-    let mut rows = vec![
-        [
-            "UPS", "STATUS", "CHARGE", "RUNTIME", "LOAD", "LINEV", "ON BATT", "DRIVER",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    let mut head = vec!["UPS", "STATUS", "CHARGE", "RUNTIME", "LOAD"];
+    if long {
+        head.push("LINEV");
+    }
+    head.push("ON BATT");
+    if long {
+        head.push("DRIVER");
+    }
+    let mut rows = vec![head.into_iter().map(String::from).collect::<Vec<_>>()];
     for u in &s.ups {
-        rows.push(vec![
+        let mut row = vec![
             u.ups_name.clone(),
             u.status_text.clone(),
             opt(u.charge_percent, " %", 1),
             opt(u.runtime_seconds.map(|s| s / 60.0), " min", 1),
             opt(u.load_percent, " %", 1),
-            opt(u.line_voltage, " V", 1),
-            if u.time_on_battery_s > 0 {
-                format!("{} s", u.time_on_battery_s)
-            } else {
-                "-".into()
-            },
-            u.driver.clone(),
-        ]);
+        ];
+        if long {
+            row.push(opt(u.line_voltage, " V", 1));
+        }
+        row.push(if u.time_on_battery_s > 0 {
+            format!("{} s", u.time_on_battery_s)
+        } else {
+            "-".into()
+        });
+        if long {
+            row.push(u.driver.clone());
+        }
+        rows.push(row);
     }
     if s.ups.is_empty() {
         out.push_str("(no UPS on this node)\n");
@@ -84,29 +130,49 @@ pub fn status_table(s: &pb::StatusReply) -> String {
         }
     }
     out.push('\n');
-    out.push_str(&nodes_table(&s.nodes, s.generated_at_unix_ms));
+    out.push_str(&nodes_table(&s.nodes, s.generated_at_unix_ms, long));
     if !s.legacy_hosts.is_empty() {
-        out.push_str(&legacy_table(&s.legacy_hosts, s.generated_at_unix_ms));
+        out.push_str(&legacy_table(&s.legacy_hosts, s.generated_at_unix_ms, long));
     }
     if let Some(c) = s.cluster.as_ref().filter(|c| c.enabled) {
-        out.push_str(&cluster_line(c));
+        let text = if long {
+            cluster_line(c)
+        } else {
+            wrap_lines(&cluster_short(c))
+        };
+        out.push_str(&text);
     }
-    out.push('\n');
+    if long {
+        out.push('\n');
+    }
     if let Some(p) = &s.pending {
-        out.push_str(&format!(
-            "PENDING ACTION: {}\n  {}\n",
-            action_kind(p.kind).to_uppercase(),
-            p.detail
-        ));
-        if p.since_unix_ms > 0 {
-            out.push_str(&format!("  since {}\n", local_time(p.since_unix_ms)));
-        }
-        out.push_str(&format!("  executor: {} mode\n", p.executor_mode));
-        for c in &p.commands {
-            out.push_str(&format!("  - {c}\n"));
+        if long {
+            out.push_str(&format!(
+                "PENDING ACTION: {}\n  {}\n",
+                action_kind(p.kind).to_uppercase(),
+                p.detail
+            ));
+            if p.since_unix_ms > 0 {
+                out.push_str(&format!("  since {}\n", local_time(p.since_unix_ms)));
+            }
+            out.push_str(&format!("  executor: {} mode\n", p.executor_mode));
+            for c in &p.commands {
+                out.push_str(&format!("  - {c}\n"));
+            }
+        } else {
+            let since = if p.since_unix_ms > 0 {
+                format!(" (since {})", local_time(p.since_unix_ms))
+            } else {
+                String::new()
+            };
+            out.push_str(&wrap_lines(&format!(
+                "PENDING ACTION: {}{since}: {}",
+                action_kind(p.kind).to_uppercase(),
+                p.detail.strip_prefix("no action: ").unwrap_or(&p.detail)
+            )));
         }
     }
-    if let Some(pol) = &s.policy {
+    if let Some(pol) = s.policy.as_ref().filter(|_| long) {
         out.push_str(&format!(
             "POLICY: BATTERYLEVEL {} %, MINUTES {}, TIMEOUT {}, ONBATTERYDELAY {} s, dead_time {} s\n",
             pol.battery_level_percent,
@@ -117,6 +183,34 @@ pub fn status_table(s: &pb::StatusReply) -> String {
         ));
     }
     out
+}
+
+/// The cluster in the default status: leader, membership, writes, warnings, outage.
+fn cluster_short(c: &pb::ClusterInfo) -> String {
+    let leader = if c.leader.is_empty() {
+        "none".to_string()
+    } else {
+        c.leader.clone()
+    };
+    let mut text = format!(
+        "CLUSTER: leader {leader}, term {}, {} voters + {} learners: ",
+        c.term, c.voters, c.learners
+    );
+    if c.writable {
+        text.push_str("accepting writes\n");
+    } else {
+        text.push_str(&format!("NOT ACCEPTING WRITES: {}\n", c.detail));
+    }
+    for w in &c.warnings {
+        text.push_str(&format!("WARNING: {w}\n"));
+    }
+    if !c.outage.is_empty() {
+        text.push_str(&format!("OUTAGE: {}\n", c.outage));
+        for s in &c.stages {
+            text.push_str(&format!("  {s}\n"));
+        }
+    }
+    text
 }
 
 /// One line about the cluster: leader, term, membership, and whether writes commit.
@@ -147,58 +241,68 @@ pub fn cluster_line(c: &pb::ClusterInfo) -> String {
     line
 }
 
-/// The members table.
-pub fn nodes_table(nodes: &[pb::NodeInfo], now_ms: i64) -> String {
-    let mut rows = vec![
-        [
+/// The members table; `long` adds ids, addresses, lag and versions.
+pub fn nodes_table(nodes: &[pb::NodeInfo], now_ms: i64, long: bool) -> String {
+    let head: &[&str] = if long {
+        &[
             "NODE",
             "ID",
             "ROLE",
             "ADDRESS",
             "UPS",
+            "STATE",
             "LAG",
             "LAST SEEN",
             "VERSION",
         ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    } else {
+        &["NODE", "ROLE", "UPS", "STATE", "LAST SEEN"]
+    };
+    let mut rows = vec![head.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    let dash = |v: &str| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.to_string()
+        }
+    };
     for n in nodes {
-        rows.push(vec![
-            n.name.clone(),
-            if n.id == 0 {
-                "-".into()
-            } else {
-                n.id.to_string()
-            },
-            n.role.clone(),
-            n.address.clone(),
-            if n.ups_names.is_empty() {
-                "-".into()
-            } else {
-                n.ups_names.join(",")
-            },
-            n.lag.map_or("-".into(), |l| l.to_string()),
-            if n.last_seen_unix_ms <= 0 {
-                "never".into()
-            } else {
-                format!(
-                    "{:.0} s ago",
-                    ((now_ms - n.last_seen_unix_ms).max(0) as f64) / 1000.0
-                )
-            },
-            if n.version.is_empty() {
-                "-".into()
-            } else {
-                n.version.clone()
-            },
-        ]);
+        let seen = if n.last_seen_unix_ms <= 0 {
+            "never".into()
+        } else {
+            format!(
+                "{:.0} s ago",
+                ((now_ms - n.last_seen_unix_ms).max(0) as f64) / 1000.0
+            )
+        };
+        let ups = dash(&n.ups_names.join(","));
+        let state = dash(&n.state);
+        rows.push(if long {
+            vec![
+                n.name.clone(),
+                if n.id == 0 {
+                    "-".into()
+                } else {
+                    n.id.to_string()
+                },
+                n.role.clone(),
+                n.address.clone(),
+                ups,
+                state,
+                n.lag.map_or("-".into(), |l| l.to_string()),
+                seen,
+                dash(&n.version),
+            ]
+        } else {
+            vec![n.name.clone(), n.role.clone(), ups, state, seen]
+        });
     }
     table(&rows)
 }
 
 /// The legacy hosts (apcupsd clients served by a bridge) and their state.
-pub fn legacy_table(hosts: &[pb::LegacyHostInfo], now_ms: i64) -> String {
+/// `long` adds the bridge, addresses and labels.
+pub fn legacy_table(hosts: &[pb::LegacyHostInfo], now_ms: i64, long: bool) -> String {
     let mut rows = vec![
         [
             "LEGACY HOST",
@@ -228,7 +332,7 @@ pub fn legacy_table(hosts: &[pb::LegacyHostInfo], now_ms: i64) -> String {
             }
             text
         });
-        rows.push(vec![
+        let mut row = vec![
             h.name.clone(),
             if h.protocol == "master-slave" && h.state == "silent" {
                 "silent (SLAVEDOWN)".to_string()
@@ -248,7 +352,14 @@ pub fn legacy_table(hosts: &[pb::LegacyHostInfo], now_ms: i64) -> String {
             } else {
                 h.stage.clone()
             },
-        ]);
+        ];
+        if !long {
+            row.drain(3..6);
+        }
+        rows.push(row);
+    }
+    if !long {
+        rows[0].drain(3..6);
     }
     table(&rows)
 }
@@ -473,4 +584,29 @@ pub fn plan_json(p: &pb::PlanReply) -> Value {
         "dead_time_s": p.dead_time_s,
         "kill_power_delay_s": p.kill_power_delay_s,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_keeps_the_lead_and_indents_what_follows() {
+        let w = wrap(
+            "  stage 1 batch: started (n4: on battery for 5 s); halting: n4 for 3 s of 120 s",
+            40,
+            "    ",
+        );
+        assert_eq!(
+            w,
+            "  stage 1 batch: started (n4: on battery\n    for 5 s); halting: n4 for 3 s of 120\n    s\n"
+        );
+        assert!(w.lines().all(|l| l.chars().count() <= 40), "{w}");
+        // A word longer than a line stays whole.
+        let long = format!("x {} y", "z".repeat(50));
+        assert_eq!(
+            wrap(&long, 20, "  "),
+            format!("x\n  {}\n  y\n", "z".repeat(50))
+        );
+    }
 }

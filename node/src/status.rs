@@ -147,10 +147,19 @@ pub fn member_pending_action(
     mode: ExecutorMode,
     now_ms: i64,
 ) -> PendingAction {
-    let shutdown_record = records.iter().find(|r| r.action == "shutdown");
+    // A drill's records stand for nothing that happened.
+    let shutdown_record = records
+        .iter()
+        .rev()
+        .find(|r| r.action == "shutdown" && !r.outcome.starts_with("drill"));
     let base = base_action(records, mode);
     let how = shutdown_how(mode);
     let open = state.outage.as_ref().filter(|o| o.ended_ms.is_none());
+    let node = state.nodes.get(&me);
+    let no_plan = upsilon_core::replicated::plan::Plan::default();
+    let plan = state.plan.as_ref().unwrap_or(&no_plan);
+    let supply = node.and_then(|n| upsilon_core::replicated::plan::supply(n, state, plan, now_ms));
+    let on_battery = supply.as_ref().is_some_and(|s| s.on_battery);
     // This host's stage has started.
     if let Some((k, run)) = open.and_then(|o| {
         o.stages
@@ -158,34 +167,58 @@ pub fn member_pending_action(
             .enumerate()
             .find(|(_, r)| r.hosts.contains(&me))
     }) {
-        return PendingAction {
-            kind: ActionKind::ShuttingDown,
-            reason: "stage".into(),
-            detail: format!(
+        let duties = upsilon_core::replicated::endgame::duties(state, me);
+        let halted = run.acks.get(&me).is_some_and(|a| a.halting_ms.is_some());
+        let detail = if !duties.is_empty() && !halted {
+            format!(
+                "stage {} ({}) started: this host {} (no stage waits for it); {how}",
+                k + 1,
+                run.name,
+                upsilon_core::replicated::endgame::deferred_words(&duties)
+            )
+        } else {
+            format!(
                 "shutting down: stage {} ({}) started: {}; {how}",
                 k + 1,
                 run.name,
                 run.reason
-            ),
+            )
+        };
+        return PendingAction {
+            kind: ActionKind::ShuttingDown,
+            reason: "stage".into(),
+            detail,
             since_ms: run.started_ms,
             ..base
         };
     }
-    // This host decided by itself (its own thresholds, local fallback, its UPS monitor).
+    // Record mode stands in for a halt that never happens: once the outage it was for
+    // is over and this host's supply is back on line, the host is back to normal.
+    let mut recorded_note = None;
     if let Some(r) = shutdown_record {
-        return PendingAction {
-            kind: ActionKind::ShuttingDown,
-            reason: r.event.clone(),
-            detail: format!("shutting down: {} on this host; {how}", r.event),
-            since_ms: r.at_unix_ms,
-            ..base
-        };
+        let over = mode == ExecutorMode::Record
+            && open.is_none()
+            && !on_battery
+            && state
+                .outage
+                .as_ref()
+                .is_none_or(|o| o.ended_ms.is_some_and(|e| e >= r.at_unix_ms));
+        if !over {
+            // This host decided by itself (its own thresholds, local fallback, its UPS
+            // monitor).
+            return PendingAction {
+                kind: ActionKind::ShuttingDown,
+                reason: r.event.clone(),
+                detail: format!("shutting down: {} on this host; {how}", r.event),
+                since_ms: r.at_unix_ms,
+                ..base
+            };
+        }
+        recorded_note = Some(format!(
+            "shutdown recorded at {}; mains returned",
+            upsilon_core::time::format_date(upsilon_core::time::from_unix_ms(r.at_unix_ms))
+        ));
     }
-    let node = state.nodes.get(&me);
-    let no_plan = upsilon_core::replicated::plan::Plan::default();
-    let plan = state.plan.as_ref().unwrap_or(&no_plan);
-    let supply = node.and_then(|n| upsilon_core::replicated::plan::supply(n, state, plan, now_ms));
-    let on_battery = supply.as_ref().is_some_and(|s| s.on_battery);
     if open.is_some() || on_battery {
         let mut words = match &supply {
             Some(s) if s.on_battery => format!(
@@ -246,7 +279,10 @@ pub fn member_pending_action(
     };
     PendingAction {
         kind: ActionKind::None,
-        detail,
+        detail: match recorded_note {
+            Some(note) => format!("{note}; {detail}"),
+            None => detail,
+        },
         ..base
     }
 }
@@ -308,6 +344,7 @@ pub fn snapshot(shared: &NodeShared) -> StatusSnapshot {
                 version: env!("CARGO_PKG_VERSION").into(),
                 id: 0,
                 lag: None,
+                state: String::new(),
             }],
             pending: pending_action(
                 &shared.policy,
@@ -326,6 +363,12 @@ pub fn snapshot(shared: &NodeShared) -> StatusSnapshot {
     let view = cluster.view();
     let (outage, stages) =
         cluster.read(|s| upsilon_core::wording::outage_lines(s, upsilon_core::time::now_ms()));
+    let states: std::collections::BTreeMap<u64, String> = cluster.read(|s| {
+        view.members
+            .iter()
+            .map(|m| (m.id, upsilon_core::wording::host_state(s, m.id, now)))
+            .collect()
+    });
     let (ups, records, owners) = cluster.read(|s| {
         let ups: Vec<_> = s.upses.values().map(|u| u.view(now)).collect();
         let owners: Vec<(String, u64)> = s
@@ -353,6 +396,7 @@ pub fn snapshot(shared: &NodeShared) -> StatusSnapshot {
                 version: rec.map_or(String::new(), |r| r.version.clone()),
                 id: m.id,
                 lag: m.lag,
+                state: states.get(&m.id).cloned().unwrap_or_default(),
             }
         })
         .collect();
@@ -585,6 +629,69 @@ mod tests {
             assert_eq!(pending(&s, 1).kind, ActionKind::Watching);
             let a = pending(&state(false), 2);
             assert_eq!(a.kind, ActionKind::None);
+            assert_eq!(a.detail, "no action: this host's supply is on line");
+            // The owner in a started stage halts after its kill power.
+            s.outage.as_mut().unwrap().stages[0].hosts.push(1);
+            let a = pending(&s, 1);
+            assert_eq!(a.kind, ActionKind::ShuttingDown);
+            assert!(
+                a.detail
+                    .contains("this host halts after kill power of ups1 (no stage waits for it)"),
+                "{}",
+                a.detail
+            );
+        }
+
+        fn record(at: i64, outcome: &str) -> crate::executor::ExecRecord {
+            crate::executor::ExecRecord {
+                at_unix_ms: at,
+                action: "shutdown".into(),
+                argv: vec!["shutdown".into(), "-h".into(), "now".into()],
+                event: "doshutdown".into(),
+                ran: false,
+                outcome: outcome.into(),
+            }
+        }
+
+        #[test]
+        fn record_mode_returns_to_normal_once_mains_are_back_and_a_drill_is_no_shutdown() {
+            let mut s = state(false);
+            s.outage = Some(Outage {
+                id: 1,
+                started_ms: NOW - 60_000,
+                stages: vec![],
+                kill_power: Default::default(),
+                armed: None,
+                drill: None,
+                ended_ms: Some(NOW - 1_000),
+                end_reason: "mains returned".into(),
+            });
+            let recorded = [record(NOW - 30_000, "record mode: not executed")];
+            let p = |s: &PowerState, r: &[crate::executor::ExecRecord], mode| {
+                member_pending_action(s, 2, &Policy::default(), r, mode, NOW)
+            };
+            let a = p(&s, &recorded, ExecutorMode::Record);
+            assert_eq!(a.kind, ActionKind::None, "{a:?}");
+            assert!(
+                a.detail.starts_with("shutdown recorded at ")
+                    && a.detail
+                        .ends_with("; mains returned; no action: this host's supply is on line"),
+                "{}",
+                a.detail
+            );
+            // Live mode: the host is going down, whatever the mains do.
+            assert_eq!(
+                p(&s, &recorded, ExecutorMode::Live).kind,
+                ActionKind::ShuttingDown
+            );
+            // Still on battery: still shutting down.
+            assert_eq!(
+                p(&state(true), &recorded, ExecutorMode::Record).kind,
+                ActionKind::ShuttingDown
+            );
+            // A drill's record is not a shutdown.
+            let drill = [record(NOW - 30_000, "drill: not executed")];
+            let a = p(&state(false), &drill, ExecutorMode::Record);
             assert_eq!(a.detail, "no action: this host's supply is on line");
         }
     }

@@ -44,11 +44,14 @@ pub async fn list(conn: &ConnArgs, json: bool) -> anyhow::Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print!("{}", output::nodes_table(&s.nodes, s.generated_at_unix_ms));
+        print!(
+            "{}",
+            output::nodes_table(&s.nodes, s.generated_at_unix_ms, true)
+        );
         if !s.legacy_hosts.is_empty() {
             print!(
                 "{}",
-                output::legacy_table(&s.legacy_hosts, s.generated_at_unix_ms)
+                output::legacy_table(&s.legacy_hosts, s.generated_at_unix_ms, true)
             );
         }
         match s.cluster.as_ref().filter(|c| c.enabled) {

@@ -7,7 +7,7 @@ use super::{fetch_status, power, rpc_err};
 use crate::conn::ConnArgs;
 use crate::output;
 
-pub async fn status(conn: &ConnArgs, json: bool) -> anyhow::Result<()> {
+pub async fn status(conn: &ConnArgs, json: bool, long: bool) -> anyhow::Result<()> {
     let opts = conn.resolve()?;
     let reply = fetch_status(&opts).await?;
     if json {
@@ -16,7 +16,7 @@ pub async fn status(conn: &ConnArgs, json: bool) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&output::status_json(&reply))?
         );
     } else {
-        print!("{}", output::status_table(&reply));
+        print!("{}", output::status_table(&reply, long));
     }
     Ok(())
 }

@@ -151,7 +151,7 @@ pub async fn run(args: DemoArgs, n: usize) -> anyhow::Result<ExitCode> {
             .await
             .context("the cluster did not form within 30 s")??;
         println!("  [3] cluster formed at {}:", clock.stamp());
-        for l in output::nodes_table(&s.nodes, s.generated_at_unix_ms).lines() {
+        for l in output::nodes_table(&s.nodes, s.generated_at_unix_ms, false).lines() {
             println!("        {l}");
         }
         if let Some(c) = &s.cluster {
@@ -303,7 +303,7 @@ pub async fn run(args: DemoArgs, n: usize) -> anyhow::Result<ExitCode> {
         println!("    {l}");
     }
     println!("\n`upsilon status` at the end:\n");
-    for l in output::status_table(&final_status).lines() {
+    for l in output::status_table(&final_status, false).lines() {
         println!("    {l}");
     }
     if args.keep {

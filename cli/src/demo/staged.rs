@@ -356,11 +356,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     let s = demo.status(4).await?;
-    if let Some(c) = &s.cluster {
-        println!("\n  `upsilon status` on n4 says:");
-        for l in output::cluster_line(c).lines() {
-            println!("    {l}");
-        }
+    println!("\n  `upsilon status` on n4 says:\n");
+    for l in output::status_table(&s, false).lines() {
+        println!("    {l}");
     }
     println!("\n  what each host's executor did (record mode):");
     for (i, n) in demo.nodes.iter().enumerate() {
@@ -410,7 +408,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         n.join().await;
     }
     println!("\n`upsilon status` on n3 at the end:\n");
-    for l in output::status_table(&final_status).lines() {
+    for l in output::status_table(&final_status, false).lines() {
         println!("    {l}");
     }
     if args.keep {

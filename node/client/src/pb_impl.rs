@@ -274,6 +274,7 @@ fn node_to_pb(n: &NodeSummary) -> pb::NodeInfo {
         version: n.version.clone(),
         id: n.id,
         lag: n.lag,
+        state: n.state.clone(),
     }
 }
 

@@ -58,6 +58,9 @@ pub struct NodeSummary {
     pub id: u64,
     /// Log entries behind the leader, when the answering node is the leader.
     pub lag: Option<u64>,
+    /// Where it is in an outage, in a few words (`wording::host_state`); empty for a
+    /// standalone node.
+    pub state: String,
 }
 
 /// The cluster as the answering node sees it.

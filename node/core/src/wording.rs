@@ -58,12 +58,18 @@ pub fn outage_lines(s: &PowerState, now_ms: i64) -> (String, Vec<String>) {
     for (k, r) in o.stages.iter().enumerate() {
         use crate::replicated::endgame::{HostPhase, phase, shutdown_s};
         let (mut waiting, mut halting, mut down) = (vec![], vec![], vec![]);
+        let mut deferred = vec![];
         for h in &r.hosts {
             let Some(n) = s.host(*h) else {
                 waiting.push(name(h));
                 continue;
             };
             let acked = r.acks.get(h).is_some_and(|a| a.halting_ms.is_some());
+            let duties = crate::replicated::endgame::duties(s, *h);
+            if !acked && !duties.is_empty() {
+                deferred.push(format!("{} (after {})", n.name, duties.join(", ")));
+                continue;
+            }
             match phase(s, &plan, n, now_ms) {
                 HostPhase::Down { how, .. } => down.push(format!("{} ({})", n.name, how.as_str())),
                 HostPhase::Halting { since_ms } => halting.push(format!(
@@ -86,7 +92,10 @@ pub fn outage_lines(s: &PowerState, now_ms: i64) -> (String, Vec<String>) {
         if !down.is_empty() {
             parts.push(format!("down: {}", down.join(", ")));
         }
-        let state = if waiting.is_empty() && halting.is_empty() {
+        if !deferred.is_empty() {
+            parts.push(format!("halts after kill power: {}", deferred.join(", ")));
+        }
+        let state = if waiting.is_empty() && halting.is_empty() && deferred.is_empty() {
             "every host down".to_string()
         } else {
             parts.join("; ")
@@ -108,4 +117,41 @@ pub fn outage_lines(s: &PowerState, now_ms: i64) -> (String, Vec<String>) {
         });
     }
     (head, lines)
+}
+
+/// A host's state in a few words, for the node list: `up`, `shutting down`, `halting
+/// 12 s`, `down (halted)`, `halts after kill of ups1` (a UPS owner whose stage started).
+pub fn host_state(s: &PowerState, id: u64, now_ms: i64) -> String {
+    use crate::replicated::endgame::{HostPhase, duties, phase};
+    let Some(n) = s.host(id) else {
+        return "unknown".into();
+    };
+    let plan = s.plan.clone().unwrap_or_default();
+    let active = s.outage.as_ref().filter(|o| o.ended_ms.is_none());
+    let run = active.and_then(|o| o.stages.iter().find(|r| r.hosts.contains(&id)));
+    let ack = run.and_then(|r| r.acks.get(&id));
+    // After the outage: a host recorded halted that still answers (a record-mode host,
+    // whose halt was only recorded) is up; one that is silent is down.
+    if active.is_none() && s.halted.contains(&id) {
+        let answering = now_ms - n.last_seen_ms < plan.silence_s as i64 * 1000;
+        return if answering {
+            "up (halt recorded)".into()
+        } else {
+            "down (halted)".into()
+        };
+    }
+    let waiting = duties(s, id);
+    if run.is_some() && !waiting.is_empty() && ack.is_none_or(|a| a.halting_ms.is_none()) {
+        return format!("halts after kill of {}", waiting.join(","));
+    }
+    match phase(s, &plan, n, now_ms) {
+        HostPhase::Down { how, .. } => format!("down ({})", how.as_str()),
+        HostPhase::Halting { since_ms } => {
+            format!("halting {} s", (now_ms - since_ms).max(0) / 1000)
+        }
+        HostPhase::Running if ack.is_some_and(|a| a.shutting_down_ms.is_some()) => {
+            "shutting down".into()
+        }
+        HostPhase::Running => "up".into(),
+    }
 }
