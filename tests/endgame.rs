@@ -872,7 +872,21 @@ fn an_owner_in_a_middle_stage_halts_after_its_kill_power_and_no_stage_waits_for_
         .unwrap_or_else(|e| panic!("plan check --json is not JSON ({e}): {}", stdout(&o)));
     assert_eq!(v["fits"], true, "{v:#}");
 
-    c.cli(1, &["sim", "set", "--on-battery"]);
+    // An order for a UPS another node drives reaches that node; one for a UPS nobody
+    // drives is refused, naming what there is.
+    let o = c.cli(2, &["sim", "set", "--ups", "nope", "--on-battery"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("n2 drives no simulated UPS named nope"),
+        "{}",
+        stderr(&o)
+    );
+    let o = c.cli(2, &["sim", "set", "--ups", "ups1", "--on-battery"]);
+    assert!(
+        o.status.success() && stdout(&o).contains("which drives it"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     // While its stage runs, `upsilon status` says how n1 halts, in 80 columns.
     let screen = wait_for(Duration::from_secs(20), || {
         let text = stdout(&c.cli(2, &["status"]));

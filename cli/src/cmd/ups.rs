@@ -6,7 +6,6 @@ use upsilon_client::rpc;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 
-use super::rpc_err;
 use crate::conn::ConnArgs;
 
 #[derive(Subcommand, Debug)]
@@ -96,7 +95,6 @@ impl OnOff {
 
 pub async fn sim_set(conn: &ConnArgs, a: SimSetArgs) -> anyhow::Result<()> {
     let opts = conn.resolve()?;
-    let ch = rpc::connect(&opts).await?;
     let req = pb::SimSetRequest {
         ups_name: a.ups.unwrap_or_default(),
         on_battery: if a.on_battery {
@@ -121,12 +119,19 @@ pub async fn sim_set(conn: &ConnArgs, a: SimSetArgs) -> anyhow::Result<()> {
         drain_percent_per_second: a.drain,
         start_self_test: a.self_test,
     };
-    let reply = AdminServiceClient::new(ch)
-        .sim_set(req)
-        .await
-        .map_err(rpc_err(&opts))?
-        .into_inner();
-    println!("{}: {}", reply.ups_name, reply.state);
+    // Sent to the node that drives the UPS (a node that does not names it).
+    let (reply, at) = rpc::on_leader(&opts, |ch| {
+        let req = req.clone();
+        async move { AdminServiceClient::new(ch).sim_set(req).await }
+    })
+    .await
+    .map_err(|e| anyhow!(e))?;
+    let via = if at == opts.endpoint {
+        String::new()
+    } else {
+        format!(" (on {at}, which drives it)")
+    };
+    println!("{}: {}{via}", reply.ups_name, reply.state);
     Ok(())
 }
 
@@ -160,15 +165,22 @@ pub async fn command(conn: &ConnArgs, cmd: UpsCmd) -> anyhow::Result<()> {
         );
     }
     let opts = conn.resolve()?;
-    let ch = rpc::connect(&opts).await?;
-    let reply = AdminServiceClient::new(ch)
-        .ups_command(pb::UpsCommandRequest {
-            ups_name: ups.unwrap_or_default(),
-            kind: kind as i32,
-        })
-        .await
-        .map_err(rpc_err(&opts))?
-        .into_inner();
-    println!("{}: {}", reply.ups_name, reply.result);
+    let req = pb::UpsCommandRequest {
+        ups_name: ups.unwrap_or_default(),
+        kind: kind as i32,
+    };
+    // Sent to the node that drives the UPS (a node that does not names it).
+    let (reply, at) = rpc::on_leader(&opts, |ch| {
+        let req = req.clone();
+        async move { AdminServiceClient::new(ch).ups_command(req).await }
+    })
+    .await
+    .map_err(|e| anyhow!(e))?;
+    let via = if at == opts.endpoint {
+        String::new()
+    } else {
+        format!(" (on {at}, which drives it)")
+    };
+    println!("{}: {}{via}", reply.ups_name, reply.result);
     Ok(())
 }

@@ -34,6 +34,8 @@ pub async fn connect(opts: &ClientOptions) -> Result<Channel, ConnectError> {
 
 /// gRPC metadata naming the leader's API address on a "not the leader" refusal.
 pub const LEADER_HEADER: &str = "x-upsilon-leader";
+/// Metadata on a refusal naming the member that drives the UPS an order was for.
+pub const OWNER_HEADER: &str = "x-upsilon-owner";
 
 /// Calls `call` on the node in `opts`, following "not the leader" refusals to the
 /// leader (at most 3 hops) with the same certificate: cluster-wide operator actions run
@@ -55,8 +57,8 @@ where
 }
 
 /// Calls `call` on a channel to `start` (from `channel`), and while the answer is a
-/// refusal naming the leader ([`LEADER_HEADER`]), again on the leader (at most 3
-/// hops). Returns the reply and the endpoint that answered. [`on_leader`] is this for
+/// refusal naming the leader ([`LEADER_HEADER`]) or a UPS's owner ([`OWNER_HEADER`]),
+/// again on that node (at most 3 hops). Returns the reply and the endpoint that answered. [`on_leader`] is this for
 /// a client's options; a node joining through a seed uses it with its own channels.
 pub async fn follow_leader<T, C, CFut, F, Fut>(
     start: &str,
@@ -74,9 +76,9 @@ where
         let ch = channel(at.clone()).await?;
         match call(ch).await {
             Ok(r) => return Ok((r.into_inner(), at)),
-            Err(s) => match leader_named(&s) {
+            Err(s) => match leader_named(&s).or_else(|| owner_named(&s)) {
                 Some(l) if l != at => {
-                    tracing::debug!("{at} is not the leader; asking {l}");
+                    tracing::debug!("{at} sends this to {l}");
                     at = l;
                 }
                 _ => return Err(explain_status(&s, &at)),
@@ -93,6 +95,15 @@ pub fn leader_named(status: &tonic::Status) -> Option<String> {
     status
         .metadata()
         .get(LEADER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The member a "not driven here" refusal names ([`OWNER_HEADER`]), if any.
+pub fn owner_named(status: &tonic::Status) -> Option<String> {
+    status
+        .metadata()
+        .get(OWNER_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
 }

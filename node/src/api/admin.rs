@@ -22,16 +22,58 @@ use upsilon_client::tls::authorize;
 use upsilon_core::ups::sim::SimChange;
 
 /// The UPS a request names, or the node's only one when it names none.
+/// The UPS an order is for: the one named, if this node drives it, or this node's only
+/// one. A UPS another member drives is refused with that member's address
+/// (`x-upsilon-owner`), so the CLI asks it instead: an order is never silently lost.
 fn pick_ups<'a>(
     requested: &str,
     names: impl Iterator<Item = &'a String>,
     what: &str,
+    shared: &NodeShared,
 ) -> Result<String, Status> {
-    if !requested.is_empty() {
-        return Ok(requested.to_string());
-    }
     let mut names: Vec<&String> = names.collect();
     names.sort();
+    if !requested.is_empty() {
+        if names.iter().any(|n| n.as_str() == requested) {
+            return Ok(requested.to_string());
+        }
+        let owner = shared.cluster.as_ref().and_then(|c| {
+            c.read(|s| {
+                let u = s.upses.get(requested)?;
+                let n = s.nodes.get(&u.owner)?;
+                Some((n.name.clone(), n.addr.clone()))
+            })
+        });
+        return Err(match owner {
+            Some((node, addr)) => {
+                let mut st = Status::failed_precondition(format!(
+                    "{what} {requested} is driven by {node} ({addr}), not by {}: ask {node}",
+                    shared.name
+                ));
+                if let Ok(v) = addr.parse() {
+                    st.metadata_mut()
+                        .insert(upsilon_client::rpc::OWNER_HEADER, v);
+                }
+                st
+            }
+            None => Status::not_found(format!(
+                "{} drives no {what} named {requested}{}",
+                shared.name,
+                if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (it drives {})",
+                        names
+                            .iter()
+                            .map(|n| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            )),
+        });
+    }
     match names.as_slice() {
         [one] => Ok((*one).clone()),
         [] => Err(Status::failed_precondition(format!(
@@ -100,7 +142,7 @@ impl AdminService for AdminApi {
             .filter(|v| v.status.driver == "sim" && self.shared.ups_orders.contains_key(&v.name))
             .map(|v| v.name)
             .collect();
-        let name = pick_ups(&r.ups_name, sims.iter(), "simulated UPS")?;
+        let name = pick_ups(&r.ups_name, sims.iter(), "simulated UPS", &self.shared)?;
         for (what, v, max) in [
             ("charge", r.charge_percent, 100.0),
             ("load", r.load_percent, 200.0),
@@ -201,7 +243,12 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::UpsCommandReply>, Status> {
         let who = authorize(&req, OPERATOR)?;
         let r = req.into_inner();
-        let name = pick_ups(&r.ups_name, self.shared.ups_orders.keys(), "UPS")?;
+        let name = pick_ups(
+            &r.ups_name,
+            self.shared.ups_orders.keys(),
+            "UPS",
+            &self.shared,
+        )?;
         let (cmd, what) = match pb::UpsCommandKind::try_from(r.kind) {
             Ok(pb::UpsCommandKind::SelfTest) => (UpsCommand::SelfTest, "self test"),
             Ok(pb::UpsCommandKind::KillPower) => (
