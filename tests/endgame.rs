@@ -984,6 +984,14 @@ fn a_first_stage_that_halts_two_of_three_voters_ends_with_the_owner_alone() {
         "{}",
         stderr(&o)
     );
+    // --json prints JSON alone, the warnings in it.
+    let o = c.cli(1, &["plan", "apply", plan.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("plan apply --json is not JSON ({e}): {}", stdout(&o)));
+    assert!(
+        v["warnings"].to_string().contains("finishes alone"),
+        "{v:#}"
+    );
     let check = stdout(&c.cli(1, &["plan", "check"]));
     assert!(
         check.contains("UPS ups1: kill power ordered by n1 alone (no quorum)"),

@@ -168,8 +168,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events { limit, json } => cmd::read::events(conn, limit, json).await?,
         Command::Plan {
             cmd: Some(PlanCommand::Apply { file, force }),
-            ..
-        } => cmd::plan::apply(conn, file, force).await?,
+            json,
+        } => cmd::plan::apply(conn, file, force, json).await?,
         Command::Plan {
             cmd: Some(PlanCommand::Check),
             json,

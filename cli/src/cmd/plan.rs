@@ -28,7 +28,7 @@ pub enum PlanCommand {
     Check,
 }
 
-pub async fn apply(conn: &ConnArgs, file: PathBuf, force: bool) -> anyhow::Result<()> {
+pub async fn apply(conn: &ConnArgs, file: PathBuf, force: bool, json: bool) -> anyhow::Result<()> {
     let opts = conn.resolve()?;
     let toml = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?;
@@ -51,6 +51,11 @@ pub async fn apply(conn: &ConnArgs, file: PathBuf, force: bool) -> anyhow::Resul
     })
     .await
     .map_err(|e| anyhow!(e))?;
+    if json {
+        let v = serde_json::json!({"stages": reply.stages, "warnings": reply.warnings});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
     for w in &reply.warnings {
         eprintln!("warning: {w}");
     }
