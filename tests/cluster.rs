@@ -341,3 +341,75 @@ fn raft_service_refuses_garbage_and_non_node_certificates_clearly() {
     // The node is unharmed.
     assert_eq!(c.status(1).unwrap()["cluster"]["writable"], true);
 }
+
+/// The daemon's own logs at its default level, as an operator reads them: no line over
+/// 300 bytes (openraft's structures stay out), no warning on a healthy bootstrap, join
+/// or clean restart, the leadership in one line, a voter that is down said once (then
+/// once a minute) and its return said once, and a voter restarting after a clean stop
+/// does not depose the healthy leader.
+#[test]
+fn the_logs_say_what_matters_once_in_lines_an_operator_reads() {
+    let _g = serial();
+    let mut c = TestCluster::start(ClusterSpec {
+        nodes: 3,
+        voters: 3,
+        default_log: true,
+        ..Default::default()
+    });
+    c.wait_formed(1, 3, 0, Duration::from_secs(40));
+    let term = |c: &TestCluster| -> Option<(String, u64)> {
+        let s = c.status(1)?;
+        Some((
+            s["cluster"]["leader"].as_str()?.to_string(),
+            s["cluster"]["term"].as_u64()?,
+        ))
+    };
+    let before = wait_for(Duration::from_secs(10), || term(&c)).expect("a leader");
+    let leader: usize = before.0.trim_start_matches('n').parse().unwrap();
+    let victim = if leader == 3 { 2 } else { 3 };
+
+    c.stop(victim, Duration::from_secs(15));
+    // Several seconds down: openraft retries several times a second.
+    let said = format!("node {victim} is unreachable");
+    wait_for(Duration::from_secs(20), || {
+        c.log_of(leader).contains(&said).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the leader never said n{victim} is down\n{}", c.logs()));
+    std::thread::sleep(Duration::from_secs(4));
+    c.start_node(victim);
+    let back = format!("node {victim} answers again");
+    wait_for(Duration::from_secs(20), || {
+        c.log_of(leader).contains(&back).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the leader never said n{victim} is back\n{}", c.logs()));
+    c.wait_formed(leader, 3, 0, Duration::from_secs(20));
+
+    let after = term(&c).expect("a leader");
+    assert_eq!(
+        before,
+        after,
+        "a voter restarting after a clean stop deposed the leader\n{}",
+        c.logs()
+    );
+    let log = c.log_of(leader);
+    assert_eq!(log.matches(&said).count(), 1, "{log}");
+    assert_eq!(log.matches(&back).count(), 1, "{log}");
+    assert!(
+        log.contains(&format!(
+            "leader: n{leader} (id {leader}), term {}",
+            before.1
+        )),
+        "{log}"
+    );
+    for i in 1..=3 {
+        let log = c.log_of(i);
+        for l in log.lines() {
+            assert!(l.len() <= 300, "n{i}: a line of {} bytes: {l}", l.len());
+            let warns = l.contains(" WARN ") || l.contains(" ERROR ");
+            assert!(
+                !warns || l.contains(&said),
+                "n{i}: a warning in a healthy cluster: {l}\n{log}"
+            );
+        }
+    }
+}

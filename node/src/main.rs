@@ -40,9 +40,15 @@ struct Args {
     report_timeout: u64,
 }
 
+/// The default log filter.
+const DEFAULT_LOG: &str = "info,openraft=error";
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("UPSILON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // openraft logs whole Raft structures (kilobytes a line) and a warning per
+        // failed heartbeat: errors only; the node says what matters in its own words
+        // (leadership, peers down). `UPSILON_LOG=info,openraft=info` brings them back.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     // Logs go to stderr (journald and service managers capture it), colours only on a TTY.
     tracing_subscriber::fmt()
         .with_env_filter(filter)

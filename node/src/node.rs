@@ -31,11 +31,38 @@ async fn watch_raft_core(
 ) {
     use openraft::type_config::async_runtime::WatchReceiver;
     let mut rx = cluster.raft.metrics();
+    // openraft's own logs are kept to errors by default (their structures run to
+    // kilobytes): the leadership is said here, in one line, when it changes.
+    let mut leadership: Option<(Option<u64>, u64)> = None;
     loop {
-        let stopped = match &rx.borrow_watched().running_state {
-            Ok(()) => None,
-            Err(f) => Some(format!("the Raft core stopped: {f}")),
+        let (stopped, now, leader_name) = {
+            let m = rx.borrow_watched();
+            let stopped = match &m.running_state {
+                Ok(()) => None,
+                Err(f) => Some(format!("the Raft core stopped: {f}")),
+            };
+            let name = m.current_leader.and_then(|id| {
+                m.membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|n| n.name.clone())
+            });
+            (stopped, (m.current_leader, m.current_term), name)
         };
+        if leadership != Some(now) && cluster.is_member() {
+            let first = leadership.is_none();
+            leadership = Some(now);
+            match now {
+                (Some(id), term) => {
+                    let name = leader_name.clone().unwrap_or_else(|| format!("node {id}"));
+                    tracing::info!("leader: {name} (id {id}), term {term}");
+                }
+                (None, term) if !first => {
+                    tracing::info!("no leader in term {term}: an election is under way")
+                }
+                (None, _) => {}
+            }
+        }
         if let Some(why) = stopped {
             if !stop.is_stopped() {
                 shared.log_event(EventKind::Notice, "", &format!("upsilond stopping: {why}"));

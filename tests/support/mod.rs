@@ -292,6 +292,8 @@ pub struct TestCluster {
     pub nodes: Vec<Option<NodeProc>>,
     configs: Vec<String>,
     faults: bool,
+    /// Nodes log with the daemon's default filter (no `UPSILON_LOG`).
+    default_log: bool,
 }
 
 /// How a test cluster is laid out.
@@ -323,6 +325,9 @@ pub struct ClusterSpec {
     /// A node's (1-based) data directory instead of `data-n<i>` beside its config, e.g.
     /// on tmpfs to take the shared disk out of a benchmark.
     pub data_dirs: Vec<(usize, std::path::PathBuf)>,
+    /// Start the nodes with the daemon's default log filter instead of the tests'
+    /// (`info,openraft=warn`, or `UPSILON_TEST_LOG`): for tests of the logs themselves.
+    pub default_log: bool,
 }
 
 /// The `[cluster]` timing of test clusters: elections and stale UPSes found in a few
@@ -345,6 +350,7 @@ impl Default for ClusterSpec {
             timing: TEST_TIMING.to_string(),
             faults: true,
             data_dirs: vec![],
+            default_log: false,
         }
     }
 }
@@ -412,6 +418,7 @@ impl TestCluster {
             nodes: (0..spec.nodes).map(|_| None).collect(),
             configs,
             faults: spec.faults,
+            default_log: spec.default_log,
         };
         for i in 1..=spec.nodes {
             c.start_node(i);
@@ -448,13 +455,17 @@ impl TestCluster {
                 self.pki.path().join(format!("fault-n{i}")),
             );
         }
+        if self.default_log {
+            cmd.env_remove("UPSILON_LOG");
+        } else {
+            cmd.env(
+                "UPSILON_LOG",
+                std::env::var("UPSILON_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            );
+        }
         let child = cmd
             .arg("--config")
             .arg(&config)
-            .env(
-                "UPSILON_LOG",
-                std::env::var("UPSILON_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
-            )
             .env(
                 "UPSILON_USB_EMULATOR",
                 self.pki.path().join(format!("usb-n{i}.sock")),

@@ -22,7 +22,11 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
     let mut attempt = 0u32;
     while !cluster.is_member() {
         if cluster.cfg.seeds.is_empty() {
-            if attempt == 0 {
+            // A bootstrapping node becomes a member as soon as its own first
+            // membership applies (a tenth of a second): nothing to warn about unless
+            // that takes long.
+            let due = if cluster.cfg.bootstrap { 100 } else { 0 };
+            if attempt == due {
                 tracing::warn!(
                     "not a cluster member and no seeds configured: run `upsilon nodes join` for node {} or set [cluster] seeds",
                     cluster.id

@@ -189,7 +189,7 @@ impl Cluster {
             );
         }
         if cfg.bootstrap && fresh && existing.is_none() {
-            tracing::warn!(
+            tracing::info!(
                 "bootstrapping a NEW cluster with this node as its first voter (if this host was a member whose disk was replaced, stop it now, set bootstrap = false and list seeds)"
             );
             // A new cluster gets its id now; members learn it from the leader.

@@ -55,9 +55,31 @@ pub struct PeerHealth {
     /// that term). Within one term the leader never truncates its own log, so a target
     /// that later lacks an index at or below this lost entries it had stored.
     matched: Mutex<HashMap<(NodeId, u64), (u64, u64)>>,
+    /// Peers this node cannot reach now: reported once, then summarised.
+    unreachable: Mutex<HashMap<NodeId, Outage>>,
 }
 
+/// How long a peer has been unreachable, and what was said about it.
+#[derive(Debug)]
+struct Outage {
+    since: std::time::Instant,
+    failed: u64,
+    reported: std::time::Instant,
+}
+
+/// A peer still unreachable is summarised this often.
+const UNREACHABLE_SUMMARY: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl PeerHealth {
+    /// Why replication to `target` is held back, if it is (logged by `set_problem`).
+    fn held_back(&self, target: NodeId) -> Option<String> {
+        self.problems
+            .lock()
+            .expect("peer health lock")
+            .get(&target)
+            .cloned()
+    }
+
     /// Every problem now held, by target.
     pub fn problems(&self) -> BTreeMap<NodeId, String> {
         self.problems.lock().expect("peer health lock").clone()
@@ -83,9 +105,64 @@ impl PeerHealth {
         }
     }
 
+    /// A call to `target` failed for want of an answer: said once, then once a minute
+    /// with a count (openraft retries many times a second).
+    fn note_unreachable(&self, target: NodeId, why: &str) {
+        let now = std::time::Instant::now();
+        let mut u = self.unreachable.lock().expect("peer health lock");
+        match u.get_mut(&target) {
+            None => {
+                tracing::warn!(
+                    target,
+                    "node {target} is unreachable: {why} (said again once a minute while it lasts)"
+                );
+                u.insert(
+                    target,
+                    Outage {
+                        since: now,
+                        failed: 1,
+                        reported: now,
+                    },
+                );
+            }
+            Some(o) => {
+                o.failed += 1;
+                if now.duration_since(o.reported) >= UNREACHABLE_SUMMARY {
+                    o.reported = now;
+                    tracing::warn!(
+                        target,
+                        "node {target} still unreachable after {} s ({} failed calls): {why}",
+                        now.duration_since(o.since).as_secs(),
+                        o.failed
+                    );
+                }
+            }
+        }
+    }
+
+    /// A call to `target` was answered: if it was unreachable, say it is back.
+    fn note_reached(&self, target: NodeId) {
+        let back = self
+            .unreachable
+            .lock()
+            .expect("peer health lock")
+            .remove(&target);
+        if let Some(o) = back {
+            tracing::info!(
+                target,
+                "node {target} answers again after {} s unreachable",
+                o.since.elapsed().as_secs()
+            );
+        }
+    }
+
     /// Drops what is known about `target` without logging (a fresh start with it).
     fn forget(&self, target: NodeId) {
         self.problems
+            .lock()
+            .expect("peer health lock")
+            .remove(&target);
+        self.unreachable
             .lock()
             .expect("peer health lock")
             .remove(&target);
@@ -197,7 +274,32 @@ impl Conn {
         (self.target, self.incarnation)
     }
 
+    /// One Raft call; whether the target answered goes to [`PeerHealth`].
     async fn call_payload<Resp, F, Fut>(
+        &mut self,
+        payload: RaftPayload,
+        ttl: std::time::Duration,
+        f: F,
+    ) -> Result<Resp, CallError>
+    where
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftServiceClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+    {
+        let r = self.call_once(payload, ttl, f).await;
+        match &r {
+            Err(CallError::Unreachable(why))
+                if self.net.health.held_back(self.target).is_none() =>
+            {
+                self.net.health.note_unreachable(self.target, why)
+            }
+            Err(CallError::Unreachable(_)) => {}
+            _ => self.net.health.note_reached(self.target),
+        }
+        r
+    }
+
+    async fn call_once<Resp, F, Fut>(
         &mut self,
         payload: RaftPayload,
         ttl: std::time::Duration,
