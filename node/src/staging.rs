@@ -309,6 +309,40 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
             if done {
                 break;
             }
+            // A UPS that feeds this host is ordered cut while no order for its own has
+            // come (its UPS still waits for a host): it must be down before that cut, so
+            // at the last moment that allows it halts, uncut.
+            let feed_cut = cluster.read(|s| {
+                let o = s.outage.as_ref().filter(|o| o.id == st.outage)?;
+                let mine_ordered = owned_on_battery
+                    .iter()
+                    .any(|u| o.kill_power.contains_key(u));
+                let me = s.nodes.get(&cluster.id)?;
+                // An order for its own UPS may still come until it must start to be down
+                // before that cut.
+                let plan = s.plan.clone().unwrap_or_default();
+                let settled = |f: &String| {
+                    o.kill_power.get(f).is_some_and(|k| {
+                        now_ms()
+                            >= upsilon_core::replicated::endgame::feed_cut_deadline_ms(
+                                s, &plan, me, k,
+                            )
+                    })
+                };
+                me.feeds
+                    .iter()
+                    .filter(|f| !owned_on_battery.contains(f))
+                    .find(|f| settled(f))
+                    .filter(|_| !mine_ordered)
+                    .cloned()
+            });
+            if let Some(feed) = feed_cut {
+                tracing::error!(
+                    "{feed}, which feeds this host, is ordered cut before this owner's own UPS: halting without cutting {}",
+                    owned_on_battery.join(", ")
+                );
+                break;
+            }
             let over = cluster.read(|s| {
                 s.outage
                     .as_ref()

@@ -358,6 +358,7 @@ fn how_words(how: HaltPath) -> &'static str {
         HaltPath::Stage => "halts in its stage",
         HaltPath::AfterKill => "halts after its kill power",
         HaltPath::Fallback => "falls back to its own shutdown (no quorum)",
+        HaltPath::FeedCut => "halts without cutting its own UPS (a UPS feeding it is cut first)",
         HaltPath::Before => "already down",
         HaltPath::Never => "never halts",
     }
@@ -489,6 +490,37 @@ mod tests {
         assert!(at("UPS ups1 is told") <= at("owner halts after the kill power of ups1"));
         assert!(ev[at("owner has halted")].starts_with("+1561 s:"));
         assert!(!ev.iter().any(|l| l.contains("runs out")), "{ev:#?}");
+    }
+
+    #[test]
+    fn two_owners_fed_by_each_others_ups_both_cut_and_halt() {
+        // owner (1) owns ups1 and is fed by ups2; db (3) owns ups2 and is fed by ups1:
+        // each owner's halt waits for its own kill power, so neither may wait for the
+        // other's halt before cutting.
+        let mut s = state(1800.0, [60, 120, 300]);
+        let mut u2 = s.upses["ups1"].clone();
+        u2.name = "ups2".into();
+        u2.owner = 3;
+        s.upses.insert("ups2".into(), u2);
+        s.nodes.get_mut(&1).unwrap().feeds = vec!["ups2".into()];
+        s.nodes.get_mut(&3).unwrap().feeds = vec!["ups1".into()];
+        let tl = timeline::predict(&s, &[], NOW).unwrap();
+        assert!(tl.finished, "{tl:#?}");
+        // Both ordered when the core stage starts (b1 is long down), each covering the
+        // shutdown of the other owner it feeds and its 10 s to start: ups1 feeds db
+        // (300 s), ups2 feeds owner (60 s).
+        for (u, delay) in [("ups1", 310), ("ups2", 70)] {
+            let line = tl.upses.iter().find(|x| x.name == u).unwrap();
+            let k = line
+                .kill
+                .as_ref()
+                .unwrap_or_else(|| panic!("{u} never cut: {tl:#?}"));
+            assert_eq!((k.ordered_ms, k.delay_s), (1_201_000, delay), "{u}");
+        }
+        for id in [1, 3] {
+            let h = &tl.hosts[&id];
+            assert_eq!(h.how, HaltPath::AfterKill, "{h:?}");
+        }
     }
 
     #[test]

@@ -21,6 +21,25 @@ use super::state::{ArmedKill, Command, DownHow, NodeRecord, Outage, PowerState, 
 /// much is added to its shutdown time in the order's delay.
 pub const OWNER_START_S: u32 = 10;
 
+/// An owner whose own UPS has no kill order yet halts, uncut, at the latest this long
+/// before it must start to be down when a UPS that feeds it cuts.
+pub const FEED_CUT_MARGIN_MS: i64 = 2_000;
+
+/// When UPS owner `n` must start its halt, uncut, because `kill` (an order for a UPS
+/// that feeds it) will cut it: its own order may still come until then (orders of one
+/// coordinator pass commit one after the other, and its UPS may wait for a host a
+/// little longer), and the order's delay covers its whole shutdown.
+pub fn feed_cut_deadline_ms(
+    state: &PowerState,
+    plan: &Plan,
+    n: &NodeRecord,
+    kill: &super::state::ActionRun,
+) -> i64 {
+    let cut = kill.ordered_ms + i64::from(kill.delay_s) * 1000;
+    let needs = (i64::from(shutdown_s(state, plan, n)) * 1000) + FEED_CUT_MARGIN_MS;
+    (cut - needs).max(kill.ordered_ms)
+}
+
 /// Where a host is in its shutdown, as the cluster sees it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostPhase {
@@ -190,6 +209,11 @@ pub fn kill_blockers<'a>(
         .hosts()
         .into_iter()
         .filter(|n| Some(n.id) != owner && n.feeds.iter().any(|f| f == ups))
+        // Another UPS's owner halts after its own kill power (or, if that cannot come,
+        // as soon as a UPS that feeds it is ordered cut): waiting for it here could
+        // wait forever (two owners each fed by the other's UPS). The order's delay
+        // covers its whole shutdown instead (`kill_delay_s`).
+        .filter(|n| duties(state, n.id).is_empty())
         .filter(|n| {
             let left = n
                 .feeds
@@ -219,7 +243,9 @@ pub fn kill_delay_s(state: &PowerState, plan: &Plan, ups: &str, now_ms: i64) -> 
         .map(|n| {
             let left = remaining_s(state, plan, n, now_ms);
             let running = phase(state, plan, n, now_ms) == HostPhase::Running;
-            if Some(n.id) == owner && running {
+            // An owner (of this UPS or another) starts its halt only after its order.
+            let owns = Some(n.id) == owner || !duties(state, n.id).is_empty();
+            if owns && running {
                 left.saturating_add(OWNER_START_S)
             } else {
                 left
@@ -266,15 +292,17 @@ pub fn alone_delay(
     if let Some(owner) = state.host(order.owner) {
         delay = delay.max(shutdown_s(state, plan, owner).saturating_add(OWNER_START_S));
     }
-    for h in &order.wait_for {
-        let Some(n) = state.host(*h) else { continue };
-        let ack = run_of(o, *h).and_then(|(_, r)| r.acks.get(h));
+    let armed = o.armed.as_deref().unwrap_or_default();
+    // Seconds of shutdown `h` may still need once it is seen down (None: not yet).
+    let down_left = |h: NodeId| -> Option<u32> {
+        let n = state.host(h)?;
+        let ack = run_of(o, h).and_then(|(_, r)| r.acks.get(&h));
         if ack.is_some_and(|a| a.halted_ms.is_some()) {
-            continue;
+            return Some(0);
         }
         let full = shutdown_s(state, plan, n) as i64 * 1000;
         let last = reached
-            .get(h)
+            .get(&h)
             .copied()
             .unwrap_or(watching_since_ms)
             .max(watching_since_ms.min(now_ms));
@@ -285,7 +313,37 @@ pub fn alone_delay(
             _ => return None,
         };
         let left = (from + full - now_ms).max(0);
-        delay = delay.max(u32::try_from((left + 999) / 1000).unwrap_or(u32::MAX));
+        Some(u32::try_from((left + 999) / 1000).unwrap_or(u32::MAX))
+    };
+    for h in &order.wait_for {
+        let Some(n) = state.host(*h) else { continue };
+        let ack = run_of(o, *h).and_then(|(_, r)| r.acks.get(h));
+        if ack.is_some_and(|a| a.halted_ms.is_some()) {
+            continue;
+        }
+        let halting = ack.is_some_and(|a| a.halting_ms.is_some());
+        // Another owner finishing alone halts only after its own cut, which waits for
+        // the hosts its UPS feeds: waiting for it here could wait forever (two owners
+        // each fed by the other's UPS). Once the hosts it waits for (owners aside) are
+        // down, it cuts and halts within `silence_s` and a probe: the delay covers
+        // that and its whole shutdown.
+        if let Some(other) = armed
+            .iter()
+            .find(|k| k.owner == *h && k.owner != order.owner)
+            && !halting
+        {
+            for w in other
+                .wait_for
+                .iter()
+                .filter(|w| **w != order.owner && !armed.iter().any(|k| k.owner == **w))
+            {
+                down_left(*w)?;
+            }
+            let reacts = plan.silence_s as u32 + 2 + OWNER_START_S;
+            delay = delay.max(shutdown_s(state, plan, n).saturating_add(reacts));
+            continue;
+        }
+        delay = delay.max(down_left(*h)?);
     }
     Some(delay)
 }

@@ -1302,10 +1302,12 @@ mod tests {
             alone_delay(&s, &p, order, &reached, NOW, NOW + 150_000),
             None
         );
-        // At +151 s: 120 s of silence each; the owner's 120 s + 10 s to start its own.
+        // At +151 s: 120 s of silence for app1. db1 owns upsB (which waits for nobody):
+        // it is not waited for, it cuts and halts on its own, so the delay covers its
+        // reaction (silence_s 10 + a probe 2 + 10 to start) and its 120 s shutdown.
         assert_eq!(
             alone_delay(&s, &p, order, &reached, NOW, NOW + 151_000),
-            Some(130)
+            Some(142)
         );
         // A "halted" that was committed counts at once.
         for h in [3, 4] {

@@ -43,6 +43,9 @@ pub enum HaltPath {
     AfterKill,
     /// Its own local fallback, cut off from the quorum.
     Fallback,
+    /// A UPS owner whose own UPS got no order while one that feeds it was ordered cut:
+    /// it halts uncut.
+    FeedCut,
     /// Already down when the model started.
     Before,
     /// Not before the model's horizon.
@@ -147,6 +150,10 @@ enum Due {
     /// A UPS owner halts once it cut its UPS (after whatever else is due then: its
     /// halting ack races with the voters going down, and the model takes the later).
     AfterKill(NodeId),
+    /// A UPS that feeds this owner is ordered cut and it must start to be down now
+    /// (`endgame::feed_cut_deadline_ms`): if no order for its own UPS came, it halts
+    /// uncut.
+    FeedCut(NodeId),
 }
 
 /// Each UPS's battery at the start.
@@ -425,6 +432,17 @@ impl Model<'_> {
                     self.start_halt(h, at, HaltPath::AfterKill);
                     continue;
                 }
+                Due::FeedCut(h) => {
+                    let o = self.s.outage.as_ref();
+                    let duties = endgame::duties(&self.s, h);
+                    let ordered = duties
+                        .iter()
+                        .any(|u| o.is_some_and(|o| o.kill_power.contains_key(*u)));
+                    if !duties.is_empty() && !ordered {
+                        self.start_halt(h, at, HaltPath::FeedCut);
+                    }
+                    continue;
+                }
             };
             self.down(h, dt);
             if !self.quorum_lost_at(dt) {
@@ -576,11 +594,34 @@ impl Model<'_> {
                     at_ms: t,
                 });
                 // Its owner halts once nothing else is left for it to cut.
-                if let Some(owner) = self.s.upses.get(ups).map(|u| u.owner)
+                let owner = self.s.upses.get(ups).map(|u| u.owner);
+                if let Some(owner) = owner
                     && endgame::duties(&self.s, owner).is_empty()
                     && self.stage_of(owner).is_some()
                 {
                     self.due.push((t, Due::AfterKill(owner)));
+                }
+                // Other owners it feeds must be down before it cuts: unless an order for
+                // their own UPS follows, they halt uncut.
+                let fed_owners: Vec<NodeId> = self
+                    .s
+                    .hosts()
+                    .into_iter()
+                    .filter(|n| Some(n.id) != owner && n.feeds.iter().any(|f| f == ups))
+                    .filter(|n| !endgame::duties(&self.s, n.id).is_empty())
+                    .map(|n| n.id)
+                    .collect();
+                let order = self
+                    .s
+                    .outage
+                    .as_ref()
+                    .and_then(|o| o.kill_power.get(ups).cloned());
+                for h in fed_owners {
+                    let (Some(n), Some(k)) = (self.s.host(h), order.as_ref()) else {
+                        continue;
+                    };
+                    let at = endgame::feed_cut_deadline_ms(&self.s, &self.plan, n, k);
+                    self.due.push((at, Due::FeedCut(h)));
                 }
             }
             _ => {}
@@ -773,6 +814,15 @@ impl Timeline {
                     halting,
                     3,
                     format!("{} falls back to its own shutdown (no quorum)", h.name),
+                )),
+                HaltPath::FeedCut => ev.push((
+                    halting,
+                    3,
+                    format!(
+                        "{} halts without cutting {}: a UPS feeding it is ordered cut first",
+                        h.name,
+                        h.duties.join(", ")
+                    ),
                 )),
                 _ => {}
             }
