@@ -119,20 +119,33 @@ pub async fn sim_set(conn: &ConnArgs, a: SimSetArgs) -> anyhow::Result<()> {
         drain_percent_per_second: a.drain,
         start_self_test: a.self_test,
     };
-    // Sent to the node that drives the UPS (a node that does not names it).
-    let (reply, at) = rpc::on_leader(&opts, |ch| {
+    let (reply, via) = to_owner(&opts, |ch| {
         let req = req.clone();
         async move { AdminServiceClient::new(ch).sim_set(req).await }
     })
-    .await
-    .map_err(|e| anyhow!(e))?;
+    .await?;
+    println!("{}: {}{via}", reply.ups_name, reply.state);
+    Ok(())
+}
+
+/// Sends an order for a UPS to the node that drives it: a node that does not answers
+/// with the owner's address, and the call follows it (as it follows a leader). The
+/// note says where it went when that is not where it was sent.
+async fn to_owner<T, F, Fut>(
+    opts: &upsilon_client::rpc::ClientOptions,
+    call: F,
+) -> anyhow::Result<(T, String)>
+where
+    F: FnMut(tonic::transport::Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let (reply, at) = rpc::on_leader(opts, call).await.map_err(|e| anyhow!(e))?;
     let via = if at == opts.endpoint {
         String::new()
     } else {
         format!(" (on {at}, which drives it)")
     };
-    println!("{}: {}{via}", reply.ups_name, reply.state);
-    Ok(())
+    Ok((reply, via))
 }
 
 pub async fn release(conn: &ConnArgs, name: String) -> anyhow::Result<()> {
@@ -169,18 +182,11 @@ pub async fn command(conn: &ConnArgs, cmd: UpsCmd) -> anyhow::Result<()> {
         ups_name: ups.unwrap_or_default(),
         kind: kind as i32,
     };
-    // Sent to the node that drives the UPS (a node that does not names it).
-    let (reply, at) = rpc::on_leader(&opts, |ch| {
+    let (reply, via) = to_owner(&opts, |ch| {
         let req = req.clone();
         async move { AdminServiceClient::new(ch).ups_command(req).await }
     })
-    .await
-    .map_err(|e| anyhow!(e))?;
-    let via = if at == opts.endpoint {
-        String::new()
-    } else {
-        format!(" (on {at}, which drives it)")
-    };
+    .await?;
     println!("{}: {}{via}", reply.ups_name, reply.result);
     Ok(())
 }

@@ -92,20 +92,20 @@ where
 
 /// The leader a "not the leader" refusal names ([`LEADER_HEADER`]), if any.
 pub fn leader_named(status: &tonic::Status) -> Option<String> {
+    named(status, LEADER_HEADER)
+}
+
+fn named(status: &tonic::Status, header: &str) -> Option<String> {
     status
         .metadata()
-        .get(LEADER_HEADER)
+        .get(header)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
 }
 
 /// The member a "not driven here" refusal names ([`OWNER_HEADER`]), if any.
 pub fn owner_named(status: &tonic::Status) -> Option<String> {
-    status
-        .metadata()
-        .get(OWNER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    named(status, OWNER_HEADER)
 }
 
 /// An RPC failure in words: TLS refusals are named, server messages passed through.
