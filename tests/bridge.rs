@@ -239,10 +239,33 @@ fn a_silent_host_is_not_waited_for_and_a_bridge_without_the_cluster_serves_comml
         ),
         "ONLINE"
     );
-    // ghost never polls: silent.
-    wait_status(&c.pki, node, Duration::from_secs(20), "ghost silent", |v| {
-        has_legacy(v, "ghost", "silent") && has_legacy(v, "byaddr", "polling")
+    // ghost never polls: silent, and the screen says it never connected; byaddr polls.
+    let v = wait_status(&c.pki, node, Duration::from_secs(20), "ghost silent", |v| {
+        has_legacy(v, "ghost", "silent")
+            && has_legacy(v, "byaddr", "polling")
+            && v["legacy_hosts"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|h| h["name"] == "byaddr" && h["never_polled"] == false)
+            })
     });
+    assert!(
+        v["legacy_hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["name"] == "ghost" && h["never_polled"] == true),
+        "{v:#}"
+    );
+    let screen = stdout(&c.cli(1, &["status"]));
+    let row = |name: &str| {
+        screen
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row:\n{screen}"))
+            .to_string()
+    };
+    assert!(row("ghost").contains("never connected"), "{screen}");
+    assert!(row("byaddr").contains("polling"), "{screen}");
 
     apply_plan(
         &c,

@@ -336,6 +336,8 @@ pub fn legacy_table(hosts: &[pb::LegacyHostInfo], now_ms: i64, long: bool) -> St
             h.name.clone(),
             if h.protocol == "master-slave" && h.state == "silent" {
                 "silent (SLAVEDOWN)".to_string()
+            } else if h.never_polled && (h.state == "polling" || h.state == "silent") {
+                "never connected".to_string()
             } else {
                 h.state.clone()
             },
@@ -370,7 +372,7 @@ pub fn legacy_json(h: &pb::LegacyHostInfo) -> Value {
         "bridge": h.bridge, "addresses": h.addresses, "labels": h.labels, "feeds": h.feeds,
         "min_supplies": h.min_supplies, "protocol": h.protocol,
         "served": h.served.as_ref().map(ups_json), "shutting_down": h.shutting_down,
-        "stage": h.stage,
+        "stage": h.stage, "never_polled": h.never_polled,
     })
 }
 

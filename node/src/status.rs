@@ -315,6 +315,7 @@ pub fn legacy_summaries(
                 stage: v
                     .stage
                     .map_or(String::new(), |(k, name)| format!("{k} ({name})")),
+                never_polled: !l.polled,
             })
         })
         .collect()

@@ -205,7 +205,13 @@ impl BridgeState {
             {
                 want = LegacyState::Silent;
             }
-            if want != recorded {
+            // A first poll from a host the cluster has never seen connected: say so,
+            // although its state stays "polling".
+            let first_poll = want == LegacyState::Polling
+                && recorded == LegacyState::Polling
+                && rec.never_polled
+                && g.polls.contains_key(&h.name);
+            if want != recorded || first_poll {
                 out.push((h.name.clone(), want));
             }
         }

@@ -189,6 +189,7 @@ pub fn legacy_host_to_pb(h: &LegacyHostSummary) -> pb::LegacyHostInfo {
         served: Some(ups_view_to_pb(&h.served)),
         shutting_down: h.shutting_down,
         stage: h.stage.clone(),
+        never_polled: h.never_polled,
     }
 }
 
@@ -213,6 +214,7 @@ pub fn legacy_host_from_pb(h: &pb::LegacyHostInfo) -> LegacyHostSummary {
             }),
         shutting_down: h.shutting_down,
         stage: h.stage.clone(),
+        never_polled: h.never_polled,
     }
 }
 

@@ -42,6 +42,8 @@ pub struct LegacyHostSummary {
     pub shutting_down: bool,
     /// The plan's stage that selects it, e.g. "2 (apps)"; empty if none does.
     pub stage: String,
+    /// Declared, and never seen polling its bridge since.
+    pub never_polled: bool,
 }
 
 /// One node as the answering node knows it.

@@ -148,6 +148,10 @@ pub struct LegacyHost {
     pub bridge: String,
     pub state: LegacyState,
     pub state_since_ms: i64,
+    /// The bridge has seen it poll (or be told) since it was declared: false for a host
+    /// that never connected.
+    #[serde(default)]
+    pub polled: bool,
 }
 
 impl LegacyHost {
@@ -169,6 +173,7 @@ impl LegacyHost {
             bridge: bridge.to_string(),
             state: LegacyState::Polling,
             state_since_ms: at_ms,
+            polled: false,
         }
     }
 
@@ -353,6 +358,38 @@ mod tests {
                 .unwrap_err()
                 .contains("use one of: nis, master-slave")
         );
+    }
+
+    #[test]
+    fn a_host_never_seen_polling_is_told_apart_until_its_first_poll() {
+        let mut s = cluster();
+        assert!(declare(&mut s, "br", vec![decl("oldA", &[])]));
+        assert!(
+            !s.legacy_host("oldA").unwrap().polled,
+            "declared, never seen"
+        );
+        let seen = |s: &mut PowerState, state| {
+            s.apply(&Command::LegacyHostSeen {
+                bridge: "br".into(),
+                name: "oldA".into(),
+                state,
+                at_ms: 5_000,
+            })
+            .applied
+        };
+        // Silent says nothing about a poll.
+        assert!(seen(&mut s, LegacyState::Silent));
+        assert!(!s.legacy_host("oldA").unwrap().polled);
+        assert!(seen(&mut s, LegacyState::Polling));
+        assert!(s.legacy_host("oldA").unwrap().polled);
+        // A host still polling: the first poll is recorded once, with an event.
+        let mut s = cluster();
+        declare(&mut s, "br", vec![decl("oldA", &[])]);
+        assert!(seen(&mut s, LegacyState::Polling));
+        assert!(s.legacy_host("oldA").unwrap().polled);
+        let last = s.events.back().unwrap().message.clone();
+        assert_eq!(last, "Legacy host oldA polls bridge br.");
+        assert!(!seen(&mut s, LegacyState::Polling), "once");
     }
 
     #[test]

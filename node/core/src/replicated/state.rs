@@ -712,6 +712,21 @@ impl PowerState {
                 return CommandResult::ignored();
             }
         } else if prev == state {
+            // The bridge saw a first poll from a host declared and never seen: it is
+            // connected (its state stays "polling").
+            let l = self.legacy.get_mut(&id).expect("found above");
+            if state == LegacyState::Polling && !l.polled {
+                l.polled = true;
+                l.host.last_seen_ms = l.host.last_seen_ms.max(at_ms);
+                self.push_event(
+                    at_ms,
+                    "notice",
+                    "",
+                    &format!("Legacy host {name} polls bridge {bridge}."),
+                    name,
+                );
+                return CommandResult::done();
+            }
             return CommandResult::ignored();
         } else if prev == LegacyState::Halted && state == LegacyState::Polling {
             if self.halted.remove(&id) {
@@ -744,6 +759,8 @@ impl PowerState {
         l.state = state;
         l.state_since_ms = at_ms;
         l.host.last_seen_ms = l.host.last_seen_ms.max(at_ms);
+        // Polling, told or halted: it has polled.
+        l.polled |= state != LegacyState::Silent;
         CommandResult::done()
     }
 
