@@ -263,7 +263,7 @@ fn bridge_service_needs_a_bridge_certificate_and_the_bridge_one_of_its_own() {
         };
         let ch = upsilon_client::rpc::connect(&opts).await.unwrap();
         upsilon_proto::v1::bridge_service_client::BridgeServiceClient::new(ch)
-            .declare_hosts(upsilon_proto::v1::DeclareHostsRequest { hosts: vec![] })
+            .declare_hosts(upsilon_proto::v1::DeclareHostsRequest::default())
             .await
             .unwrap_err()
     });

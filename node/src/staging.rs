@@ -19,6 +19,7 @@ use crate::driver::UpsCommand;
 use crate::markers::{self, kill_marker, marker_dir, stage_marker, write_marker};
 use crate::shared::NodeShared;
 use upsilon_client::stop::Stop;
+use upsilon_core::replicated::endgame::Duty;
 use upsilon_core::replicated::plan::{self, Plan};
 use upsilon_core::replicated::state::{ArmedKill, Command};
 use upsilon_core::time::now_ms;
@@ -268,6 +269,9 @@ pub async fn run_my_stages(shared: Arc<NodeShared>, cluster: Arc<Cluster>, mut s
 async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker: &Path) {
     tracing::warn!(stage = %st.name, "cluster shutdown reached this host: {}", st.reason);
     ack(cluster, st, false).await;
+    if st.drill.is_none() && !wait_for_bridged_hosts(cluster, st, marker).await {
+        return;
+    }
     let my_upses: Vec<String> = shared.ups_orders.keys().cloned().collect();
     let drilled = |u: &String| st.drill.as_ref().is_some_and(|d| d.contains(u));
     let owned_on_battery: Vec<String> = cluster.read(|s| {
@@ -293,7 +297,10 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
             stage = %st.name,
             "this host {}: it halts once they are carried out",
             upsilon_core::replicated::endgame::deferred_words(
-                &owned_on_battery.iter().map(String::as_str).collect::<Vec<_>>()
+                &owned_on_battery
+                    .iter()
+                    .map(|u| Duty::KillPower(u.clone()))
+                    .collect::<Vec<_>>()
             )
         );
         loop {
@@ -419,6 +426,91 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     stand_in_halt(shared, cluster, st.drill.is_some(), false).await;
+}
+
+/// A bridge runs on this host (`[bridge] runs_on`): its halt waits, however many stages
+/// that takes, until the bridge's legacy hosts in the plan are down (or acknowledged
+/// halting), since only the bridge tells them and reports them halted. It stops waiting
+/// when a UPS that feeds this host signals low battery or is ordered to cut power (it
+/// must be down first), and if the cluster falls silent the local fallback takes over.
+/// False when the outage ended first: the host stays up (recorded in the marker).
+async fn wait_for_bridged_hosts(cluster: &Cluster, st: &MyStage, marker: &Path) -> bool {
+    use upsilon_core::replicated::endgame;
+    let me = cluster.id;
+    let pending = |s: &upsilon_core::replicated::state::PowerState| -> Vec<String> {
+        endgame::bridged_hosts(&endgame::duties(s, me))
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    };
+    let first = cluster.read(pending);
+    if first.is_empty() {
+        return true;
+    }
+    let words: Vec<Duty> = first.iter().cloned().map(Duty::Bridge).collect();
+    tracing::warn!(
+        stage = %st.name,
+        "this host {} (a bridge runs on it): no stage waits for it",
+        endgame::deferred_words(&words)
+    );
+    loop {
+        let (left, over, danger) = cluster.read(|s| {
+            let over = s
+                .outage
+                .as_ref()
+                .is_none_or(|o| o.id != st.outage || o.ended_ms.is_some());
+            let danger = s.nodes.get(&me).and_then(|n| {
+                n.feeds.iter().find_map(|f| {
+                    let low = s.upses.get(f).is_some_and(|u| {
+                        u.status
+                            .reading
+                            .as_ref()
+                            .is_some_and(|r| r.flags.low_battery)
+                    });
+                    let cut = s
+                        .outage
+                        .as_ref()
+                        .is_some_and(|o| o.kill_power.contains_key(f));
+                    (low || cut).then(|| {
+                        format!(
+                            "{f}, which feeds this host, {}",
+                            if cut {
+                                "is ordered to cut power"
+                            } else {
+                                "signals low battery"
+                            }
+                        )
+                    })
+                })
+            });
+            (pending(s), over, danger)
+        });
+        if over {
+            if let Err(e) = write_marker(marker, &format!("{STAYED_UP}\n")) {
+                tracing::error!("cannot update stage marker {}: {e}", marker.display());
+            }
+            tracing::warn!(
+                stage = %st.name,
+                "the outage ended while this host's bridge served its legacy hosts: this host stays up"
+            );
+            return false;
+        }
+        if left.is_empty() {
+            tracing::warn!(
+                stage = %st.name,
+                "the legacy hosts of the bridge on this host are down: halting"
+            );
+            return true;
+        }
+        if let Some(why) = danger {
+            tracing::error!(
+                "{why} while the legacy hosts {} of this host's bridge are not down: halting now",
+                left.join(", ")
+            );
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Record mode: what the host's real halt would do next, so the cluster sees it down.

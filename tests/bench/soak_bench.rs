@@ -168,7 +168,10 @@ fn main() {
             let hosts = hosts.clone();
             async move {
                 BridgeServiceClient::new(ch)
-                    .declare_hosts(pb::DeclareHostsRequest { hosts })
+                    .declare_hosts(pb::DeclareHostsRequest {
+                        hosts,
+                        runs_on: String::new(),
+                    })
                     .await
             }
         })

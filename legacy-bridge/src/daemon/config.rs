@@ -44,6 +44,11 @@ pub struct BridgeSection {
     /// NETTIME; every second while its supply is on battery).
     #[serde(default = "default_nettime")]
     pub nettime_s: u64,
+    /// The cluster node whose host runs this bridge, if one does: in an outage that
+    /// node's halt waits until this bridge's legacy hosts are down (no stage waits for
+    /// it), so the hosts are told and followed to the end wherever the plan puts it.
+    #[serde(default)]
+    pub runs_on: Option<String>,
 }
 
 fn default_nettime() -> u64 {

@@ -148,13 +148,13 @@ pub async fn declare(state: &BridgeState, endpoint: &str) -> Result<(), String> 
         .iter()
         .map(|h| pb_impl::legacy_decl_to_pb(&h.decl()))
         .collect();
+    let runs_on = state.cfg.bridge.runs_on.clone().unwrap_or_default();
     rpc::on_leader(&options(state, endpoint), |ch| {
-        let hosts = hosts.clone();
-        async move {
-            BridgeServiceClient::new(ch)
-                .declare_hosts(pb::DeclareHostsRequest { hosts })
-                .await
-        }
+        let req = pb::DeclareHostsRequest {
+            hosts: hosts.clone(),
+            runs_on: runs_on.clone(),
+        };
+        async move { BridgeServiceClient::new(ch).declare_hosts(req).await }
     })
     .await
     .map(|_| ())

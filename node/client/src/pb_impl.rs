@@ -402,7 +402,7 @@ pub fn plan_reply(
                         let duties = if s.outage.as_ref().is_some_and(|o| o.ended_ms.is_none()) {
                             endgame::duties(s, *h)
                         } else {
-                            endgame::owned(s, *h)
+                            endgame::deferrable(s, *h)
                         };
                         (!duties.is_empty() && !halted)
                             .then(|| format!("{} {}", name(h), endgame::deferred_words(&duties)))

@@ -67,7 +67,11 @@ pub fn outage_lines(s: &PowerState, now_ms: i64) -> (String, Vec<String>) {
             let acked = r.acks.get(h).is_some_and(|a| a.halting_ms.is_some());
             let duties = crate::replicated::endgame::duties(s, *h);
             if !acked && !duties.is_empty() {
-                deferred.push(format!("{} (after {})", n.name, duties.join(", ")));
+                deferred.push(format!(
+                    "{} ({})",
+                    n.name,
+                    crate::replicated::endgame::deferred_short(&duties)
+                ));
                 continue;
             }
             match phase(s, &plan, n, now_ms) {
@@ -142,7 +146,7 @@ pub fn host_state(s: &PowerState, id: u64, now_ms: i64) -> String {
     }
     let waiting = duties(s, id);
     if run.is_some() && !waiting.is_empty() && ack.is_none_or(|a| a.halting_ms.is_none()) {
-        return format!("halts after kill of {}", waiting.join(","));
+        return crate::replicated::endgame::deferred_short(&waiting);
     }
     match phase(s, &plan, n, now_ms) {
         HostPhase::Down { how, .. } => format!("down ({})", how.as_str()),

@@ -14,8 +14,9 @@
 //! (probing every second, `alone_delay`) and the other hosts fall back after
 //! `dead_time_s`. Every stage start, kill order and host down time must agree with the
 //! prediction to within one tick (`TICK_MS`) plus the acknowledgement latencies the
-//! simulation drew (and, once the quorum is gone, one tick more per owner acting on its
-//! once-a-second probes). One thing no model can time: a quorum lost at the very moment
+//! simulation drew (and, once the quorum is gone, two ticks more, one for the owner's
+//! once-a-second probes and one for the hosts' fallback loop that it waits for, and
+//! one more per owner before it that cut alone). One thing no model can time: a quorum lost at the very moment
 //! something else is committed (hosts going down together: one's "halted", a stage
 //! start or a kill order it unblocks, and another taking the quorum): whichever the
 //! leader sees first wins, so what follows such a race is not compared. A failure prints its seed.
@@ -134,10 +135,13 @@ fn generate(seed: u64) -> Cluster {
         .collect();
     host_names.extend(decls.iter().map(|d| d.name.clone()));
     if !decls.is_empty() {
+        // The bridge runs on one of the nodes, or its host is not said.
+        let runs_on = rng.chance(60).then(|| format!("n{}", 1 + rng.below(nodes)));
         s.apply(&Command::LegacyHostsDeclare {
             bridge: "bridge1".into(),
             hosts: decls,
             at_ms: at,
+            runs_on,
         });
     }
     let mut runtime = BTreeMap::new();
@@ -251,6 +255,7 @@ enum Ev {
     Halted(NodeId),
     Cut(String),
     FeedCut(NodeId),
+    Release(NodeId),
     Probe,
 }
 
@@ -269,6 +274,8 @@ struct Sim {
     fallback_at: Option<i64>,
     /// Owners with a kill still to carry out alone, as of the last probe round.
     pending: BTreeSet<NodeId>,
+    /// Hosts whose stage started while they had duties: they halt after them.
+    deferred: BTreeSet<NodeId>,
 }
 
 impl Sim {
@@ -341,6 +348,9 @@ impl Sim {
                     let l = self.lat();
                     self.at(t + l, Ev::Ack(*outage, *stage, *h, false));
                     if !endgame::duties(&self.s, *h).is_empty() {
+                        // Its halt is deferred: after its kill power (an owner) or once
+                        // its bridge's hosts are down (`release`).
+                        self.deferred.insert(*h);
                         continue;
                     }
                     self.halting.insert(*h);
@@ -397,6 +407,27 @@ impl Sim {
         let o = self.s.outage.as_ref()?;
         let k = o.stages.iter().position(|r| r.hosts.contains(&h))?;
         Some((o.id, k))
+    }
+
+    /// A host a bridge runs on (and owning no UPS) sees its bridge's hosts down, as it
+    /// polls the committed state: it halts.
+    fn release(&mut self, t: i64) {
+        if !self.committable() {
+            return;
+        }
+        let free: Vec<NodeId> = self
+            .deferred
+            .iter()
+            .copied()
+            .filter(|h| self.up[h] && !self.halting.contains(h))
+            .filter(|h| endgame::kills(&endgame::deferrable(&self.s, *h)).is_empty())
+            .filter(|h| endgame::duties(&self.s, *h).is_empty())
+            .collect();
+        for h in free {
+            self.deferred.remove(&h);
+            let l = self.lat();
+            self.at(t + l, Ev::Release(h));
+        }
     }
 
     /// A host begins its halt now (an owner after its kill, or a fallback).
@@ -505,7 +536,7 @@ impl Sim {
                 // The owner's marker says it is cut, committed or not.
                 self.alone_cut.insert(u.clone());
                 let owner = self.s.upses[&u].owner;
-                let cut_all = endgame::duties(&self.s, owner)
+                let cut_all = endgame::kills(&endgame::duties(&self.s, owner))
                     .iter()
                     .all(|d| self.alone_cut.contains(*d));
                 if cut_all && (self.stage_of(owner).is_some() || self.lost_at.is_some()) {
@@ -515,13 +546,15 @@ impl Sim {
             }
             Ev::FeedCut(h) => {
                 let duties = endgame::duties(&self.s, h);
-                let ordered = duties
+                let kills = endgame::kills(&duties);
+                let ordered = kills
                     .iter()
                     .any(|u| self.seen.kill.contains_key(*u) || self.alone_cut.contains(*u));
-                if !duties.is_empty() && !ordered {
+                if !kills.is_empty() && !ordered {
                     self.halt(h, t);
                 }
             }
+            Ev::Release(h) => self.halt(h, t),
             Ev::Probe => {
                 self.alone(t);
                 self.at(t + 1000, Ev::Probe);
@@ -627,6 +660,7 @@ impl Sim {
             halting: BTreeSet::new(),
             fallback_at: None,
             pending: BTreeSet::new(),
+            deferred: BTreeSet::new(),
         };
         // Mains fail on every UPS at T0: each owner reports it before the coordinator
         // runs (as the model assumes), then polls every second at a phase of its own.
@@ -662,6 +696,7 @@ impl Sim {
                 break;
             }
             sim.handle(t, e);
+            sim.release(t);
             let done = sim.finished();
             if done {
                 break;
@@ -683,10 +718,52 @@ impl Sim {
     }
 }
 
-fn compare(seed: u64, tl: &Timeline, seen: &Seen) -> Result<(), String> {
+/// A UPS owner fed by another UPS whose order comes first halts uncut at a deadline
+/// (`endgame::feed_cut_deadline_ms`) unless its own order comes before it: an own order
+/// within the tolerance of that deadline is a tie the model and the simulation may
+/// break either way (the host it waited for went down at that very moment).
+fn feed_cut_tie(
+    tl: &Timeline,
+    seen: &Seen,
+    feeds: &BTreeMap<NodeId, Vec<String>>,
+    tol: i64,
+) -> bool {
+    tl.hosts.values().any(|h| {
+        let own: Vec<i64> = endgame::kills(&h.duties)
+            .iter()
+            .filter_map(|u| {
+                let p = tl
+                    .upses
+                    .iter()
+                    .find(|x| x.name == *u)
+                    .and_then(|x| x.kill.as_ref())
+                    .map(|k| k.ordered_ms);
+                let g = seen.kill.get(*u).map(|(at, _)| *at);
+                p.into_iter().chain(g).min()
+            })
+            .collect();
+        seen.kill.iter().any(|(f, (at, delay_s))| {
+            let fed = feeds.get(&h.id).is_some_and(|v| v.contains(f));
+            if !fed || endgame::kills(&h.duties).contains(&f.as_str()) {
+                return false;
+            }
+            let needs = i64::from(h.shutdown_s) * 1000 + endgame::FEED_CUT_MARGIN_MS;
+            let deadline = at + i64::from(*delay_s) * 1000 - needs;
+            own.iter().any(|o| (o - deadline).abs() <= tol)
+        })
+    })
+}
+
+fn compare(
+    seed: u64,
+    tl: &Timeline,
+    seen: &Seen,
+    feeds: &BTreeMap<NodeId, Vec<String>>,
+) -> Result<(), String> {
     let tol = TICK_MS + seen.latency_ms.min(2 * TICK_MS) + 1;
-    // Without a quorum an owner acts on its probes, once a second: one tick more, and
-    // one more for each owner before it that cut alone (an owner may wait for another).
+    // Without a quorum an owner acts on its probes, once a second, on hosts that fall
+    // back on a loop of their own: two ticks more, and one more for each owner before
+    // it that cut alone (an owner may wait for another).
     let lost = tl.quorum_lost_ms.unwrap_or(i64::MAX);
     let alone: Vec<i64> = tl
         .upses
@@ -721,7 +798,7 @@ fn compare(seed: u64, tl: &Timeline, seen: &Seen) -> Result<(), String> {
             return true;
         }
         let extra = if p >= lost {
-            TICK_MS * (1 + alone.iter().filter(|a| **a < p).count() as i64)
+            TICK_MS * (2 + alone.iter().filter(|a| **a < p).count() as i64)
         } else {
             0
         };
@@ -741,29 +818,32 @@ fn compare(seed: u64, tl: &Timeline, seen: &Seen) -> Result<(), String> {
             }
         }
     }
-    // Two feeds of a dual-fed host both free to cut at once: the coordinator cuts one
-    // and the other waits for the host; which one goes first is a tie the model
-    // breaks by name and the simulation by a few milliseconds. Kill orders (and what
-    // follows them) are compared only without such a tie.
+    // Two UPSes free to cut at once (two feeds of a dual-fed host, or UPSes whose
+    // hosts go down together): the coordinator orders one first, and that changes the
+    // other (it waits for the host, or its delay counts an owner whose own order is not
+    // given yet); which one goes first is a tie the model breaks by name and the
+    // simulation by a few milliseconds. Kill orders (and what follows them) are
+    // compared only without such a tie.
     let kill_times: Vec<i64> = tl
         .upses
         .iter()
         .filter_map(|u| u.kill.as_ref().map(|k| k.ordered_ms))
         .chain(seen.kill.values().map(|(at, _)| *at))
         .collect();
-    let mismatch = seen.kill.iter().any(|(u, (g, _))| {
-        tl.upses
-            .iter()
-            .find(|x| &x.name == u)
-            .and_then(|x| x.kill.as_ref())
-            .is_none_or(|k| (k.ordered_ms - g).abs() > tol)
-    });
+    let mismatch = tl
+        .upses
+        .iter()
+        .any(|u| match (u.kill.as_ref(), seen.kill.get(&u.name)) {
+            (Some(k), Some((g, d))) => (k.ordered_ms - g).abs() > tol || k.delay_s != *d,
+            (None, None) => false,
+            _ => true,
+        });
     let tie = mismatch
         && kill_times
             .iter()
             .enumerate()
             .any(|(i, a)| kill_times[i + 1..].iter().any(|b| (a - b).abs() <= tol));
-    if tie {
+    if tie || feed_cut_tie(tl, seen, feeds, tol) {
         return Ok(());
     }
     for u in &tl.upses {
@@ -849,8 +929,14 @@ fn side_by_side(tl: &Timeline, seen: &Seen) -> String {
 fn one(seed: u64) -> Result<(), String> {
     let c = generate(seed);
     let tl = timeline::predict(&c.state, &c.voters, T0).expect("a plan");
+    let feeds: BTreeMap<NodeId, Vec<String>> = c
+        .state
+        .hosts()
+        .iter()
+        .map(|n| (n.id, n.feeds.clone()))
+        .collect();
     let seen = Sim::run(c, seed);
-    compare(seed, &tl, &seen).map_err(|e| format!("{e}\n{}", side_by_side(&tl, &seen)))
+    compare(seed, &tl, &seen, &feeds).map_err(|e| format!("{e}\n{}", side_by_side(&tl, &seen)))
 }
 
 proptest! {

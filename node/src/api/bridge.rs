@@ -65,11 +65,24 @@ impl BridgeService for BridgeApi {
         for h in &hosts {
             h.validate().map_err(Status::invalid_argument)?;
         }
+        let runs_on = Some(req.get_ref().runs_on.clone()).filter(|r| !r.is_empty());
+        if let Some(r) = &runs_on {
+            let nodes = self
+                .cluster()?
+                .read(|s| s.nodes.values().map(|n| n.name.clone()).collect::<Vec<_>>());
+            if !nodes.contains(r) {
+                return Err(Status::invalid_argument(format!(
+                    "[bridge] runs_on = {r:?}: no node of the cluster has that name (its nodes: {}); name the node whose host runs this bridge, or leave runs_on out",
+                    nodes.join(", ")
+                )));
+            }
+        }
         let changed = self
             .write(Command::LegacyHostsDeclare {
                 bridge: who.name.clone(),
                 hosts,
                 at_ms: upsilon_core::time::now_ms(),
+                runs_on,
             })
             .await?;
         Ok(Response::new(pb::DeclareHostsReply { changed }))

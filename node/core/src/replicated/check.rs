@@ -175,11 +175,10 @@ pub fn render(state: &PowerState, voters: &[NodeId], tl: &Timeline) -> PlanCheck
         let mut last_down = start;
         for h in st.hosts.iter().filter_map(|h| tl.hosts.get(h)) {
             if !h.duties.is_empty() && h.how != HaltPath::Stage {
-                let duty: Vec<&str> = h.duties.iter().map(String::as_str).collect();
                 parts.push(format!(
                     "{} {} (down by {})",
                     h.name,
-                    endgame::deferred_words(&duty),
+                    endgame::deferred_words(&h.duties),
                     h.down_ms.map_or("never".into(), at)
                 ));
                 continue;
@@ -357,6 +356,7 @@ fn how_words(how: HaltPath) -> &'static str {
     match how {
         HaltPath::Stage => "halts in its stage",
         HaltPath::AfterKill => "halts after its kill power",
+        HaltPath::AfterBridge => "halts once its bridge's hosts are down",
         HaltPath::Fallback => "falls back to its own shutdown (no quorum)",
         HaltPath::FeedCut => "halts without cutting its own UPS (a UPS feeding it is cut first)",
         HaltPath::Before => "already down",
@@ -521,6 +521,56 @@ mod tests {
             let h = &tl.hosts[&id];
             assert_eq!(h.how, HaltPath::AfterKill, "{h:?}");
         }
+    }
+
+    #[test]
+    fn a_bridge_host_in_the_first_stage_halts_after_its_legacy_hosts_in_the_last() {
+        // b1 (stage 1, batch) runs the bridge of old1, a legacy host of stage 2 (core):
+        // stage 1 does not wait for b1, b1 halts once old1 is down, and ups1 (which
+        // feeds b1) cuts only after b1 is down.
+        let mut s = state(1800.0, [60, 120, 300]);
+        s.apply(&crate::replicated::state::Command::LegacyHostsDeclare {
+            bridge: "bridge1".into(),
+            hosts: vec![crate::replicated::legacy::LegacyHostDecl {
+                name: "old1".into(),
+                addresses: vec!["127.0.0.9".into()],
+                labels: vec!["core".into()],
+                feeds: vec!["ups1".into()],
+                min_supplies: 1,
+                protocol: "nis".into(),
+                shutdown_s: 40,
+            }],
+            at_ms: NOW,
+            runs_on: Some("b1".into()),
+        });
+        let old1 = s.legacy.keys().copied().next().unwrap();
+        s.legacy.get_mut(&old1).unwrap().host.last_seen_ms = NOW;
+        assert_eq!(
+            endgame::deferrable(&s, 2),
+            vec![endgame::Duty::Bridge("old1".into())]
+        );
+        let tl = timeline::predict(&s, &[], NOW).unwrap();
+        assert!(tl.finished, "{tl:#?}");
+        let (b1, old) = (&tl.hosts[&2], &tl.hosts[&old1]);
+        assert_eq!(b1.how, HaltPath::AfterBridge, "{b1:?}");
+        // core starts at +1201 s; old1 is down 40 s later; b1 halts then (120 s).
+        assert_eq!(old.down_ms, Some(1_241_000), "{old:?}");
+        assert_eq!(b1.halting_ms, old.down_ms, "{b1:?}");
+        assert_eq!(b1.down_ms, Some(1_361_000), "{b1:?}");
+        let k = tl.upses[0].kill.as_ref().unwrap();
+        assert!(k.ordered_ms >= 1_361_000, "{k:?}");
+        let c = check(&s, &[], NOW).unwrap();
+        let text = c.lines.join("\n");
+        assert!(
+            text.contains("b1 halts after its bridge's hosts old1 are down (down by +1361 s)"),
+            "{text}"
+        );
+        let ev = tl.events();
+        assert!(
+            ev.iter()
+                .any(|l| l == "+1241 s: b1 halts: its bridge's hosts old1 are down"),
+            "{ev:#?}"
+        );
     }
 
     #[test]

@@ -208,13 +208,24 @@ pub fn kill_blockers<'a>(
     state
         .hosts()
         .into_iter()
-        .filter(|n| Some(n.id) != owner && n.feeds.iter().any(|f| f == ups))
-        // Another UPS's owner halts after its own kill power (or, if that cannot come,
-        // as soon as a UPS that feeds it is ordered cut): waiting for it here could
-        // wait forever (two owners each fed by the other's UPS). The order's delay
-        // covers its whole shutdown instead (`kill_delay_s`).
-        .filter(|n| duties(state, n.id).is_empty())
         .filter(|n| {
+            let d = duties(state, n.id);
+            if Some(n.id) == owner {
+                // The owner carries the order out and then halts, so the order waits
+                // for what must come first: the legacy hosts of a bridge it runs.
+                return !bridged_hosts(&d).is_empty();
+            }
+            // Another UPS's owner halts after its own kill power (or, if that cannot
+            // come, as soon as a UPS that feeds it is ordered cut): waiting for it here
+            // could wait forever (two owners each fed by the other's UPS). The order's
+            // delay covers its whole shutdown instead (`kill_delay_s`). A bridge host
+            // is waited for: its legacy hosts are all in stages started by now.
+            n.feeds.iter().any(|f| f == ups) && kills(&d).is_empty()
+        })
+        .filter(|n| {
+            if Some(n.id) == owner {
+                return true;
+            }
             let left = n
                 .feeds
                 .iter()
@@ -348,15 +359,26 @@ pub fn alone_delay(
     Some(delay)
 }
 
-/// The UPSes whose kill order host `id` must still carry out in the active outage: it
-/// owns them, they are on battery, and their order is not done. Such a host's halt is
-/// deferred until after them, and no stage waits for it (it cannot halt before the
-/// hosts its UPS feeds are down, which may be in a later stage).
-pub fn duties(state: &PowerState, id: NodeId) -> Vec<&str> {
+/// What a host must still do before it may halt, in the active outage. Its halt is
+/// deferred until then, and no stage waits for it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Duty {
+    /// Carry out the kill-power order of this UPS, which it owns.
+    KillPower(String),
+    /// Keep this legacy host's bridge running (the bridge runs on the host) until the
+    /// legacy host is down.
+    Bridge(String),
+}
+
+/// What host `id` must still do before it halts in the active outage: the kill power
+/// of each UPS it owns that is on battery and not yet cut, and, when a bridge runs on
+/// it (`[bridge] runs_on`), each legacy host of that bridge in the plan that is not yet
+/// down (nor acknowledged halting).
+pub fn duties(state: &PowerState, id: NodeId) -> Vec<Duty> {
     let Some(o) = state.outage.as_ref().filter(|o| o.ended_ms.is_none()) else {
         return vec![];
     };
-    state
+    let mut out: Vec<Duty> = state
         .upses
         .values()
         .filter(|u| u.owner == id && u.status.on_battery)
@@ -365,23 +387,122 @@ pub fn duties(state: &PowerState, id: NodeId) -> Vec<&str> {
                 .get(&u.name)
                 .is_none_or(|k| k.done_ms.is_none())
         })
-        .map(|u| u.name.as_str())
+        .map(|u| Duty::KillPower(u.name.clone()))
+        .collect();
+    out.extend(bridged(state, id).into_iter().filter_map(|l| {
+        let done = run_of(o, l.host.id)
+            .and_then(|(_, r)| r.acks.get(&l.host.id))
+            .is_some_and(|a| a.halting_ms.is_some() || a.down_ms.is_some());
+        (!done).then(|| Duty::Bridge(l.host.name.clone()))
+    }));
+    out
+}
+
+/// The UPSes among `duties` whose kill power is still to come.
+pub fn kills(duties: &[Duty]) -> Vec<&str> {
+    duties
+        .iter()
+        .filter_map(|d| match d {
+            Duty::KillPower(u) => Some(u.as_str()),
+            Duty::Bridge(_) => None,
+        })
         .collect()
 }
 
-/// The UPSes host `id` owns: what it will have to cut in an outage of every UPS.
-pub fn owned(state: &PowerState, id: NodeId) -> Vec<&str> {
+/// The legacy hosts among `duties` whose bridge the host keeps running.
+pub fn bridged_hosts(duties: &[Duty]) -> Vec<&str> {
+    duties
+        .iter()
+        .filter_map(|d| match d {
+            Duty::Bridge(h) => Some(h.as_str()),
+            Duty::KillPower(_) => None,
+        })
+        .collect()
+}
+
+/// The legacy hosts in the plan whose bridge runs on host `id`.
+fn bridged(state: &PowerState, id: NodeId) -> Vec<&super::legacy::LegacyHost> {
+    let (Some(n), Some(plan)) = (state.nodes.get(&id), state.plan.as_ref()) else {
+        return vec![];
+    };
+    let hosts = state.hosts();
     state
+        .legacy
+        .values()
+        .filter(|l| l.runs_on.as_deref() == Some(n.name.as_str()))
+        .filter(|l| {
+            (0..plan.stages.len()).any(|k| plan.stage_hosts(k, &hosts).contains(&l.host.id))
+        })
+        .collect()
+}
+
+/// What host `id` would have to do in an outage of every UPS: the UPSes it owns and
+/// the legacy hosts its bridge serves (the plan's view outside an outage).
+pub fn deferrable(state: &PowerState, id: NodeId) -> Vec<Duty> {
+    let mut out: Vec<Duty> = state
         .upses
         .values()
         .filter(|u| u.owner == id)
-        .map(|u| u.name.as_str())
-        .collect()
+        .map(|u| Duty::KillPower(u.name.clone()))
+        .collect();
+    out.extend(
+        bridged(state, id)
+            .into_iter()
+            .map(|l| Duty::Bridge(l.host.name.clone())),
+    );
+    out
 }
 
-/// Words for a deferred halt, e.g. `halts after kill power of ups1, ups2`.
-pub fn deferred_words(upses: &[&str]) -> String {
-    format!("halts after kill power of {}", upses.join(", "))
+/// The stage after which host `id` halts if every UPS fails: never for a UPS owner
+/// (it halts after its kill power, at the end), the later of its own stage and its
+/// bridge's last legacy host's for a bridge host, else its own stage.
+fn halt_stage(state: &PowerState, plan: &Plan, id: NodeId) -> Option<usize> {
+    if state.upses.values().any(|u| u.owner == id) {
+        return None;
+    }
+    let hosts = state.hosts();
+    let stage_of =
+        |h: NodeId| (0..plan.stages.len()).find(|k| plan.stage_hosts(*k, &hosts).contains(&h));
+    let own = stage_of(id)?;
+    Some(
+        bridged(state, id)
+            .into_iter()
+            .filter_map(|l| stage_of(l.host.id))
+            .fold(own, usize::max),
+    )
+}
+
+/// Words for a deferred halt, e.g. `halts after kill power of ups1, ups2` or `halts
+/// after its bridge's hosts old1, old2 are down`.
+pub fn deferred_words(duties: &[Duty]) -> String {
+    format!("halts after {}", duty_list(duties, false))
+}
+
+/// The short form for a status column, e.g. `halts after kill of ups1`.
+pub fn deferred_short(duties: &[Duty]) -> String {
+    format!("halts after {}", duty_list(duties, true))
+}
+
+fn duty_list(duties: &[Duty], short: bool) -> String {
+    let sep = if short { "," } else { ", " };
+    let kills = kills(duties);
+    let legacy = bridged_hosts(duties);
+    let mut parts = Vec::new();
+    if !legacy.is_empty() {
+        parts.push(if short {
+            legacy.join(sep)
+        } else {
+            format!("its bridge's hosts {} are down", legacy.join(sep))
+        });
+    }
+    if !kills.is_empty() {
+        parts.push(if short {
+            format!("kill of {}", kills.join(sep))
+        } else {
+            format!("kill power of {}", kills.join(sep))
+        });
+    }
+    parts.join(" and ")
 }
 
 /// Whether the plan has reached its end in the active outage: every stage started, or
@@ -423,9 +544,11 @@ pub fn quorum_end(state: &PowerState, plan: &Plan, voters: &[NodeId]) -> Option<
     let quorum = voters.len() / 2 + 1;
     let mut halted = Vec::new();
     for k in 0..plan.stages.len() {
-        for h in plan.stage_hosts(k, &hosts) {
-            if voters.contains(&h) && owned(state, h).is_empty() && !halted.contains(&h) {
-                halted.push(h);
+        // A voter halts with its stage (a bridge host with its legacy hosts' last one;
+        // a UPS owner after its kill power, so never before the end).
+        for v in voters {
+            if halt_stage(state, plan, *v).is_some_and(|j| j <= k) && !halted.contains(v) {
+                halted.push(*v);
             }
         }
         if voters.len() - halted.len() < quorum {
@@ -434,7 +557,7 @@ pub fn quorum_end(state: &PowerState, plan: &Plan, voters: &[NodeId]) -> Option<
                     let ids: Vec<NodeId> = plan
                         .stage_hosts(j, &hosts)
                         .into_iter()
-                        .filter(|h| owned(state, *h).is_empty())
+                        .filter(|h| !state.upses.values().any(|u| u.owner == *h))
                         .collect();
                     (j, ids)
                 })

@@ -152,10 +152,20 @@ pub struct LegacyHost {
     /// that never connected.
     #[serde(default)]
     pub polled: bool,
+    /// The cluster node its bridge runs on (`[bridge] runs_on`), if the bridge says:
+    /// that node's halt waits until this host is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs_on: Option<String>,
 }
 
 impl LegacyHost {
-    pub fn new(id: NodeId, d: &LegacyHostDecl, bridge: &str, at_ms: i64) -> Self {
+    pub fn new(
+        id: NodeId,
+        d: &LegacyHostDecl,
+        bridge: &str,
+        runs_on: Option<&str>,
+        at_ms: i64,
+    ) -> Self {
         LegacyHost {
             host: NodeRecord {
                 id,
@@ -174,13 +184,15 @@ impl LegacyHost {
             state: LegacyState::Polling,
             state_since_ms: at_ms,
             polled: false,
+            runs_on: runs_on.map(str::to_string),
         }
     }
 
     /// Whether the record already says what `d` declares (a bridge restart changes
     /// nothing and writes no event).
-    pub fn matches(&self, d: &LegacyHostDecl, bridge: &str) -> bool {
+    pub fn matches(&self, d: &LegacyHostDecl, bridge: &str, runs_on: Option<&str>) -> bool {
         self.bridge == bridge
+            && self.runs_on.as_deref() == runs_on
             && self.addresses == d.addresses
             && self.host.labels == d.labels
             && self.host.feeds == d.feeds
@@ -309,6 +321,7 @@ mod tests {
             bridge: bridge.into(),
             hosts,
             at_ms: T0,
+            runs_on: None,
         })
         .applied
     }

@@ -435,6 +435,9 @@ pub enum Command {
         bridge: String,
         hosts: Vec<LegacyHostDecl>,
         at_ms: i64,
+        /// The cluster node the bridge runs on (its `[bridge] runs_on`), if it says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        runs_on: Option<String>,
     },
     /// A bridge reports what it saw of one of its legacy hosts; `Told` and `Halted`
     /// are the host's acknowledgements for its started stage.
@@ -592,6 +595,7 @@ impl PowerState {
         &mut self,
         bridge: &str,
         hosts: &[LegacyHostDecl],
+        runs_on: Option<&str>,
         at_ms: i64,
     ) -> CommandResult {
         let mut changed = Vec::new();
@@ -616,11 +620,12 @@ impl PowerState {
             match existing {
                 Some(id) => {
                     let l = self.legacy.get_mut(&id).expect("found above");
-                    if !l.matches(d, bridge) {
-                        let mut fresh = LegacyHost::new(id, d, bridge, at_ms);
+                    if !l.matches(d, bridge, runs_on) {
+                        let mut fresh = LegacyHost::new(id, d, bridge, runs_on, at_ms);
                         fresh.state = l.state;
                         fresh.state_since_ms = l.state_since_ms;
                         fresh.host.last_seen_ms = l.host.last_seen_ms;
+                        fresh.polled = l.polled;
                         *l = fresh;
                         changed.push(d.name.clone());
                     }
@@ -633,7 +638,7 @@ impl PowerState {
                     self.legacy_ids_used += 1;
                     let id = LEGACY_ID_BASE + self.legacy_ids_used;
                     self.legacy
-                        .insert(id, LegacyHost::new(id, d, bridge, at_ms));
+                        .insert(id, LegacyHost::new(id, d, bridge, runs_on, at_ms));
                     changed.push(d.name.clone());
                 }
             }
@@ -932,7 +937,8 @@ impl PowerState {
                 bridge,
                 hosts,
                 at_ms,
-            } => self.apply_legacy_declare(bridge, hosts, *at_ms),
+                runs_on,
+            } => self.apply_legacy_declare(bridge, hosts, runs_on.as_deref(), *at_ms),
             Command::LegacyHostSeen {
                 bridge,
                 name,

@@ -41,6 +41,8 @@ pub enum HaltPath {
     Stage,
     /// A UPS owner: after carrying out its kill power.
     AfterKill,
+    /// A host a bridge runs on: once the bridge's legacy hosts are down.
+    AfterBridge,
     /// Its own local fallback, cut off from the quorum.
     Fallback,
     /// A UPS owner whose own UPS got no order while one that feeds it was ordered cut:
@@ -61,8 +63,9 @@ pub struct HostLine {
     pub stage: Option<usize>,
     /// The shutdown time the plan counts on (the larger of declared and measured).
     pub shutdown_s: u32,
-    /// The UPSes whose kill power it carries out before it halts (a deferred halt).
-    pub duties: Vec<String>,
+    /// What it does before it halts (a deferred halt): the kill power of the UPSes it
+    /// owns, the legacy hosts of the bridge it runs.
+    pub duties: Vec<endgame::Duty>,
     pub halting_ms: Option<i64>,
     pub down_ms: Option<i64>,
     pub how: HaltPath,
@@ -230,10 +233,7 @@ pub fn predict(state: &PowerState, voters: &[NodeId], now_ms: i64) -> Option<Tim
                     name: n.name.clone(),
                     stage,
                     shutdown_s: endgame::shutdown_s(&s, &plan, n),
-                    duties: endgame::owned(&s, n.id)
-                        .iter()
-                        .map(|u| u.to_string())
-                        .collect(),
+                    duties: endgame::deferrable(&s, n.id),
                     halting_ms: None,
                     down_ms: down.then_some(0),
                     how: if down {
@@ -355,6 +355,9 @@ impl Model<'_> {
             }
             // What the coordinator's orders made due at once (an owner's halt).
             self.fire_due(t);
+            if self.release(t) {
+                self.fire_due(t);
+            }
             self.note_done(t);
             if self.finished() {
                 self.tl.finished = true;
@@ -435,10 +438,11 @@ impl Model<'_> {
                 Due::FeedCut(h) => {
                     let o = self.s.outage.as_ref();
                     let duties = endgame::duties(&self.s, h);
-                    let ordered = duties
+                    let kills = endgame::kills(&duties);
+                    let ordered = kills
                         .iter()
                         .any(|u| o.is_some_and(|o| o.kill_power.contains_key(*u)));
-                    if !duties.is_empty() && !ordered {
+                    if !kills.is_empty() && !ordered {
                         self.start_halt(h, at, HaltPath::FeedCut);
                     }
                     continue;
@@ -449,6 +453,38 @@ impl Model<'_> {
                 self.coordinate(t);
             }
         }
+    }
+
+    /// Hosts whose halt was deferred and whose duties are all done halt now (a bridge
+    /// host once its legacy hosts are down): whether one did.
+    fn release(&mut self, t: i64) -> bool {
+        if !self.committable() {
+            return false;
+        }
+        let free: Vec<(NodeId, HaltPath)> = self
+            .tl
+            .hosts
+            .values()
+            .filter(|l| !l.duties.is_empty() && l.halting_ms.is_none())
+            .filter(|l| self.up.get(&l.id).copied().unwrap_or(false))
+            .filter(|l| self.stage_of(l.id).is_some())
+            .filter(|l| endgame::duties(&self.s, l.id).is_empty())
+            .map(|l| {
+                let how = if endgame::kills(&l.duties).is_empty() {
+                    HaltPath::AfterBridge
+                } else {
+                    HaltPath::AfterKill
+                };
+                (l.id, how)
+            })
+            .collect();
+        for (h, how) in &free {
+            self.start_halt(*h, t, *how);
+        }
+        if !free.is_empty() {
+            self.coordinate(t);
+        }
+        !free.is_empty()
     }
 
     fn down(&mut self, h: NodeId, dt: i64) {
@@ -552,10 +588,7 @@ impl Model<'_> {
                     if !self.up.get(h).copied().unwrap_or(false) {
                         continue;
                     }
-                    let duties: Vec<String> = endgame::duties(&self.s, *h)
-                        .iter()
-                        .map(|u| u.to_string())
-                        .collect();
+                    let duties = endgame::duties(&self.s, *h);
                     if let Some(line) = self.tl.hosts.get_mut(h) {
                         line.stage = Some(*stage);
                         line.duties = duties.clone();
@@ -568,7 +601,7 @@ impl Model<'_> {
                         at_ms: t,
                     });
                     if !duties.is_empty() {
-                        continue; // halts after its kill power
+                        continue; // halts after its duties (`release`)
                     }
                     if *h >= LEGACY_ID_BASE {
                         // The bridge acknowledges halting once the host fell silent.
@@ -699,8 +732,10 @@ impl Model<'_> {
             if line.halting_ms.is_some() {
                 continue;
             }
-            // A UPS owner whose stage started waits in it for its kill, then halts.
-            let owner_in_stage = !line.duties.is_empty() && self.stage_of(h).is_some();
+            // A UPS owner whose stage started waits in it for its kill, then halts (a
+            // bridge host falls back like any other: nothing is committed for it).
+            let owner_in_stage =
+                !endgame::kills(&line.duties).is_empty() && self.stage_of(h).is_some();
             if owner_in_stage {
                 self.start_halt(h, t, HaltPath::AfterKill);
             } else if t >= fallback_at {
@@ -807,7 +842,16 @@ impl Timeline {
                     format!(
                         "{} halts after the kill power of {}",
                         h.name,
-                        h.duties.join(", ")
+                        endgame::kills(&h.duties).join(", ")
+                    ),
+                )),
+                HaltPath::AfterBridge => ev.push((
+                    halting,
+                    3,
+                    format!(
+                        "{} halts: its bridge's hosts {} are down",
+                        h.name,
+                        endgame::bridged_hosts(&h.duties).join(", ")
                     ),
                 )),
                 HaltPath::Fallback => ev.push((
@@ -821,7 +865,7 @@ impl Timeline {
                     format!(
                         "{} halts without cutting {}: a UPS feeding it is ordered cut first",
                         h.name,
-                        h.duties.join(", ")
+                        endgame::kills(&h.duties).join(", ")
                     ),
                 )),
                 _ => {}
