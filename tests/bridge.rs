@@ -327,3 +327,124 @@ fn a_silent_host_is_not_waited_for_and_a_bridge_without_the_cluster_serves_comml
     assert_eq!(statflag(&t) & (ONBATT | SHUTDOWN), ONBATT | SHUTDOWN, "{t}");
     assert_eq!(status_of(&t), "SHUTTING DOWN", "{t}");
 }
+
+/// The bridge runs on n2 (`runs_on = "n2"`), which the plan halts first, while its
+/// legacy host is in the last stage: n2's halt waits until legacy1 is down (told by
+/// the bridge, then silent), no stage waits for n2, ups1 cuts only after n2 is down,
+/// and `plan`, `plan check` and `status` say so. Predicted stage starts match the
+/// committed ones within 2 s. A `runs_on` naming no node is refused by name and the
+/// hosts are declared without it.
+#[test]
+fn a_bridge_host_in_the_first_stage_halts_after_its_legacy_host_in_the_last() {
+    let _g = serial();
+    let feeds = "feeds = [\"ups1\"]\nshutdown_s = 2";
+    let report = "record_halt = \"report\"\nrecord_halt_after_ms = 2000".to_string();
+    let c = TestCluster::start(ClusterSpec {
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
+        cluster_extra: vec![feeds.to_string(); 3],
+        executor_of: (1..=3).map(|i| (i, report.clone())).collect(),
+        ..Default::default()
+    });
+    c.wait_formed(1, 3, 0, Duration::from_secs(60));
+    let (nis, own1) = (loopback(), loopback());
+    let typo = BridgeProc::start(
+        &c.pki,
+        &[c.addr(1), c.addr(2), c.addr(3)],
+        "bridge2",
+        "runs_on = \"n9\"",
+        &format!(
+            "[nis]\nlisten = \"{}\"\n\n[[host]]\nname = \"other\"\naddresses = [\"127.0.0.7\"]\nfeeds = [\"ups1\"]\n",
+            loopback()
+        ),
+    );
+    let bridge = BridgeProc::start(
+        &c.pki,
+        &[c.addr(1), c.addr(2), c.addr(3)],
+        "bridge1",
+        "halt_silence_s = 3\nruns_on = \"n2\"",
+        &format!(
+            "[nis]\nlisten = \"{nis}\"\n\n[[host]]\nname = \"legacy1\"\nlisten = \"{own1}\"\nfeeds = [\"ups1\"]\nshutdown_s = 5\n"
+        ),
+    );
+    let old1 = RealApcupsd::net_client(&c.pki.path().join("old1"), own1, 2);
+    let node = c.nodes[0].as_ref().unwrap();
+    wait_status(
+        &c.pki,
+        node,
+        Duration::from_secs(30),
+        "legacy1 polling",
+        |v| has_legacy(v, "legacy1", "polling"),
+    );
+    let refused = wait_for(Duration::from_secs(20), || {
+        let t = typo.log_text();
+        t.contains("no node of the cluster has that name")
+            .then_some(t)
+    })
+    .unwrap_or_else(|| panic!("runs_on = n9 was not refused: {}", typo.log_text()));
+    assert!(
+        refused.contains("runs_on = \"n9\"") && refused.contains("its nodes: n1, n2, n3"),
+        "{refused}"
+    );
+    drop(typo);
+
+    apply_plan(
+        &c,
+        "silence_s = 3\nkill_power_delay_s = 5\nruntime_floor_s = 0\n\n\
+         [[stage]]\nname = \"first\"\nhosts = [\"n2\"]\ntrigger = { on_battery_s = 1 }\nack_timeout_s = 60\n\n\
+         [[stage]]\nname = \"last\"\nhosts = [\"legacy1\", \"n1\", \"n3\"]\ntrigger = { on_battery_s = 3 }\nack_timeout_s = 60\n",
+    );
+    let rule = "n2 halts after its bridge's hosts legacy1 are down";
+    let text = stdout(&c.cli(2, &["plan"]));
+    assert!(text.contains(rule), "{text}");
+    let check = wait_for(Duration::from_secs(15), || {
+        let o = c.cli(2, &["plan", "check"]);
+        let text = stdout(&o);
+        (o.status.success() && !text.contains("(yet)")).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("plan check never fitted\n{}", c.logs()));
+    assert!(check.contains(rule), "{check}");
+    let predicted = predicted_stage_starts(&check);
+    assert_eq!(predicted.len(), 2, "{check}");
+
+    c.cli(1, &["sim", "set", "--on-battery"]);
+    // While legacy1's stage runs, n2 is up and the screen says what it waits for.
+    let screen = wait_for(Duration::from_secs(30), || {
+        let text = stdout(&c.cli(1, &["status"]));
+        text.lines()
+            .any(|l| l.starts_with("n2 ") && l.contains("halts after legacy1"))
+            .then_some(text)
+    })
+    .unwrap_or_else(|| panic!("status never showed n2's deferred halt\n{}", c.logs()));
+    assert!(screen.lines().all(|l| l.chars().count() <= 80), "{screen}");
+    let legacy_down = event_at(&c, "legacy1 is halting", 60, || bridge.log_text());
+    let n2_halting = event_at(&c, "n2 is halting", 30, || c.logs());
+    assert!(
+        legacy_down <= n2_halting,
+        "n2 halted before legacy1 was down"
+    );
+    assert!(call_at(&old1, "doshutdown", 1).is_some(), "{}", old1.log());
+    let kill = wait_for(Duration::from_secs(60), || {
+        c.records(1)
+            .into_iter()
+            .find(|r| r["action"] == "killpower")
+    })
+    .unwrap_or_else(|| panic!("n1 never cut ups1\n{}", c.logs()));
+    let n2_halted = event_at(&c, "n2 halted (", 10, || c.logs());
+    assert!(
+        kill["at_unix_ms"].as_i64().unwrap() >= n2_halted,
+        "ups1 cut before n2 was down: {kill}"
+    );
+    let h = event_lines(&c.pki, c.addr(1));
+    let committed = committed_stage_starts(&h);
+    assert_eq!(committed.len(), 2, "{h:#?}");
+    for (k, (p, m)) in predicted.iter().zip(&committed).enumerate() {
+        assert!(
+            (p - m).abs() <= 2.0,
+            "stage {}: predicted +{p} s, committed +{m:.1} s\n{check}",
+            k + 1
+        );
+    }
+    // Stage 2 did not wait for n2.
+    let stage2 = event_at(&c, "Stage 2 (last) started", 1, || c.logs());
+    assert!(stage2 < n2_halting, "stage 2 waited for n2");
+}

@@ -755,34 +755,6 @@ fn decide_nothing_pending(c: &TestCluster) -> bool {
     })
 }
 
-/// Seconds after the outage began at which each stage started, from the cluster's
-/// history.
-fn committed_stage_starts(h: &[EventLine]) -> Vec<f64> {
-    let t0 = h
-        .iter()
-        .rfind(|l| l.message.starts_with("Outage") && l.message.contains("began"))
-        .map(|l| l.at_ms)
-        .expect("an outage began");
-    h.iter()
-        .filter(|l| {
-            l.at_ms >= t0 && l.message.starts_with("Stage ") && l.message.contains(") started")
-        })
-        .map(|l| (l.at_ms - t0) as f64 / 1000.0)
-        .collect()
-}
-
-/// The stage start times `plan check` predicts, in seconds ("stage K name: starts at +N s").
-fn predicted_stage_starts(check: &str) -> Vec<f64> {
-    check
-        .lines()
-        .filter(|l| l.starts_with("stage ") && l.contains(": starts at +"))
-        .map(|l| {
-            let rest = &l[l.find(": starts at +").unwrap() + 13..];
-            rest[..rest.find(' ').unwrap()].parse().unwrap()
-        })
-        .collect()
-}
-
 /// Node `i`'s executor records its UPS's kill power within `cut`, then its own shutdown
 /// within `halt`, in that order.
 fn owner_cuts_then_halts(c: &TestCluster, i: usize, cut: Duration, halt: Duration) {

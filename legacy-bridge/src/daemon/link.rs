@@ -140,7 +140,9 @@ async fn watch_until_lost(state: &BridgeState, endpoint: &str, followed: &mut bo
     }
 }
 
-/// Declares every configured host (on the leader).
+/// Declares every configured host (on the leader). A `runs_on` the cluster refuses (no
+/// node has that name) is logged as an error and the hosts are declared without it:
+/// a typo must not leave them unprotected.
 pub async fn declare(state: &BridgeState, endpoint: &str) -> Result<(), String> {
     let hosts: Vec<pb::LegacyHostDecl> = state
         .cfg
@@ -148,16 +150,30 @@ pub async fn declare(state: &BridgeState, endpoint: &str) -> Result<(), String> 
         .iter()
         .map(|h| pb_impl::legacy_decl_to_pb(&h.decl()))
         .collect();
+    let send = |runs_on: String| {
+        let hosts = hosts.clone();
+        async move {
+            rpc::on_leader(&options(state, endpoint), |ch| {
+                let req = pb::DeclareHostsRequest {
+                    hosts: hosts.clone(),
+                    runs_on: runs_on.clone(),
+                };
+                async move { BridgeServiceClient::new(ch).declare_hosts(req).await }
+            })
+            .await
+            .map(|_| ())
+        }
+    };
     let runs_on = state.cfg.bridge.runs_on.clone().unwrap_or_default();
-    rpc::on_leader(&options(state, endpoint), |ch| {
-        let req = pb::DeclareHostsRequest {
-            hosts: hosts.clone(),
-            runs_on: runs_on.clone(),
-        };
-        async move { BridgeServiceClient::new(ch).declare_hosts(req).await }
-    })
-    .await
-    .map(|_| ())
+    match send(runs_on.clone()).await {
+        Err(e) if !runs_on.is_empty() && e.contains("runs_on") => {
+            tracing::error!(
+                "{e}. The legacy hosts are declared without it: no node's halt waits for them"
+            );
+            send(String::new()).await
+        }
+        r => r,
+    }
 }
 
 /// Reports one host's state (on the leader); whether it changed the record.

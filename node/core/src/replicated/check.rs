@@ -574,6 +574,43 @@ mod tests {
     }
 
     #[test]
+    fn a_bridge_host_keeps_its_vote_until_its_legacy_hosts_stage() {
+        // Three voters; batch halts b1 and db, core holds the owner and old1, a legacy
+        // host. Without a bridge host, batch leaves one voter of three and old1's stage
+        // could never start: refused. With its bridge on b1, b1 halts with core.
+        let mut s = state(1800.0, [60, 120, 300]);
+        s.nodes.get_mut(&3).unwrap().labels = vec!["batch".into()];
+        let declare = |s: &mut PowerState, runs_on: Option<&str>| {
+            s.apply(&crate::replicated::state::Command::LegacyHostsDeclare {
+                bridge: "bridge1".into(),
+                hosts: vec![crate::replicated::legacy::LegacyHostDecl {
+                    name: "old1".into(),
+                    addresses: vec!["127.0.0.9".into()],
+                    labels: vec!["core".into()],
+                    feeds: vec!["ups1".into()],
+                    min_supplies: 1,
+                    protocol: "nis".into(),
+                    shutdown_s: 40,
+                }],
+                at_ms: NOW,
+                runs_on: runs_on.map(str::to_string),
+            });
+        };
+        let plan = s.plan.clone().unwrap();
+        declare(&mut s, None);
+        let e = endgame::quorum_words(&s, &plan, &[1, 2, 3]).unwrap_err();
+        assert!(
+            e.contains("stage 1 (batch) halts b1, db (2 of 3 voters)")
+                && e.contains("would never start for old1"),
+            "{e}"
+        );
+        declare(&mut s, Some("b1"));
+        let q = endgame::quorum_end(&s, &plan, &[1, 2, 3]).unwrap();
+        assert_eq!((q.stage, q.stranded.len()), (1, 0), "{q:?}");
+        assert!(endgame::quorum_words(&s, &plan, &[1, 2, 3]).is_ok());
+    }
+
+    #[test]
     fn the_ups_delay_is_programmed_where_the_driver_can_and_checked_elsewhere() {
         // The owner's 60 s + 10 s to start it: 70 s needed.
         let mut s = state(1800.0, [60, 120, 300]);
