@@ -283,8 +283,12 @@ fn a_silent_host_is_not_waited_for_and_a_bridge_without_the_cluster_serves_comml
         "stage 2 started {} ms after stage 1",
         stage2 - stage1
     );
-    let t = from_byaddr();
-    assert_eq!(status_of(&t), "SHUTTING DOWN", "{t}");
+    // The bridge serves it once its picture of the cluster has the stage (it follows
+    // n2, which may apply the commit a moment after n1 reported it).
+    wait_for(Duration::from_secs(10), || {
+        (status_of(&from_byaddr()) == "SHUTTING DOWN").then_some(())
+    })
+    .unwrap_or_else(|| panic!("byaddr never read SHUTTING DOWN: {}", from_byaddr()));
     assert!(
         !events(&c, 1).iter().any(|(_, m)| m.contains("ghost is")),
         "ghost acked"

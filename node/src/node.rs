@@ -190,7 +190,10 @@ pub async fn start_with(
         None => None,
     };
 
-    let executor = Arc::new(Executor::new(&cfg.executor, &cfg.hooks));
+    let executor = Arc::new(
+        Executor::new(&cfg.executor, &cfg.hooks)
+            .with_driven(drivers.iter().map(|(u, _)| u.name.clone()).collect()),
+    );
     let mut ups_orders = HashMap::new();
     let mut order_rxs = HashMap::new();
     for (u, _) in &drivers {
@@ -232,6 +235,13 @@ pub async fn start_with(
         event_tx,
         status_tx,
     });
+    // A failed hook becomes a notice in this node's events.
+    let weak = Arc::downgrade(&shared);
+    executor.set_notice_sink(Box::new(move |ups, message| {
+        if let Some(shared) = weak.upgrade() {
+            shared.log_event(EventKind::Notice, ups, message);
+        }
+    }));
     shared.log_event(
         EventKind::Notice,
         "",

@@ -124,13 +124,38 @@ pub(crate) async fn shut_down_once(
     let Some(claim) = markers::claim(cluster) else {
         return false;
     };
-    let ups = shared.ups_orders.keys().next().cloned().unwrap_or_default();
+    let ups = host_ups(shared, cluster);
     shared
         .executor
         .cluster_shutdown(&ups, reason, command, &|| claim.launching())
         .await;
     claim.done();
     true
+}
+
+/// The UPS name this host's hooks get (apccontrol's second argument, never empty): a
+/// UPS it drives, else its first feed, else a UPS on battery, else any of the cluster's,
+/// else the node's own name.
+pub(crate) fn host_ups(shared: &NodeShared, cluster: &Cluster) -> String {
+    let mut own: Vec<&String> = shared.ups_orders.keys().collect();
+    own.sort();
+    if let Some(u) = own.first() {
+        return u.to_string();
+    }
+    cluster
+        .read(|s| {
+            s.nodes
+                .get(&cluster.id)
+                .and_then(|n| n.feeds.first().cloned())
+                .or_else(|| {
+                    s.upses
+                        .values()
+                        .find(|u| u.status.on_battery)
+                        .map(|u| u.name.clone())
+                })
+                .or_else(|| s.upses.keys().next().cloned())
+        })
+        .unwrap_or_else(|| shared.name.clone())
 }
 
 async fn ack(cluster: &Cluster, s: &MyStage, halting: bool) -> bool {
@@ -399,7 +424,7 @@ async fn run_stage(shared: &NodeShared, cluster: &Cluster, st: &MyStage, marker:
     let reason = format!("(stage {}: {})", st.name, st.reason);
     if st.drill.is_some() {
         // Nothing is claimed in a drill: a real outage right after must still act.
-        let ups = my_upses.first().cloned().unwrap_or_default();
+        let ups = host_ups(shared, cluster);
         shared
             .executor
             .drill_shutdown(&ups, &reason, st.command.as_deref())
