@@ -452,3 +452,131 @@ fn a_bridge_host_in_the_first_stage_halts_after_its_legacy_host_in_the_last() {
     let stage2 = event_at(&c, "Stage 2 (last) started", 1, || c.logs());
     assert!(stage2 < n2_halting, "stage 2 waited for n2");
 }
+
+/// One cluster UPS on battery at 3 % with its low-battery signal on. The bridge's NIS for
+/// a legacy host tells what the owner's own NIS tells: STATUS ONBATT LOWBATT, the same
+/// STATFLAG and the same fields (real `apcaccess` on both), and NUT's `apcupsd-ups` +
+/// `upsmon` secondary reading the bridge sees OB LB and runs its SHUTDOWNCMD, as the one
+/// reading the node does, though no stage told it to.
+#[test]
+fn the_bridge_tells_a_legacy_host_what_the_owner_tells_its_own() {
+    let _g = serial();
+    let c = TestCluster::start(ClusterSpec {
+        // The owner's own thresholds out of the way: it serves the UPS, not its own
+        // shutdown.
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
+        ..Default::default()
+    });
+    c.wait_formed(1, 3, 0, Duration::from_secs(60));
+    let (nis, own) = (loopback(), loopback());
+    let bridge = BridgeProc::start(
+        &c.pki,
+        &[c.addr(1), c.addr(2), c.addr(3)],
+        "bridge1",
+        "",
+        &format!(
+            "[nis]\nlisten = \"{nis}\"\n\n[[host]]\nname = \"nuthost\"\nlisten = \"{own}\"\nfeeds = [\"ups1\"]\n"
+        ),
+    );
+    let node = c.nodes[0].as_ref().unwrap();
+    wait_status(
+        &c.pki,
+        node,
+        Duration::from_secs(30),
+        "nuthost declared",
+        |v| {
+            v["legacy_hosts"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|h| h["name"] == "nuthost"))
+        },
+    );
+    // No stage holds it (the low-battery signal starts every stage at once, as an
+    // emergency): only the UPS's own truth may shut it down.
+    apply_plan(
+        &c,
+        &plan_text(&[("late", "\"n3\"", "on_battery_s = 3600", 60)]),
+    );
+    wait_nis_status(own, "ONLINE", 30, || bridge.log_text());
+    let by_node = upsilon_tests::nut::NutChain::start(&c.pki.path().join("nut-node"), node.nis);
+    let by_bridge = upsilon_tests::nut::NutChain::start(&c.pki.path().join("nut-bridge"), own);
+    for chain in [&by_node, &by_bridge] {
+        wait_for(Duration::from_secs(30), || {
+            (chain.var("ups.status").as_deref() == Some("OL")).then_some(())
+        })
+        .unwrap_or_else(|| panic!("NUT never read OL: {:?}\n{}", chain.upsc(), chain.logs()));
+    }
+
+    let o = c.cli(
+        1,
+        &[
+            "sim",
+            "set",
+            "--on-battery",
+            "--charge",
+            "3",
+            "--low-battery",
+            "on",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mine = wait_nis_status(node.nis, "ONBATT LOWBATT", 30, || c.logs());
+    let told = wait_nis_status(own, "ONBATT LOWBATT", 30, || bridge.log_text());
+    // Every field the node serves, the bridge serves, with the same value; what may
+    // differ is when and by whom it was said, and how the UPS is reached.
+    let keys = |r: &[(String, String)]| r.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        keys(&mine),
+        keys(&told),
+        "node:\n{mine:#?}\nbridge:\n{told:#?}"
+    );
+    // APC carries the record's length (hostname and driver differ); charge, runtime
+    // and time on battery move between the two reads.
+    let own_only = [
+        "APC",
+        "DATE",
+        "HOSTNAME",
+        "STARTTIME",
+        "END APC",
+        "CABLE",
+        "DRIVER",
+        "TONBATT",
+        "TIMELEFT",
+        "BCHARGE",
+    ];
+    let differ: Vec<String> = mine
+        .iter()
+        .zip(&told)
+        .filter(|((k, a), (_, b))| !own_only.contains(&k.as_str()) && a != b)
+        .map(|((k, a), (_, b))| format!("{k}: node {a:?}, bridge {b:?}"))
+        .collect();
+    assert!(differ.is_empty(), "{differ:#?}");
+    assert_eq!(get(&told, "STATFLAG"), get(&mine, "STATFLAG"));
+    assert!((number(&told, "BCHARGE") - number(&mine, "BCHARGE")).abs() <= 1.0);
+
+    // NUT on both: OB LB, and upsmon's SHUTDOWNCMD.
+    for (name, chain) in [("node", &by_node), ("bridge", &by_bridge)] {
+        wait_for(Duration::from_secs(30), || {
+            let status = chain.var("ups.status")?;
+            (status.contains("OB") && status.contains("LB")).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "NUT reading the {name} never saw OB LB: {:?}\n{}",
+                chain.upsc(),
+                chain.logs()
+            )
+        });
+        wait_for(Duration::from_secs(30), || chain.shut_down().then_some(())).unwrap_or_else(
+            || {
+                panic!(
+                    "upsmon reading the {name} never shut down: {:?}\n{}",
+                    chain.upsc(),
+                    chain.logs()
+                )
+            },
+        );
+    }
+    // Not by a stage: none holds it.
+    let v = status_json(&c.pki, node.addr);
+    assert_eq!(legacy(&v, "nuthost")["shutting_down"], false, "{v:#}");
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite from a fresh clone: installs the Debian packages the tests
-# need (apcupsd, for its unmodified apcaccess), checks formatting and lints, builds the
+# need (apcupsd, for its unmodified apcaccess and scripts; NUT unpacked, not installed),
+# checks formatting and lints, builds the
 # binaries the integration tests start, then runs every test (all of them even after a
 # failure, so one red test never hides another).
 set -euo pipefail
@@ -21,6 +22,21 @@ if [ ${#packages[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   # apcupsd's Debian package ships with ISCONFIGURED=no, so its daemon does not start.
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+# NUT's programs (apcupsd-ups, upsd, upsmon, upsc) as test peers: unpacked from their
+# .deb into target/nut, since nut-client and apcupsd conflict as installed packages.
+nut="target/nut"
+if [ ! -x "$nut/lib/nut/apcupsd-ups" ]; then
+  phase "unpacking NUT into $nut"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  tmp=$(mktemp -d)
+  fetch() { (cd "$tmp" && apt-get download nut-server nut-client libupsclient6 >/dev/null 2>&1); }
+  fetch || { $sudo apt-get update -qq && fetch; }
+  mkdir -p "$nut"
+  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$nut"; done
+  rm -rf "$tmp"
 fi
 
 phase "cargo fmt --check"

@@ -73,7 +73,7 @@ impl HostNis {
             let no_plan = Plan::default();
             let plan = s.plan.as_ref().unwrap_or(&no_plan);
             let status = match plan::supply(node, s, plan, now) {
-                Some(sup) => plan::supply_status(&sup, now),
+                Some(sup) => plan::supply_status(&sup, s, now),
                 None => UpsStatus::default(),
             };
             (name, status)

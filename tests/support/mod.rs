@@ -13,6 +13,7 @@ pub mod apcupsd;
 pub mod fakeusb;
 pub mod legacy_peer;
 pub mod modbus_slave;
+pub mod nut;
 pub mod proc_stats;
 pub mod smartups;
 

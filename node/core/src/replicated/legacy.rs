@@ -219,7 +219,7 @@ pub fn served(state: &super::PowerState, id: NodeId, now_ms: i64) -> Option<Lega
     let no_plan = Plan::default();
     let p = state.plan.as_ref().unwrap_or(&no_plan);
     let status = match plan::supply(&rec.host, state, p, now_ms) {
-        Some(s) => plan::supply_status(&s, now_ms),
+        Some(s) => plan::supply_status(&s, state, now_ms),
         None => UpsStatus::default(),
     };
     // Shutting down while a started stage of the open outage holds it.

@@ -260,6 +260,8 @@ pub struct Supply {
     pub runtime_s: Option<f64>,
     /// Why this supply is an emergency, if it is.
     pub emergency: Option<String>,
+    /// The feed whose charge and runtime count (the `min_supplies`-th best).
+    pub feed: Option<String>,
 }
 
 fn feed_on_line(u: &UpsRecord) -> bool {
@@ -286,7 +288,7 @@ pub fn supply(node: &NodeRecord, state: &PowerState, plan: &Plan, now_ms: i64) -
     let on_line = feeds.iter().filter(|u| u.is_some_and(feed_on_line)).count();
     let on_battery = on_line < need;
     // Rank feeds best first: on line, then by runtime.
-    let mut ranked: Vec<(bool, f64, Option<f64>)> = feeds
+    let mut ranked: Vec<(bool, f64, Option<f64>, Option<&str>)> = feeds
         .iter()
         .map(|u| match u {
             Some(u) => {
@@ -295,13 +297,15 @@ pub fn supply(node: &NodeRecord, state: &PowerState, plan: &Plan, now_ms: i64) -
                     feed_on_line(u),
                     r.and_then(|r| r.runtime_s).unwrap_or(0.0),
                     r.and_then(|r| r.charge_percent),
+                    Some(u.name.as_str()),
                 )
             }
-            None => (false, 0.0, None),
+            None => (false, 0.0, None, None),
         })
         .collect();
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
     let nth = ranked.get(need - 1).copied();
+    let feed = nth.and_then(|n| n.3).map(str::to_string);
     let since = feeds
         .iter()
         .flatten()
@@ -330,7 +334,7 @@ pub fn supply(node: &NodeRecord, state: &PowerState, plan: &Plan, now_ms: i64) -
                 ));
             }
         }
-        if let Some((_, rt, _)) = nth
+        if let Some((_, rt, _, _)) = nth
             && emergency.is_none()
             && rt < plan.runtime_floor_s as f64
         {
@@ -346,24 +350,39 @@ pub fn supply(node: &NodeRecord, state: &PowerState, plan: &Plan, now_ms: i64) -
         charge: nth.and_then(|n| n.2),
         runtime_s: nth.map(|n| n.1),
         emergency,
+        feed,
     })
 }
 
 /// A supply as a UPS status, as a host fed by it reads it (NIS for a member without a
-/// UPS, or a legacy host): on line or on battery, and the charge and runtime of the
-/// feed that counts; what no feed reports stays absent.
-pub fn supply_status(sup: &Supply, now_ms: i64) -> crate::view::UpsStatus {
+/// UPS, or a legacy host): the status of the feed that counts, as its owner reported it
+/// (every reading, and the UPS's own bits: low battery, replace battery, overload...,
+/// and the power event's FASTPOLL and ONBATT_MSG), with on line or on battery as the
+/// supply is. What belongs to the owner's host alone (its comm state, its shutdown
+/// decision) is left out. A host must never read less than the truth that keeps it
+/// alive: a low-battery signal reaches every host the UPS feeds.
+pub fn supply_status(sup: &Supply, state: &PowerState, now_ms: i64) -> crate::view::UpsStatus {
     use crate::reading::{UpsReading, statflag};
-    let mut reading =
-        UpsReading::basic(sup.on_battery, 0.0, 0.0, crate::time::from_unix_ms(now_ms));
+    let feed = sup.feed.as_ref().and_then(|f| state.upses.get(f));
+    let (mut reading, driver_flags, transfers) = match feed {
+        Some(u) if u.status.reading.is_some() => (
+            u.status.reading.clone().expect("checked"),
+            u.status.statflag,
+            u.status.transfers,
+        ),
+        _ => (
+            UpsReading::basic(sup.on_battery, 0.0, 0.0, crate::time::from_unix_ms(now_ms)),
+            0,
+            0,
+        ),
+    };
     reading.charge_percent = sup.charge;
     reading.runtime_s = sup.runtime_s;
-    let mut flag = statflag::BATTPRESENT | statflag::PLUGGED;
-    flag |= if sup.on_battery {
-        statflag::ONBATT
-    } else {
-        statflag::ONLINE
-    };
+    reading.flags.on_battery = sup.on_battery;
+    reading.flags.online = !sup.on_battery;
+    let ups_bits = reading.flags.statflag_bits();
+    let event_bits = driver_flags & (statflag::FASTPOLL | statflag::ONBATT_MSG);
+    let flag = ups_bits | event_bits | statflag::BATTPRESENT | statflag::PLUGGED;
     crate::view::UpsStatus {
         driver: "cluster".into(),
         reading: Some(reading),
@@ -372,6 +391,7 @@ pub fn supply_status(sup: &Supply, now_ms: i64) -> crate::view::UpsStatus {
         time_on_battery_s: sup
             .on_battery_since_ms
             .map_or(0, |t| ((now_ms - t).max(0) / 1000) as u32),
+        transfers,
         ..Default::default()
     }
 }
@@ -1393,6 +1413,7 @@ mod tests {
             charge: Some(100.0),
             runtime_s: Some(3000.0),
             emergency: None,
+            feed: None,
         };
         let on_batt = Supply {
             on_battery: true,
@@ -1447,6 +1468,7 @@ mod tests {
             charge: Some(50.0),
             runtime_s: Some(900.0),
             emergency: None,
+            feed: None,
         };
         assert_eq!(host_threshold(&p, &sup, NOW), None);
         sup.charge = Some(10.0);
