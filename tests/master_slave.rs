@@ -3,7 +3,8 @@
 //! unmodified master: first contact and the reply's bytes, packets turned into a
 //! reading, ShutDown as a low-battery signal, and each failure the manual lists
 //! (unauthorised master, bad APC magic, bad user magic, a dropped connection, a master
-//! that goes silent) as an event in apcupsd's words.
+//! that goes silent) as an event in apcupsd's words; and a real 3.12.4 master's habits
+//! at its start and restart (its first contact carries no reading).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -120,22 +121,19 @@ fn a_legacy_master_feeds_a_node_and_every_failure_is_named() {
         "{v}"
     );
 
-    // The master drops the connection: a read failure, then silence = not responding.
+    // The master drops the connection: a read failure, and at once not responding (as
+    // a 3.12.4 slave reports it).
     drop(m);
     wait_event(&pki, &node, "Read failure from socket.");
-    let before = events(&pki, &node)
-        .iter()
-        .filter(|(n, _)| n == "mastertimeout")
-        .count();
-    wait_for(Duration::from_secs(15), || {
-        (events(&pki, &node)
-            .iter()
-            .filter(|(n, _)| n == "mastertimeout")
-            .count()
-            > before)
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("no second mastertimeout: {:?}", events(&pki, &node)));
+    assert_eq!(
+        wait_event(
+            &pki,
+            &node,
+            "Master not responding. (the master at 127.0.0.1 closed"
+        )
+        .0,
+        "mastertimeout"
+    );
     wait_status(&pki, &node, Duration::from_secs(10), "COMMLOST", |v| {
         v["ups"][0]["comm_error"]
             .as_str()
@@ -159,6 +157,122 @@ fn a_legacy_master_feeds_a_node_and_every_failure_is_named() {
     let mut m = FakeMaster::connect(LOCAL, netport).unwrap();
     m.send(&MasterPacket::new(2, &learned)).unwrap();
     assert_eq!(field(&m.reply().unwrap(), 7), 1000);
+}
+
+/// When the first event named `name` (or whose message starts with `name`) happened.
+fn event_time(pki: &TestPki, node: &NodeProc, name: &str, after_ms: i64) -> i64 {
+    wait_for(Duration::from_secs(15), || {
+        event_lines(pki, node.addr)
+            .into_iter()
+            .find(|e| e.at_ms >= after_ms && (e.name == name || e.message.starts_with(name)))
+            .map(|e| e.at_ms)
+    })
+    .unwrap_or_else(|| panic!("no {name:?}: {:?}\n{}", events(pki, node), node.log_text()))
+}
+
+/// What a real apcupsd 3.12.4 master does, taken as it is (PROTOCOLS.md §4.7): before
+/// any master the slave is waiting, not timed out, until the timeout really passes; a
+/// master's first contact, sent before it read its UPS (OnBatt, BattChg, TimeLeft 0),
+/// carries no reading; a master that closes its connection (restarted mid-outage) is
+/// lost at once, and its restart's first contact is no "mains back".
+#[test]
+fn a_real_masters_start_and_restart_are_taken_as_they_are() {
+    let pki = TestPki::new();
+    let netport: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let started = upsilon_core::time::now_ms();
+    let node = NodeProc::start(
+        &pki,
+        &format!(
+            "[[ups]]\nname = \"oldups\"\ndriver = \"legacy-master\"\nlisten = \"{netport}\"\nmaster = \"127.0.0.1\"\ntimeout_s = 6\npoll_interval_ms = 200\n"
+        ),
+    );
+    // Waiting: the UPS is unknown, and neither mastertimeout nor commfailure is raised.
+    let v = wait_status(&pki, &node, Duration::from_secs(10), "waiting", |v| {
+        v["ups"][0]["comm_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("waiting for the first reading from master"))
+    });
+    assert!(
+        !events(&pki, &node)
+            .iter()
+            .any(|(n, _)| n == "mastertimeout" || n == "commfailure"),
+        "{:?}\n{v}",
+        events(&pki, &node)
+    );
+    // Only once the timeout has passed since the start is the master not responding.
+    let timeout_at = event_time(&pki, &node, "mastertimeout", 0);
+    assert!(
+        timeout_at - started >= 5_500,
+        "mastertimeout {} ms after the start",
+        timeout_at - started
+    );
+
+    // A master starts: its first contact is answered, and reads as nothing.
+    let mut m = FakeMaster::connect(LOCAL, netport).unwrap();
+    m.send(&MasterPacket::new(0, "")).unwrap();
+    let learned = magic(&m.reply().unwrap(), 80);
+    let first = event_time(&pki, &node, "masterconnect", 0);
+    let v = status_json(&pki, node.addr);
+    assert_ne!(v["ups"][0]["status"], "ONLINE", "{v}");
+    assert_ne!(v["ups"][0]["charge_percent"], 0.0, "{v}");
+    // Its data, a few seconds later.
+    let mut p = MasterPacket::new(1, &learned);
+    p.batt_chg = 100;
+    p.time_left = 45;
+    m.send(&p).unwrap();
+    let v = wait_status(&pki, &node, Duration::from_secs(10), "ONLINE", |v| {
+        v["ups"][0]["status"] == "ONLINE"
+    });
+    assert_eq!(v["ups"][0]["charge_percent"], 100.0);
+    p.on_batt = 1;
+    p.batt_chg = 90;
+    p.time_left = 40;
+    m.send(&p).unwrap();
+    wait_status(&pki, &node, Duration::from_secs(10), "ONBATT", |v| {
+        v["ups"][0]["status"] == "ONBATT"
+    });
+    let out = event_time(&pki, &node, "powerout", first);
+
+    // The master is restarted mid-outage: its connection closes, lost at once (not
+    // after the 6 s timeout).
+    let closed_at = upsilon_core::time::now_ms();
+    drop(m);
+    let lost = event_time(
+        &pki,
+        &node,
+        "Master not responding. (the master at",
+        closed_at,
+    );
+    assert!(
+        lost - closed_at < 3_000,
+        "lost {} ms after the close",
+        lost - closed_at
+    );
+    wait_status(&pki, &node, Duration::from_secs(10), "COMMLOST", |v| {
+        v["ups"][0]["status"] == "COMMLOST"
+    });
+    // Its new first contact (before it read its UPS) is no mains back; its data is.
+    let mut m = FakeMaster::connect(LOCAL, netport).unwrap();
+    m.send(&MasterPacket::new(0, "")).unwrap();
+    let learned = magic(&m.reply().unwrap(), 80);
+    event_time(&pki, &node, "masterconnect", lost);
+    let v = status_json(&pki, node.addr);
+    assert_ne!(v["ups"][0]["status"], "ONLINE", "{v}");
+    let mut p = MasterPacket::new(1, &learned);
+    p.on_batt = 1;
+    p.batt_chg = 88;
+    p.time_left = 39;
+    m.send(&p).unwrap();
+    wait_status(&pki, &node, Duration::from_secs(10), "ONBATT again", |v| {
+        v["ups"][0]["status"] == "ONBATT" && v["ups"][0]["charge_percent"] == 88.0
+    });
+    let h = event_lines(&pki, node.addr);
+    assert!(
+        !h.iter()
+            .any(|e| e.at_ms >= out && (e.name == "mainsback" || e.name == "offbattery")),
+        "a false mains-back: {:?}",
+        events(&pki, &node)
+    );
 }
 
 /// When the first packet satisfying `ok` reached `slave`, waiting up to `secs`.

@@ -5,6 +5,13 @@
 //! driver. Failures are reported in apcupsd's words (each once per failure streak, as
 //! apcupsd logs them), each followed by what to change.
 //!
+//! As a real 3.12.4 slave does (PROTOCOLS.md §4.7 transcripts): before a master has
+//! sent anything it is waiting, not timed out (`mastertimeout` only once the timeout
+//! has really passed since the start); a master that closes its connection is lost at
+//! once (a read failure, then `mastertimeout`); and a master's first contact sent
+//! before it read its UPS (OnBatt, BattChg and TimeLeft all 0) carries no reading: it is
+//! answered, but what the UPS does stays unknown until a packet with data comes.
+//!
 //! Unlike a 3.12 slave, a packet may arrive in pieces (it is read to its 100 bytes
 //! within the timeout), and a master reconnecting while an old connection lingers
 //! replaces it at once.
@@ -44,9 +51,25 @@ pub enum SlaveEvent {
     MasterTimeout(String),
 }
 
+/// What the master last told, as the driver reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterState {
+    /// The latest packet with data, recent enough.
+    Packet(NetData),
+    /// No data yet, and the timeout has not passed: waiting, not lost.
+    Waiting(String),
+    /// The master is lost (silent past the timeout, its connection closed, or the port
+    /// could not be bound).
+    Lost(String),
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     latest: Option<(NetData, Instant)>,
+    /// The last good packet of any kind (a first contact included).
+    heard: Option<Instant>,
+    /// The master closed its connection and sent no data since: lost at once.
+    closed: Option<String>,
     events: Vec<SlaveEvent>,
     /// The last call succeeded: the next failure is logged (apcupsd's streak rule).
     last_ok: bool,
@@ -109,31 +132,39 @@ impl Slave {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The latest packet if it is recent enough; else why not (also raising the
-    /// `mastertimeout` event once per streak).
-    pub fn latest(&self) -> Result<NetData, String> {
+    /// What the master last told: a recent packet with data, waiting for the first
+    /// one, or lost (also raising the `mastertimeout` event once per streak).
+    pub fn latest(&self) -> MasterState {
         let mut g = self.lock();
         if let Some(e) = &g.bind_error {
-            return Err(e.clone());
+            return MasterState::Lost(e.clone());
         }
-        let since = g.latest.as_ref().map_or(self.started, |(_, t)| *t);
-        if since.elapsed() < self.cfg.timeout
-            && let Some((p, _)) = &g.latest
-        {
-            return Ok(p.clone());
-        }
-        let why = format!(
-            "Master not responding. (no packet from {} for {} s: is its apcupsd running with UPSCLASS netmaster, SLAVE naming this host and NETPORT {}?)",
-            self.cfg.master,
-            self.cfg.timeout.as_secs(),
-            self.cfg.listen.port()
-        );
+        let since = g.heard.unwrap_or(self.started);
+        let why = if let Some(closed) = &g.closed {
+            format!("Master not responding. ({closed})")
+        } else if since.elapsed() >= self.cfg.timeout {
+            format!(
+                "Master not responding. (no packet from {} for {} s: is its apcupsd running with UPSCLASS netmaster, SLAVE naming this host and NETPORT {}?)",
+                self.cfg.master,
+                self.cfg.timeout.as_secs(),
+                self.cfg.listen.port()
+            )
+        } else if let Some((p, _)) = &g.latest {
+            return MasterState::Packet(p.clone());
+        } else {
+            return MasterState::Waiting(format!(
+                "waiting for the first reading from master {} (NETPORT {}; it is lost after {} s without a packet)",
+                self.cfg.master,
+                self.cfg.listen.port(),
+                self.cfg.timeout.as_secs()
+            ));
+        };
         if !g.timed_out {
             g.timed_out = true;
             g.connected = false;
             g.events.push(SlaveEvent::MasterTimeout(why.clone()));
         }
-        Err(why)
+        MasterState::Lost(why)
     }
 
     /// The events since the last call.
@@ -159,15 +190,33 @@ impl Slave {
                 "Connect from master {peer} succeeded"
             )));
         }
+        let now = Instant::now();
         g.connected = true;
         g.last_ok = true;
         g.last_failure = None;
+        g.heard = Some(now);
+        // A first contact sent before the master read its UPS says nothing about it.
+        let no_reading = p.remote_state == crate::netdata::remote_state::NOT_CONNECTED
+            && p.on_batt == 0
+            && p.batt_chg == 0
+            && p.time_left == 0;
+        if no_reading {
+            return;
+        }
         g.timed_out = false;
-        g.latest = Some((p, Instant::now()));
+        g.closed = None;
+        g.latest = Some((p, now));
     }
 
     fn lost(&self) {
         self.lock().connected = false;
+    }
+
+    /// The master closed the connection: lost now, as a 3.12 slave reports it.
+    fn closed(&self, why: String) {
+        let mut g = self.lock();
+        g.connected = false;
+        g.closed = Some(why);
     }
 }
 
@@ -248,7 +297,7 @@ async fn connection(slave: std::sync::Weak<Slave>, mut stream: TcpStream, peer: 
                     format!("{e} (master {peer})")
                 };
                 s.fail("read", format!("Read failure from socket. ERR={why}"));
-                s.lost();
+                s.closed(why);
                 return;
             }
             Ok(Ok(_)) => {}

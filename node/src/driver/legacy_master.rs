@@ -3,7 +3,9 @@
 //! `NETPORT`). The wire side is `upsilon_legacy_bridge::ms_slave`; this module owns the
 //! `[[ups]]` keys and turns the latest packet into a reading. A packet with `ShutDown`
 //! set reads as a low-battery signal (that UPS is critical for the hosts it feeds); a
-//! master that goes silent is comm loss, never by itself a shutdown while on mains.
+//! master that goes silent (or closes its connection) is comm loss, never by itself a
+//! shutdown while on mains; one not heard from yet, or whose first contact carries no
+//! reading, leaves the UPS unknown (the monitor waits) until the timeout.
 //! Failures are events in apcupsd's words, each with what to change.
 
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +15,9 @@ use std::time::{Duration, SystemTime};
 use upsilon_core::config::{ConfigError, UpsSection};
 use upsilon_core::events::EventKind;
 use upsilon_core::reading::UpsReading;
-use upsilon_legacy_bridge::ms_slave::{MASTER_TIMEOUT, Slave, SlaveConfig, SlaveEvent};
+use upsilon_legacy_bridge::ms_slave::{
+    MASTER_TIMEOUT, MasterState, Slave, SlaveConfig, SlaveEvent,
+};
 use upsilon_legacy_bridge::netdata::MAX_USER_MAGIC;
 
 use super::{DriverError, UpsCommand, UpsDriver};
@@ -96,8 +100,10 @@ impl UpsDriver for LegacyMasterDriver {
 
     async fn poll(&mut self) -> Result<UpsReading, DriverError> {
         match self.slave().latest() {
-            Ok(p) => Ok(p.reading(SystemTime::now())),
-            Err(why) => Err(DriverError::CommLost(why)),
+            MasterState::Packet(p) => Ok(p.reading(SystemTime::now())),
+            // Not yet heard: the monitor keeps what it had (nothing at start: unknown).
+            MasterState::Waiting(why) => Err(DriverError::Retrying(why)),
+            MasterState::Lost(why) => Err(DriverError::CommLost(why)),
         }
     }
 
