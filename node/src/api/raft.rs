@@ -242,7 +242,8 @@ impl RaftApi {
                 | Command::PowerCycle { .. }
                 | Command::OutageEnd { .. }
                 | Command::UpsStale { .. }
-                | Command::MemberProblem { .. } => need_voter("the coordinator's commands"),
+                | Command::MemberProblem { .. }
+                | Command::VoterSeat { .. } => need_voter("the coordinator's commands"),
                 Command::SetPlan { .. } => {
                     // A voter's `[cluster] plan` file, only while the cluster has none.
                     need_voter("a plan")?;
@@ -264,7 +265,9 @@ impl RaftApi {
             }
             LeaderOp::SetVoter { id, voter: true } => {
                 own(*id, "a promotion")?;
-                if voters >= SELF_PROMOTION_VOTERS {
+                // A voter re-admitted after its store was wiped takes its seat back.
+                let owed = self.cluster.read(|s| s.seats_owed.contains(id));
+                if voters >= SELF_PROMOTION_VOTERS && !owed {
                     return Err(format!(
                         "the cluster already has {voters} voters: a node may promote itself only while it has fewer than {SELF_PROMOTION_VOTERS}; an operator promotes more (`upsilon nodes promote {id}`)"
                     ));

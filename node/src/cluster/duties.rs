@@ -107,7 +107,9 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
-    if cluster.cfg.voter {
+    // A voter whose store was wiped gets its seat back, whatever its own config says.
+    let owed = cluster.read(|s| s.seats_owed.contains(&cluster.id));
+    if cluster.cfg.voter || owed {
         let mut told = false;
         let mut asked = false;
         loop {

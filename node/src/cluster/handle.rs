@@ -475,7 +475,8 @@ impl Cluster {
                         && node.incarnation != 0
                         && cur.incarnation != node.incarnation
                     {
-                        return Err(Local::Failed(identity_changed(*id, cur, node)));
+                        let cur = cur.clone();
+                        return self.readmit(*id, &cur, node).await;
                     }
                 }
                 if let Some((other, _)) = membership
@@ -506,6 +507,16 @@ impl Cluster {
                     .change_membership(change, true)
                     .await
                     .map_err(|e| fwd(&e).unwrap_or_else(|| Local::Failed(e.to_string())))?;
+                if *voter && self.read(|s| s.seats_owed.contains(id)) {
+                    let _ = self
+                        .raft
+                        .client_write(Command::VoterSeat {
+                            id: *id,
+                            owed: false,
+                            at_ms: upsilon_core::time::now_ms(),
+                        })
+                        .await;
+                }
                 Ok(self.membership_reply())
             }
             LeaderOp::Remove { id } => {
@@ -536,6 +547,116 @@ impl Cluster {
                 Ok(self.membership_reply())
             }
         }
+    }
+
+    /// A member came back with a new store (its data directory wiped or replaced): its
+    /// old incarnation is retired and the new one admitted as a learner, which catches
+    /// up from the leader (a snapshot). A learner holds no vote, so this is always safe.
+    /// A voter's log and vote did matter: its seat is given up first (so its forgotten
+    /// vote never counts), only while the other voters that make a quorum answer and
+    /// no outage is on; it asks to be a voter again once it is a caught-up learner.
+    async fn readmit(
+        &self,
+        id: NodeId,
+        cur: &ClusterNode,
+        node: &ClusterNode,
+    ) -> Result<LeaderReply, Local> {
+        fn fwd<E>(e: &openraft::error::RaftError<super::TypeConfig, E>) -> Option<Local>
+        where
+            E: openraft::TryAsRef<openraft::error::ForwardToLeader<super::TypeConfig>>
+                + std::error::Error,
+        {
+            e.forward_to_leader()
+                .map(|f| Local::Forward(f.leader_node.as_ref().map(|n| n.addr.clone())))
+        }
+        let m = self.metrics();
+        let voters: Vec<NodeId> = m.membership_config.voter_ids().collect();
+        let was_voter = voters.contains(&id);
+        if was_voter {
+            if let Some(o) = self.read(|s| {
+                s.outage
+                    .as_ref()
+                    .filter(|o| o.ended_ms.is_none())
+                    .map(|o| o.id)
+            }) {
+                return Err(Local::Failed(format!(
+                    "{}; outage {o} is on, and a voter's seat is not given back during one: it is, by itself, once the outage is over",
+                    identity_changed(id, cur, node)
+                )));
+            }
+            let fresh = Duration::from_millis((self.cfg.heartbeat_ms * 4).max(2_000));
+            let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
+            let answering = others
+                .iter()
+                .filter(|v| {
+                    **v == self.id
+                        || m.heartbeat
+                            .as_ref()
+                            .and_then(|h| h.get(v))
+                            .is_some_and(|at| {
+                                at.as_ref()
+                                    .is_some_and(|at| openraft::Instant::elapsed(&**at) < fresh)
+                            })
+                })
+                .count();
+            let quorum = others.len() / 2 + 1;
+            if others.is_empty() || answering < quorum {
+                return Err(Local::Failed(format!(
+                    "{}; its seat can be given back only while a quorum of the other voters answers ({answering} of {} do, {quorum} needed)",
+                    identity_changed(id, cur, node),
+                    others.len()
+                )));
+            }
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+                .await
+                .map_err(|e| fwd(&e).unwrap_or_else(|| Local::Failed(e.to_string())))?;
+        } else {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+                .await
+                .map_err(|e| fwd(&e).unwrap_or_else(|| Local::Failed(e.to_string())))?;
+        }
+        tracing::warn!(
+            "{} (id {id}) came back with a new data directory (store {:016x}, was {:016x}): its old store is retired and it rejoins as a learner",
+            node.name,
+            node.incarnation,
+            cur.incarnation
+        );
+        self.raft
+            .add_learner(id, node.clone(), true)
+            .await
+            .map_err(|e| fwd(&e).unwrap_or_else(|| Local::Failed(e.to_string())))?;
+        if was_voter {
+            let _ = self
+                .raft
+                .client_write(Command::VoterSeat {
+                    id,
+                    owed: true,
+                    at_ms: upsilon_core::time::now_ms(),
+                })
+                .await;
+        }
+        let message = format!(
+            "{} (id {id}) came back with a new data directory (store {:016x}, was {:016x}): its old store is retired, and it caught up from the leader as a learner{}.",
+            node.name,
+            node.incarnation,
+            cur.incarnation,
+            if was_voter {
+                "; it becomes a voter again by itself"
+            } else {
+                ""
+            }
+        );
+        let _ = self
+            .raft
+            .client_write(Command::Notice {
+                at_ms: upsilon_core::time::now_ms(),
+                node: node.name.clone(),
+                message,
+            })
+            .await;
+        Ok(self.membership_reply())
     }
 
     fn membership_reply(&self) -> LeaderReply {

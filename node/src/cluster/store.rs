@@ -664,6 +664,24 @@ mod tests {
             .expect("openraft storage suite");
     }
 
+    /// [`super::open`] for tests that reopen a store they just dropped: sled releases
+    /// its file lock from a background thread a moment after the last handle goes
+    /// (a new process never meets that), so a lock still held is waited out.
+    fn open(
+        dir: &Path,
+        node_id: NodeId,
+    ) -> Result<(LogStore, StateMachineStore, IdentityHandle), OpenError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match super::open(dir, node_id) {
+                Err(OpenError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                r => return r,
+            }
+        }
+    }
+
     #[tokio::test]
     async fn log_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();

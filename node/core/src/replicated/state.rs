@@ -190,6 +190,10 @@ pub struct PowerState {
     /// Each host's shutdown as the last outage that saw it go down measured it.
     #[serde(default)]
     pub shutdown_measured: BTreeMap<NodeId, MeasuredShutdown>,
+    /// Voters re-admitted with a new store (their data directory wiped): each may make
+    /// itself a voter again once caught up, however many voters the cluster has.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub seats_owed: BTreeSet<NodeId>,
 }
 
 /// How many certificates the deny list holds at most.
@@ -412,6 +416,9 @@ pub enum Command {
     },
     /// Mains returned: the outage ends and stages not started are cancelled.
     OutageEnd { id: u64, at_ms: i64, reason: String },
+    /// A voter came back with a new store and lost its seat to be re-admitted safely
+    /// (`owed`), or took it back (`!owed`).
+    VoterSeat { id: NodeId, owed: bool, at_ms: i64 },
     /// The leader holds a member back (`problem`), or no longer does (`None`).
     MemberProblem {
         id: NodeId,
@@ -480,6 +487,7 @@ impl fmt::Display for Command {
             Command::Notice { message, .. } => write!(f, "Notice({message})"),
             Command::UpsRelease { ups, .. } => write!(f, "UpsRelease({ups})"),
             Command::MemberProblem { id, .. } => write!(f, "MemberProblem({id})"),
+            Command::VoterSeat { id, owed, .. } => write!(f, "VoterSeat({id}, owed {owed})"),
             Command::RevokeCert { serial, .. } => write!(f, "RevokeCert({serial})"),
             Command::SetPlan { plan, .. } => write!(f, "SetPlan({} stages)", plan.stages.len()),
             Command::OutageStart { id, .. } => write!(f, "OutageStart({id})"),
@@ -917,6 +925,14 @@ impl PowerState {
                 at_ms,
             } => self.apply_ups_action_done(ups, power_cycle, ok, result, at_ms),
             Command::OutageEnd { id, at_ms, reason } => self.apply_outage_end(id, at_ms, reason),
+            Command::VoterSeat { id, owed, .. } => {
+                let changed = if *owed {
+                    self.seats_owed.insert(*id)
+                } else {
+                    self.seats_owed.remove(id)
+                };
+                CommandResult::applied(changed)
+            }
             Command::MemberProblem { id, problem, at_ms } => {
                 self.apply_member_problem(id, problem, at_ms)
             }
