@@ -318,6 +318,72 @@ fn a_learner_wiped_rejoins_by_itself_a_restored_or_truncated_one_is_held_back_an
     }
     remove_and_rejoin_n4(&mut c, true);
 
+    // Damaged in place, as a failing disk does it (512 bytes overwritten every 16 KiB
+    // of the store's largest file): named at start, moved aside (kept), and the new
+    // store rejoins by itself.
+    c.stop(4, Duration::from_secs(10));
+    let sled_dir = c.data_dir(4).join("raft.sled");
+    let largest = std::fs::read_dir(&sled_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .max_by_key(|e| e.metadata().map_or(0, |m| m.len()))
+        .expect("a store file")
+        .path();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let len = std::fs::metadata(&largest).unwrap().len();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&largest)
+            .unwrap();
+        let mut at = 0;
+        while at + 512 <= len {
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(&[0xa5; 512]).unwrap();
+            at += 16 * 1024;
+        }
+    }
+    let back_before = event_lines(&c.pki, c.addr(2))
+        .iter()
+        .filter(|e| {
+            e.message
+                .contains("n4 (id 4) came back with a new data directory")
+        })
+        .count();
+    c.start_node(4);
+    wait_for(Duration::from_secs(40), || {
+        let back = event_lines(&c.pki, c.addr(2))
+            .iter()
+            .filter(|e| {
+                e.message
+                    .contains("n4 (id 4) came back with a new data directory")
+            })
+            .count();
+        let s1 = c.status(1)?;
+        let s4 = c.status(4)?;
+        let caught_up = s4["cluster"]["last_applied"].as_u64()? + 5
+            >= s1["cluster"]["last_applied"].as_u64()?;
+        (back > back_before && caught_up && s4["cluster"]["writable"] == true).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the damaged n4 did not rejoin by itself\n{}", c.logs()));
+    let log = c.log_of(4);
+    assert!(
+        log.contains("is damaged") && log.contains("data-n4") && log.contains("moved it to"),
+        "{log}"
+    );
+    // And in the cluster's history, once.
+    let said = |c: &TestCluster| -> Vec<String> {
+        event_lines(&c.pki, c.addr(2))
+            .into_iter()
+            .map(|e| e.message)
+            .filter(|m| m.contains("is damaged") && m.contains("data-n4"))
+            .collect()
+    };
+    wait_for(Duration::from_secs(10), || (!said(&c).is_empty()).then_some(()))
+        .unwrap_or_else(|| panic!("no event for the set-aside store\n{}", c.log_of(4)));
+    assert_eq!(said(&c).len(), 1, "{:?}", said(&c));
+
     // n4 came back as a new store and replayed the first outage from the leader: it
     // must not have shut its host down again for it.
     std::thread::sleep(Duration::from_secs(2));
@@ -936,7 +1002,9 @@ fn a_store_that_lost_committed_entries_is_a_clear_start_up_error_not_a_panic() {
             )
         }
     };
-    assert!(err.contains("exited early (exit status: 1)"), "{err}");
+    // The sole voter founded the cluster: a new store would found another, so it
+    // refuses with the supervisor's "look at me" status.
+    assert!(err.contains("exited early (exit status: 70)"), "{err}");
     assert!(
         err.contains("is corrupt") && err.contains("data-n1") && err.contains("entries were lost"),
         "{err}"

@@ -176,7 +176,14 @@ fn main() -> ExitCode {
                 Ok(n) => n,
                 Err(e) => {
                     eprintln!("upsilond: {e}");
-                    return 1;
+                    // A damaged store is for an operator to look at: the supervisor's
+                    // "do not restart in a loop" status, as for a stopped Raft core.
+                    return match e {
+                        upsilon_node::node::StartError::DamagedStore(_) => {
+                            upsilon_node::fatal::EXIT_FATAL
+                        }
+                        _ => 1,
+                    };
                 }
             };
         let code = tokio::select! {

@@ -117,6 +117,10 @@ pub enum StartError {
     Listen(std::io::Error),
     #[error("cluster: {0}")]
     Cluster(String),
+    /// The store is damaged and was not set aside (`damaged_store = "refuse"`, or a
+    /// node that would found a new cluster with a new one): exit status 70.
+    #[error("cluster: {0}")]
+    DamagedStore(String),
     #[error("{0}")]
     Config(String),
 }
@@ -184,7 +188,12 @@ pub async fn start_with(
                 client_tls,
             )
             .await
-            .map_err(|e| StartError::Cluster(e.to_string()))?;
+            .map_err(|e| match &e {
+                crate::cluster::handle::ClusterError::Storage(s) if s.is_damage() => {
+                    StartError::DamagedStore(e.to_string())
+                }
+                _ => StartError::Cluster(e.to_string()),
+            })?;
             Some(cl)
         }
         None => None,
@@ -235,6 +244,9 @@ pub async fn start_with(
         event_tx,
         status_tx,
     });
+    if let Some(note) = cluster.as_ref().and_then(|c| c.set_aside.as_ref()) {
+        shared.log_event(EventKind::Notice, "", note);
+    }
     // A failed hook becomes a notice in this node's events.
     let weak = Arc::downgrade(&shared);
     executor.set_notice_sink(Box::new(move |ups, message| {

@@ -787,6 +787,23 @@ pub struct ClusterSection {
     /// up from the snapshot.
     #[serde(default = "default_snapshot_logs")]
     pub snapshot_logs: u64,
+    /// What to do at start with a damaged store (one sled cannot open, one that lost
+    /// its contents or entries it had committed): `set-aside` (the default) moves it
+    /// aside in the data directory and starts a new store that rejoins the cluster by
+    /// itself; `refuse` exits with status 70 for an operator to look. A node that
+    /// would bootstrap, or has no seeds, always refuses (a new store would found a new
+    /// cluster).
+    #[serde(default)]
+    pub damaged_store: DamagedStore,
+}
+
+/// `[cluster] damaged_store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DamagedStore {
+    #[default]
+    SetAside,
+    Refuse,
 }
 
 fn default_snapshot_logs() -> u64 {

@@ -97,6 +97,20 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     };
+    // A damaged store set aside at start goes into the cluster's history, once.
+    if let Some(note) = &cluster.set_aside {
+        let cmd = Command::Notice {
+            at_ms: now_ms(),
+            node: cluster.name.clone(),
+            message: format!("{}: {note}.", cluster.name),
+        };
+        if let Err(e) = cluster
+            .submit(LeaderOp::Write(cmd), Duration::from_secs(5))
+            .await
+        {
+            tracing::warn!("cannot record the set-aside store in the cluster's events: {e}");
+        }
+    }
     // Judge our role on a membership at least as new as the announcement: a store that
     // catches up from an older snapshot can show, for a moment, the membership from
     // before it was removed and re-added (as a voter, say) and would never ask to be

@@ -94,6 +94,8 @@ pub struct Cluster {
     pub cfg: ClusterSection,
     /// Who this node's store is (incarnation, cluster id).
     pub identity: IdentityHandle,
+    /// What was done at start with a damaged store (moved aside), if anything.
+    pub set_aside: Option<String>,
     last_write: Mutex<WriteHealth>,
     /// See [`Cluster::caught_up`].
     initial_committed: Option<u64>,
@@ -136,7 +138,15 @@ impl Cluster {
         addr: String,
         tls: rustls::ClientConfig,
     ) -> Result<Arc<Cluster>, ClusterError> {
-        let (log, sm, identity) = store::open(&cfg.data_dir, cfg.id)?;
+        // A damaged store is set aside only where a new one rejoins an existing cluster.
+        let set_aside = cfg.damaged_store == upsilon_core::config::DamagedStore::SetAside
+            && !cfg.bootstrap
+            && !cfg.seeds.is_empty();
+        let (log, sm, identity, set_aside_note) =
+            store::open_or_set_aside(&cfg.data_dir, cfg.id, set_aside)?;
+        if let Some(note) = &set_aside_note {
+            tracing::error!("{note}");
+        }
         // What this node had committed before this start: once its state machine has
         // applied that far again, its state is its own present, not history. The mark
         // is not flushed on every commit (`LogStore::save_committed`): after a crash it
@@ -219,6 +229,7 @@ impl Cluster {
             initial_committed,
             caught_up: std::sync::atomic::AtomicBool::new(false),
             refusals: Mutex::new(BTreeMap::new()),
+            set_aside: set_aside_note,
         }))
     }
 

@@ -78,6 +78,7 @@ pub struct StoreIdentity {
 #[derive(Debug, Clone)]
 pub struct IdentityHandle {
     meta: sled::Tree,
+    dir: std::path::PathBuf,
     current: Arc<RwLock<StoreIdentity>>,
 }
 
@@ -98,9 +99,56 @@ impl IdentityHandle {
             .insert("identity", to_json(&next)?)
             .map_err(io_err)?;
         self.meta.flush().map_err(io_err)?;
+        write_sidecar(&self.dir, &next)?;
         *cur = next;
         Ok(())
     }
+}
+
+/// The identity record kept apart from sled's files, with a checksum: a store whose
+/// sled files lost their contents is told from a new one by it.
+pub const IDENTITY_FILE: &str = "store-identity";
+
+/// FNV-1a, 64 bits: enough to tell a damaged record from a whole one.
+fn fnv64(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+        (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn write_sidecar(dir: &Path, id: &StoreIdentity) -> io::Result<()> {
+    let json = serde_json::to_string(id).map_err(io_err)?;
+    let text = format!("{json}\nfnv64 {:016x}\n", fnv64(json.as_bytes()));
+    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(IDENTITY_FILE))
+}
+
+/// The identity record beside the store: `Ok(None)` if there is none, `Err` (what is
+/// wrong) if it is damaged.
+fn read_sidecar(dir: &Path) -> Result<Option<StoreIdentity>, String> {
+    let path = dir.join(IDENTITY_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let text = String::from_utf8_lossy(&text);
+    let mut lines = text.lines();
+    let (Some(json), Some(sum)) = (lines.next(), lines.next()) else {
+        return Err(format!("{} is cut short", path.display()));
+    };
+    let want = format!("fnv64 {:016x}", fnv64(json.as_bytes()));
+    if sum != want {
+        return Err(format!("{} fails its checksum", path.display()));
+    }
+    serde_json::from_str(json)
+        .map(Some)
+        .map_err(|e| format!("{} is not an identity record: {e}", path.display()))
 }
 
 /// A random non-zero u64 from the TLS provider's system random source.
@@ -131,6 +179,14 @@ pub enum OpenError {
         "the raft store in {dir} is corrupt ({detail}). This node cannot rejoin with it: move the directory away (keep it for a bug report), then run `upsilon nodes remove {node_id}` on a member and start this node again to join as a new member"
     )]
     Corrupt {
+        dir: String,
+        detail: String,
+        node_id: NodeId,
+    },
+    #[error(
+        "the raft store in {dir} lost its contents ({detail}). This node cannot rejoin with it: move the directory away (keep it for a bug report), then start this node again: it rejoins as a new store by itself (`[cluster] damaged_store = \"set-aside\"` does this at start)"
+    )]
+    LostContents {
         dir: String,
         detail: String,
         node_id: NodeId,
@@ -224,8 +280,24 @@ pub fn open(
     };
     let meta = tree("meta")?;
     let log_tree = tree("log")?;
+    let sidecar = read_sidecar(dir);
     let identity = match meta.get("identity") {
         Ok(Some(v)) => from_json::<StoreIdentity>(&v).map_err(|e| corrupt(e.to_string()))?,
+        Ok(None) if !matches!(sidecar, Ok(None)) => {
+            let detail = match &sidecar {
+                Ok(Some(was)) => format!(
+                    "its files hold no identity, but {IDENTITY_FILE} says it is node {}'s store {:016x}, created at Unix ms {}",
+                    was.node_id, was.incarnation, was.created_ms
+                ),
+                Err(e) => format!("its files hold no identity, and {e}"),
+                Ok(None) => unreachable!("matched above"),
+            };
+            return Err(OpenError::LostContents {
+                dir: d.clone(),
+                detail,
+                node_id,
+            });
+        }
         Ok(None) => {
             // A store from before identities, or a new one: either way, from now on
             // this is its identity. A store that already holds a log keeps working
@@ -260,11 +332,84 @@ pub fn open(
     };
     let sm = StateMachineStore::new(tree("snapshot")?);
     check_consistent(&log, &sm).map_err(corrupt)?;
+    // The record beside the store follows the store's own (written for stores from
+    // before it, rewritten if damaged).
+    if sidecar.as_ref().ok().and_then(|s| s.as_ref()) != Some(&identity) {
+        write_sidecar(dir, &identity).map_err(|e| OpenError::Io {
+            dir: d.clone(),
+            detail: format!("cannot write {IDENTITY_FILE}: {e}"),
+        })?;
+    }
     let handle = IdentityHandle {
         meta,
+        dir: dir.to_path_buf(),
         current: Arc::new(RwLock::new(identity)),
     };
     Ok((log, sm, handle))
+}
+
+impl OpenError {
+    /// What is wrong with a damaged store, in a few words.
+    pub fn damage_detail(&self) -> String {
+        match self {
+            OpenError::Corrupt { detail, .. } => format!("sled cannot use it: {detail}"),
+            OpenError::LostContents { detail, .. } => format!("it lost its contents: {detail}"),
+            other => other.to_string(),
+        }
+    }
+
+    /// The store is damaged (as opposed to locked, misplaced or unreadable for want of
+    /// permissions): it may be set aside.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            OpenError::Corrupt { .. } | OpenError::LostContents { .. }
+        )
+    }
+}
+
+/// [`open`], and with `set_aside` a damaged store is moved into `damaged-<unix s>` in
+/// the data directory (kept, for a bug report) and a new store started: the cluster
+/// re-admits it. Returns what was done, for the node's log and events.
+pub fn open_or_set_aside(
+    dir: &Path,
+    node_id: NodeId,
+    set_aside: bool,
+) -> Result<(LogStore, StateMachineStore, IdentityHandle, Option<String>), OpenError> {
+    match open(dir, node_id) {
+        Ok((l, s, i)) => Ok((l, s, i, None)),
+        Err(e) if e.is_damage() && set_aside => {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let aside = dir.join(format!("damaged-{stamp}"));
+            let moved = std::fs::create_dir_all(&aside).and_then(|_| {
+                std::fs::rename(dir.join("raft.sled"), aside.join("raft.sled"))?;
+                match std::fs::rename(dir.join(IDENTITY_FILE), aside.join(IDENTITY_FILE)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                }
+            });
+            if let Err(m) = moved {
+                return Err(OpenError::Io {
+                    dir: dir.display().to_string(),
+                    detail: format!(
+                        "{e}; and it could not be moved aside to {}: {m}",
+                        aside.display()
+                    ),
+                });
+            }
+            let what = format!(
+                "the raft store in {} is damaged ({}): moved it to {} (kept for a bug report) and started a new store; this node rejoins the cluster by itself",
+                dir.display(),
+                e.damage_detail(),
+                aside.display()
+            );
+            let (l, s, i) = open(dir, node_id)?;
+            Ok((l, s, i, Some(what)))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A store sled recovered only in part (a truncated or damaged file) can hold a log
@@ -751,6 +896,59 @@ mod tests {
             r#"{{"log_id":{{"leader_id":{{"term":1,"node_id":1}},"index":{i}}},"payload":"Blank"}}"#
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn a_store_that_lost_its_contents_is_named_and_set_aside_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path(), 4).unwrap().2.get();
+        // sled's files lose everything (a disk that returned zeros, a bad restore):
+        // the identity record beside them still says whose store this was.
+        std::fs::remove_dir_all(dir.path().join("raft.sled")).unwrap();
+        let e = open(dir.path(), 4).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, OpenError::LostContents { .. }), "{text}");
+        assert!(
+            text.contains(&dir.path().display().to_string())
+                && text.contains(&format!("{:016x}", first.incarnation)),
+            "{text}"
+        );
+        let e = super::open_or_set_aside(dir.path(), 4, false).unwrap_err();
+        assert!(e.is_damage(), "{e}");
+        let (_, _, id, note) = super::open_or_set_aside(dir.path(), 4, true).unwrap();
+        let note = note.expect("a note");
+        assert!(
+            note.contains("lost its contents") && note.contains("damaged-"),
+            "{note}"
+        );
+        assert_ne!(id.get().incarnation, first.incarnation);
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert!(aside[0].path().join(IDENTITY_FILE).exists());
+    }
+
+    #[test]
+    fn a_damaged_identity_record_is_rewritten_from_a_whole_store_and_damage_with_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path(), 2).unwrap().2.get();
+        let side = dir.path().join(IDENTITY_FILE);
+        let mut b = std::fs::read(&side).unwrap();
+        b[3] ^= 0x55;
+        std::fs::write(&side, &b).unwrap();
+        // The store still knows itself: the record is written again.
+        assert_eq!(open(dir.path(), 2).unwrap().2.get(), first);
+        assert_eq!(read_sidecar(dir.path()).unwrap(), Some(first));
+        std::fs::write(&side, b"garbage").unwrap();
+        std::fs::remove_dir_all(dir.path().join("raft.sled")).unwrap();
+        let e = open(dir.path(), 2).unwrap_err().to_string();
+        assert!(
+            e.contains("lost its contents") && e.contains("cut short"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
