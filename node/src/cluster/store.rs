@@ -38,16 +38,27 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// How long one storage write may take before the store counts as failed.
+pub const STORAGE_STALL: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Runs a sled write off the runtime's worker threads: on a full or failing disk sled
 /// can block in it, and a runtime whose workers are all blocked cannot even notice the
-/// failure and stop (see `fatal`).
+/// failure and stop (see `fatal`). A write that does not finish within
+/// [`STORAGE_STALL`] (a disk turned read-only or full under sled's flusher, which then
+/// waits forever) is an error: openraft stops on it and the node exits for its
+/// supervisor, rather than run on answering no one.
 async fn off_runtime<T: Send + 'static>(
     f: impl FnOnce() -> sled::Result<T> + Send + 'static,
 ) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| io_err(format!("storage task failed: {e}")))?
-        .map_err(io_err)
+    match tokio::time::timeout(STORAGE_STALL, tokio::task::spawn_blocking(f)).await {
+        Ok(done) => done
+            .map_err(|e| io_err(format!("storage task failed: {e}")))?
+            .map_err(io_err),
+        Err(_) => Err(io_err(format!(
+            "a storage write did not finish within {} s: the disk is full, read-only or failing",
+            STORAGE_STALL.as_secs()
+        ))),
+    }
 }
 
 fn to_json<T: Serialize>(v: &T) -> io::Result<Vec<u8>> {
