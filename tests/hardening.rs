@@ -380,8 +380,10 @@ fn a_learner_wiped_rejoins_by_itself_a_restored_or_truncated_one_is_held_back_an
             .filter(|m| m.contains("is damaged") && m.contains("data-n4"))
             .collect()
     };
-    wait_for(Duration::from_secs(10), || (!said(&c).is_empty()).then_some(()))
-        .unwrap_or_else(|| panic!("no event for the set-aside store\n{}", c.log_of(4)));
+    wait_for(Duration::from_secs(10), || {
+        (!said(&c).is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no event for the set-aside store\n{}", c.log_of(4)));
     assert_eq!(said(&c).len(), 1, "{:?}", said(&c));
 
     // n4 came back as a new store and replayed the first outage from the leader: it
@@ -1071,5 +1073,84 @@ fn a_wiped_voter_rejoins_and_becomes_a_voter_again_even_from_an_old_snapshot() {
                 c.log_of(v)
             )
         });
+    }
+}
+
+/// A voter wiped and restarted during an outage: its seat is not given back while the
+/// outage lasts, so it is not a member. It follows the power state read-only from the
+/// other members, runs its stage when it starts (one recorded shutdown, like every
+/// host) and acknowledges it through the leader; once mains are back it takes its seat
+/// back by itself.
+#[test]
+fn a_voter_wiped_during_an_outage_follows_it_and_shuts_its_host_down_in_its_stage() {
+    let _g = serial();
+    let mut c = staged_cluster();
+    let o = apply_plan(
+        &c,
+        1,
+        "kill_power_delay_s = 5\nruntime_floor_s = 0\n\n[[stage]]\nname = \"all\"\nhosts = [\"label:all\"]\ntrigger = { on_battery_s = 15 }\nack_timeout_s = 30\n",
+        "late.toml",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = c.cli(1, &["sim", "set", "--on-battery"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_for(Duration::from_secs(10), || {
+        c.events(2)
+            .iter()
+            .any(|(e, _)| e == "outage")
+            .then_some(())
+    })
+    .expect("an outage begins");
+    c.kill(3);
+    std::fs::remove_dir_all(c.data_dir(3)).unwrap();
+    c.start_node(3);
+    // Refused while the outage is on, and following it.
+    wait_for(Duration::from_secs(15), || {
+        c.log_of(3)
+            .contains("following its power state read-only")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("n3 does not follow the cluster\n{}", c.log_of(3)));
+    assert!(
+        c.log_of(3)
+            .contains("a voter's seat is not given back during one"),
+        "{}",
+        c.log_of(3)
+    );
+    // Its stage starts: every host, n3 included, shuts down once and says so.
+    wait_for(Duration::from_secs(40), || {
+        (1..=4).all(|i| shutdowns(&c, i) >= 1).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not every host shut down: {:?}\n{}",
+            (1..=4).map(|i| shutdowns(&c, i)).collect::<Vec<_>>(),
+            c.logs()
+        )
+    });
+    wait_for(Duration::from_secs(20), || {
+        event_lines(&c.pki, c.addr(1))
+            .iter()
+            .any(|e| e.message.starts_with("n3 is halting (stage all)"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("n3's halting ack never reached the cluster\n{}", c.logs()));
+    let o = c.cli(1, &["sim", "set", "--on-line"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Mains back: the seat is given back, and n3 is a voter again.
+    wait_for(Duration::from_secs(60), || {
+        let s = c.status(3)?;
+        let cl = &s["cluster"];
+        (cl["voters"] == 3 && cl["learners"] == 1 && cl["writable"] == true).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "n3 did not become a voter again: {:?}\n{}",
+            c.status(3).map(|s| s["cluster"].clone()),
+            c.log_of(3)
+        )
+    });
+    for i in 1..=4 {
+        assert_eq!(shutdowns(&c, i), 1, "n{i} shut down more than once");
     }
 }

@@ -288,6 +288,10 @@ pub async fn start_with(
             tokio::spawn(duties::liveness(cl.clone(), stop.resubscribe())),
         ));
         tasks.push((
+            "follow_while_out",
+            tokio::spawn(duties::follow_while_out(cl.clone(), stop.resubscribe())),
+        ));
+        tasks.push((
             "mark_stale_upses",
             tokio::spawn(duties::mark_stale_upses(cl.clone(), stop.resubscribe())),
         ));

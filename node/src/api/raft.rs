@@ -155,6 +155,20 @@ impl RaftApi {
     fn check_forward(&self, who: &Identity, op: &LeaderOp) -> Result<(), String> {
         let m = self.cluster.metrics();
         let mem = m.membership_config.membership();
+        // A host that is not a member (refused, rejoining) still acknowledges its own
+        // stage: it follows the power state read-only and shuts its host down.
+        if let LeaderOp::Write(Command::NodeAck { node, .. } | Command::HostHalted { node, .. }) =
+            op
+            && self
+                .cluster
+                .read(|s| s.nodes.get(node).is_some_and(|n| n.name == who.name))
+            && mem
+                .nodes()
+                .find(|(_, n)| n.name == who.name)
+                .is_none_or(|(id, _)| id == node)
+        {
+            return Ok(());
+        }
         let Some(me) = mem
             .nodes()
             .find(|(_, n)| n.name == who.name)
@@ -326,6 +340,24 @@ impl RaftService for RaftApi {
                 .await
                 .map_err(|e| e.to_string()),
         )
+    }
+
+    async fn read_state(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let ((), _who): ((), _) = payload(&req)?;
+        if !self.cluster.is_member() || !self.cluster.caught_up() || self.cluster.following() {
+            return Err(Status::unavailable(
+                "this node is not a caught-up member: ask another",
+            ));
+        }
+        let m = self.cluster.metrics();
+        let leader = m.current_leader.and_then(|l| {
+            m.membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.addr.clone())
+        });
+        let state = self.cluster.read(|s| s.clone());
+        reply(&crate::cluster::handle::Followed { leader, state })
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

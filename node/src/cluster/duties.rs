@@ -173,6 +173,56 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
     }
 }
 
+/// While this node is not a member (refused, rejoining, not yet admitted) it follows the
+/// power state read-only from any member it can reach (its seeds, the peers it knew),
+/// so its stage still runs and is acknowledged through the leader: its host is never
+/// left unprotected. A member again, it reads its own replicated state.
+pub async fn follow_while_out(cluster: Arc<Cluster>, mut stop: Stop) {
+    let mut said = false;
+    loop {
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if cluster.is_member() && !cluster.refused() {
+            if cluster.following() {
+                tracing::info!("a member again: reading the replicated state, no longer following");
+            }
+            cluster.set_followed(None);
+            said = false;
+            continue;
+        }
+        let mut peers: Vec<String> = cluster.cfg.seeds.clone();
+        if let Ok(text) = std::fs::read_to_string(cluster.cfg.data_dir.join(PEERS_FILE)) {
+            peers.extend(text.lines().map(str::to_string).filter(|l| !l.is_empty()));
+        }
+        peers.retain(|p| *p != cluster.addr);
+        peers.dedup();
+        let mut got = None;
+        for p in &peers {
+            if let Ok(f) = super::network::read_state(&cluster.net, p).await {
+                got = Some((p.clone(), f));
+                break;
+            }
+        }
+        match got {
+            Some((from, f)) => {
+                if !said {
+                    tracing::warn!(
+                        "not a member of the cluster: following its power state read-only from {from}, acting on this host's stage"
+                    );
+                    said = true;
+                }
+                cluster.set_followed(Some(f));
+            }
+            None if !peers.is_empty() && said => {
+                tracing::debug!("no member answered for the power state");
+            }
+            None => {}
+        }
+    }
+}
+
 /// Asks `seed` to admit this node, following "not the leader" answers to the leader:
 /// the leader admits a node only on its own certificate's word.
 async fn ask_to_join(cluster: &Cluster, seed: &str) -> Result<(), String> {

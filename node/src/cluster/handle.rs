@@ -96,6 +96,8 @@ pub struct Cluster {
     pub identity: IdentityHandle,
     /// What was done at start with a damaged store (moved aside), if anything.
     pub set_aside: Option<String>,
+    /// While this node is not a member: the power state a member last gave it.
+    followed: Mutex<Option<(Followed, Instant)>>,
     last_write: Mutex<WriteHealth>,
     /// See [`Cluster::caught_up`].
     initial_committed: Option<u64>,
@@ -230,6 +232,7 @@ impl Cluster {
             caught_up: std::sync::atomic::AtomicBool::new(false),
             refusals: Mutex::new(BTreeMap::new()),
             set_aside: set_aside_note,
+            followed: Mutex::new(None),
         }))
     }
 
@@ -243,6 +246,10 @@ impl Cluster {
     /// supplies that are long over, and must not shut its host down for them.
     pub fn caught_up(&self) -> bool {
         use std::sync::atomic::Ordering;
+        if self.following() {
+            // A member's present, not history.
+            return true;
+        }
         if self.caught_up.load(Ordering::Relaxed) {
             return true;
         }
@@ -272,9 +279,43 @@ impl Cluster {
         self.raft.metrics().borrow_watched().clone()
     }
 
-    /// Reads the replicated power state.
+    /// Reads the replicated power state (while this node is not a member, the state a
+    /// member last gave it: see [`Cluster::following`]).
     pub fn read<T>(&self, f: impl FnOnce(&PowerState) -> T) -> T {
+        {
+            let g = self.followed.lock().expect("followed lock");
+            if let Some((fw, at)) = g.as_ref()
+                && at.elapsed() < FOLLOW_FRESH
+            {
+                return f(&fw.state);
+            }
+        }
         self.sm.read(|a| f(&a.power))
+    }
+
+    /// Whether this node, not a member, follows the power state from a member (read-only:
+    /// it acts on its own stage and acknowledges it through the leader).
+    pub fn following(&self) -> bool {
+        self.followed
+            .lock()
+            .expect("followed lock")
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() < FOLLOW_FRESH)
+    }
+
+    /// Records what a member gave (or, with `None`, stops following: a member again).
+    pub fn set_followed(&self, f: Option<Followed>) {
+        *self.followed.lock().expect("followed lock") = f.map(|f| (f, Instant::now()));
+    }
+
+    /// The leader's address, as the followed state said.
+    fn followed_leader(&self) -> Option<String> {
+        self.followed
+            .lock()
+            .expect("followed lock")
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < FOLLOW_FRESH)
+            .and_then(|(f, _)| f.leader.clone())
     }
 
     /// Whether this node is in the current membership.
@@ -446,6 +487,11 @@ impl Cluster {
         }
         // Not the leader: say where it is without asking Raft (which logs an error).
         let m = self.metrics();
+        if m.current_leader.is_none()
+            && let Some(addr) = self.followed_leader()
+        {
+            return Err(Local::Forward(Some(addr)));
+        }
         if m.current_leader != Some(self.id) {
             let addr = m.current_leader.and_then(|l| {
                 m.membership_config
@@ -700,6 +746,12 @@ impl Cluster {
         }
     }
 
+    /// Whether this node knows it is kept out (refused to join, or refusing the leader's
+    /// traffic meant for its old store).
+    pub fn refused(&self) -> bool {
+        !self.refusals.lock().expect("refusals lock").is_empty()
+    }
+
     /// Like [`Self::note_refusal`] with a reason; true when the reason is new (log it).
     pub fn note_refusal_changed(&self, what: &'static str, why: &str) -> bool {
         let mut r = self.refusals.lock().expect("refusals lock");
@@ -878,6 +930,16 @@ fn written_index(r: &LeaderReply) -> u64 {
         LeaderReply::Written(w) => w.index,
         LeaderReply::Membership { .. } => 0,
     }
+}
+
+/// How long a followed state counts as the present.
+pub const FOLLOW_FRESH: Duration = Duration::from_secs(10);
+
+/// What a member gives a node that is not one: its applied power state and the leader.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Followed {
+    pub leader: Option<String>,
+    pub state: PowerState,
 }
 
 /// The refusal of a member whose store was recreated, in words for both sides.

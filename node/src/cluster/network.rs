@@ -529,6 +529,23 @@ impl RaftNetworkV2<C> for Conn {
 }
 
 /// Sends `req` to the node at `addr` over its `Forward` RPC and decodes the answer.
+/// Asks the node at `addr` for its applied power state (for a node that is not a
+/// member: it follows it read-only).
+pub async fn read_state(net: &Network, addr: &str) -> Result<super::handle::Followed, String> {
+    if upsilon_client::fault::blocked(addr) {
+        return Err(format!(
+            "cannot connect to {addr}: blocked by fault injection"
+        ));
+    }
+    let ch = upsilon_client::tls::connect(addr, (*net.tls).clone())
+        .await
+        .map_err(|e| e.0)?;
+    match raft_client(ch).read_state(encode(&())?).await {
+        Ok(resp) => decode(resp.get_ref()),
+        Err(s) => Err(upsilon_client::rpc::explain_status(&s, addr)),
+    }
+}
+
 pub async fn forward<Req: Serialize, Resp: DeserializeOwned>(
     net: &Network,
     addr: &str,
