@@ -401,6 +401,34 @@ pub fn snapshot(shared: &NodeShared) -> StatusSnapshot {
             }
         })
         .collect();
+    // Hosts the cluster knows that are not members (refused, rejoining): they follow the
+    // power state read-only and still act on their stage.
+    let mut nodes: Vec<NodeSummary> = nodes;
+    let outsiders: Vec<(u64, upsilon_core::replicated::state::NodeRecord, String)> =
+        cluster.read(|s| {
+            s.nodes
+                .values()
+                .filter(|n| !view.members.iter().any(|m| m.id == n.id))
+                .map(|n| (n.id, n.clone(), upsilon_core::wording::host_state(s, n.id, now)))
+                .collect()
+        });
+    for (id, rec, state) in outsiders {
+        nodes.push(NodeSummary {
+            name: rec.name.clone(),
+            address: rec.addr.clone(),
+            role: "not a member: following".into(),
+            last_seen_ms: rec.last_seen_ms,
+            ups_names: owners
+                .iter()
+                .filter(|(_, owner)| *owner == id)
+                .map(|(name, _)| name.clone())
+                .collect(),
+            version: rec.version.clone(),
+            id,
+            lag: None,
+            state,
+        });
+    }
     let voters = view
         .members
         .iter()
