@@ -1095,10 +1095,7 @@ fn a_voter_wiped_during_an_outage_follows_it_and_shuts_its_host_down_in_its_stag
     let o = c.cli(1, &["sim", "set", "--on-battery"]);
     assert!(o.status.success(), "{}", stderr(&o));
     wait_for(Duration::from_secs(10), || {
-        c.events(2)
-            .iter()
-            .any(|(e, _)| e == "outage")
-            .then_some(())
+        c.events(2).iter().any(|(e, _)| e == "outage").then_some(())
     })
     .expect("an outage begins");
     c.kill(3);

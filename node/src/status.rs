@@ -409,7 +409,13 @@ pub fn snapshot(shared: &NodeShared) -> StatusSnapshot {
             s.nodes
                 .values()
                 .filter(|n| !view.members.iter().any(|m| m.id == n.id))
-                .map(|n| (n.id, n.clone(), upsilon_core::wording::host_state(s, n.id, now)))
+                .map(|n| {
+                    (
+                        n.id,
+                        n.clone(),
+                        upsilon_core::wording::host_state(s, n.id, now),
+                    )
+                })
                 .collect()
         });
     for (id, rec, state) in outsiders {
