@@ -277,6 +277,19 @@ fn leader_sigkill_at(needle: &str) {
             "n{i} shut down {} times",
             shutdowns(&c, i)
         );
+        // apccontrol's arguments: the UPS that feeds the host (never empty, also on a
+        // host that drives none), connected 1 only on the node that drives it.
+        let hooks: Vec<serde_json::Value> = c
+            .records(i)
+            .into_iter()
+            .filter(|r| r["action"] == "hook" && r["event"] == "doshutdown")
+            .collect();
+        assert!(!hooks.is_empty(), "n{i} ran no doshutdown hook");
+        for h in &hooks {
+            let connected = if i == 2 { "1" } else { "0" };
+            assert_eq!(h["argv"][1], "ups2", "n{i}: {h}");
+            assert_eq!(h["argv"][2], connected, "n{i}: {h}");
+        }
     }
 }
 
