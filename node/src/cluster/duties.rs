@@ -16,6 +16,8 @@ use upsilon_client::stop::Stop;
 use upsilon_core::replicated::state::{Command, ReportedEvent, UpsReport};
 use upsilon_core::time::now_ms;
 
+static JOIN_LOG: upsilon_core::ratelimit::LogLimiter = upsilon_core::ratelimit::LogLimiter::new();
+
 /// Until this node is a member: ask each seed to admit it. Then announce it, and ask
 /// to become a voter if configured.
 pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop: Stop) {
@@ -40,15 +42,24 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
                         cluster.note_refusal("join", None);
                         break;
                     }
+                    // Said once, then once a minute with a count, until it changes.
                     Err(e) if e.contains("another data directory") => {
-                        if attempt.is_multiple_of(20) {
-                            tracing::error!(%seed, "the cluster refuses this node: {e}");
+                        if let Some(n) = JOIN_LOG.note(&e) {
+                            tracing::error!(
+                                %seed,
+                                "the cluster refuses this node: {e}{}",
+                                upsilon_core::ratelimit::repeats(n)
+                            );
                         }
                         cluster.note_refusal("join", Some(e));
                     }
                     Err(e) => {
-                        if attempt.is_multiple_of(10) {
-                            tracing::warn!(%seed, "cannot join the cluster yet: {e}");
+                        if let Some(n) = JOIN_LOG.note(&e) {
+                            tracing::warn!(
+                                %seed,
+                                "cannot join the cluster yet: {e}{}",
+                                upsilon_core::ratelimit::repeats(n)
+                            );
                         }
                     }
                 }
