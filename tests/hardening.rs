@@ -153,45 +153,6 @@ fn staged_cluster() -> TestCluster {
     c
 }
 
-/// Waits until node 1 (the leader) and node 2 both warn about n4 with `needle`, the
-/// leader's process is still up and the cluster still accepts writes.
-fn expect_n4_held_back(c: &mut TestCluster, needle: &str, not_before: &str) -> String {
-    let s = wait_for(Duration::from_secs(20), || {
-        let s = c.status(2)?;
-        (warnings(&s).contains(needle) && warnings(&s) != not_before).then_some(s)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no warning {needle:?} about n4: {:?}\n{}",
-            c.status(2).map(|s| s["cluster"].clone()),
-            c.logs()
-        )
-    });
-    assert!(
-        warnings(&s).contains("upsilon nodes remove 4"),
-        "{}",
-        warnings(&s)
-    );
-    eprintln!("held back as expected: {}", warnings(&s));
-    for i in 1..=3 {
-        let st = c.nodes[i - 1].as_mut().unwrap().child.try_wait().unwrap();
-        assert!(st.is_none(), "node {i} exited: {st:?}\n{}", c.logs());
-    }
-    // The leader's Raft core is alive: writes still commit (a heartbeat a second).
-    let before = c.status(1).unwrap()["cluster"]["last_applied"]
-        .as_u64()
-        .unwrap();
-    wait_for(Duration::from_secs(10), || {
-        let s = c.status(1)?;
-        (s["cluster"]["writable"] == true && s["cluster"]["last_applied"].as_u64()? > before + 2)
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("the leader stopped committing\n{}", c.logs()));
-    let o = c.cli(3, &["nodes"]);
-    assert!(stdout(&o).contains("WARNING:"), "{}", stdout(&o));
-    warnings(&s)
-}
-
 /// The operator's fix: remove n4; it rejoins as a new member and catches up.
 fn remove_and_rejoin_n4(c: &mut TestCluster, wipe: bool) {
     let o = c.cli(1, &["nodes", "remove", "4"]);
@@ -220,7 +181,7 @@ fn remove_and_rejoin_n4(c: &mut TestCluster, wipe: bool) {
 }
 
 #[test]
-fn a_learner_wiped_rejoins_by_itself_a_restored_or_truncated_one_is_held_back_and_every_host_still_acts_on_an_outage()
+fn a_learner_wiped_restored_truncated_or_damaged_comes_back_by_itself_and_every_host_still_acts_on_an_outage()
  {
     let _g = serial();
     let mut c = staged_cluster();
@@ -288,7 +249,25 @@ fn a_learner_wiped_rejoins_by_itself_a_restored_or_truncated_one_is_held_back_an
     std::fs::remove_dir_all(c.data_dir(4)).unwrap();
     copy_dir(&backup, &c.data_dir(4));
     c.start_node(4);
-    expect_n4_held_back(&mut c, "lost log entries", "");
+    // It lost entries it had acknowledged: the leader handles it as a wiped store (it
+    // never lets openraft see a rewound follower) and re-admits it, with no operator.
+    wait_for(Duration::from_secs(40), || {
+        let back = event_lines(&c.pki, c.addr(2)).iter().any(|e| {
+            e.message
+                .contains("n4 (id 4) came back with an older copy of its data directory")
+        });
+        let s1 = c.status(1)?;
+        let s4 = c.status(4)?;
+        let caught_up = s4["cluster"]["last_applied"].as_u64()? + 5
+            >= s1["cluster"]["last_applied"].as_u64()?;
+        (back && caught_up && s4["cluster"]["writable"] == true && warnings(&s1) == "[]")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the restored n4 was not re-admitted\n{}", c.logs()));
+    for i in 1..=3 {
+        let st = c.nodes[i - 1].as_mut().unwrap().child.try_wait().unwrap();
+        assert!(st.is_none(), "node {i} exited: {st:?}\n{}", c.logs());
+    }
 
     // Truncated in place: a clear start-up error, or held back; never a sick leader.
     c.stop(4, Duration::from_secs(10));

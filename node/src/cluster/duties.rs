@@ -384,6 +384,9 @@ pub async fn mark_stale_upses(cluster: Arc<Cluster>, mut stop: Stop) {
 /// On the leader: members the Raft client holds back (a store that was wiped or lost
 /// entries) are recorded in the replicated state, so every node's `status` and `nodes`
 /// show the problem and how to fix it, with one event when it starts.
+static REWOUND_LOG: upsilon_core::ratelimit::LogLimiter =
+    upsilon_core::ratelimit::LogLimiter::new();
+
 pub async fn publish_member_problems(cluster: Arc<Cluster>, mut stop: Stop) {
     loop {
         tokio::select! {
@@ -411,6 +414,21 @@ pub async fn publish_member_problems(cluster: Arc<Cluster>, mut stop: Stop) {
         }
         for id in held.keys().filter(|id| !members.contains(id)) {
             changes.push((*id, None));
+        }
+        // A member whose store was rewound (an old copy, a truncation) is re-admitted as
+        // a wiped one would be; until that is possible (a voter during an outage, or
+        // without a quorum of the others) it stays held back, with the reason.
+        for (id, p) in &seen {
+            if members.contains(id) && p.contains("lost log entries it had stored") {
+                if let Err(e) = cluster.readmit_rewound(*id).await
+                    && let Some(n) = REWOUND_LOG.note(&e)
+                {
+                    tracing::warn!(
+                        "cannot re-admit node {id} yet: {e}{}",
+                        upsilon_core::ratelimit::repeats(n)
+                    );
+                }
+            }
         }
         for (id, problem) in changes {
             let cmd = Command::MemberProblem {

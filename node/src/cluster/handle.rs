@@ -618,6 +618,43 @@ impl Cluster {
         cur: &ClusterNode,
         node: &ClusterNode,
     ) -> Result<LeaderReply, Local> {
+        let why = format!(
+            "came back with a new data directory (store {:016x}, was {:016x})",
+            node.incarnation, cur.incarnation
+        );
+        self.readmit_because(id, cur, node, &why).await
+    }
+
+    /// On the leader: a member whose store lost entries it had acknowledged (restored
+    /// from an old copy, or truncated) is handled as a wiped one: re-admitted as a
+    /// learner (a voter's seat given up first), the leader's record of what it had
+    /// acknowledged forgotten, so it catches up from the leader.
+    pub async fn readmit_rewound(&self, id: NodeId) -> Result<(), String> {
+        let m = self.metrics();
+        let Some(node) = m.membership_config.membership().get_node(&id).cloned() else {
+            return Ok(());
+        };
+        self.readmit_because(
+            id,
+            &node,
+            &node,
+            "came back with an older copy of its data directory (it lost log entries it had acknowledged)",
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            Local::Failed(e) => e,
+            Local::Forward(_) => "not the leader any more".into(),
+        })
+    }
+
+    async fn readmit_because(
+        &self,
+        id: NodeId,
+        cur: &ClusterNode,
+        node: &ClusterNode,
+        why: &str,
+    ) -> Result<LeaderReply, Local> {
         fn fwd<E>(e: &openraft::error::RaftError<super::TypeConfig, E>) -> Option<Local>
         where
             E: openraft::TryAsRef<openraft::error::ForwardToLeader<super::TypeConfig>>
@@ -675,11 +712,10 @@ impl Cluster {
                 .map_err(|e| fwd(&e).unwrap_or_else(|| Local::Failed(e.to_string())))?;
         }
         tracing::warn!(
-            "{} (id {id}) came back with a new data directory (store {:016x}, was {:016x}): its old store is retired and it rejoins as a learner",
-            node.name,
-            node.incarnation,
-            cur.incarnation
+            "{} (id {id}) {why}: its old store is retired and it rejoins as a learner",
+            node.name
         );
+        self.net.health.restart_with(id);
         self.raft
             .add_learner(id, node.clone(), true)
             .await
@@ -695,10 +731,8 @@ impl Cluster {
                 .await;
         }
         let message = format!(
-            "{} (id {id}) came back with a new data directory (store {:016x}, was {:016x}): its old store is retired, and it caught up from the leader as a learner{}.",
+            "{} (id {id}) {why}: its old store is retired, and it caught up from the leader as a learner{}.",
             node.name,
-            node.incarnation,
-            cur.incarnation,
             if was_voter {
                 "; it becomes a voter again by itself"
             } else {

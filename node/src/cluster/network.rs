@@ -156,6 +156,16 @@ impl PeerHealth {
         }
     }
 
+    /// A member re-admitted (a new or rewound store): what it acknowledged before and any
+    /// problem with it are forgotten, so its fresh replication is judged afresh.
+    pub fn restart_with(&self, target: NodeId) {
+        self.matched
+            .lock()
+            .expect("peer health lock")
+            .retain(|(t, _), _| *t != target);
+        self.forget(target);
+    }
+
     /// Drops what is known about `target` without logging (a fresh start with it).
     fn forget(&self, target: NodeId) {
         self.problems
@@ -473,7 +483,8 @@ impl RaftNetworkV2<C> for Conn {
                 {
                     // The target stored entry `m` for this leader and now lacks `p`:
                     // its log was truncated or restored. openraft must never see this
-                    // (it cannot rewind a follower); the operator re-adds the node.
+                    // (it cannot rewind a follower); the leader re-admits the node
+                    // (`duties::publish_member_problems`), as a wiped one.
                     let why = format!(
                         "node {} lost log entries it had stored (it acknowledged index {m} and now lacks index {p}): its data directory was truncated or restored from an old copy. Run `upsilon nodes remove {}`, empty its data_dir, and start it again to join as a new member",
                         self.target, self.target
