@@ -419,15 +419,15 @@ pub async fn publish_member_problems(cluster: Arc<Cluster>, mut stop: Stop) {
         // a wiped one would be; until that is possible (a voter during an outage, or
         // without a quorum of the others) it stays held back, with the reason.
         for (id, p) in &seen {
-            if members.contains(id) && p.contains("lost log entries it had stored") {
-                if let Err(e) = cluster.readmit_rewound(*id).await
-                    && let Some(n) = REWOUND_LOG.note(&e)
-                {
-                    tracing::warn!(
-                        "cannot re-admit node {id} yet: {e}{}",
-                        upsilon_core::ratelimit::repeats(n)
-                    );
-                }
+            if members.contains(id)
+                && p.contains("lost log entries it had stored")
+                && let Err(e) = cluster.readmit_rewound(*id).await
+                && let Some(n) = REWOUND_LOG.note(&e)
+            {
+                tracing::warn!(
+                    "cannot re-admit node {id} yet: {e}{}",
+                    upsilon_core::ratelimit::repeats(n)
+                );
             }
         }
         for (id, problem) in changes {
