@@ -388,7 +388,12 @@ fn shutdowns(c: &TestCluster, i: usize) -> usize {
 /// Mains fail until every host has shut down `n` times in all, then return; the outage
 /// must end.
 fn outage_everyone_acts_on(c: &TestCluster, n: usize) {
-    let o = c.cli(1, &["sim", "set", "--on-battery"]);
+    outage_on_ups_of(c, 1, n)
+}
+
+/// [`outage_everyone_acts_on`] with the UPS of node `owner`.
+fn outage_on_ups_of(c: &TestCluster, owner: usize, n: usize) {
+    let o = c.cli(owner, &["sim", "set", "--on-battery"]);
     assert!(o.status.success(), "{}", stderr(&o));
     wait_for(Duration::from_secs(40), || {
         (1..=4).all(|i| shutdowns(c, i) >= n).then_some(())
@@ -400,7 +405,7 @@ fn outage_everyone_acts_on(c: &TestCluster, n: usize) {
             c.logs()
         )
     });
-    let o = c.cli(1, &["sim", "set", "--on-line"]);
+    let o = c.cli(owner, &["sim", "set", "--on-line"]);
     assert!(o.status.success(), "{}", stderr(&o));
     wait_for(Duration::from_secs(20), || {
         c.events(2)
@@ -1002,13 +1007,27 @@ fn a_store_that_lost_committed_entries_is_a_clear_start_up_error_not_a_panic() {
 #[test]
 fn a_wiped_voter_rejoins_and_becomes_a_voter_again_even_from_an_old_snapshot() {
     let _g = serial();
+    // Every host fed by ups4 (n4's) and in the one stage of n1's plan, for the outage
+    // at the end.
+    let host = "snapshot_logs = 100\nfeeds = [\"ups4\"]\nlabels = [\"all\"]";
     let mut c = TestCluster::start(ClusterSpec {
         nodes: 4,
         voters: 3,
         ups_on: vec![4],
-        cluster_extra: vec!["snapshot_logs = 100".to_string(); 4],
+        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
+        cluster_extra: vec![
+            format!("{host}\nplan = \"plan.toml\""),
+            host.to_string(),
+            host.to_string(),
+            host.to_string(),
+        ],
         ..ClusterSpec::default()
     });
+    std::fs::write(
+        c.pki.path().join("plan.toml"),
+        "kill_power_delay_s = 5\nruntime_floor_s = 0\n\n[[stage]]\nname = \"all\"\nhosts = [\"label:all\"]\ntrigger = { on_battery_s = 2 }\nack_timeout_s = 30\n",
+    )
+    .unwrap();
     c.wait_formed(1, 3, 1, Duration::from_secs(40));
     for round in 0..3 {
         // The second round wipes the leader. Not n1, which bootstrapped the cluster: a
@@ -1053,6 +1072,9 @@ fn a_wiped_voter_rejoins_and_becomes_a_voter_again_even_from_an_old_snapshot() {
             )
         });
     }
+    // The next outage: every host, the three rejoined voters included, shuts down by
+    // the plan, once.
+    outage_on_ups_of(&c, 4, 1);
 }
 
 /// A voter wiped and restarted during an outage: its seat is not given back while the
