@@ -284,13 +284,20 @@ impl Cluster {
     pub fn read<T>(&self, f: impl FnOnce(&PowerState) -> T) -> T {
         {
             let g = self.followed.lock().expect("followed lock");
+            // A member reads its own state at once, not after the follower's next tick.
             if let Some((fw, at)) = g.as_ref()
                 && at.elapsed() < FOLLOW_FRESH
+                && self.out_of_membership()
             {
                 return f(&fw.state);
             }
         }
         self.sm.read(|a| f(&a.power))
+    }
+
+    /// Not a member, or kept out: what a member gives this node is its present.
+    fn out_of_membership(&self) -> bool {
+        !self.is_member() || self.refused()
     }
 
     /// Whether this node, not a member, follows the power state from a member (read-only:
@@ -301,6 +308,7 @@ impl Cluster {
             .expect("followed lock")
             .as_ref()
             .is_some_and(|(_, at)| at.elapsed() < FOLLOW_FRESH)
+            && self.out_of_membership()
     }
 
     /// Records what a member gave (or, with `None`, stops following: a member again).
