@@ -170,7 +170,7 @@ fn event_time(pki: &TestPki, node: &NodeProc, name: &str, after_ms: i64) -> i64 
     .unwrap_or_else(|| panic!("no {name:?}: {:?}\n{}", events(pki, node), node.log_text()))
 }
 
-/// What a real apcupsd 3.12.4 master does, taken as it is (PROTOCOLS.md §4.7): before
+/// What a real apcupsd 3.12.4 master does, taken as it is (docs/compat.md): before
 /// any master the slave is waiting, not timed out, until the timeout really passes; a
 /// master's first contact, sent before it read its UPS (OnBatt, BattChg, TimeLeft 0),
 /// carries no reading; a master that closes its connection (restarted mid-outage) is

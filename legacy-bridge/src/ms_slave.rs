@@ -5,7 +5,7 @@
 //! driver. Failures are reported in apcupsd's words (each once per failure streak, as
 //! apcupsd logs them), each followed by what to change.
 //!
-//! As a real 3.12.4 slave does (PROTOCOLS.md §4.7 transcripts): before a master has
+//! As a real 3.12.4 slave does (docs/compat.md, "The legacy-master driver"): before a master has
 //! sent anything it is waiting, not timed out (`mastertimeout` only once the timeout
 //! has really passed since the start); a master that closes its connection is lost at
 //! once (a read failure, then `mastertimeout`); and a master's first contact sent
