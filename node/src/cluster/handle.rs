@@ -485,14 +485,6 @@ impl Cluster {
 
     /// Carries out a leader-only operation on this node, or says where the leader is.
     pub async fn run_local(&self, op: &LeaderOp) -> Result<LeaderReply, Local> {
-        fn fwd<E>(e: &openraft::error::RaftError<super::TypeConfig, E>) -> Option<Local>
-        where
-            E: openraft::TryAsRef<openraft::error::ForwardToLeader<super::TypeConfig>>
-                + std::error::Error,
-        {
-            e.forward_to_leader()
-                .map(|f| Local::Forward(f.leader_node.as_ref().map(|n| n.addr.clone())))
-        }
         // Not the leader: say where it is without asking Raft (which logs an error).
         let m = self.metrics();
         if m.current_leader.is_none()
@@ -663,14 +655,6 @@ impl Cluster {
         node: &ClusterNode,
         why: &str,
     ) -> Result<LeaderReply, Local> {
-        fn fwd<E>(e: &openraft::error::RaftError<super::TypeConfig, E>) -> Option<Local>
-        where
-            E: openraft::TryAsRef<openraft::error::ForwardToLeader<super::TypeConfig>>
-                + std::error::Error,
-        {
-            e.forward_to_leader()
-                .map(|f| Local::Forward(f.leader_node.as_ref().map(|n| n.addr.clone())))
-        }
         let m = self.metrics();
         let voters: Vec<NodeId> = m.membership_config.voter_ids().collect();
         let was_voter = voters.contains(&id);
@@ -990,6 +974,15 @@ pub fn identity_changed(id: NodeId, known: &ClusterNode, now: &ClusterNode) -> S
         "node {} (id {id}) is a member with another data directory (store incarnation {:016x}; this one is {:016x}): its storage was wiped or replaced, and it cannot rejoin under its old identity. Run `upsilon nodes remove {id}` on any member; it then joins as a new member by itself",
         known.name, known.incarnation, now.incarnation
     )
+}
+
+/// A Raft error that says "ask the leader", as a forward to its address.
+fn fwd<E>(e: &openraft::error::RaftError<super::TypeConfig, E>) -> Option<Local>
+where
+    E: openraft::TryAsRef<openraft::error::ForwardToLeader<super::TypeConfig>> + std::error::Error,
+{
+    e.forward_to_leader()
+        .map(|f| Local::Forward(f.leader_node.as_ref().map(|n| n.addr.clone())))
 }
 
 /// Why [`Cluster::submit_here`] did not run an operation.
