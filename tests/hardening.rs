@@ -153,6 +153,41 @@ fn staged_cluster() -> TestCluster {
     c
 }
 
+const NEW_DIR: &str = "with a new data directory";
+
+/// How many times the cluster's history says n4 came back `how`.
+fn n4_came_back(c: &TestCluster, how: &str) -> usize {
+    let needle = format!("n4 (id 4) came back {how}");
+    event_lines(&c.pki, c.addr(2))
+        .iter()
+        .filter(|e| e.message.contains(&needle))
+        .count()
+}
+
+/// Waits until n4 came back `how` more than `before` times, with no operator, and
+/// caught up with the leader, writable (and, with `clean`, the leader warns of nothing).
+fn wait_n4_back(c: &TestCluster, how: &str, before: usize, clean: bool, what: &str) {
+    wait_for(Duration::from_secs(40), || {
+        let back = n4_came_back(c, how);
+        let s1 = c.status(1)?;
+        let s4 = c.status(4)?;
+        let caught_up = s4["cluster"]["last_applied"].as_u64()? + 5
+            >= s1["cluster"]["last_applied"].as_u64()?;
+        (back > before
+            && caught_up
+            && s4["cluster"]["writable"] == true
+            && (!clean || warnings(&s1) == "[]"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{what} did not rejoin by itself: {:?}\n{}",
+            c.status(4).map(|s| s["cluster"].clone()),
+            c.logs()
+        )
+    });
+}
+
 /// The operator's fix: remove n4; it rejoins as a new member and catches up.
 fn remove_and_rejoin_n4(c: &mut TestCluster, wipe: bool) {
     let o = c.cli(1, &["nodes", "remove", "4"]);
@@ -200,27 +235,13 @@ fn a_learner_wiped_restored_truncated_or_damaged_comes_back_by_itself_and_every_
         }
         std::fs::remove_dir_all(c.data_dir(4)).unwrap();
         c.start_node(4);
-        wait_for(Duration::from_secs(40), || {
-            let back = event_lines(&c.pki, c.addr(2))
-                .iter()
-                .filter(|e| {
-                    e.message
-                        .contains("n4 (id 4) came back with a new data directory")
-                })
-                .count();
-            let s1 = c.status(1)?;
-            let s4 = c.status(4)?;
-            let caught_up = s4["cluster"]["last_applied"].as_u64()? + 5
-                >= s1["cluster"]["last_applied"].as_u64()?;
-            (back > round && caught_up && s4["cluster"]["writable"] == true).then_some(())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "round {round}: wiped n4 did not rejoin by itself: {:?}\n{}",
-                c.status(4).map(|s| s["cluster"].clone()),
-                c.logs()
-            )
-        });
+        wait_n4_back(
+            &c,
+            NEW_DIR,
+            round,
+            false,
+            &format!("round {round}: wiped n4"),
+        );
     }
     c.wait_formed(1, 3, 1, Duration::from_secs(30));
     // One refusal event per wiped store at most, not one per retry.
@@ -251,19 +272,13 @@ fn a_learner_wiped_restored_truncated_or_damaged_comes_back_by_itself_and_every_
     c.start_node(4);
     // It lost entries it had acknowledged: the leader handles it as a wiped store (it
     // never lets openraft see a rewound follower) and re-admits it, with no operator.
-    wait_for(Duration::from_secs(40), || {
-        let back = event_lines(&c.pki, c.addr(2)).iter().any(|e| {
-            e.message
-                .contains("n4 (id 4) came back with an older copy of its data directory")
-        });
-        let s1 = c.status(1)?;
-        let s4 = c.status(4)?;
-        let caught_up = s4["cluster"]["last_applied"].as_u64()? + 5
-            >= s1["cluster"]["last_applied"].as_u64()?;
-        (back && caught_up && s4["cluster"]["writable"] == true && warnings(&s1) == "[]")
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("the restored n4 was not re-admitted\n{}", c.logs()));
+    wait_n4_back(
+        &c,
+        "with an older copy of its data directory",
+        0,
+        true,
+        "the restored n4",
+    );
     for i in 1..=3 {
         let st = c.nodes[i - 1].as_mut().unwrap().child.try_wait().unwrap();
         assert!(st.is_none(), "node {i} exited: {st:?}\n{}", c.logs());
@@ -323,29 +338,9 @@ fn a_learner_wiped_restored_truncated_or_damaged_comes_back_by_itself_and_every_
             at += 16 * 1024;
         }
     }
-    let back_before = event_lines(&c.pki, c.addr(2))
-        .iter()
-        .filter(|e| {
-            e.message
-                .contains("n4 (id 4) came back with a new data directory")
-        })
-        .count();
+    let back_before = n4_came_back(&c, NEW_DIR);
     c.start_node(4);
-    wait_for(Duration::from_secs(40), || {
-        let back = event_lines(&c.pki, c.addr(2))
-            .iter()
-            .filter(|e| {
-                e.message
-                    .contains("n4 (id 4) came back with a new data directory")
-            })
-            .count();
-        let s1 = c.status(1)?;
-        let s4 = c.status(4)?;
-        let caught_up = s4["cluster"]["last_applied"].as_u64()? + 5
-            >= s1["cluster"]["last_applied"].as_u64()?;
-        (back > back_before && caught_up && s4["cluster"]["writable"] == true).then_some(())
-    })
-    .unwrap_or_else(|| panic!("the damaged n4 did not rejoin by itself\n{}", c.logs()));
+    wait_n4_back(&c, NEW_DIR, back_before, false, "the damaged n4");
     let log = c.log_of(4);
     assert!(
         log.contains("is damaged") && log.contains("data-n4") && log.contains("moved it to"),
