@@ -523,12 +523,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_bridge_host_in_the_first_stage_halts_after_its_legacy_hosts_in_the_last() {
-        // b1 (stage 1, batch) runs the bridge of old1, a legacy host of stage 2 (core):
-        // stage 1 does not wait for b1, b1 halts once old1 is down, and ups1 (which
-        // feeds b1) cuts only after b1 is down.
-        let mut s = state(1800.0, [60, 120, 300]);
+    /// old1, a legacy host of the core stage fed by ups1 (40 s to shut down), whose
+    /// bridge runs on `runs_on`.
+    fn declare_old1(s: &mut PowerState, runs_on: Option<&str>) {
         s.apply(&crate::replicated::state::Command::LegacyHostsDeclare {
             bridge: "bridge1".into(),
             hosts: vec![crate::replicated::legacy::LegacyHostDecl {
@@ -541,8 +538,17 @@ mod tests {
                 shutdown_s: 40,
             }],
             at_ms: NOW,
-            runs_on: Some("b1".into()),
+            runs_on: runs_on.map(str::to_string),
         });
+    }
+
+    #[test]
+    fn a_bridge_host_in_the_first_stage_halts_after_its_legacy_hosts_in_the_last() {
+        // b1 (stage 1, batch) runs the bridge of old1, a legacy host of stage 2 (core):
+        // stage 1 does not wait for b1, b1 halts once old1 is down, and ups1 (which
+        // feeds b1) cuts only after b1 is down.
+        let mut s = state(1800.0, [60, 120, 300]);
+        declare_old1(&mut s, Some("b1"));
         let old1 = s.legacy.keys().copied().next().unwrap();
         s.legacy.get_mut(&old1).unwrap().host.last_seen_ms = NOW;
         assert_eq!(
@@ -580,31 +586,16 @@ mod tests {
         // could never start: refused. With its bridge on b1, b1 halts with core.
         let mut s = state(1800.0, [60, 120, 300]);
         s.nodes.get_mut(&3).unwrap().labels = vec!["batch".into()];
-        let declare = |s: &mut PowerState, runs_on: Option<&str>| {
-            s.apply(&crate::replicated::state::Command::LegacyHostsDeclare {
-                bridge: "bridge1".into(),
-                hosts: vec![crate::replicated::legacy::LegacyHostDecl {
-                    name: "old1".into(),
-                    addresses: vec!["127.0.0.9".into()],
-                    labels: vec!["core".into()],
-                    feeds: vec!["ups1".into()],
-                    min_supplies: 1,
-                    protocol: "nis".into(),
-                    shutdown_s: 40,
-                }],
-                at_ms: NOW,
-                runs_on: runs_on.map(str::to_string),
-            });
-        };
+
         let plan = s.plan.clone().unwrap();
-        declare(&mut s, None);
+        declare_old1(&mut s, None);
         let e = endgame::quorum_words(&s, &plan, &[1, 2, 3]).unwrap_err();
         assert!(
             e.contains("stage 1 (batch) halts b1, db (2 of 3 voters)")
                 && e.contains("would never start for old1"),
             "{e}"
         );
-        declare(&mut s, Some("b1"));
+        declare_old1(&mut s, Some("b1"));
         let q = endgame::quorum_end(&s, &plan, &[1, 2, 3]).unwrap();
         assert_eq!((q.stage, q.stranded.len()), (1, 0), "{q:?}");
         assert!(endgame::quorum_words(&s, &plan, &[1, 2, 3]).is_ok());
