@@ -1,21 +1,27 @@
-//! Seeded randomized outages on one real cluster (4 `upsilond` processes): each run
-//! fails mains on the UPS, injects one fault at a random moment, lets the plan finish,
-//! and returns mains. The faults, one per outage in turn: the leader SIGKILLed and
-//! restarted after a random pause; a voter frozen (SIGSTOP) for up to 3 s; a voter's
-//! disk filling up (it must exit or stop on SIGTERM in bounded time, then restart on
-//! the same directory); a voter's data directory wiped before the outage (the cluster
-//! re-admits the new store by itself, giving up the old seat first, and it promotes
-//! itself back, with no operator); the
-//! leader frozen for longer than the election timeout mid-stage, then resumed; the UPS
-//! owner frozen while on battery; a voter's network slow (every call delayed) and
-//! stalling (calls to one peer hang until their timeout) rather than dropping cleanly
-//! (the fault-injecting transport, `UPSILON_FAULT_FILE`); a voter's data directory
-//! turning read-only mid-outage for a few seconds (no file can be created; it keeps
-//! running or exits and is restarted). After each run the invariants are checked on the replicated history:
-//! every stage started once and in order, kill power after every stage, once, and only
-//! after every host the UPS feeds was down ("halted" or silent), every host
-//! acknowledged halting, no host shut down twice in one outage. A failure prints the seed; replay a run with
-//! `UPSILON_RANDOM_SEED=<seed> UPSILON_RANDOM_RUNS=1 cargo test -p upsilon-tests --test randomized`.
+//! Seeded randomized outages on one real cluster (4 `upsilond` processes: voters n1-n3,
+//! learner n4 driving the UPS): each run fails mains on the UPS, injects one fault, lets
+//! the plan finish, and returns mains. The faults, one per outage in turn:
+//! - the leader SIGKILLed and restarted after a random pause;
+//! - a voter frozen (SIGSTOP) for up to 3 s; the leader frozen for longer than the
+//!   election timeout mid-stage, then resumed; the UPS owner frozen while on battery;
+//! - a voter's disk filling up (it must exit or stop on SIGTERM in bounded time, then
+//!   restart on the same directory); a voter's data directory turning read-only for a
+//!   few seconds (it keeps running or exits and is restarted) — both with one core kept
+//!   busy, the load under which a store thread's failure once went unseen;
+//! - a voter's network slow (every call delayed) and stalling (calls to one peer hang
+//!   until their timeout) rather than dropping cleanly (`UPSILON_FAULT_FILE`);
+//! - before the outage, a voter's or the learner's data directory wiped (a reinstall),
+//!   or replaced by an older copy of itself (a VM restored from an image): the cluster
+//!   re-admits it with no operator, a voter's seat given up first.
+//!
+//! After each run the invariants are checked: every stage started once and in order,
+//! kill power after every stage, once, and only after every host the UPS feeds was down
+//! ("halted" or silent), every host acknowledged halting, no host shut down twice in
+//! one outage; no event committed by an earlier run lost or changed on any node; no
+//! term with two leaders in any node's log (a forgotten vote that counted would make
+//! one). A failure prints the seed; replay a run with
+//! `UPSILON_RANDOM_SEED=<seed> UPSILON_RANDOM_RUNS=1 cargo test -p upsilon-tests --test randomized`,
+//! and run one kind of fault many times with `UPSILON_RANDOM_FAULTS=ReadOnlyDisk,FullDisk`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,7 +31,7 @@ use upsilon_tests::*;
 use upsilon_core::testing::Rng;
 
 /// The fault injected into one outage.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Fault {
     KillLeader,
     Freeze,
@@ -35,20 +41,71 @@ enum Fault {
     FreezeOwner,
     SlowNetwork,
     ReadOnlyDisk,
+    WipeLearner,
+    RestoreVoter,
+    RestoreLearner,
 }
 
+/// The faults in turn (a run's seed picks one). The read-only disk comes twice: it is
+/// the race the disk faults exist to show gone.
+const FAULTS: [Fault; 12] = [
+    Fault::KillLeader,
+    Fault::Freeze,
+    Fault::FullDisk,
+    Fault::WipeAndRejoin,
+    Fault::ReadOnlyDisk,
+    Fault::FreezeLeader,
+    Fault::FreezeOwner,
+    Fault::SlowNetwork,
+    Fault::WipeLearner,
+    Fault::ReadOnlyDisk,
+    Fault::RestoreVoter,
+    Fault::RestoreLearner,
+];
+
 impl Fault {
+    /// The fault of run `seed`; `UPSILON_RANDOM_FAULTS` (names, comma-separated, as
+    /// printed) narrows the rotation to those, to run one kind many times.
     fn of(seed: u64) -> Fault {
-        [
-            Fault::KillLeader,
-            Fault::Freeze,
-            Fault::FullDisk,
-            Fault::WipeAndRejoin,
-            Fault::FreezeLeader,
-            Fault::FreezeOwner,
-            Fault::SlowNetwork,
-            Fault::ReadOnlyDisk,
-        ][(seed % 8) as usize]
+        let only = std::env::var("UPSILON_RANDOM_FAULTS").unwrap_or_default();
+        let pick: Vec<Fault> = FAULTS
+            .into_iter()
+            .filter(|f| only.is_empty() || only.split(',').any(|o| o.trim() == format!("{f:?}")))
+            .collect();
+        assert!(
+            !pick.is_empty(),
+            "UPSILON_RANDOM_FAULTS names no fault: {only:?}"
+        );
+        pick[(seed % pick.len() as u64) as usize]
+    }
+
+    /// Disk faults run with one core kept busy: the race they look for (a store thread
+    /// failing unseen) showed on a loaded machine.
+    fn loads_the_machine(self) -> bool {
+        matches!(self, Fault::FullDisk | Fault::ReadOnlyDisk)
+    }
+}
+
+/// Keeps one core busy until dropped.
+struct BusyCore(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl BusyCore {
+    fn start() -> BusyCore {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            let mut x = 0u64;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        });
+        BusyCore(stop)
+    }
+}
+
+impl Drop for BusyCore {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -63,13 +120,9 @@ fn freeze(c: &TestCluster, i: usize, for_ms: u64) {
     }
 }
 
-/// Wipes voter `v`'s store and brings it back the way an operator would: it is
-/// refused, removed, rejoins as a new member and (the cluster then having 2 voters)
-/// promotes itself.
-fn wipe_and_rejoin(c: &mut TestCluster, v: usize) -> Result<(), String> {
-    c.kill(v);
-    // The directory is a mount point: empty it.
-    for e in std::fs::read_dir(c.data_dir(v)).map_err(|e| e.to_string())? {
+/// Empties a data directory (a mount point for the voters: it stays).
+fn empty_dir(dir: &std::path::Path) -> Result<(), String> {
+    for e in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
         let p = e.map_err(|e| e.to_string())?.path();
         let r = if p.is_dir() {
             std::fs::remove_dir_all(&p)
@@ -78,18 +131,85 @@ fn wipe_and_rejoin(c: &mut TestCluster, v: usize) -> Result<(), String> {
         };
         r.map_err(|e| format!("{}: {e}", p.display()))?;
     }
+    Ok(())
+}
+
+/// Wipes node `v`'s store (as a reinstall would) and waits for it to be back in its
+/// place with no operator: the leader retires the old store, re-admits the new one as
+/// a learner (a voter's seat given up first) and a voter promotes itself back once
+/// caught up.
+fn wipe_and_rejoin(c: &mut TestCluster, v: usize) -> Result<(), String> {
+    c.kill(v);
+    empty_dir(&c.data_dir(v))?;
     c.start_node(v);
-    // No operator: the leader retires the old store, re-admits the new one as a learner
-    // (its seat given up first) and it promotes itself back once caught up.
+    back_in_place(c, v, "wiped", 0)?;
+    // The cluster says what it did.
+    let said = history(c, any_up_node(c))
+        .iter()
+        .any(|(_, m)| m.starts_with(&format!("n{v} ")) && m.contains("new data directory"));
+    if !said {
+        return Err(format!(
+            "no event says n{v} came back with a new data directory"
+        ));
+    }
+    Ok(())
+}
+
+/// Puts an older copy of node `v`'s data directory back (as restoring a VM image
+/// would): the copy is taken, the node acknowledges more entries, then it is killed
+/// and the copy restored. It lost entries it had acknowledged, and (a voter) the votes
+/// it gave since: the leader re-admits it like a wiped store, and it is back in place.
+fn restore_old_copy(c: &mut TestCluster, v: usize) -> Result<(), String> {
+    let backup = c.pki.path().join(format!("n{v}-copy"));
+    let _ = std::fs::remove_dir_all(&backup);
+    if c.stop(v, Duration::from_secs(15)).is_none() {
+        return Err(format!("n{v} did not stop on SIGTERM"));
+    }
+    copy_dir(&c.data_dir(v), &backup);
+    c.start_node(v);
+    let leader = any_up_node(c);
+    let at = c
+        .status(leader)
+        .and_then(|s| s["cluster"]["last_applied"].as_u64())
+        .unwrap_or(0);
+    wait_for(Duration::from_secs(30), || {
+        (c.status(v)?["cluster"]["last_applied"].as_u64()? > at + 5).then_some(())
+    })
+    .ok_or_else(|| format!("n{v} did not replicate past {at} before its copy was restored"))?;
+    let acked = c
+        .status(v)
+        .and_then(|s| s["cluster"]["last_applied"].as_u64())
+        .unwrap_or(0);
+    c.kill(v);
+    empty_dir(&c.data_dir(v))?;
+    copy_dir(&backup, &c.data_dir(v));
+    c.start_node(v);
+    back_in_place(c, v, "restored from an old copy", acked)?;
+    // Re-admitted when the leader remembers what it acknowledged (the same leader);
+    // a new leader only sees a follower behind, and it catches up.
+    let readmitted = history(c, any_up_node(c))
+        .iter()
+        .any(|(_, m)| m.starts_with(&format!("n{v} ")) && m.contains("older copy"));
+    eprintln!("n{v} restored from an old copy: re-admitted {readmitted}");
+    Ok(())
+}
+
+/// Waits (60 s) for node `v` to be back as it was (3 voters, 1 learner, writable),
+/// having applied at least `applied`.
+fn back_in_place(c: &TestCluster, v: usize, how: &str, applied: u64) -> Result<(), String> {
     let other = (1..=4).find(|i| *i != v && c.is_up(*i)).unwrap_or(4);
     let back = wait_for(Duration::from_secs(60), || {
         let s = c.status(v)?;
         let cl = &s["cluster"];
-        (cl["voters"] == 3 && cl["learners"] == 1 && cl["writable"] == true).then_some(())
+        (cl["voters"] == 3
+            && cl["learners"] == 1
+            && cl["writable"] == true
+            && cl["last_applied"].as_u64()? >= applied)
+            .then_some(())
     });
     back.ok_or_else(|| {
         format!(
-            "n{v} did not come back as a voter: it says {:?}; n{other} says {:?}\nn{v}'s log:\n{}",
+            "n{v} ({how}) did not come back in place having applied {applied}: it says {:?}; n{other} says {:?}\nn{v}'s log:\n{}",
             c.status(v).map(|s| s["cluster"].clone()),
             c.status(other).map(|s| s["cluster"].clone()),
             c.log_of(v)
@@ -109,17 +229,126 @@ fn plan() -> String {
 
 /// (name, message) of every replicated event, as node `i` sees it.
 fn history(c: &TestCluster, i: usize) -> Vec<(String, String)> {
+    numbered_history(c, i).into_values().collect()
+}
+
+/// Node `i`'s replicated events by sequence number.
+fn numbered_history(c: &TestCluster, i: usize) -> BTreeMap<u64, (String, String)> {
     let o = c.cli(i, &["events", "--json", "-n", "1000"]);
     stdout(&o)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|v| {
-            (
-                v["name"].as_str().unwrap_or("").to_string(),
-                v["message"].as_str().unwrap_or("").to_string(),
-            )
+        .filter_map(|v| {
+            Some((
+                v["seq"].as_u64()?,
+                (
+                    v["name"].as_str().unwrap_or("").to_string(),
+                    v["message"].as_str().unwrap_or("").to_string(),
+                ),
+            ))
         })
         .collect()
+}
+
+/// No committed entry lost: every event committed by the end of an earlier run is
+/// still there, unchanged, on every node that is up (within the window each keeps).
+fn no_committed_event_lost(
+    c: &TestCluster,
+    committed: &BTreeMap<u64, (String, String)>,
+) -> Result<(), String> {
+    for i in (1..=4).filter(|i| c.is_up(*i)) {
+        let now = numbered_history(c, i);
+        let Some(first) = now.keys().next().copied() else {
+            return Err(format!("n{i} lists no events"));
+        };
+        for (seq, ev) in committed.range(first..) {
+            if now.get(seq) != Some(ev) {
+                return Err(format!(
+                    "n{i} lost committed event {seq} {ev:?}: it has {:?}",
+                    now.get(seq)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The copies agree: two nodes that applied the same log index hold the same state
+/// (the digest of its stored form). Nodes are sampled until two met at one index.
+fn copies_agree(c: &TestCluster) -> Result<(), String> {
+    let mut seen: BTreeMap<u64, (String, usize)> = BTreeMap::new();
+    let mut compared = 0;
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    while compared < 3 && std::time::Instant::now() < until {
+        for i in (1..=4).filter(|i| c.is_up(*i)) {
+            let Some(s) = c.status(i) else { continue };
+            let (Some(index), Some(digest)) = (
+                s["cluster"]["state_index"].as_u64(),
+                s["cluster"]["state_digest"].as_str(),
+            ) else {
+                continue;
+            };
+            match seen.get(&index) {
+                Some((d, by)) if d != digest => {
+                    return Err(format!(
+                        "the copies diverged: at index {index} n{by} holds state {d}, n{i} holds {digest}"
+                    ));
+                }
+                Some((_, by)) if *by != i => compared += 1,
+                Some(_) => {}
+                None => {
+                    seen.insert(index, (digest.to_string(), i));
+                }
+            }
+        }
+    }
+    if compared == 0 {
+        return Err("no two nodes were seen at the same applied index in 15 s".into());
+    }
+    Ok(())
+}
+
+/// No forgotten vote counts: a vote forgotten (a wiped or restored voter) that counted
+/// would let two nodes lead in one term. Every node logs each leader it sees with its
+/// term; no term may have two.
+fn one_leader_per_term(c: &TestCluster) -> Result<(), String> {
+    let mut leaders: BTreeMap<u64, (String, usize)> = BTreeMap::new();
+    for i in 1..=4 {
+        for line in c.log_of(i).lines() {
+            let Some(rest) = line.split("leader: ").nth(1) else {
+                continue;
+            };
+            // "n2 (id 2), term 7"
+            let id = rest
+                .split("(id ")
+                .nth(1)
+                .and_then(|r| r.split(')').next())
+                .map(str::to_string);
+            let term = rest
+                .split("term ")
+                .nth(1)
+                .and_then(|t| t.split(|ch: char| !ch.is_ascii_digit()).next())
+                .and_then(|t| t.parse::<u64>().ok());
+            let (Some(name), Some(term)) = (id, term) else {
+                continue;
+            };
+            match leaders.get(&term) {
+                Some((other, seen_by)) if *other != name => {
+                    return Err(format!(
+                        "two leaders in term {term}: node {other} (seen by n{seen_by}) and node {name} (seen by n{i})"
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    leaders.insert(term, (name, i));
+                }
+            }
+        }
+    }
+    if leaders.is_empty() {
+        return Err("no node logged a leader: the check read nothing".into());
+    }
+    Ok(())
 }
 
 /// The events of outage `id` (from its start to its end).
@@ -241,6 +470,8 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
         .collect();
 
     let mut shutdowns_before: BTreeMap<usize, usize> = BTreeMap::new();
+    // Every event committed by the end of the last run.
+    let mut committed = numbered_history(&c, 4);
     for id in 1..=runs {
         let seed = base + id - 1;
         let mut rng = Rng(seed);
@@ -252,14 +483,29 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
         };
         let fault = Fault::of(seed);
         eprintln!("run {id} (seed {seed}): {fault:?}");
-        if let Fault::WipeAndRejoin = fault {
-            // Before the outage: the host is back, as a new member, when mains fail.
-            // n1 bootstraps and has no seeds, so it could not rejoin by itself.
-            let v = 2 + rng.below(2) as usize;
-            if let Err(e) = wipe_and_rejoin(&mut c, v) {
-                fail(e, &c);
+        // Wipes and restores happen before the outage: the host is back in its place
+        // when mains fail. n1 bootstraps and has no seeds, so it could not rejoin by
+        // itself; n4 is the learner (and the UPS's owner).
+        let voter = 2 + rng.below(2) as usize;
+        let before = match fault {
+            Fault::WipeAndRejoin => Some(wipe_and_rejoin(&mut c, voter)),
+            Fault::WipeLearner => Some(wipe_and_rejoin(&mut c, 4)),
+            Fault::RestoreVoter => {
+                // Half the time the leader itself, if it is n2 or n3.
+                let leader = c.writable_leader(any_up_node(&c)).map(|l| l as usize);
+                let v = match leader {
+                    Some(l @ 2..=3) if rng.below(2) == 0 => l,
+                    _ => voter,
+                };
+                Some(restore_old_copy(&mut c, v))
             }
+            Fault::RestoreLearner => Some(restore_old_copy(&mut c, 4)),
+            _ => None,
+        };
+        if let Some(Err(e)) = before {
+            fail(e, &c);
         }
+        let busy = fault.loads_the_machine().then(BusyCore::start);
         for i in 1..=4 {
             shutdowns_before.insert(
                 i,
@@ -317,7 +563,10 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
                     );
                 }
             }
-            Fault::WipeAndRejoin => {}
+            Fault::WipeAndRejoin
+            | Fault::WipeLearner
+            | Fault::RestoreVoter
+            | Fault::RestoreLearner => {}
             Fault::FreezeLeader => {
                 // Longer than the election timeout (500-1000 ms): a new leader takes
                 // over while the old one is frozen, then it resumes as a follower.
@@ -403,12 +652,18 @@ fn randomized_outages_with_leader_kills_keep_the_invariants() {
                 .any(|(_, m)| m.starts_with(&format!("Outage {id} ended")))
                 .then_some(h)
         });
+        drop(busy);
         let Some(h) = ended else {
             fail(format!("outage {id} did not end after mains returned"), &c);
         };
-        if let Err(e) = check(id, &outage_events(&h, id)) {
+        if let Err(e) = check(id, &outage_events(&h, id))
+            .and_then(|_| no_committed_event_lost(&c, &committed))
+            .and_then(|_| one_leader_per_term(&c))
+            .and_then(|_| copies_agree(&c))
+        {
             fail(e, &c);
         }
+        committed = numbered_history(&c, 4);
         for i in 1..=4 {
             let now = c
                 .records(i)

@@ -454,6 +454,7 @@ pub fn status_json(s: &pb::StatusReply) -> Value {
             "writable": c.writable, "detail": c.detail, "last_applied": c.last_applied,
             "voters": c.voters, "learners": c.learners,
             "outage": c.outage, "stages": c.stages, "warnings": c.warnings,
+            "state_index": c.state_index, "state_digest": c.state_digest,
         })),
         "pending": {
             "kind": action_kind(p.kind),

@@ -294,6 +294,9 @@ fn cluster_to_pb(c: &ClusterSummary) -> pb::ClusterInfo {
         outage: c.outage.clone(),
         stages: c.stages.clone(),
         warnings: c.warnings.clone(),
+        // Filled by the status RPC alone (see `api::power::status_reply`).
+        state_index: 0,
+        state_digest: String::new(),
     }
 }
 

@@ -29,7 +29,14 @@ impl PowerApi {
 
 /// The full status as this node sees it, in the API's words.
 pub fn status_reply(shared: &NodeShared) -> pb::StatusReply {
-    pb_impl::status_to_pb(&crate::status::snapshot(shared))
+    let mut reply = pb_impl::status_to_pb(&crate::status::snapshot(shared));
+    // Only here, not in every NIS answer: it serializes the whole state.
+    if let (Some(c), Some(info)) = (&shared.cluster, reply.cluster.as_mut()) {
+        let (index, digest) = c.state_digest();
+        info.state_index = index;
+        info.state_digest = format!("{digest:016x}");
+    }
+    reply
 }
 
 /// The most recent events: the cluster's history when a member, else this node's.

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, VoteRequest, VoteResponse};
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 use upsilon_proto::v1::RaftPayload;
@@ -18,7 +18,7 @@ use upsilon_proto::v1::raft_service_server::RaftService;
 
 use crate::cluster::TypeConfig;
 use crate::cluster::handle::{Cluster, LeaderOp, LeaderReply, Local};
-use crate::cluster::network::{HDR_CLUSTER, HDR_INCARNATION, HDR_TARGET, decode};
+use crate::cluster::network::{HDR_CLUSTER, HDR_INCARNATION, HDR_TARGET, Wire, decode};
 use crate::cluster::{Command, NodeId};
 use upsilon_client::pki::{Identity, Role};
 use upsilon_client::tls::authorize;
@@ -300,6 +300,10 @@ impl RaftService for RaftApi {
         self.check_addressed_to_me(&req)?;
         let (rpc, who): (VoteRequest<C>, _) = payload(&req)?;
         self.check_sender(&who, rpc.vote.leader_id.node_id)?;
+        if let Some(why) = self.cluster.vote_fenced() {
+            // No vote: the candidate counts this as one not granted.
+            return reply(&Wire::<VoteResponse<C>>::Err(why));
+        }
         reply(&self.cluster.raft.vote(rpc).await.map_err(|e| e.to_string()))
     }
 
@@ -310,14 +314,16 @@ impl RaftService for RaftApi {
         self.check_addressed_to_me(&req)?;
         let (rpc, who): (AppendEntriesRequest<C>, _) = payload(&req)?;
         self.check_sender(&who, rpc.vote.leader_id.node_id)?;
-        reply(
-            &self
-                .cluster
-                .raft
-                .append_entries(rpc)
-                .await
-                .map_err(|e| e.to_string()),
-        )
+        let r = self.cluster.raft.append_entries(rpc).await;
+        // After it: this node now holds the leader's term, and the leader its answer.
+        // Only entries it could take keep it in touch: a leader that keeps finding a
+        // gap (it is held back, a rewound store) leaves it cut off.
+        self.cluster.leader_reached(matches!(
+            &r,
+            Ok(openraft::raft::AppendEntriesResponse::Success
+                | openraft::raft::AppendEntriesResponse::PartialSuccess(_))
+        ));
+        reply(&r.map_err(|e| e.to_string()))
     }
 
     async fn full_snapshot(
@@ -344,9 +350,12 @@ impl RaftService for RaftApi {
 
     async fn read_state(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let ((), _who): ((), _) = payload(&req)?;
-        if !self.cluster.is_member() || !self.cluster.caught_up() || self.cluster.following() {
+        if !self.cluster.is_member()
+            || !self.cluster.caught_up()
+            || self.cluster.out_of_membership()
+        {
             return Err(Status::unavailable(
-                "this node is not a caught-up member: ask another",
+                "this node is not a caught-up member in touch with a leader: ask another",
             ));
         }
         let m = self.cluster.metrics();

@@ -195,7 +195,7 @@ pub async fn follow_while_out(cluster: Arc<Cluster>, mut stop: Stop) {
             _ = stop.recv() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        if cluster.is_member() && !cluster.refused() {
+        if !cluster.out_of_membership() {
             if cluster.following() {
                 tracing::info!("a member again: reading the replicated state, no longer following");
             }
@@ -219,8 +219,13 @@ pub async fn follow_while_out(cluster: Arc<Cluster>, mut stop: Stop) {
         match got {
             Some((from, f)) => {
                 if !said {
+                    let why = if cluster.is_member() && !cluster.refused() {
+                        "no word from a leader for a while (held back by it, or cut off from it)"
+                    } else {
+                        "not a member of the cluster"
+                    };
                     tracing::warn!(
-                        "not a member of the cluster: following its power state read-only from {from}, acting on this host's stage"
+                        "{why}: following its power state read-only from {from}, acting on this host's stage"
                     );
                     said = true;
                 }

@@ -104,6 +104,56 @@ pub struct Cluster {
     caught_up: std::sync::atomic::AtomicBool,
     /// Why this node could not join or is refusing the leader, in words.
     refusals: Mutex<BTreeMap<&'static str, String>>,
+    /// Until when this voter grants no vote and calls no election (see
+    /// [`fence_forgotten_votes`]).
+    vote_fence: Arc<VoteFence>,
+    /// When the leader of this node's term last reached it (start time at first).
+    leader_contact: Mutex<Instant>,
+}
+
+/// Until when a restarted voter grants no vote (`None` once lifted), and the signal
+/// that a leader has reached it.
+#[derive(Debug, Default)]
+struct VoteFence {
+    until: Mutex<Option<Instant>>,
+    reached: tokio::sync::Notify,
+}
+
+/// A voter that restarts on a store it had before may be running on an older copy of
+/// it (a VM restored from an image, a disk from a backup): the votes it gave since are
+/// forgotten, and a forgotten vote that counted could make two leaders in one term.
+/// So it neither grants a vote nor stands for election until a leader has reached it
+/// (the leader then sees whether it lost entries it had acknowledged, and re-admits it
+/// without its seat if so: `readmit_rewound`; and it now holds the leader's term, so
+/// it votes only in later ones), or until twice the longest election timeout has
+/// passed with no leader (a whole cluster starting at once, after power returns: the
+/// cost is about one election timeout more). A new store, or a cluster of one voter,
+/// has no vote to forget.
+fn fence_forgotten_votes(raft: &Raft, me: NodeId, fresh: bool, election_ms: u64) -> Arc<VoteFence> {
+    let fence = Arc::new(VoteFence::default());
+    let m = raft.metrics().borrow_watched().clone();
+    let voters: Vec<NodeId> = m.membership_config.voter_ids().collect();
+    if fresh || !voters.contains(&me) || voters.len() < 2 {
+        return fence;
+    }
+    let wait = Duration::from_millis(election_ms * 4);
+    *fence.until.lock().expect("vote fence lock") = Some(Instant::now() + wait);
+    raft.runtime_config().elect(false);
+    tracing::info!(
+        "this voter grants no vote and calls no election until a leader reaches it or {} s pass (its store may be an older copy that forgot votes it gave)",
+        wait.as_secs_f32()
+    );
+    let (raft, lift) = (raft.clone(), fence.clone());
+    tokio::spawn(async move {
+        let why = tokio::select! {
+            _ = lift.reached.notified() => "a leader reached it",
+            _ = tokio::time::sleep(wait) => "no leader reached it in time",
+        };
+        *lift.until.lock().expect("vote fence lock") = None;
+        raft.runtime_config().elect(true);
+        tracing::info!("this voter votes and may stand for election again: {why}");
+    });
+    fence
 }
 
 impl std::fmt::Debug for Cluster {
@@ -173,6 +223,12 @@ impl Cluster {
             election_timeout_max: cfg.election_timeout_ms * 2,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs.max(10)),
             max_in_snapshot_log_to_keep: (cfg.snapshot_logs / 4).min(500),
+            // A leader that restarts goes through an election like any node. Restoring
+            // its leadership from the stored vote (openraft's default) trusts its log:
+            // on an older copy of the store it would lead the same term with a shorter
+            // log, and its new entries would take log ids the followers already hold
+            // for other entries, which they would keep: the cluster would diverge.
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()
@@ -218,7 +274,10 @@ impl Cluster {
                 .map_err(|e| ClusterError::Raft(format!("bootstrap failed: {e}")))?;
             tracing::info!(id = cfg.id, "bootstrapped a new cluster");
         }
+        let vote_fence = fence_forgotten_votes(&raft, cfg.id, fresh, cfg.election_timeout_ms);
         Ok(Arc::new(Cluster {
+            vote_fence,
+            leader_contact: Mutex::new(Instant::now()),
             id: cfg.id,
             name: name.to_string(),
             addr,
@@ -274,6 +333,55 @@ impl Cluster {
         false
     }
 
+    /// Why this voter grants no vote now, if it does not (see [`fence_forgotten_votes`]).
+    pub fn vote_fenced(&self) -> Option<String> {
+        let until = (*self.vote_fence.until.lock().expect("vote fence lock"))?;
+        let left = until.checked_duration_since(Instant::now())?;
+        Some(format!(
+            "{} restarted on its old store and grants no vote until a leader reaches it (at most {:.1} s more): the store may be an older copy that forgot votes it gave",
+            self.name,
+            left.as_secs_f32()
+        ))
+    }
+
+    /// A leader's AppendEntries reached this node: `current` when this node could take
+    /// its entries (not a stale leader, not a gap in its log). See
+    /// [`fence_forgotten_votes`] and [`Cluster::cut_off`].
+    pub fn leader_reached(&self, current: bool) {
+        self.vote_fence.reached.notify_one();
+        if current {
+            *self.leader_contact.lock().expect("leader contact lock") = Instant::now();
+        }
+    }
+
+    /// A member that has not heard from a leader for a while (held back by the leader,
+    /// partitioned from it) while not leading itself: it follows the power state from
+    /// any member that still has a leader, as a non-member does, so its host is never
+    /// left unprotected (see `duties::follow_while_out`).
+    pub fn cut_off(&self) -> bool {
+        let quiet = Duration::from_millis((self.cfg.election_timeout_ms * 6).max(3_000));
+        self.is_member()
+            && !self.is_leader()
+            && self
+                .leader_contact
+                .lock()
+                .expect("leader contact lock")
+                .elapsed()
+                > quiet
+    }
+
+    /// The log index this node's state machine has applied, and a digest of the state
+    /// it holds there (its stored form): equal on every node at the same index.
+    pub fn state_digest(&self) -> (u64, u64) {
+        self.sm.read(|a| {
+            let json = serde_json::to_vec(&a.power).unwrap_or_default();
+            (
+                a.last_applied.as_ref().map_or(0, |l| l.index()),
+                store::fnv64(&json),
+            )
+        })
+    }
+
     /// A copy of the current Raft metrics.
     pub fn metrics(&self) -> openraft::RaftMetrics<super::TypeConfig> {
         self.raft.metrics().borrow_watched().clone()
@@ -295,9 +403,10 @@ impl Cluster {
         self.sm.read(|a| f(&a.power))
     }
 
-    /// Not a member, or kept out: what a member gives this node is its present.
-    fn out_of_membership(&self) -> bool {
-        !self.is_member() || self.refused()
+    /// Not a member, kept out, or cut off from the leader: what a member that has a
+    /// leader gives this node is its present.
+    pub fn out_of_membership(&self) -> bool {
+        !self.is_member() || self.refused() || self.cut_off()
     }
 
     /// Whether this node, not a member, follows the power state from a member (read-only:

@@ -121,7 +121,7 @@ impl IdentityHandle {
 pub const IDENTITY_FILE: &str = "store-identity";
 
 /// FNV-1a, 64 bits: enough to tell a damaged record from a whole one.
-fn fnv64(b: &[u8]) -> u64 {
+pub fn fnv64(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
         (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3)
     })
