@@ -15,6 +15,7 @@ pub mod ratelimit;
 pub mod reading;
 pub mod replicated;
 pub mod snapshot;
+pub mod store_identity;
 pub mod testing;
 pub mod time;
 pub mod ups;

@@ -619,3 +619,51 @@ pub async fn forward_with<Req: Serialize, Resp: DeserializeOwned>(
         .map_err(|s| upsilon_client::rpc::explain_status(&s, addr))?;
     decode(resp.get_ref())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::handle::Followed;
+
+    fn payload(json: &[u8]) -> RaftPayload {
+        RaftPayload {
+            json: json.to_vec(),
+        }
+    }
+
+    /// What a member answers to `ReadState` (and every Raft message) is decoded or
+    /// refused with a clear error: never a panic, never a half-read state.
+    #[test]
+    fn bad_payloads_are_refused_in_words() {
+        let good = encode(&Followed {
+            leader: Some("127.0.0.1:7000".into()),
+            state: Default::default(),
+        })
+        .unwrap();
+        let back: Followed = decode(&good).unwrap();
+        assert_eq!(back.leader.as_deref(), Some("127.0.0.1:7000"));
+        let cut = payload(&good.json[..good.json.len() / 2]);
+        for bad in [
+            payload(b""),
+            payload(b"null"),
+            payload(b"{\"leader\": 5}"),
+            payload(&[0xff, 0xfe, 0x00]),
+            cut,
+        ] {
+            let e = decode::<Followed>(&bad).unwrap_err();
+            assert!(e.starts_with("malformed raft message"), "{e}");
+            assert!(decode::<AppendEntriesRequest<C>>(&bad).is_err());
+            assert!(decode::<VoteRequest<C>>(&bad).is_err());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let p = payload(&bytes);
+            let _ = decode::<Followed>(&p);
+            let _ = decode::<AppendEntriesRequest<C>>(&p);
+            let _ = decode::<VoteRequest<C>>(&p);
+        }
+    }
+}

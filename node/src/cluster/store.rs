@@ -69,21 +69,7 @@ fn from_json<T: for<'de> Deserialize<'de>>(b: &[u8]) -> io::Result<T> {
     serde_json::from_slice(b).map_err(|e| io_err(format!("corrupt raft storage record: {e}")))
 }
 
-/// Who a data directory belongs to: written once, when the store is created. A store
-/// that was wiped (or a disk that was replaced) comes back with a new incarnation, so the
-/// cluster can tell it is not the member it knew (see `raft.rs` and `handle.rs`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoreIdentity {
-    /// The Raft id the store was created for.
-    pub node_id: NodeId,
-    /// Random, never 0; new with every new store.
-    pub incarnation: u64,
-    /// The cluster this store belongs to, once known (set at bootstrap, or learned from
-    /// the first leader that replicates to it).
-    #[serde(default)]
-    pub cluster_id: Option<String>,
-    pub created_ms: i64,
-}
+pub use upsilon_core::store_identity::{StoreIdentity, fnv64};
 
 /// Reads and updates the store's identity record.
 #[derive(Debug, Clone)]
@@ -120,16 +106,8 @@ impl IdentityHandle {
 /// sled files lost their contents is told from a new one by it.
 pub const IDENTITY_FILE: &str = "store-identity";
 
-/// FNV-1a, 64 bits: enough to tell a damaged record from a whole one.
-pub fn fnv64(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
-        (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 fn write_sidecar(dir: &Path, id: &StoreIdentity) -> io::Result<()> {
-    let json = serde_json::to_string(id).map_err(io_err)?;
-    let text = format!("{json}\nfnv64 {:016x}\n", fnv64(json.as_bytes()));
+    let text = upsilon_core::store_identity::encode(id);
     let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -148,18 +126,9 @@ fn read_sidecar(dir: &Path) -> Result<Option<StoreIdentity>, String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let text = String::from_utf8_lossy(&text);
-    let mut lines = text.lines();
-    let (Some(json), Some(sum)) = (lines.next(), lines.next()) else {
-        return Err(format!("{} is cut short", path.display()));
-    };
-    let want = format!("fnv64 {:016x}", fnv64(json.as_bytes()));
-    if sum != want {
-        return Err(format!("{} fails its checksum", path.display()));
-    }
-    serde_json::from_str(json)
+    upsilon_core::store_identity::decode(&text)
         .map(Some)
-        .map_err(|e| format!("{} is not an identity record: {e}", path.display()))
+        .map_err(|e| format!("{} {e}", path.display()))
 }
 
 /// A random non-zero u64 from the TLS provider's system random source.
