@@ -1,5 +1,5 @@
 //! apcupsd 3.10/3.12's master/slave protocol against a node's `legacy-master` driver
-//! (Upsilon as the slave), with a test peer written from PROTOCOLS.md §4 playing the
+//! (Upsilon as the slave), with a test peer written from docs/protocols/master-slave.md playing the
 //! unmodified master: first contact and the reply's bytes, packets turned into a
 //! reading, ShutDown as a low-battery signal, and each failure the manual lists
 //! (unauthorised master, bad APC magic, bad user magic, a dropped connection, a master

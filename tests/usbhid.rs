@@ -1,6 +1,6 @@
 //! The `usbhid` driver in a real `upsilond` against an emulated USB UPS
 //! (tests/support/fakeusb.rs: `FakeHid` on the `UPSILON_USB_EMULATOR` socket; this
-//! machine has no USB stack, HARDWARE.md §2.2): a Back-UPS's values, an interrupt "AC
+//! machine has no USB stack, docs/hardware/usb-hid.md §7): a Back-UPS's values, an interrupt "AC
 //! lost" reaching every node of a cluster without waiting for a poll, unplug and
 //! replug as commfailure and commok, and kill power as apcupsd's exact writes for a
 //! Back-UPS and a Smart-UPS.

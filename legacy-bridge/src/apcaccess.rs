@@ -1,4 +1,4 @@
-//! The `apcaccess status` text of apcupsd 3.14 (PROTOCOLS.md §2): render it byte for
+//! The `apcaccess status` text of apcupsd 3.14 (docs/protocols/nis.md §3): render it byte for
 //! byte, and parse it back the way a client reads it.
 //!
 //! A record is `KEY` left-justified in 9 columns, `": "`, the value, `\n`; the value

@@ -2,7 +2,7 @@
 //! to, as pure parsers and formatters, plus the `upsilon-bridge` daemon.
 //!
 //! - [`nis`]: apcupsd's Network Information Server framing (2-byte big-endian length,
-//!   0-length end marker) and its commands and fixed replies (PROTOCOLS.md §1).
+//!   0-length end marker) and its commands and fixed replies (docs/protocols/nis.md §1-2).
 //! - [`apcaccess`]: the `apcaccess status` text: rendering it byte for byte like
 //!   apcupsd 3.14, and parsing it the way apcupsd's `net` driver does (§2, §3.2).
 //!

@@ -1,5 +1,5 @@
-//! The master side of apcupsd 3.10/3.12's master/slave protocol (PROTOCOLS.md §4.3,
-//! §4.6), one [`SlaveLink`] per slave: a first contact (`remote_state` 0, empty user
+//! The master side of apcupsd 3.10/3.12's master/slave protocol (docs/protocols/master-slave.md
+//! §4-5), one [`SlaveLink`] per slave: a first contact (`remote_state` 0, empty user
 //! magic) learns the slave's user magic from its reply; a persistent slave (ChangeBatt
 //! 1000 in the reply) keeps one connection, a disconnecting one gets a connection per
 //! packet; after a failure the next contact is a reconnect (`remote_state` 2) whose

@@ -1,4 +1,4 @@
-//! The slave side of apcupsd 3.10/3.12's master/slave protocol (PROTOCOLS.md §4.3-4.4):
+//! The slave side of apcupsd 3.10/3.12's master/slave protocol (docs/protocols/master-slave.md §4):
 //! listen on NETPORT, accept only the master's address, answer a first contact or a
 //! reconnect with our magics and the persistent-slave marker, check every other
 //! packet's user magic, and keep the latest packet for the node's `legacy-master`

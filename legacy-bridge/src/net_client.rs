@@ -1,5 +1,5 @@
 //! The client side of NIS, the way apcupsd's `net` driver reads a server
-//! (PROTOCOLS.md §3): a fresh connection per poll, `status`, the reply read to its end
+//! (docs/protocols/nis.md §5): a fresh connection per poll, `status`, the reply read to its end
 //! marker; STATFLAG drives the flags and the values are read by key, `N/A` meaning
 //! absent. Dates are not read, so every server from 3.10 on (whose date formats differ)
 //! is understood.

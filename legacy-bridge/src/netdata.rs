@@ -1,4 +1,4 @@
-//! apcupsd 3.10/3.12's master/slave packet, `struct netdata` (PROTOCOLS.md §4.2):
+//! apcupsd 3.10/3.12's master/slave packet, `struct netdata` (docs/protocols/master-slave.md §3):
 //! 100 bytes, fifteen big-endian 32-bit integers, then the APC magic and the user
 //! magic, each a 20-byte NUL-padded field. The same layout travels both ways: the
 //! master pushes its UPS state, a slave answers a first contact (or a reconnect) with
@@ -244,7 +244,7 @@ mod tests {
             .collect()
     }
 
-    /// The first packet of a real 3.12.4 master (PROTOCOLS.md §4.7), NETTIME 10.
+    /// The first packet of a real 3.12.4 master (docs/protocols/master-slave.md §6), NETTIME 10.
     fn first_contact() -> Vec<u8> {
         let mut b = hex(
             "00000000 00000000 00000000 00000000 00000000 0000000a 00000000 00000000 \

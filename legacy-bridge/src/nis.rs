@@ -1,4 +1,4 @@
-//! apcupsd NIS framing and commands (PROTOCOLS.md §1).
+//! apcupsd NIS framing and commands (docs/protocols/nis.md §1-2).
 //!
 //! Every message is a 2-byte big-endian length and that many bytes; a 0-length message
 //! ends a reply. A receiver refuses a message longer than its buffer (apcupsd's server
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn golden_status_command_bytes() {
-        // PROTOCOLS.md §1.1: client->server "status".
+        // docs/protocols/nis.md §1: client->server "status".
         assert_eq!(
             encode(b"status").unwrap(),
             [0x00, 0x06, 0x73, 0x74, 0x61, 0x74, 0x75, 0x73]

@@ -1,4 +1,4 @@
-//! The NIS server: apcupsd's port-3551 protocol (PROTOCOLS.md §1.2-1.3), serving
+//! The NIS server: apcupsd's port-3551 protocol (docs/protocols/nis.md §2), serving
 //! whatever [`NisView`] it is given, so the node (its own host) and the bridge (each
 //! legacy host its own supply) share one implementation.
 //!

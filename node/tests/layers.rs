@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// `upsilon-core`, bottom to top.
 const CORE: &[&[&str]] = &[
     // Wire facts and plumbing.
-    &["reading", "time", "ratelimit", "testing"],
+    &["reading", "time", "ratelimit", "testing", "store_identity"],
     // Pure decisions.
     &["policy"],
     // Config schema, events, plain views, the monitor, the UPS families' codecs.

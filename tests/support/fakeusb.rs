@@ -4,7 +4,7 @@
 //! interrupt report, as the UPS would send on a change), unplugs and replugs the device
 //! (a new "enumeration": old handles stay gone), reads every SET_REPORT, and can put a
 //! Modbus slave behind the interrupt OUT endpoint (APC's Modbus over USB). Fixtures (from
-//! upsilon-core): a Back-UPS and a Smart-UPS laid out as HARDWARE.md §1.7 records them.
+//! upsilon-core): a Back-UPS and a Smart-UPS laid out as docs/hardware/usb-hid.md §6 records them.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

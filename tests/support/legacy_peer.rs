@@ -1,4 +1,4 @@
-//! A stand-in for an unmodified apcupsd 3.12 master, written from PROTOCOLS.md §4 (the
+//! A stand-in for an unmodified apcupsd 3.12 master, written from docs/protocols/master-slave.md (the
 //! observed 3.12.4 transcripts, not this project's codec): it connects to a slave's
 //! NETPORT from a chosen loopback address, sends 100-byte packets (fifteen big-endian
 //! int32 and two NUL-padded 20-byte magics) in one write each, and reads the slave's
@@ -120,7 +120,7 @@ pub fn magic(b: &[u8], offset: usize) -> String {
     String::from_utf8_lossy(&f[..end]).into_owned()
 }
 
-/// A stand-in for an unmodified apcupsd 3.12 slave (PROTOCOLS.md §4.3, §4.7): listens
+/// A stand-in for an unmodified apcupsd 3.12 slave (docs/protocols/master-slave.md §4, §6): listens
 /// on its NETPORT, keeps one master connection, reads 100-byte packets and answers a
 /// `remote_state` 0 or 2 packet with the same buffer carrying the APC magic, its user
 /// magic and ChangeBatt 1000. Every packet read is kept with the time it arrived.

@@ -2,7 +2,7 @@
 //!
 //! [`SmartUps`] opens a pty, points a symlink at its slave side (the "device" a node is
 //! configured with) and answers the APC smart protocol on the master side from one
-//! thread: every command in PROTOCOLS.md §7 with realistic formats, alerts on its own
+//! thread: every command in docs/hardware/apc-smart.md with realistic formats, alerts on its own
 //! state changes, `S`/`@nnn`/`K K` with the UPS really turning its output off after the
 //! grace delay. The power model is the node's own `sim` model (`SimState`), driven by
 //! the same scenario steps. It can go silent, send garbage, truncate or lengthen its

@@ -1,7 +1,7 @@
 //! apcupsd's events: their names and texts, the node's event history, and the events
 //! file in apcupsd's format.
 //!
-//! [`EventKind`] is the closed list of apcupsd event names (PROTOCOLS.md §5.2), each
+//! [`EventKind`] is the closed list of apcupsd event names (docs/compat.md, "apcupsd's events"), each
 //! with the text apcupsd logs. [`EventLog`] numbers events, keeps the most recent ones
 //! in memory for the API, and appends each to the events file as
 //! `YYYY-MM-DD HH:MM:SS ±HHMM  message` (two spaces), trimming the file like apcupsd's

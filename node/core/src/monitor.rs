@@ -3,7 +3,7 @@
 //! [`UpsMonitor`] is apcupsd's `do_action` state machine without the I/O: each poll the
 //! node hands it an [`Observation`] (a reading, or a failed poll) and the current
 //! instant; it returns the events to log and run hooks for, in apcupsd's order
-//! (PROTOCOLS.md §5.2). The shutdown rule itself is the pure [`crate::policy`] function.
+//! (docs/compat.md, "apcupsd's events"). The shutdown rule itself is the pure [`crate::policy`] function.
 //! Once a shutdown has started it latches: a later reading never undoes it (apcupsd
 //! 3.14 does not cancel a shutdown when mains return).
 

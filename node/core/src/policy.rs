@@ -3,7 +3,7 @@
 //! [`shutdown_rule`] reads the thresholds ([`Policy`]) and the facts the monitor keeps
 //! ([`RuleInputs`]) and says whether a shutdown must start and why. It does no I/O and
 //! reads no clock: `now` is an argument, so every rule is tested directly. The order of
-//! the checks is apcupsd 3.14's `do_action` (PROTOCOLS.md §6.3).
+//! the checks is apcupsd 3.14's `do_action` (docs/compat.md, "apcupsd.conf and the shutdown rules").
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //!
 //! A driver turns bytes into an [`UpsReading`]; everything above the drivers (monitor,
 //! policy, API, legacy formats) works on this type only. The STATFLAG bits and the
-//! STATUS text follow apcupsd exactly (PROTOCOLS.md §2.3, §2.4).
+//! STATUS text follow apcupsd exactly (docs/protocols/nis.md §3-4).
 
 use std::time::SystemTime;
 
@@ -20,7 +20,7 @@ pub struct UpsFlags {
     pub battery_present: bool,
 }
 
-/// apcupsd's STATFLAG bits (PROTOCOLS.md §2.3).
+/// apcupsd's STATFLAG bits (docs/protocols/nis.md, STATFLAG bits).
 pub mod statflag {
     pub const CALIBRATION: u32 = 0x0000_0001;
     pub const TRIM: u32 = 0x0000_0002;
@@ -86,7 +86,7 @@ impl UpsFlags {
 }
 
 /// apcupsd's STATUS text for a STATFLAG value, without the trailing space apcupsd
-/// prints (PROTOCOLS.md §2.4: tokens in a fixed order; COMMLOST and then SHUTTING DOWN
+/// prints (docs/protocols/nis.md §4: tokens in a fixed order; COMMLOST and then SHUTTING DOWN
 /// replace the whole string).
 pub fn status_text(statflag_value: u32) -> String {
     use statflag::*;
@@ -213,7 +213,7 @@ mod tests {
             battery_present: true,
             ..Default::default()
         };
-        // PROTOCOLS.md §2.3: typical healthy value 0x05000008 includes PLUGGED.
+        // docs/protocols/nis.md, STATFLAG bits: typical healthy value 0x05000008 includes PLUGGED.
         assert_eq!(f.statflag_bits() | statflag::PLUGGED, 0x0500_0008);
         assert_eq!(UpsFlags::from_statflag(0x0500_0008), f);
     }

@@ -1,7 +1,7 @@
 //! sled-backed storage for openraft: the Raft log and vote ([`LogStore`]) and the
 //! state machine with persistent snapshots ([`StateMachineStore`]).
 //!
-//! Layout in one sled database (opened in LowSpace mode, see STACK.md):
+//! Layout in one sled database (opened in LowSpace mode, see docs/dependencies.md):
 //! - tree `log`: big-endian u64 index -> JSON entry;
 //! - tree `meta`: `vote`, `committed`, `last_purged`, `identity` ([`StoreIdentity`]) as
 //!   JSON;

@@ -1,4 +1,4 @@
-//! Framing and meaning of the APC smart protocol, with no I/O (PROTOCOLS.md §7).
+//! Framing and meaning of the APC smart protocol, with no I/O (docs/hardware/apc-smart.md).
 //!
 //! [`ReplyDecoder`] splits the byte stream from the UPS into reply lines and the
 //! single-byte alerts that may arrive between or inside them. The rest of this module
@@ -20,12 +20,12 @@ pub const CMD_MODEL: u8 = 0x01;
 /// `^Z`: the permitted EEPROM values.
 pub const CMD_EEPROM: u8 = 0x1A;
 
-/// Queried on every poll, in apcupsd's order (PROTOCOLS.md §7.3).
+/// Queried on every poll, in apcupsd's order (docs/hardware/apc-smart.md §3).
 pub const VOLATILE: &[u8] = b"Q9GXLMNOfBPFjC7~'8htd";
 /// Queried once after the link comes up (`c` only matters without a configured name).
 pub const STATIC: &[u8] = b"srpluekqcEmnxogb><\x01V\x1a";
 
-/// An unsolicited single byte from the UPS (PROTOCOLS.md §7.4).
+/// An unsolicited single byte from the UPS (docs/hardware/apc-smart.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alert {
     /// `!`: line fail, on battery (repeated every 30 s).
@@ -238,7 +238,7 @@ pub fn parse_status_byte(reply: &str) -> Result<u8, ReplyError> {
     u8::from_str_radix(r, 16).map_err(|_| malformed("2 hex digits", reply))
 }
 
-/// The status byte as flags (bits as apcupsd's STATFLAG low byte, PROTOCOLS.md §2.3).
+/// The status byte as flags (bits as apcupsd's STATFLAG low byte, docs/protocols/nis.md, STATFLAG bits).
 pub fn flags_of_status(b: u8, battery_present: bool) -> UpsFlags {
     UpsFlags {
         battery_present,
@@ -526,7 +526,7 @@ mod tests {
 
     #[test]
     fn golden_lines_and_alerts() {
-        // PROTOCOLS.md §7.1: replies end with CR LF; CR is ignored.
+        // docs/hardware/apc-smart.md §1: replies end with CR LF; CR is ignored.
         assert_eq!(decode(b"SM\r\n"), vec![line("SM")]);
         // §7.3: `j` is colon-terminated; the trailer is dropped like apcupsd does.
         assert_eq!(decode(b"0327:\r\n"), vec![line("0327")]);

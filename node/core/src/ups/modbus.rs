@@ -1,7 +1,7 @@
 //! APC Modbus (SMT, SMX, SMC, SRT) without the port: RTU frames with their CRC (and
 //! without it, as the USB transport carries them), responses checked against the
 //! request, exception codes, the frame length a reader waits for, and the register map
-//! (HARDWARE.md §5) made into a [`UpsReading`]. Pure; every bad frame is an error.
+//! (docs/hardware/modbus.md) made into a [`UpsReading`]. Pure; every bad frame is an error.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -214,7 +214,7 @@ pub fn decode_response(
     }
 }
 
-/// Register addresses (HARDWARE.md §5).
+/// Register addresses (docs/hardware/modbus.md).
 pub mod reg {
     pub const UPS_STATUS: u16 = 0;
     pub const SIMPLE_SIGNALING_STATUS: u16 = 18;
@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn frames_match_the_recorded_examples() {
-        // HARDWARE.md §5: read status, read runtime + charge, kill power.
+        // docs/hardware/modbus.md: read status, read runtime + charge, kill power.
         assert_eq!(
             Request::ReadHolding { addr: 0, count: 2 }.frame(SLAVE),
             [0x01, 0x03, 0x00, 0x00, 0x00, 0x02, 0xc4, 0x0b]

@@ -2,7 +2,7 @@
 //!
 //! [`PortOpener`] opens the device and hands back a [`SerialIo`] byte stream; the driver
 //! never sees tokio-serial. The real opener sets 2400 8N1 raw with an exclusive lock and
-//! clears RTS (PROTOCOLS.md §7.1); modem-line ioctls fail on ptys (ENOTTY), so that is
+//! clears RTS (docs/hardware/apc-smart.md §1); modem-line ioctls fail on ptys (ENOTTY), so that is
 //! best effort. Open errors are turned into sentences that name the device and say
 //! what to check.
 

@@ -1,4 +1,4 @@
-//! `apcsmart`: APC Smart-UPS units over a serial line (PROTOCOLS.md §7).
+//! `apcsmart`: APC Smart-UPS units over a serial line (docs/hardware/apc-smart.md).
 //!
 //! The driver follows apcupsd's apcsmart driver: the `Y` -> `SM` handshake, capability
 //! discovery with `a`, the static queries once per link and the volatile queries every
@@ -47,7 +47,7 @@ use super::{DriverError, UpsCommand, UpsDriver};
 use upsilon_core::config::{ConfigError, UpsSection};
 use upsilon_core::reading::UpsReading;
 
-/// apcupsd's timings (PROTOCOLS.md §7.1, §7.5).
+/// apcupsd's timings (docs/hardware/apc-smart.md §1, §5).
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     /// How long to wait for one reply.

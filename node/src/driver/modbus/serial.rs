@@ -1,5 +1,5 @@
 //! Modbus RTU on a serial line (APC cable 940-0625A): 9600 baud 8N1, blocking on the
-//! driver's own thread, with apcupsd's timers (HARDWARE.md §5): at least 45 ms of
+//! driver's own thread, with apcupsd's timers (docs/hardware/modbus.md): at least 45 ms of
 //! silence before a request (inter-frame), 500 ms for the first byte of the answer,
 //! and the answer ends when its length (from its head) is reached or the line is
 //! silent for 25 ms (inter-character).

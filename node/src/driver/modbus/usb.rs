@@ -1,4 +1,4 @@
-//! Modbus over the UPS's USB HID interface (apcupsd 3.14.13; HARDWARE.md §5): the
+//! Modbus over the UPS's USB HID interface (apcupsd 3.14.13; docs/hardware/modbus.md): the
 //! report IDs of the two vendor usages ModbusRTURx (0xFF8600FC, host to UPS) and
 //! ModbusRTUTx (0xFF8600FD, UPS to host) come from the report descriptor; a request is
 //! one 64-byte interrupt OUT report (ID, then the RTU frame without its CRC), the

@@ -52,7 +52,7 @@ pub struct DeviceMatch {
     pub serial: Option<String>,
 }
 
-/// APC's UPS product IDs (HARDWARE.md §1.1), and the reserved Schneider ones.
+/// APC's UPS product IDs (docs/hardware/usb-hid.md §1), and the reserved Schneider ones.
 const APC: u16 = 0x051d;
 const APC_PRODUCTS: &[u16] = &[0x0001, 0x0002, 0x0003, 0x0004, 0x0005, 0xffff];
 /// Other vendors whose HID interfaces are power devices (checked on the descriptor).

@@ -1,7 +1,7 @@
 //! The real USB underneath the HID protocol: rusb (vendored libusb) with a context of
 //! our own (the global one panics on a host without USB), enumeration by vendor,
 //! product and serial number, the kernel driver detached and interface 0 claimed, and
-//! the control and interrupt transfers of HARDWARE.md §1.2. The only code that touches
+//! the control and interrupt transfers of docs/hardware/usb-hid.md §2. The only code that touches
 //! rusb. Errors say what to do: no USB stack, no device, or a device node the daemon may
 //! not open (the udev rule the package ships).
 
@@ -249,7 +249,7 @@ impl HidTransport for UsbTransport {
     }
 
     fn get_report(&mut self, kind: ReportType, id: u8, len: usize) -> Result<Vec<u8>, HidError> {
-        // Some Back-UPS send more than they declare (HARDWARE.md §1.6): room for it.
+        // Some Back-UPS send more than they declare (docs/hardware/usb-hid.md §4): room for it.
         let mut buf = vec![0u8; len.max(1) + 64];
         let n = self
             .handle
@@ -339,7 +339,7 @@ impl Drop for UsbTransport {
 mod tests {
     use super::*;
 
-    /// On a host without a USB stack (these machines, HARDWARE.md §2.2) libusb cannot
+    /// On a host without a USB stack (these machines, docs/hardware/usb-hid.md §7) libusb cannot
     /// start: a clear error, never rusb's global-context panic. Elsewhere, no UPS matches
     /// an unused vendor ID.
     #[test]

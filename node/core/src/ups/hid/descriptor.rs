@@ -3,7 +3,7 @@
 //! its report ID, bit offset and size, logical and physical range, unit and exponent, and
 //! the string index APC puts on string-valued usages. Pure: bytes in, fields out.
 //!
-//! Real APC descriptors have faults to tolerate (HARDWARE.md §1.4, §1.6): a 16-bit field
+//! Real APC descriptors have faults to tolerate (docs/hardware/usb-hid.md §4): a 16-bit field
 //! whose logical maximum is written as one byte `25 ff` (-1 signed: read as unsigned
 //! when the minimum would otherwise exceed it), 2-byte main items (`b2 a2 01`), and the
 //! captures we hold start or stop mid-collection (unbalanced collections are warnings).

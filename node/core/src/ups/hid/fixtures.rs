@@ -1,5 +1,5 @@
-//! Devices for tests, in memory: a Back-UPS and a Smart-UPS laid out as HARDWARE.md
-//! §1.7 records them (report IDs of the ES 850G2 / Back-UPS 350 and the Smart-UPS 1000
+//! Devices for tests, in memory: a Back-UPS and a Smart-UPS laid out as docs/hardware/usb-hid.md
+//! §6 records them (report IDs of the ES 850G2 / Back-UPS 350 and the Smart-UPS 1000
 //! captures), served by `FakeHid`. Used by this crate's tests and by the integration
 //! tests' emulated USB device.
 

@@ -1,4 +1,4 @@
-//! Which SET_REPORT writes cut a USB UPS's power, in apcupsd's order (HARDWARE.md §1.5),
+//! Which SET_REPORT writes cut a USB UPS's power, in apcupsd's order (docs/hardware/usb-hid.md §5),
 //! and a value written into a report's bytes. Pure: the driver sends the writes of each
 //! attempt in turn and stops at the first attempt the UPS accepts.
 

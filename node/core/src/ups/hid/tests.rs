@@ -1,4 +1,4 @@
-//! Golden tests on the recorded APC descriptors of HARDWARE.md §1.7 and hand-built ones.
+//! Golden tests on the recorded APC descriptors of docs/hardware/usb-hid.md §6 and hand-built ones.
 
 use super::descriptor::{DescriptorError, ReportDescriptor, ReportType};
 

@@ -11,7 +11,7 @@ use super::descriptor::{Field, ReportDescriptor, ReportType};
 use super::report::{apc_date, hid_date, physical, raw_value};
 use crate::reading::{UpsFlags, UpsReading};
 
-/// Usages (page << 16 | id) the reading is made of (HARDWARE.md §1.3).
+/// Usages (page << 16 | id) the reading is made of (docs/hardware/usb-hid.md §3).
 pub mod usage {
     pub const INPUT: u32 = 0x0084_001A;
     pub const OUTPUT: u32 = 0x0084_001C;
