@@ -139,6 +139,17 @@ fn main() -> ExitCode {
     }
     init_tracing();
     let path = args.config.expect("clap requires --config");
+    // A fault file on a build that cannot read it would be a test silently not
+    // testing: say so and stop, rather than run without the faults asked for.
+    if std::env::var_os(upsilon_client::fault::FAULT_FILE_VAR).is_some()
+        && !upsilon_client::fault::ENABLED
+    {
+        eprintln!(
+            "upsilond: {} is set, but this build has no fault injection (a test-only feature): unset it, or build with `--features upsilon-node/fault-injection` (tests/run-all.sh does)",
+            upsilon_client::fault::FAULT_FILE_VAR
+        );
+        return ExitCode::from(2);
+    }
     if args.report_halted {
         return report_halted(&path, Duration::from_secs(args.report_timeout));
     }

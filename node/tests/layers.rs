@@ -253,3 +253,48 @@ fn core_builds_without_the_daemon_s_crates() {
         "upsilon-core depends on {found:?}:\n{tree}"
     );
 }
+
+/// The shipped binaries are built without the test-only `fault-injection` feature:
+/// neither `upsilond` alone nor a plain `cargo build` of the workspace's default members
+/// (what `cargo build --profile dist` and the packages build) turns it on; the test
+/// crate does (so the suite's `cargo build --workspace` can partition its nodes).
+#[test]
+fn fault_injection_is_off_in_what_ships() {
+    let tree = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO"))
+            .args([
+                "tree",
+                "--offline",
+                "-e",
+                "features,normal",
+                "--prefix",
+                "none",
+            ])
+            .args(args)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+            .output()
+            .expect("run cargo tree");
+        assert!(
+            out.status.success(),
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    for (what, args) in [
+        ("upsilond alone", vec!["-p", "upsilon-node"]),
+        ("the default members", vec![]),
+    ] {
+        let t = tree(&args);
+        assert!(t.contains("upsilon-node"), "{what}: {t}");
+        assert!(
+            !t.contains("feature \"fault-injection\""),
+            "{what} builds with fault injection on:\n{t}"
+        );
+    }
+    let t = tree(&["--workspace"]);
+    assert!(
+        t.contains("upsilon-node feature \"fault-injection\""),
+        "the test suite's build lost fault injection:\n{t}"
+    );
+}

@@ -1,4 +1,6 @@
-//! Test-only fault injection for partitions between real processes.
+//! Test-only fault injection for partitions between real processes, compiled only with
+//! the `fault-injection` feature (the test suite's build; never the shipped binaries,
+//! where every function here is a constant the compiler removes from the Raft path).
 //!
 //! When `UPSILON_FAULT_FILE` names a file, every outgoing node-to-node connection and
 //! Raft call first checks it: a target whose `host:port` (or host) is listed on a line
@@ -7,11 +9,31 @@
 //! network, rather than one that drops cleanly: a line `delay MS` slows every call by
 //! that much (`delay TARGET MS` only calls to TARGET), and `stall TARGET` makes calls
 //! to it hang until their own timeout, as a link that stops delivering without closing.
-//! Without the variable this costs one environment lookup.
+
+/// The variable that names the fault file.
+pub const FAULT_FILE_VAR: &str = "UPSILON_FAULT_FILE";
+
+/// Whether this build can inject faults.
+pub const ENABLED: bool = cfg!(feature = "fault-injection");
 
 /// Whether connections to `target` (`host:port`) are blocked right now.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn blocked(_target: &str) -> bool {
+    false
+}
+
+/// How long a call to `target` waits before it goes out, if the fault file says so.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn delay(_target: &str) -> Option<std::time::Duration> {
+    None
+}
+
+/// Whether connections to `target` (`host:port`) are blocked right now.
+#[cfg(feature = "fault-injection")]
 pub fn blocked(target: &str) -> bool {
-    let Some(path) = std::env::var_os("UPSILON_FAULT_FILE") else {
+    let Some(path) = std::env::var_os(FAULT_FILE_VAR) else {
         return false;
     };
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -24,12 +46,14 @@ pub fn blocked(target: &str) -> bool {
 }
 
 /// How long a call to `target` waits before it goes out, if the fault file says so.
+#[cfg(feature = "fault-injection")]
 pub fn delay(target: &str) -> Option<std::time::Duration> {
-    let path = std::env::var_os("UPSILON_FAULT_FILE")?;
+    let path = std::env::var_os(FAULT_FILE_VAR)?;
     let text = std::fs::read_to_string(path).ok()?;
     delay_in(&text, target)
 }
 
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
 fn delay_in(text: &str, target: &str) -> Option<std::time::Duration> {
     let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
     let hit = |t: &str| t == target || t == host;
@@ -46,6 +70,7 @@ fn delay_in(text: &str, target: &str) -> Option<std::time::Duration> {
     (!total.is_zero()).then_some(total)
 }
 
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
 fn ms_of(s: &str) -> std::time::Duration {
     std::time::Duration::from_millis(s.parse().unwrap_or(0))
 }

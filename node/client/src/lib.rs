@@ -6,7 +6,8 @@
 //! - [`tls`]: mutual-TLS accept and connect, refusal explanations, `authorize`.
 //! - [`rpc`]: gRPC channels to a node and following a "not the leader" redirect.
 //! - [`stop`]: the small stop signal passed down to every task.
-//! - [`fault`]: test-only partitions between real processes.
+//! - [`fault`]: test-only partitions between real processes (feature
+//!   `fault-injection`; a no-op without it).
 //! - [`pb_impl`]: every conversion between our types and the protobuf messages, for
 //!   the node's API and every client that reads it.
 
