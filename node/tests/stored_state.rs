@@ -5,8 +5,11 @@
 //! would cost an upgraded cluster its history.
 //!
 //! The fixtures were written by this file's generator
-//! (`UPSILON_WRITE_GOLDEN=1 cargo test -p upsilon-node --test stored_state`) and are never
-//! regenerated for a format that was released: add a `stored-state-v2` beside them.
+//! (`UPSILON_WRITE_GOLDEN=v2 cargo test -p upsilon-node --test stored_state`) and are never
+//! regenerated for a format that was released: add a new version beside them.
+//! `stored-state-v2` (December 2026) adds the end game's, the bridges' and membership's
+//! commands and is checked byte for byte: the state serializes to exactly the text that
+//! build wrote, so moving types between modules cannot change what a node stores.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -24,7 +27,11 @@ type C = TypeConfig;
 const T0: i64 = 1_780_000_000_000;
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stored-state-v1")
+    fixtures("v1")
+}
+
+fn fixtures(version: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/stored-state-{version}"))
 }
 
 fn up(id: u64, name: &str, labels: &[&str], feeds: &[&str]) -> Command {
@@ -233,7 +240,8 @@ fn write_fixtures() {
 
 #[test]
 fn stored_state_from_an_earlier_version_loads_and_applies_identically() {
-    if std::env::var_os("UPSILON_WRITE_GOLDEN").is_some() {
+    // v1 was released: only its own generator rewrites it, by name.
+    if std::env::var("UPSILON_WRITE_GOLDEN").as_deref() == Ok("v1") {
         write_fixtures();
     }
     let read = |f: &str| {
@@ -269,4 +277,174 @@ fn stored_state_from_an_earlier_version_loads_and_applies_identically() {
     }
     assert!(state.revoked.contains_key("0a1b"));
     assert!(!state.nodes.contains_key(&3));
+}
+
+/// v2's log after the snapshot: v1's, then a bridge's hosts (with the node it runs on),
+/// a drill, the end game's armed orders, halts and an owner's kill alone, and a voter's
+/// seat owed and given back.
+fn after_snapshot_v2() -> Vec<Command> {
+    use upsilon_core::replicated::legacy::{LegacyHostDecl, LegacyState};
+    use upsilon_core::replicated::state::{ArmedKill, DownHow};
+    let mut log = after_snapshot();
+    log.extend([
+        Command::LegacyHostsDeclare {
+            bridge: "bridge-a".into(),
+            hosts: vec![LegacyHostDecl {
+                name: "nas1".into(),
+                addresses: vec!["10.0.0.40".into()],
+                labels: vec!["batch".into()],
+                feeds: vec!["ups1".into()],
+                min_supplies: 1,
+                protocol: "nis".into(),
+                shutdown_s: 90,
+            }],
+            at_ms: T0 + 80_000,
+            runs_on: Some("n2".into()),
+        },
+        Command::LegacyHostSeen {
+            bridge: "bridge-a".into(),
+            name: "nas1".into(),
+            state: LegacyState::Polling,
+            at_ms: T0 + 80_100,
+        },
+        Command::DrillStart {
+            id: 2,
+            upses: vec!["ups1".into()],
+            by: "operator".into(),
+            at_ms: T0 + 90_000,
+        },
+        Command::OutageEnd {
+            id: 2,
+            at_ms: T0 + 95_000,
+            reason: "drill over".into(),
+        },
+        report(1, 400, T0 + 100_000, true, &["powerout"]),
+        Command::OutageStart {
+            id: 3,
+            at_ms: T0 + 100_100,
+        },
+        Command::ArmKillPower {
+            outage: 3,
+            orders: vec![ArmedKill {
+                ups: "ups1".into(),
+                owner: 1,
+                wait_for: vec![2],
+            }],
+            at_ms: T0 + 100_200,
+        },
+        Command::StageStart {
+            outage: 3,
+            stage: 1,
+            name: "core".into(),
+            hosts: vec![1, 2],
+            reason: "runtime below 600 s".into(),
+            at_ms: T0 + 101_000,
+        },
+        Command::NodeAck {
+            outage: 3,
+            stage: 1,
+            node: 2,
+            halting: true,
+            at_ms: T0 + 101_100,
+        },
+        Command::HostHalted {
+            node: 2,
+            at_ms: T0 + 102_000,
+        },
+        Command::HostDown {
+            outage: 3,
+            node: 2,
+            how: DownHow::Halted,
+            last_seen_ms: T0 + 102_000,
+            at_ms: T0 + 102_100,
+        },
+        Command::KillPowerAlone {
+            outage: 3,
+            ups: "ups1".into(),
+            delay_s: 30,
+            ordered_ms: T0 + 103_000,
+            ok: true,
+            result: "recorded".into(),
+            at_ms: T0 + 103_100,
+        },
+        Command::Seen {
+            seen: vec![(1, T0 + 104_000)],
+            at_ms: T0 + 104_000,
+        },
+        Command::VoterSeat {
+            id: 2,
+            owed: true,
+            at_ms: T0 + 105_000,
+        },
+        Command::VoterSeat {
+            id: 2,
+            owed: false,
+            at_ms: T0 + 106_000,
+        },
+    ]);
+    log
+}
+
+fn write_fixtures_v2() {
+    let dir = fixtures("v2");
+    let mut s = PowerState::default();
+    for c in before_snapshot() {
+        s.apply(&c);
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("snapshot.json"),
+        serde_json::to_string_pretty(&s).unwrap(),
+    )
+    .unwrap();
+    let mut log = String::new();
+    for (i, c) in after_snapshot_v2().iter().enumerate() {
+        s.apply(c);
+        log.push_str(&entry(100 + i as u64, c));
+        log.push('\n');
+    }
+    std::fs::write(dir.join("log.jsonl"), log).unwrap();
+    std::fs::write(
+        dir.join("expected.json"),
+        serde_json::to_string_pretty(&s).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn stored_state_v2_loads_applies_and_serializes_byte_for_byte() {
+    if std::env::var("UPSILON_WRITE_GOLDEN").as_deref() == Ok("v2") {
+        write_fixtures_v2();
+    }
+    let dir = fixtures("v2");
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e} (fixtures missing?)"))
+    };
+    let snapshot = read("snapshot.json");
+    let mut state: PowerState = serde_json::from_str(&snapshot).unwrap();
+    assert_eq!(serde_json::to_string_pretty(&state).unwrap(), snapshot);
+    let mut applied = 0;
+    for (line, want) in read("log.jsonl").lines().zip(after_snapshot_v2()) {
+        let e: EntryOf<C> = serde_json::from_str(line).unwrap();
+        // Each entry reads back as the command this build writes, and writes the same.
+        assert_eq!(serde_json::to_string(&e).unwrap(), line);
+        if let EntryPayload::Normal(cmd) = &e.payload {
+            assert_eq!(*cmd, want);
+            state.apply(cmd);
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, after_snapshot_v2().len());
+    assert_eq!(
+        serde_json::to_string_pretty(&state).unwrap(),
+        read("expected.json")
+    );
+    assert!(
+        state
+            .legacy
+            .values()
+            .any(|h| h.runs_on.as_deref() == Some("n2"))
+    );
+    assert!(state.seats_owed.is_empty());
 }
