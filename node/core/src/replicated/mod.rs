@@ -13,6 +13,7 @@ pub mod drill;
 pub mod endgame;
 pub mod legacy;
 pub mod plan;
+pub mod records;
 pub mod state;
 pub mod timeline;
 
