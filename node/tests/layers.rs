@@ -1,13 +1,20 @@
 //! The layer rule, checked. Crates stack one way: `upsilon-core` (pure) <
 //! `upsilon-client` (certificates, TLS, gRPC client) < `upsilon-node`; a crate never
 //! names one above it, and `upsilon-core` builds without tokio, tonic, openraft, sled or
-//! a serial port. Inside each crate, imports point down the data flow only and no two
-//! top-level modules import each other, directly or around a loop: each module has a
-//! layer, and a `crate::x` import must name a module of the same or a lower layer. A new
-//! module must be added to its crate's table (ARCHITECTURE.md has the same tables).
+//! a serial port. Inside every crate (core, client, node, bridge, CLI), imports point
+//! down the data flow: each top-level module has a layer in its crate's table below,
+//! and a file may import only from its own module or from a lower layer. And no two
+//! files import each other, directly or around a loop: the import graph is read file
+//! by file (`import_graph`: `use` trees grouped and nested, `crate::`, `super::`,
+//! `self::` and inline paths, followed through `mod.rs` files that only re-export) and
+//! any cycle fails with its files named. A new top-level module must be added to its
+//! crate's table (ARCHITECTURE.md has the same tables).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+mod import_graph;
+use import_graph::ImportGraph;
 
 /// `upsilon-core`, bottom to top.
 const CORE: &[&[&str]] = &[
@@ -62,6 +69,14 @@ const BRIDGE: &[&[&str]] = &[
     &["daemon"],
 ];
 
+/// `upsilon-cli`, bottom to top.
+const CLI: &[&[&str]] = &[
+    // Reaching a node, rendering.
+    &["conn", "output"],
+    // The commands and the demo.
+    &["cmd", "demo"],
+];
+
 fn crate_src(dir: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join("src")
 }
@@ -70,103 +85,87 @@ fn layer_of(layers: &[&[&str]], m: &str) -> Option<usize> {
     layers.iter().position(|l| l.contains(&m))
 }
 
-/// Top-level module of every `.rs` file under `src`, and the `crate::x` it imports
-/// (test modules left out: they may reach anywhere).
-fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (p, text) in sources(src) {
-        let rel = p.strip_prefix(src).unwrap();
-        let first = rel
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy();
-        let module = first.trim_end_matches(".rs").to_string();
-        if module == "lib" || module == "main" {
-            continue;
-        }
-        let code = text.split("#[cfg(test)]").next().unwrap_or("");
-        let deps = out.entry(module.clone()).or_default();
-        let mut rest = code;
-        while let Some(i) = rest.find("crate::") {
-            rest = &rest[i + "crate::".len()..];
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() && name != module {
-                deps.insert(name);
-            }
-        }
-    }
-    out
-}
-
-/// Every problem with `src`'s imports against `layers`.
-fn check_layers(src: &Path, layers: &[&[&str]]) -> Vec<String> {
-    let graph = imports(src);
+/// Every problem with a crate's imports: a top-level module missing from its table, an
+/// import that points up the table, and any cycle between files.
+fn check_crate(src: &Path, layers: &[&[&str]]) -> Vec<String> {
+    let g = ImportGraph::read(src);
     let mut wrong = Vec::new();
-    for (m, deps) in &graph {
-        let Some(lm) = layer_of(layers, m) else {
+    let tops: BTreeSet<String> = (0..g.files.len())
+        .map(|i| g.top(i))
+        .filter(|t| !t.is_empty())
+        .collect();
+    for t in &tops {
+        if layer_of(layers, t).is_none() {
             wrong.push(format!(
-                "module {m} of {} is not in the layer table (node/tests/layers.rs)",
+                "module {t} of {} is not in the layer table (node/tests/layers.rs)",
                 src.display()
             ));
-            continue;
-        };
-        for d in deps {
-            match layer_of(layers, d) {
-                None => wrong.push(format!("{m} imports {d}, which is not in the layer table")),
-                Some(ld) if ld > lm => wrong.push(format!(
-                    "{m} (layer {lm}) imports {d} (layer {ld}): imports must point down"
-                )),
-                _ => {}
+        }
+    }
+    for (from, to) in &g.edges {
+        let (mf, lf) = (g.top(*from), layer_of(layers, &g.top(*from)));
+        for t in to {
+            let (mt, lt) = (g.top(*t), layer_of(layers, &g.top(*t)));
+            if mf.is_empty() || mf == mt {
+                continue;
+            }
+            if let (Some(lf), Some(lt)) = (lf, lt)
+                && lt > lf
+            {
+                wrong.push(format!(
+                    "{} ({mf}, layer {lf}) imports {} ({mt}, layer {lt}): imports must point down",
+                    g.name(*from),
+                    g.name(*t)
+                ));
             }
         }
     }
-    // Same-layer imports are allowed, loops are not.
-    fn visit(
-        m: &str,
-        graph: &BTreeMap<String, BTreeSet<String>>,
-        path: &mut Vec<String>,
-        done: &mut BTreeSet<String>,
-        loops: &mut Vec<String>,
-    ) {
-        if let Some(i) = path.iter().position(|p| p == m) {
-            loops.push(format!("{} -> {m}", path[i..].join(" -> ")));
-            return;
-        }
-        if !done.insert(m.to_string()) {
-            return;
-        }
-        path.push(m.to_string());
-        for d in graph.get(m).into_iter().flatten() {
-            visit(d, graph, path, done, loops);
-        }
-        path.pop();
-    }
-    let mut loops = Vec::new();
-    let mut done = BTreeSet::new();
-    for m in graph.keys() {
-        visit(m, &graph, &mut Vec::new(), &mut done, &mut loops);
-    }
-    wrong.extend(loops.into_iter().map(|l| format!("import loop: {l}")));
+    wrong.extend(
+        g.cycles()
+            .into_iter()
+            .map(|c| format!("import cycle in {}: {c}", src.display())),
+    );
     wrong
 }
 
 #[test]
-fn imports_point_down_the_layers_and_never_loop() {
+fn imports_point_down_the_layers_and_no_two_files_import_each_other() {
     let mut wrong = Vec::new();
     for (dir, layers) in [
         ("core", CORE),
         ("client", CLIENT),
         (".", NODE),
         ("../legacy-bridge", BRIDGE),
+        ("../cli", CLI),
     ] {
-        wrong.extend(check_layers(&crate_src(dir), layers));
+        wrong.extend(check_crate(&crate_src(dir), layers));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The graph sees what it must: grouped imports through glue reach the defining file.
+#[test]
+fn the_import_graph_follows_glue_to_the_defining_file() {
+    let g = ImportGraph::read(&crate_src("core"));
+    let file = |name: &str| {
+        (0..g.files.len())
+            .find(|i| g.name(*i) == name)
+            .unwrap_or_else(|| panic!("{name} not read"))
+    };
+    let decide = file("replicated/plan/decide.rs");
+    let to: BTreeSet<String> = g.edges[&decide].iter().map(|t| g.name(*t)).collect();
+    for want in [
+        "replicated/endgame.rs",
+        "replicated/records.rs",
+        "replicated/state/power.rs",
+        "replicated/state/command.rs",
+        "replicated/plan/model.rs",
+        "replicated/plan/supply.rs",
+    ] {
+        assert!(to.contains(want), "decide.rs -> {want} missing: {to:?}");
+    }
+    assert!(g.files[file("replicated/state/mod.rs")].glue);
+    assert!(!g.files[file("replicated/state/power.rs")].glue);
 }
 
 /// Every `.rs` file under `src`, with its text.
@@ -297,4 +296,30 @@ fn fault_injection_is_off_in_what_ships() {
         t.contains("upsilon-node feature \"fault-injection\""),
         "the test suite's build lost fault injection:\n{t}"
     );
+}
+
+/// A cycle between two files, through a grouped import and an inline `super::` path,
+/// is found and named.
+#[test]
+fn a_cycle_between_files_is_named() {
+    let dir = std::env::temp_dir().join(format!("upsilon-layers-{}", std::process::id()));
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("m")).unwrap();
+    std::fs::write(src.join("lib.rs"), "mod m;\nmod z;\n").unwrap();
+    std::fs::write(
+        src.join("m/mod.rs"),
+        "mod a;\nmod b;\npub use a::*;\npub use b::*;\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("m/a.rs"), "use super::{b::{X}};\npub struct Y;\n").unwrap();
+    std::fs::write(
+        src.join("m/b.rs"),
+        "pub struct X;\nfn f() { let _ = super::Y; }\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("z.rs"), "use crate::m::X;\n").unwrap();
+    let g = ImportGraph::read(&src);
+    let cycles = g.cycles();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(cycles, ["m/a.rs -> m/b.rs -> m/a.rs"], "{cycles:?}");
 }

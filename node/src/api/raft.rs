@@ -366,7 +366,7 @@ impl RaftService for RaftApi {
                 .map(|n| n.addr.clone())
         });
         let state = self.cluster.read(|s| s.clone());
-        reply(&crate::cluster::handle::Followed { leader, state })
+        reply(&crate::cluster::network::Followed { leader, state })
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

@@ -11,7 +11,7 @@ use openraft::ServerState;
 use openraft::type_config::async_runtime::WatchReceiver;
 use serde::{Deserialize, Serialize};
 
-use super::network::{self, Network};
+use super::network::{self, Followed, Network};
 use super::store::{self, IdentityHandle, StateMachineStore};
 use super::{ClusterNode, NodeId, Raft};
 use upsilon_core::config::ClusterSection;
@@ -1069,13 +1069,6 @@ fn written_index(r: &LeaderReply) -> u64 {
 
 /// How long a followed state counts as the present.
 pub const FOLLOW_FRESH: Duration = Duration::from_secs(10);
-
-/// What a member gives a node that is not one: its applied power state and the leader.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Followed {
-    pub leader: Option<String>,
-    pub state: PowerState,
-}
 
 /// The refusal of a member whose store was recreated, in words for both sides.
 pub fn identity_changed(id: NodeId, known: &ClusterNode, now: &ClusterNode) -> String {

@@ -542,7 +542,15 @@ impl RaftNetworkV2<C> for Conn {
 /// Sends `req` to the node at `addr` over its `Forward` RPC and decodes the answer.
 /// Asks the node at `addr` for its applied power state (for a node that is not a
 /// member: it follows it read-only).
-pub async fn read_state(net: &Network, addr: &str) -> Result<super::handle::Followed, String> {
+/// What a member gives a node that is not one (the `ReadState` RPC): its applied power
+/// state and the leader's address.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Followed {
+    pub leader: Option<String>,
+    pub state: super::PowerState,
+}
+
+pub async fn read_state(net: &Network, addr: &str) -> Result<Followed, String> {
     if upsilon_client::fault::blocked(addr) {
         return Err(format!(
             "cannot connect to {addr}: blocked by fault injection"
@@ -623,7 +631,6 @@ pub async fn forward_with<Req: Serialize, Resp: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::handle::Followed;
 
     fn payload(json: &[u8]) -> RaftPayload {
         RaftPayload {
