@@ -3,7 +3,8 @@
 # need (apcupsd, for its unmodified apcaccess and scripts; NUT unpacked, not installed),
 # checks formatting and lints, builds the
 # binaries the integration tests start, then runs every test (all of them even after a
-# failure, so one red test never hides another).
+# failure, so one red test never hides another), several test binaries at a time
+# (UPSILON_TEST_JOBS, default 3; logs in target/test-logs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,14 +46,23 @@ phase "cargo build (binaries the integration tests run)"
 cargo build --workspace --bins --locked
 phase "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-phase "cargo test"
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+phase "cargo test --no-run (every test binary, built once)"
+cargo test --workspace --locked --no-run --message-format=json-render-diagnostics > target/test-binaries.json
+rm -rf target/test-logs
+mkdir -p target/test-logs
+phase "cargo test --doc"
 set +e
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
+cargo test --workspace --locked --doc > target/test-logs/doc-tests.log 2>&1
+doc_status=$?
+[ "$doc_status" -eq 0 ] || cat target/test-logs/doc-tests.log
+# The test binaries run side by side, longest first (tests/bin/run_suite.rs): most of
+# their time is spent waiting on real processes, not on the CPU.
+phase "test binaries, ${UPSILON_TEST_JOBS:-3} at a time"
+target/debug/run-suite target/test-binaries.json
+status=$?
 set -e
-# One closing line for the whole suite (cargo prints one per test binary).
+[ "$doc_status" -eq 0 ] || status=1
+# One closing line for the whole suite (each binary's log has its own result lines).
 phase "done"
-awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' target/test-logs/*.log
 exit "$status"

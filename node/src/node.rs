@@ -88,7 +88,7 @@ async fn watch_raft_core(
 pub struct RunningNode {
     pub shared: Arc<NodeShared>,
     pub local_addr: SocketAddr,
-    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    tasks: Tasks,
 }
 
 impl RunningNode {
@@ -146,7 +146,12 @@ pub async fn start(cfg: NodeConfig, stop: Stop) -> Result<RunningNode, StartErro
     start_with(cfg, stop, crate::fatal::Fatal::new()).await
 }
 
-/// [`start`], raising `fatal` when the node can no longer run (the daemon exits on it).
+/// The node's background tasks, each named for the log when one ends.
+type Tasks = Vec<(&'static str, tokio::task::JoinHandle<()>)>;
+
+/// [`start`], raising `fatal` when the node can no longer run (the daemon exits on it):
+/// certificates and config checked, drivers opened, the API's socket bound, the cluster
+/// joined, the node's shared state made, then its tasks started.
 pub async fn start_with(
     cfg: NodeConfig,
     stop: Stop,
@@ -170,8 +175,74 @@ pub async fn start_with(
         upsilon_client::tls::serve_tls(cfg.node.listen, server_cfg, stop.resubscribe())
             .await
             .map_err(StartError::Listen)?;
+    let cluster = start_cluster(&cfg, local_addr).await?;
+    let (shared, mut order_rxs) = node_shared(&cfg, &drivers, cluster.clone(), local_addr, fatal);
 
-    let cluster = match &cfg.cluster {
+    crate::nis::start(&cfg.nis, shared.clone(), &stop).await;
+
+    let mut tasks = Vec::new();
+    let (exec_tx, exec_rx) = mpsc::unbounded_channel::<Event>();
+    tasks.push((
+        "run_executor",
+        tokio::spawn(run_executor(
+            shared.executor.clone(),
+            cluster.clone(),
+            exec_rx,
+        )),
+    ));
+    if let Some(cl) = &cluster {
+        cluster_duties(cl, &shared, &stop, &mut tasks);
+    }
+    for (u, d) in drivers {
+        let reporter = cluster.as_ref().map(|cl| {
+            let r = crate::cluster::duties::UpsReporter::new();
+            tasks.push((
+                "ups reporter",
+                tokio::spawn(r.clone().run(cl.clone(), stop.resubscribe())),
+            ));
+            (cl.clone(), r)
+        });
+        let orders = order_rxs
+            .remove(&u.name)
+            .expect("one order channel per UPS");
+        tasks.push((
+            "run_ups",
+            tokio::spawn(run_ups(
+                shared.clone(),
+                u.name.clone(),
+                Duration::from_millis(u.poll_interval_ms),
+                d,
+                UpsLinks {
+                    exec_tx: exec_tx.clone(),
+                    reporter,
+                    orders,
+                },
+                stop.resubscribe(),
+            )),
+        ));
+    }
+    if let Some(cl) = &cluster {
+        staging_tasks(cl, &shared, &stop, &mut tasks);
+    }
+    drop(exec_tx);
+    tasks.push((
+        "serve",
+        tokio::spawn(crate::api::serve(shared.clone(), incoming, stop)),
+    ));
+    tracing::info!(node = %shared.name, %local_addr, "serving the Upsilon API over mutual TLS");
+    Ok(RunningNode {
+        shared,
+        local_addr,
+        tasks,
+    })
+}
+
+/// The cluster, when the config has one: its store opened (or set aside), and joined.
+async fn start_cluster(
+    cfg: &NodeConfig,
+    local_addr: SocketAddr,
+) -> Result<Option<Arc<crate::cluster::handle::Cluster>>, StartError> {
+    Ok(match &cfg.cluster {
         Some(c) => {
             let client_tls = upsilon_client::tls::client_config(
                 &cfg.tls.ca,
@@ -197,15 +268,25 @@ pub async fn start_with(
             Some(cl)
         }
         None => None,
-    };
+    })
+}
 
+/// The node's shared state: the executor, each UPS's view and order channel (the
+/// receiving ends returned, by UPS name), the event log; and its start-up notices.
+fn node_shared(
+    cfg: &NodeConfig,
+    drivers: &[(upsilon_core::config::UpsSection, Box<dyn UpsDriver>)],
+    cluster: Option<Arc<crate::cluster::handle::Cluster>>,
+    local_addr: SocketAddr,
+    fatal: crate::fatal::Fatal,
+) -> (Arc<NodeShared>, HashMap<String, mpsc::Receiver<UpsOrder>>) {
     let executor = Arc::new(
         Executor::new(&cfg.executor, &cfg.hooks)
             .with_driven(drivers.iter().map(|(u, _)| u.name.clone()).collect()),
     );
     let mut ups_orders = HashMap::new();
     let mut order_rxs = HashMap::new();
-    for (u, _) in &drivers {
+    for (u, _) in drivers {
         let (tx, rx) = mpsc::channel::<UpsOrder>(4);
         ups_orders.insert(u.name.clone(), tx);
         order_rxs.insert(u.name.clone(), rx);
@@ -213,7 +294,7 @@ pub async fn start_with(
     let (event_tx, _) = broadcast::channel(1024);
     let (status_tx, _) = watch::channel(0u64);
     let mut ups_views = BTreeMap::new();
-    for (u, d) in &drivers {
+    for (u, d) in drivers {
         ups_views.insert(
             u.name.clone(),
             UpsView {
@@ -264,135 +345,104 @@ pub async fn start_with(
             cfg.executor.mode.as_str()
         ),
     );
+    (shared, order_rxs)
+}
 
-    crate::nis::start(&cfg.nis, shared.clone(), &stop).await;
+/// The tasks every member runs for the cluster: joining, liveness, following while out,
+/// stale UPSes, revocations, member problems, and watching the Raft core.
+fn cluster_duties(
+    cl: &Arc<crate::cluster::handle::Cluster>,
+    shared: &Arc<NodeShared>,
+    stop: &Stop,
+    tasks: &mut Tasks,
+) {
+    use crate::cluster::duties;
+    tasks.push((
+        "join_and_announce",
+        tokio::spawn(duties::join_and_announce(
+            cl.clone(),
+            env!("CARGO_PKG_VERSION").to_string(),
+            stop.resubscribe(),
+        )),
+    ));
+    tasks.push((
+        "liveness",
+        tokio::spawn(duties::liveness(cl.clone(), stop.resubscribe())),
+    ));
+    tasks.push((
+        "follow_while_out",
+        tokio::spawn(duties::follow_while_out(cl.clone(), stop.resubscribe())),
+    ));
+    tasks.push((
+        "mark_stale_upses",
+        tokio::spawn(duties::mark_stale_upses(cl.clone(), stop.resubscribe())),
+    ));
+    tasks.push((
+        "follow_revocations",
+        tokio::spawn(duties::follow_revocations(cl.clone(), stop.resubscribe())),
+    ));
+    tasks.push((
+        "publish_member_problems",
+        tokio::spawn(duties::publish_member_problems(
+            cl.clone(),
+            stop.resubscribe(),
+        )),
+    ));
+    tasks.push((
+        "watch_raft_core",
+        tokio::spawn(watch_raft_core(
+            shared.clone(),
+            cl.clone(),
+            stop.resubscribe(),
+        )),
+    ));
+}
 
-    let mut tasks = Vec::new();
-    let (exec_tx, exec_rx) = mpsc::unbounded_channel::<Event>();
+/// The staged shutdown's tasks: the coordinator (on the leader), this host's stages,
+/// the local fallback, UPS orders, and an owner finishing alone.
+fn staging_tasks(
+    cl: &Arc<crate::cluster::handle::Cluster>,
+    shared: &Arc<NodeShared>,
+    stop: &Stop,
+    tasks: &mut Tasks,
+) {
+    use crate::staging;
     tasks.push((
-        "run_executor",
-        tokio::spawn(run_executor(executor, cluster.clone(), exec_rx)),
+        "coordinate",
+        tokio::spawn(staging::coordinate(cl.clone(), stop.resubscribe())),
     ));
-    if let Some(cl) = &cluster {
-        use crate::cluster::duties;
-        tasks.push((
-            "join_and_announce",
-            tokio::spawn(duties::join_and_announce(
-                cl.clone(),
-                env!("CARGO_PKG_VERSION").to_string(),
-                stop.resubscribe(),
-            )),
-        ));
-        tasks.push((
-            "liveness",
-            tokio::spawn(duties::liveness(cl.clone(), stop.resubscribe())),
-        ));
-        tasks.push((
-            "follow_while_out",
-            tokio::spawn(duties::follow_while_out(cl.clone(), stop.resubscribe())),
-        ));
-        tasks.push((
-            "mark_stale_upses",
-            tokio::spawn(duties::mark_stale_upses(cl.clone(), stop.resubscribe())),
-        ));
-        tasks.push((
-            "follow_revocations",
-            tokio::spawn(duties::follow_revocations(cl.clone(), stop.resubscribe())),
-        ));
-        tasks.push((
-            "publish_member_problems",
-            tokio::spawn(duties::publish_member_problems(
-                cl.clone(),
-                stop.resubscribe(),
-            )),
-        ));
-        tasks.push((
-            "watch_raft_core",
-            tokio::spawn(watch_raft_core(
-                shared.clone(),
-                cl.clone(),
-                stop.resubscribe(),
-            )),
-        ));
-    }
-    for (u, d) in drivers {
-        let reporter = cluster.as_ref().map(|cl| {
-            let r = crate::cluster::duties::UpsReporter::new();
-            tasks.push((
-                "ups reporter",
-                tokio::spawn(r.clone().run(cl.clone(), stop.resubscribe())),
-            ));
-            (cl.clone(), r)
-        });
-        let orders = order_rxs
-            .remove(&u.name)
-            .expect("one order channel per UPS");
-        tasks.push((
-            "run_ups",
-            tokio::spawn(run_ups(
-                shared.clone(),
-                u.name.clone(),
-                Duration::from_millis(u.poll_interval_ms),
-                d,
-                UpsLinks {
-                    exec_tx: exec_tx.clone(),
-                    reporter,
-                    orders,
-                },
-                stop.resubscribe(),
-            )),
-        ));
-    }
-    if let Some(cl) = &cluster {
-        use crate::staging;
-        tasks.push((
-            "coordinate",
-            tokio::spawn(staging::coordinate(cl.clone(), stop.resubscribe())),
-        ));
-        tasks.push((
-            "run_my_stages",
-            tokio::spawn(staging::run_my_stages(
-                shared.clone(),
-                cl.clone(),
-                stop.resubscribe(),
-            )),
-        ));
-        tasks.push((
-            "local_fallback",
-            tokio::spawn(staging::local_fallback(
-                shared.clone(),
-                cl.clone(),
-                stop.resubscribe(),
-            )),
-        ));
-        tasks.push((
-            "carry_out_ups_orders",
-            tokio::spawn(staging::carry_out_ups_orders(
-                shared.clone(),
-                cl.clone(),
-                stop.resubscribe(),
-            )),
-        ));
-        tasks.push((
-            "finish_alone",
-            tokio::spawn(crate::endgame::finish_alone(
-                shared.clone(),
-                cl.clone(),
-                stop.resubscribe(),
-            )),
-        ));
-    }
-    drop(exec_tx);
     tasks.push((
-        "serve",
-        tokio::spawn(crate::api::serve(shared.clone(), incoming, stop)),
+        "run_my_stages",
+        tokio::spawn(staging::run_my_stages(
+            shared.clone(),
+            cl.clone(),
+            stop.resubscribe(),
+        )),
     ));
-    tracing::info!(node = %shared.name, %local_addr, "serving the Upsilon API over mutual TLS");
-    Ok(RunningNode {
-        shared,
-        local_addr,
-        tasks,
-    })
+    tasks.push((
+        "local_fallback",
+        tokio::spawn(staging::local_fallback(
+            shared.clone(),
+            cl.clone(),
+            stop.resubscribe(),
+        )),
+    ));
+    tasks.push((
+        "carry_out_ups_orders",
+        tokio::spawn(staging::carry_out_ups_orders(
+            shared.clone(),
+            cl.clone(),
+            stop.resubscribe(),
+        )),
+    ));
+    tasks.push((
+        "finish_alone",
+        tokio::spawn(crate::endgame::finish_alone(
+            shared.clone(),
+            cl.clone(),
+            stop.resubscribe(),
+        )),
+    ));
 }
 
 async fn run_executor(

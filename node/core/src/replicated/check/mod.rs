@@ -93,14 +93,37 @@ fn at(ms: i64) -> String {
 /// `plan check`'s report from a predicted timeline.
 pub fn render(state: &PowerState, voters: &[NodeId], tl: &Timeline) -> PlanCheck {
     let plan: &Plan = state.plan.as_ref().expect("a timeline comes from a plan");
-    let hosts = state.hosts();
-    let name = |id: &NodeId| tl.hosts.get(id).map_or(id.to_string(), |h| h.name.clone());
     let mut c = PlanCheck::default();
     c.lines.push(if tl.outage_going {
         "outage going on: the UPSes on battery taken to stay so, at the current load".into()
     } else {
         "as if mains failed now on every UPS, at the current load".to_string()
     });
+    batteries(&mut c, state, tl);
+    quorum_rule(&mut c, state, plan, voters);
+    let worst = stages(&mut c, plan, tl);
+    if let Some(q) = tl.quorum_lost_ms {
+        c.lines.push(format!(
+            "quorum lost at {}: nothing is committed after it",
+            at(q)
+        ));
+    }
+    kill_orders(&mut c, state, tl);
+    other_halts(&mut c, tl);
+    if let Some((m, stage)) = worst {
+        c.lines.push(if m < 0.0 {
+            format!("{stage} runs out of battery first, {} short", secs(-m))
+        } else {
+            format!("tightest: {stage}, {} of battery to spare", secs(m))
+        });
+    }
+    against_the_cluster(&mut c, state, plan);
+    c
+}
+
+/// Each UPS's runtime, and feeds nobody reports.
+fn batteries(c: &mut PlanCheck, state: &PowerState, tl: &Timeline) {
+    let hosts = state.hosts();
     for u in &tl.upses {
         c.lines.push(match u.runtime_s {
             Some(r) => format!(
@@ -131,7 +154,10 @@ pub fn render(state: &PowerState, voters: &[NodeId], tl: &Timeline) -> PlanCheck
             ));
         }
     }
-    // The rule for the quorum, stated either way.
+}
+
+/// The rule for the quorum, stated either way.
+fn quorum_rule(c: &mut PlanCheck, state: &PowerState, plan: &Plan, voters: &[NodeId]) {
     match endgame::quorum_words(state, plan, voters) {
         Ok(Some(w)) => c.lines.push(w),
         Ok(None) => {}
@@ -139,6 +165,12 @@ pub fn render(state: &PowerState, voters: &[NodeId], tl: &Timeline) -> PlanCheck
             .problems
             .push(format!("{e} (`plan apply` refuses this plan)")),
     }
+}
+
+/// One line per stage: when it starts and why, whom it waits for, each host's halt and
+/// battery left. Returns the tightest margin and its stage.
+fn stages(c: &mut PlanCheck, plan: &Plan, tl: &Timeline) -> Option<(f64, String)> {
+    let name = |id: &NodeId| tl.hosts.get(id).map_or(id.to_string(), |h| h.name.clone());
     let mut worst: Option<(f64, String)> = None;
     for st in &tl.stages {
         let label = format!("stage {} {}", st.index + 1, st.name);
@@ -231,12 +263,12 @@ pub fn render(state: &PowerState, voters: &[NodeId], tl: &Timeline) -> PlanCheck
             }
         ));
     }
-    if let Some(q) = tl.quorum_lost_ms {
-        c.lines.push(format!(
-            "quorum lost at {}: nothing is committed after it",
-            at(q)
-        ));
-    }
+    worst
+}
+
+/// Each UPS's kill order, its delay and margin.
+fn kill_orders(c: &mut PlanCheck, state: &PowerState, tl: &Timeline) {
+    let name = |id: &NodeId| tl.hosts.get(id).map_or(id.to_string(), |h| h.name.clone());
     for u in &tl.upses {
         let Some(k) = &u.kill else {
             if u.on_battery {
@@ -249,7 +281,7 @@ pub fn render(state: &PowerState, voters: &[NodeId], tl: &Timeline) -> PlanCheck
             continue;
         };
         if let Some(rec) = state.upses.get(&u.name) {
-            ups_delay_note(&mut c, rec, k.delay_s);
+            ups_delay_note(c, rec, k.delay_s);
         }
         let by = if k.alone {
             format!(" by {} alone (no quorum)", name(&u.owner))
@@ -284,7 +316,10 @@ pub fn render(state: &PowerState, voters: &[NodeId], tl: &Timeline) -> PlanCheck
             )),
         }
     }
-    // Owners' and fallen-back hosts' halts, which no stage line shows.
+}
+
+/// Owners' and fallen-back hosts' halts, which no stage line shows.
+fn other_halts(c: &mut PlanCheck, tl: &Timeline) {
     for h in tl.hosts.values() {
         let shown = h
             .stage
@@ -329,14 +364,11 @@ pub fn render(state: &PowerState, voters: &[NodeId], tl: &Timeline) -> PlanCheck
             (_, None) => {}
         }
     }
-    if let Some((m, stage)) = worst {
-        c.lines.push(if m < 0.0 {
-            format!("{stage} runs out of battery first, {} short", secs(-m))
-        } else {
-            format!("tightest: {stage}, {} of battery to spare", secs(m))
-        });
-    }
-    // The plan against the cluster.
+}
+
+/// The plan against the cluster: hosts in no stage, and the plan's own review.
+fn against_the_cluster(c: &mut PlanCheck, state: &PowerState, plan: &Plan) {
+    let hosts = state.hosts();
     let selected: BTreeSet<NodeId> = (0..plan.stages.len())
         .flat_map(|k| plan.stage_hosts(k, &hosts))
         .collect();
@@ -349,7 +381,6 @@ pub fn render(state: &PowerState, voters: &[NodeId], tl: &Timeline) -> PlanCheck
         }
     }
     c.warnings.extend(plan.review(&hosts).warnings);
-    c
 }
 
 fn how_words(how: HaltPath) -> &'static str {
