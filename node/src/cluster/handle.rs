@@ -109,6 +109,9 @@ pub struct Cluster {
     vote_fence: Arc<VoteFence>,
     /// When the leader of this node's term last reached it (start time at first).
     leader_contact: Mutex<Instant>,
+    /// Held across each membership change on the leader: two joins or promotions at
+    /// once would overlap in openraft ("already undergoing a configuration change").
+    membership_changes: tokio::sync::Mutex<()>,
 }
 
 /// Until when a restarted voter grants no vote (`None` once lifted), and the signal
@@ -278,6 +281,7 @@ impl Cluster {
         Ok(Arc::new(Cluster {
             vote_fence,
             leader_contact: Mutex::new(Instant::now()),
+            membership_changes: tokio::sync::Mutex::new(()),
             id: cfg.id,
             name: name.to_string(),
             addr,
@@ -628,6 +632,7 @@ impl Cluster {
                 }
             }
             LeaderOp::AddLearner { id, node } => {
+                let _one_at_a_time = self.membership_changes.lock().await;
                 let m = self.metrics();
                 let membership = m.membership_config.membership();
                 if let Some(cur) = membership.get_node(id) {
@@ -663,6 +668,7 @@ impl Cluster {
                 Ok(self.membership_reply())
             }
             LeaderOp::SetVoter { id, voter } => {
+                let _one_at_a_time = self.membership_changes.lock().await;
                 let set: BTreeSet<NodeId> = [*id].into();
                 let change = if *voter {
                     ChangeMembers::AddVoterIds(set)
@@ -686,6 +692,7 @@ impl Cluster {
                 Ok(self.membership_reply())
             }
             LeaderOp::Remove { id } => {
+                let _one_at_a_time = self.membership_changes.lock().await;
                 let set: BTreeSet<NodeId> = [*id].into();
                 let is_voter = self
                     .metrics()
@@ -739,6 +746,7 @@ impl Cluster {
     /// learner (a voter's seat given up first), the leader's record of what it had
     /// acknowledged forgotten, so it catches up from the leader.
     pub async fn readmit_rewound(&self, id: NodeId) -> Result<(), String> {
+        let _one_at_a_time = self.membership_changes.lock().await;
         let m = self.metrics();
         let Some(node) = m.membership_config.membership().get_node(&id).cloned() else {
             return Ok(());
