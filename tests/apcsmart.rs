@@ -278,7 +278,7 @@ fn kill_power_on_battery_is_s_and_the_output_returns_with_mains() {
     let s_at = rx.iter().rposition(|b| *b == b'S').unwrap();
     assert_eq!(rx[s_at - 1], b'p', "the grace delay is read first: {rx:?}");
     if let Some((_, gap)) = seq.get(1) {
-        assert!(*gap >= 4.95, "nothing is sent for 5 s after S: {seq:?}");
+        assert!(*gap >= 4.8, "nothing is sent for 5 s after S: {seq:?}");
     }
     assert!(
         node.log_text()
@@ -316,9 +316,14 @@ fn kill_power_on_line_falls_back_to_at_000_with_apcupsd_pauses() {
     let seq = sequence_from(&sim, b'S', 5);
     let bytes: Vec<u8> = seq.iter().map(|(b, _)| *b).collect();
     assert_eq!(bytes, b"S@000", "{seq:?}");
-    // S, 5 s + the 1 s read, @, 2 s, 0, 2 s, 0, 2 s + the 1 s read, 0.
+    // S, 5 s + the 1 s read, @, 2 s, 0, 2 s, 0, 2 s + the 1 s read, 0. The gaps are
+    // seen where the bytes arrive: one byte delivered late (a loaded machine) makes the
+    // next gap look shorter than the driver's pause by as much, hence the 0.2 s.
     for (i, min) in [(1, 5.0), (2, 2.0), (3, 2.0), (4, 2.0)] {
-        assert!(seq[i].1 >= min && seq[i].1 < min + 2.5, "gap {i}: {seq:?}");
+        assert!(
+            seq[i].1 >= min - 0.2 && seq[i].1 < min + 2.5,
+            "gap {i}: {seq:?}"
+        );
     }
     let ev: Vec<String> = sim.events().into_iter().map(|(_, e)| e).collect();
     assert!(ev.contains(&"@000 accepted".to_string()), "{ev:?}");
@@ -372,7 +377,7 @@ fn power_off_is_k_pause_k_and_self_test_is_w() {
     assert_eq!(rx.get(first + 1).map(|r| r.byte), Some(b'K'), "K then K");
     let gap = (rx[first + 1].at - rx[first].at).as_secs_f64();
     // Stamped when the simulator's read loop sees each byte: allow a few ms of jitter.
-    assert!(gap >= 1.95, "K, 2 s, K: {gap} s");
+    assert!(gap >= 1.8, "K, 2 s, K: {gap} s");
     assert!(sim.events().iter().any(|(_, e)| e == "K K accepted"));
 }
 
@@ -630,8 +635,9 @@ fn kill_power_falls_back_to_power_off_when_s_and_at_are_refused() {
     let bytes: Vec<u8> = seq.iter().map(|(b, _)| *b).collect();
     assert_eq!(bytes, b"S@000KK", "{seq:?}");
     // The simulator stamps a byte when its read loop sees it, so a measured gap can come
-    // out a few ms short of the driver's 2 s pause.
-    assert!(seq[6].1 >= 1.95, "K, 2 s, K: {seq:?}");
+    // out short of the driver's 2 s pause by however late the byte before it was seen (a
+    // loaded machine, test binaries side by side).
+    assert!(seq[6].1 >= 1.8, "K, 2 s, K: {seq:?}");
     assert!(sim.events().iter().any(|(_, e)| e == "K K accepted"));
     assert!(node.log_text().contains("turning it off instead (K K)"));
 }
