@@ -331,6 +331,26 @@ fn was_on_battery(v: &UpsView) -> bool {
 /// The full status as this node sees it: its own UPSes when standalone, the
 /// replicated state of the whole cluster when it is a member. Served by `GetStatus`
 /// and `Watch`; every other reader (web page, metrics, NIS/NUT) reads the same.
+/// A member further behind the leader than this is shown as rejoining (a store wiped,
+/// restored or just started catching up); closer, it is in sync.
+const REJOINING_LAG: u64 = 50;
+
+/// A member's STATE: held back by the leader, rejoining (far behind it, as the leader
+/// sees), or the host's own state.
+fn member_state(
+    s: &upsilon_core::replicated::state::PowerState,
+    m: &crate::cluster::handle::MemberView,
+    now: i64,
+) -> String {
+    if s.member_problems.contains_key(&m.id) {
+        return "held back (see the cluster's warnings)".into();
+    }
+    match m.lag {
+        Some(l) if l > REJOINING_LAG => format!("rejoining: {l} entries behind"),
+        _ => upsilon_core::wording::host_state(s, m.id, now),
+    }
+}
+
 pub fn snapshot(shared: &NodeShared) -> StatusSnapshot {
     let now = upsilon_core::time::now_ms();
     let Some(cluster) = &shared.cluster else {
@@ -367,7 +387,7 @@ pub fn snapshot(shared: &NodeShared) -> StatusSnapshot {
     let states: std::collections::BTreeMap<u64, String> = cluster.read(|s| {
         view.members
             .iter()
-            .map(|m| (m.id, upsilon_core::wording::host_state(s, m.id, now)))
+            .map(|m| (m.id, member_state(s, m, now)))
             .collect()
     });
     let (ups, records, owners) = cluster.read(|s| {
