@@ -168,24 +168,6 @@ fn the_import_graph_follows_glue_to_the_defining_file() {
     assert!(!g.files[file("replicated/state/power.rs")].glue);
 }
 
-/// Every `.rs` file under `src`, with its text.
-fn sources(src: &Path) -> Vec<(PathBuf, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![src.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                let text = std::fs::read_to_string(&p).unwrap();
-                out.push((p, text));
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn crates_never_name_a_crate_above_them() {
     let mut wrong = Vec::new();
@@ -197,7 +179,7 @@ fn crates_never_name_a_crate_above_them() {
         ("client", &["upsilon_node"][..]),
         ("../legacy-bridge", &["upsilon_node"][..]),
     ] {
-        for (path, text) in sources(&crate_src(dir)) {
+        for (path, text) in import_graph::rust_files(&crate_src(dir)) {
             for a in above {
                 if text.contains(a) {
                     wrong.push(format!("{} names {a}", path.display()));
@@ -208,22 +190,12 @@ fn crates_never_name_a_crate_above_them() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// `cargo tree` of upsilon-core's normal and build dependencies: none of the daemon's
-/// heavy crates may appear, so fuzzing or testing a parser never builds them.
-#[test]
-fn core_builds_without_the_daemon_s_crates() {
+/// `cargo tree --offline --prefix none` with `args`, from the workspace root.
+fn cargo_tree(args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "--offline",
-            "-p",
-            "upsilon-core",
-            "-e",
-            "normal,build",
-            "--prefix",
-            "none",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["tree", "--offline", "--prefix", "none"])
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
         .output()
         .expect("run cargo tree");
     assert!(
@@ -231,7 +203,14 @@ fn core_builds_without_the_daemon_s_crates() {
         "cargo tree failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let tree = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// `cargo tree` of upsilon-core's normal and build dependencies: none of the daemon's
+/// heavy crates may appear, so fuzzing or testing a parser never builds them.
+#[test]
+fn core_builds_without_the_daemon_s_crates() {
+    let tree = cargo_tree(&["-p", "upsilon-core", "-e", "normal,build"]);
     let crates: BTreeSet<&str> = tree
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -259,27 +238,7 @@ fn core_builds_without_the_daemon_s_crates() {
 /// crate does (so the suite's `cargo build --workspace` can partition its nodes).
 #[test]
 fn fault_injection_is_off_in_what_ships() {
-    let tree = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO"))
-            .args([
-                "tree",
-                "--offline",
-                "-e",
-                "features,normal",
-                "--prefix",
-                "none",
-            ])
-            .args(args)
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
-            .output()
-            .expect("run cargo tree");
-        assert!(
-            out.status.success(),
-            "cargo tree failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let tree = |args: &[&str]| cargo_tree(&[&["-e", "features,normal"], args].concat());
     for (what, args) in [
         ("upsilond alone", vec!["-p", "upsilon-node"]),
         ("the default members", vec![]),

@@ -213,26 +213,28 @@ fn entry(index: u64, cmd: &Command) -> String {
     serde_json::to_string(&e).unwrap()
 }
 
-fn write_fixtures() {
+/// Writes a version's fixtures: the snapshot after `before_snapshot()`, the log of
+/// `after`, and the state it applies to.
+fn write_fixtures(dir: &std::path::Path, after: &[Command]) {
     let mut s = PowerState::default();
     for c in before_snapshot() {
         s.apply(&c);
     }
-    std::fs::create_dir_all(dir()).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
-        dir().join("snapshot.json"),
+        dir.join("snapshot.json"),
         serde_json::to_string_pretty(&s).unwrap(),
     )
     .unwrap();
     let mut log = String::new();
-    for (i, c) in after_snapshot().iter().enumerate() {
+    for (i, c) in after.iter().enumerate() {
         s.apply(c);
         log.push_str(&entry(100 + i as u64, c));
         log.push('\n');
     }
-    std::fs::write(dir().join("log.jsonl"), log).unwrap();
+    std::fs::write(dir.join("log.jsonl"), log).unwrap();
     std::fs::write(
-        dir().join("expected.json"),
+        dir.join("expected.json"),
         serde_json::to_string_pretty(&s).unwrap(),
     )
     .unwrap();
@@ -242,7 +244,7 @@ fn write_fixtures() {
 fn stored_state_from_an_earlier_version_loads_and_applies_identically() {
     // v1 was released: only its own generator rewrites it, by name.
     if std::env::var("UPSILON_WRITE_GOLDEN").as_deref() == Ok("v1") {
-        write_fixtures();
+        write_fixtures(&dir(), &after_snapshot());
     }
     let read = |f: &str| {
         std::fs::read_to_string(dir().join(f))
@@ -385,36 +387,10 @@ fn after_snapshot_v2() -> Vec<Command> {
     log
 }
 
-fn write_fixtures_v2() {
-    let dir = fixtures("v2");
-    let mut s = PowerState::default();
-    for c in before_snapshot() {
-        s.apply(&c);
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("snapshot.json"),
-        serde_json::to_string_pretty(&s).unwrap(),
-    )
-    .unwrap();
-    let mut log = String::new();
-    for (i, c) in after_snapshot_v2().iter().enumerate() {
-        s.apply(c);
-        log.push_str(&entry(100 + i as u64, c));
-        log.push('\n');
-    }
-    std::fs::write(dir.join("log.jsonl"), log).unwrap();
-    std::fs::write(
-        dir.join("expected.json"),
-        serde_json::to_string_pretty(&s).unwrap(),
-    )
-    .unwrap();
-}
-
 #[test]
 fn stored_state_v2_loads_applies_and_serializes_byte_for_byte() {
     if std::env::var("UPSILON_WRITE_GOLDEN").as_deref() == Ok("v2") {
-        write_fixtures_v2();
+        write_fixtures(&fixtures("v2"), &after_snapshot_v2());
     }
     let dir = fixtures("v2");
     let read = |f: &str| {

@@ -331,50 +331,59 @@ fn inline_paths(code: &str) -> Vec<Vec<String>> {
     out
 }
 
+/// Every `.rs` file under `src`, with its text.
+pub fn rust_files(src: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                out.push((p, text));
+            }
+        }
+    }
+    out
+}
+
 impl ImportGraph {
     /// Reads every `.rs` file under `src` (a crate's `src/`).
     pub fn read(src: &Path) -> ImportGraph {
         let mut files = Vec::new();
-        let mut stack = vec![src.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    let rel = p.strip_prefix(src).unwrap();
-                    let mut module: Vec<String> = rel
-                        .components()
-                        .map(|c| {
-                            c.as_os_str()
-                                .to_string_lossy()
-                                .trim_end_matches(".rs")
-                                .to_string()
-                        })
-                        .collect();
-                    if matches!(
-                        module.last().map(String::as_str),
-                        Some("mod" | "lib" | "main")
-                    ) {
-                        module.pop();
-                    }
-                    if module.last().is_some_and(|m| m == "tests") {
-                        continue;
-                    }
-                    let text = std::fs::read_to_string(&p).unwrap();
-                    let code = without_tests(&strip(&text)).to_string();
-                    let root = rel
-                        .file_name()
-                        .is_some_and(|n| n == "mod.rs" || n == "lib.rs" || n == "main.rs");
-                    files.push(SourceFile {
-                        glue: root && is_glue(&code),
-                        items: items(&code),
-                        path: p,
-                        module,
-                        code,
-                    });
-                }
+        for (p, text) in rust_files(src) {
+            let rel = p.strip_prefix(src).unwrap();
+            let mut module: Vec<String> = rel
+                .components()
+                .map(|c| {
+                    c.as_os_str()
+                        .to_string_lossy()
+                        .trim_end_matches(".rs")
+                        .to_string()
+                })
+                .collect();
+            if matches!(
+                module.last().map(String::as_str),
+                Some("mod" | "lib" | "main")
+            ) {
+                module.pop();
             }
+            if module.last().is_some_and(|m| m == "tests") {
+                continue;
+            }
+            let code = without_tests(&strip(&text)).to_string();
+            let root = rel
+                .file_name()
+                .is_some_and(|n| n == "mod.rs" || n == "lib.rs" || n == "main.rs");
+            files.push(SourceFile {
+                glue: root && is_glue(&code),
+                items: items(&code),
+                path: p,
+                module,
+                code,
+            });
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let mut g = ImportGraph {
