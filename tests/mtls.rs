@@ -26,21 +26,33 @@ fn refused(o: &std::process::Output) -> String {
     e
 }
 
+/// A refusal said on both sides: the client's words contain each of `client_says`, and
+/// the node logs `node_says` (within 5 s).
+fn refused_on_both_sides(
+    node: &NodeProc,
+    o: &std::process::Output,
+    client_says: &[&str],
+    node_says: &str,
+) {
+    let e = refused(o);
+    for want in client_says {
+        assert!(e.contains(want), "client said: {e}");
+    }
+    assert!(
+        node.wait_log(node_says, Duration::from_secs(5)),
+        "server log:\n{}",
+        node.log_text()
+    );
+}
+
 #[test]
 fn client_without_certificate_is_refused() {
     let (pki, node) = started();
-    let e = refused(&upsilon(&pki, node.addr, None, &["status"]));
-    assert!(
-        e.contains("requires a client certificate"),
-        "client said: {e}"
-    );
-    assert!(
-        node.wait_log(
-            "the client presented no certificate",
-            Duration::from_secs(5)
-        ),
-        "server log:\n{}",
-        node.log_text()
+    refused_on_both_sides(
+        &node,
+        &upsilon(&pki, node.addr, None, &["status"]),
+        &["requires a client certificate"],
+        "the client presented no certificate",
     );
     // A valid client still works afterwards.
     assert_eq!(status_json(&pki, node.addr)["node"], "node1");
@@ -61,18 +73,11 @@ fn client_with_another_cas_certificate_is_refused() {
         .env("UPSILON_KEY", key)
         .output()
         .unwrap();
-    let e = refused(&o);
-    assert!(
-        e.contains("not signed by that cluster's CA"),
-        "client said: {e}"
-    );
-    assert!(
-        node.wait_log(
-            "the client's certificate is not signed by this cluster's CA",
-            Duration::from_secs(5)
-        ),
-        "server log:\n{}",
-        node.log_text()
+    refused_on_both_sides(
+        &node,
+        &o,
+        &["not signed by that cluster's CA"],
+        "the client's certificate is not signed by this cluster's CA",
     );
     assert_eq!(status_json(&pki, node.addr)["node"], "node1");
 }
@@ -88,15 +93,11 @@ fn expired_client_certificate_is_refused() {
         not_before: now - time::Duration::days(30),
         not_after: now - time::Duration::days(1),
     });
-    let e = refused(&upsilon(&pki, node.addr, Some("old-operator"), &["status"]));
-    assert!(e.contains("expired"), "client said: {e}");
-    assert!(
-        node.wait_log(
-            "the client's certificate has expired",
-            Duration::from_secs(5)
-        ),
-        "server log:\n{}",
-        node.log_text()
+    refused_on_both_sides(
+        &node,
+        &upsilon(&pki, node.addr, Some("old-operator"), &["status"]),
+        &["expired"],
+        "the client's certificate has expired",
     );
 }
 
@@ -177,21 +178,11 @@ fn a_not_yet_valid_certificate_is_called_that_and_huge_validity_is_refused() {
         not_before: now + time::Duration::days(2),
         not_after: now + time::Duration::days(30),
     });
-    let e = refused(&upsilon(
-        &pki,
-        node.addr,
-        Some("future-operator"),
-        &["status"],
-    ));
-    assert!(e.contains("not valid until"), "client said: {e}");
-    assert!(e.contains("not valid yet"), "client said: {e}");
-    assert!(
-        node.wait_log(
-            "the client's certificate is not valid yet",
-            Duration::from_secs(5)
-        ),
-        "server log:\n{}",
-        node.log_text()
+    refused_on_both_sides(
+        &node,
+        &upsilon(&pki, node.addr, Some("future-operator"), &["status"]),
+        &["not valid until", "not valid yet"],
+        "the client's certificate is not valid yet",
     );
     let o = std::process::Command::new(bin("upsilon"))
         .args(["cert", "issue", "--dir"])
@@ -227,15 +218,11 @@ fn a_node_certificate_answers_on_127_0_0_1_and_a_wrong_address_is_named_on_both_
 
     // The same certificate on an address it does not name.
     let node = NodeProc::start_at(&pki, "127.0.0.6", "");
-    let e = refused(&upsilon(&pki, node.addr, Some("operator"), &["status"]));
-    assert!(e.contains("does not name this address"), "client said: {e}");
-    assert!(
-        node.wait_log(
-            "does not name the address the client dialled",
-            Duration::from_secs(5)
-        ),
-        "server log:\n{}",
-        node.log_text()
+    refused_on_both_sides(
+        &node,
+        &upsilon(&pki, node.addr, Some("operator"), &["status"]),
+        &["does not name this address"],
+        "does not name the address the client dialled",
     );
     assert!(
         !node.log_text().contains("another cluster's CA"),

@@ -193,6 +193,18 @@ fn hook_exit_99_skips_the_shutdown_command() {
     assert!(cmds.contains("skipped: a hook exited 99"), "{cmds}");
 }
 
+/// `upsilon sim set ARGS` as the operator, then the node's status once its UPS reads
+/// `status` (10 s at most).
+fn sim_until(pki: &TestPki, node: &NodeProc, args: &[&str], status: &str) -> serde_json::Value {
+    let set: Vec<&str> = ["sim", "set"].iter().chain(args).copied().collect();
+    upsilon(pki, node.addr, Some("operator"), &set);
+    wait_for(Duration::from_secs(10), || {
+        let v = status_json(pki, node.addr);
+        (v["ups"][0]["status"] == status).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("the UPS never read {status} after sim set {args:?}"))
+}
+
 #[test]
 fn comm_loss_on_battery_shuts_down_after_dead_time_and_on_mains_does_not() {
     let pki = TestPki::new();
@@ -202,33 +214,14 @@ fn comm_loss_on_battery_shuts_down_after_dead_time_and_on_mains_does_not() {
         (status_json(&pki, node.addr)["ups"][0]["status"] == "ONLINE").then_some(())
     })
     .unwrap();
-    upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["sim", "set", "--comm-lost"],
-    );
-    let v = wait_for(Duration::from_secs(10), || {
-        let v = status_json(&pki, node.addr);
-        (v["ups"][0]["status"] == "COMMLOST").then_some(v)
-    })
-    .expect("comm lost shown");
+    let v = sim_until(&pki, &node, &["--comm-lost"], "COMMLOST");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         status_json(&pki, node.addr)["pending"]["kind"],
         "none",
         "{v}"
     );
-    upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["sim", "set", "--comm-ok", "--on-battery"],
-    );
-    wait_for(Duration::from_secs(10), || {
-        (status_json(&pki, node.addr)["ups"][0]["status"] == "ONBATT").then_some(())
-    })
-    .unwrap();
+    sim_until(&pki, &node, &["--comm-ok", "--on-battery"], "ONBATT");
     upsilon(
         &pki,
         node.addr,
