@@ -182,7 +182,51 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
             }
         }
     }
+    take_back_owed_seat(&cluster, stop).await;
 }
+
+/// A seat can come to be owed while this node runs: the leader re-admits a store it
+/// found rewound (an older copy restored under a running node's feet) or wiped, perhaps
+/// just after this node judged itself a voter on the membership its old store held.
+/// So, for as long as it runs: whenever the cluster owes this node a voter's seat and
+/// it is a caught-up learner, it asks for the seat back.
+async fn take_back_owed_seat(cluster: &Cluster, mut stop: Stop) {
+    loop {
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let owed = cluster.read(|s| s.seats_owed.contains(&cluster.id));
+        let learner = cluster.is_member()
+            && !cluster
+                .metrics()
+                .membership_config
+                .voter_ids()
+                .any(|v| v == cluster.id);
+        if !owed || !learner || !cluster.caught_up() {
+            continue;
+        }
+        let ask = LeaderOp::SetVoter {
+            id: cluster.id,
+            voter: true,
+        };
+        match cluster.submit(ask, Duration::from_secs(15)).await {
+            Ok(_) => {
+                tracing::info!("a voter again: the seat given up when the store was re-admitted")
+            }
+            Err(e) => {
+                if let Some(n) = SEAT_LOG.note(&e.to_string()) {
+                    tracing::warn!(
+                        "cannot take back this node's voter seat yet: {e}{}",
+                        upsilon_core::ratelimit::repeats(n)
+                    );
+                }
+            }
+        }
+    }
+}
+
+static SEAT_LOG: upsilon_core::ratelimit::LogLimiter = upsilon_core::ratelimit::LogLimiter::new();
 
 /// While this node is not a member (refused, rejoining, not yet admitted) it follows the
 /// power state read-only from any member it can reach (its seeds, the peers it knew),
