@@ -132,9 +132,10 @@ pub async fn join_and_announce(cluster: Arc<Cluster>, version: String, mut stop:
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
-    // A voter whose store was wiped gets its seat back, whatever its own config says.
-    let owed = cluster.read(|s| s.seats_owed.contains(&cluster.id));
-    if cluster.cfg.voter || owed {
+    // A node configured as a voter asks for a seat (below the self-promotion limit); a
+    // seat the cluster owes it (its store re-admitted) is taken back, whatever its
+    // config says, by `take_back_owed_seat` below.
+    if cluster.cfg.voter {
         let mut told = false;
         let mut asked = false;
         loop {
