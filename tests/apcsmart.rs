@@ -119,14 +119,10 @@ fn on_battery_alert_reaches_another_node_before_the_next_poll() {
     let link = pki_dir.path().join("ttyUPS");
     let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
     // A 10 s poll: only the alert can bring the news sooner.
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 3,
-        voters: 3,
-        ups_on: vec![],
-        ups_toml: vec![(1, ups_toml(&link, 10_000))],
-        ..Default::default()
-    });
-    c.wait_formed(1, 3, 0, Duration::from_secs(40));
+    let c = ClusterSpec::new(3, 3)
+        .ups_on(&[])
+        .ups_toml(1, ups_toml(&link, 10_000))
+        .start_formed();
     let status_on_3 = || {
         c.status(3)
             .and_then(|v| {
@@ -195,8 +191,12 @@ fn comm_loss_after_20_s_and_recovery() {
     .unwrap_or_else(|| panic!("no early error; log:\n{}", node.log_text()));
     assert_eq!(ups_of(&v)["status"], "ONLINE");
     // apcupsd waits 20 s of failed link checks before calling it comm lost.
-    std::thread::sleep(Duration::from_secs(8));
-    assert_eq!(ups_of(&status_json(&pki, node.addr))["status"], "ONLINE");
+    holds_for(Duration::from_secs(8), "ONLINE before 20 s", || {
+        let v = status_json(&pki, node.addr);
+        (ups_of(&v)["status"] == "ONLINE")
+            .then_some(())
+            .ok_or(v.to_string())
+    });
     wait_ups_status(&pki, &node, "COMMLOST", 30);
     assert!(
         t0.elapsed() >= Duration::from_secs(19),

@@ -71,8 +71,7 @@ fn call_at(a: &RealApcupsd, event: &str, secs: u64) -> Option<i64> {
 #[test]
 fn legacy_apcupsd_clients_shut_down_at_their_stage_through_the_bridge() {
     let _g = serial();
-    let c = TestCluster::start(ClusterSpec::default());
-    c.wait_formed(1, 3, 0, Duration::from_secs(60));
+    let c = ClusterSpec::new(3, 3).start_formed();
     let (nis, own1, own2) = (loopback(), loopback(), loopback());
     let mut bridge = BridgeProc::start(
         &c.pki,
@@ -189,8 +188,7 @@ fn legacy_apcupsd_clients_shut_down_at_their_stage_through_the_bridge() {
 #[test]
 fn a_silent_host_is_not_waited_for_and_a_bridge_without_the_cluster_serves_commlost() {
     let _g = serial();
-    let mut c = TestCluster::start(ClusterSpec::default());
-    c.wait_formed(1, 3, 0, Duration::from_secs(60));
+    let mut c = ClusterSpec::new(3, 3).start_formed();
     let nis = loopback();
     // It follows n2 first; `byaddr` is known by the address its requests come from.
     let bridge = BridgeProc::start(
@@ -305,9 +303,12 @@ fn a_silent_host_is_not_waited_for_and_a_bridge_without_the_cluster_serves_comml
             .then_some(())
     })
     .unwrap_or_else(|| panic!("no failover to n1:\n{}", bridge.log_text()));
-    std::thread::sleep(Duration::from_secs(4));
-    let recs = wait_nis_status(nis, "ONBATT", 5, || bridge.log_text());
-    assert_eq!(get(&recs, "UPSNAME"), "ups1");
+    holds_for(Duration::from_secs(4), "serving through n1", || {
+        let recs = apcaccess(nis)?;
+        (get(&recs, "STATUS") == "ONBATT" && get(&recs, "UPSNAME") == "ups1")
+            .then_some(())
+            .ok_or(format!("{recs:?}"))
+    });
 
     // Quorum lost (n3 gone too) and then every node: COMMLOST, never a healthy UPS.
     c.kill(3);
@@ -341,15 +342,12 @@ fn a_silent_host_is_not_waited_for_and_a_bridge_without_the_cluster_serves_comml
 #[test]
 fn a_bridge_host_in_the_first_stage_halts_after_its_legacy_host_in_the_last() {
     let _g = serial();
-    let feeds = "feeds = [\"ups1\"]\nshutdown_s = 2";
-    let report = "record_halt = \"report\"\nrecord_halt_after_ms = 2000".to_string();
-    let c = TestCluster::start(ClusterSpec {
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
-        cluster_extra: vec![feeds.to_string(); 3],
-        executor_of: (1..=3).map(|i| (i, report.clone())).collect(),
-        ..Default::default()
-    });
-    c.wait_formed(1, 3, 0, Duration::from_secs(60));
+    let c = ClusterSpec::new(3, 3)
+        .local_thresholds_off()
+        .feeds(&["ups1"])
+        .every_node("shutdown_s = 2")
+        .executor("record_halt = \"report\"\nrecord_halt_after_ms = 2000")
+        .start_formed();
     let (nis, own1) = (loopback(), loopback());
     let typo = BridgeProc::start(
         &c.pki,
@@ -461,13 +459,7 @@ fn a_bridge_host_in_the_first_stage_halts_after_its_legacy_host_in_the_last() {
 #[test]
 fn the_bridge_tells_a_legacy_host_what_the_owner_tells_its_own() {
     let _g = serial();
-    let c = TestCluster::start(ClusterSpec {
-        // The owner's own thresholds out of the way: it serves the UPS, not its own
-        // shutdown.
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
-        ..Default::default()
-    });
-    c.wait_formed(1, 3, 0, Duration::from_secs(60));
+    let c = ClusterSpec::new(3, 3).local_thresholds_off().start_formed();
     let (nis, own) = (loopback(), loopback());
     let bridge = BridgeProc::start(
         &c.pki,

@@ -12,44 +12,20 @@ use upsilon_tests::*;
 /// halt ("none": the test stops it and runs the shutdown hook); n5: batch, its daemon
 /// exits 2.5 s after its halting ack. Everyone is fed by ups1.
 fn cluster() -> TestCluster {
-    let feeds = "feeds = [\"ups1\"]";
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 5,
-        voters: 3,
-        ups_on: vec![1],
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
-        poll_ms: 200,
-        cluster_extra: vec![
-            format!("{feeds}\nlabels = [\"core\"]\nshutdown_s = 5\nplan = \"plan.toml\""),
-            format!("{feeds}\nlabels = [\"core\"]\nshutdown_s = 5"),
-            format!("{feeds}\nlabels = [\"core\"]\nshutdown_s = 5"),
-            format!("{feeds}\nlabels = [\"apps\"]\nshutdown_s = 1"),
-            format!("{feeds}\nlabels = [\"batch\"]\nshutdown_s = 20"),
-        ],
-        ups_toml: vec![],
-        executor_extra: String::new(),
-        executor_of: vec![
-            (4, "record_halt = \"none\"".into()),
-            (
-                5,
-                "record_halt = \"exit\"\nrecord_halt_after_ms = 2500".into(),
-            ),
-        ],
-        timing: upsilon_tests::TEST_TIMING.to_string(),
-        ..Default::default()
-    });
     let plan = format!(
         "silence_s = 3\n{}",
         three_stage_plan(BY_LABEL, [1, 2], 99, [30, 30, 30])
     );
-    std::fs::write(c.pki.path().join("plan.toml"), plan).unwrap();
-    c.wait_formed(1, 3, 2, Duration::from_secs(40));
-    wait_for(Duration::from_secs(15), || {
-        let o = c.cli(2, &["plan", "--json"]);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-        (v["has_plan"] == true).then_some(())
-    })
-    .unwrap_or_else(|| panic!("plan never replicated\n{}", c.logs()));
+    let c = ClusterSpec::new(5, 3)
+        .local_thresholds_off()
+        .feeds(&["ups1"])
+        .labels(&["core", "core", "core", "apps", "batch"])
+        .shutdown_s(&[5, 5, 5, 1, 20])
+        .executor_of(4, "record_halt = \"none\"")
+        .executor_of(5, "record_halt = \"exit\"\nrecord_halt_after_ms = 2500")
+        .plan(&plan)
+        .start_formed();
+    c.wait_plan(2);
     c
 }
 
@@ -103,6 +79,8 @@ fn hosts_are_down_when_silent_or_halted_and_kill_power_waits_for_them() {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("n4 never acknowledged halting\n{}", c.logs()));
+    // n4's host takes 1.5 s to shut down (before its daemon is stopped): its measured
+    // shutdown time, asserted below, includes it.
     std::thread::sleep(Duration::from_millis(1500));
     let st = c.stop(4, Duration::from_secs(10)).expect("n4 stops");
     assert!(st.success(), "n4: {st}");
@@ -210,14 +188,10 @@ fn hosts_are_down_when_silent_or_halted_and_kill_power_waits_for_them() {
 #[test]
 fn plan_check_fails_a_plan_that_outlasts_the_battery() {
     let _g = serial();
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 1,
-        voters: 1,
-        ups_on: vec![1],
-        cluster_extra: vec!["feeds = [\"ups1\"]\nlabels = [\"core\"]".into()],
-        ..Default::default()
-    });
-    c.wait_formed(1, 1, 0, Duration::from_secs(30));
+    let c = ClusterSpec::new(1, 1)
+        .feeds(&["ups1"])
+        .labels(&["core"])
+        .start_formed();
     // The only stage starts at 10 minutes of runtime left and its host takes an hour.
     let plan = c.pki.path().join("long.toml");
     std::fs::write(
@@ -261,38 +235,27 @@ fn plan_check_fails_a_plan_that_outlasts_the_battery() {
 #[test]
 fn the_last_stage_halts_the_quorum_and_owners_still_cut_their_upses() {
     let _g = serial();
-    let exit = || "record_halt = \"exit\"\nrecord_halt_after_ms = 2000".to_string();
-    let mut c = TestCluster::start(ClusterSpec {
-        nodes: 5,
-        voters: 3,
-        ups_on: vec![1, 4],
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
-        poll_ms: 200,
-        cluster_extra: vec![
-            "feeds = [\"ups1\"]\nlabels = [\"last\"]\nshutdown_s = 4\nplan = \"plan.toml\"".into(),
-            "feeds = [\"ups1\"]\nlabels = [\"last\"]\nshutdown_s = 4".into(),
-            "feeds = [\"ups1\", \"ups4\"]\nmin_supplies = 1\nlabels = [\"last\"]\nshutdown_s = 4"
-                .into(),
-            "feeds = [\"ups4\"]\nlabels = [\"last\"]\nshutdown_s = 4".into(),
-            "feeds = [\"ups1\"]\nlabels = [\"batch\"]\nshutdown_s = 4".into(),
-        ],
-        ups_toml: vec![],
-        executor_extra: String::new(),
-        executor_of: vec![
-            (1, "record_halt = \"none\"".into()),
-            (2, exit()),
-            (3, exit()),
-            (4, "record_halt = \"none\"".into()),
-            (5, exit()),
-        ],
-        timing: upsilon_tests::TEST_TIMING.to_string(),
-        ..Default::default()
-    });
+    let exit = "record_halt = \"exit\"\nrecord_halt_after_ms = 2000";
     let plan = "silence_s = 3\nkill_power_delay_s = 5\nruntime_floor_s = 0\n\n[[stage]]\nname = \"batch\"\nhosts = [\"label:batch\"]\ntrigger = { on_battery_s = 1 }\nack_timeout_s = 30\n\n[[stage]]\nname = \"last\"\nhosts = [\"label:last\"]\ntrigger = { on_battery_s = 3 }\nack_timeout_s = 5\n";
     // The last stage's 5 s ack timeout is shorter than n1 needs to see everyone down
     // alone: it must still cut before it halts.
-    std::fs::write(c.pki.path().join("plan.toml"), plan).unwrap();
-    c.wait_formed(1, 3, 2, Duration::from_secs(40));
+    let mut c = ClusterSpec::new(5, 3)
+        .ups_on(&[1, 4])
+        .local_thresholds_off()
+        .node(1, "feeds = [\"ups1\"]")
+        .node(2, "feeds = [\"ups1\"]")
+        .node(3, "feeds = [\"ups1\", \"ups4\"]\nmin_supplies = 1")
+        .node(4, "feeds = [\"ups4\"]")
+        .node(5, "feeds = [\"ups1\"]")
+        .labels(&["last", "last", "last", "last", "batch"])
+        .every_node("shutdown_s = 4")
+        .executor_of(1, "record_halt = \"none\"")
+        .executor_of(2, exit)
+        .executor_of(3, exit)
+        .executor_of(4, "record_halt = \"none\"")
+        .executor_of(5, exit)
+        .plan(plan)
+        .start_formed();
     wait_for(Duration::from_secs(15), || {
         let o = c.cli(2, &["plan", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
@@ -449,24 +412,16 @@ fn the_last_stage_halts_the_quorum_and_owners_still_cut_their_upses() {
 #[test]
 fn a_host_killed_before_its_shutdown_command_runs_it_after_restart_and_never_twice() {
     let _g = serial();
-    let mut c = TestCluster::start(ClusterSpec {
-        nodes: 3,
-        voters: 3,
-        ups_on: vec![1],
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\n\n[hooks]\nscript_dir = \"hooks\"\n"
-            .into(),
-        poll_ms: 200,
-        cluster_extra: vec![
-            "feeds = [\"ups1\"]\nlabels = [\"core\"]\nplan = \"plan.toml\"".into(),
-            "feeds = [\"ups1\"]\nlabels = [\"apps\"]".into(),
-            "feeds = [\"ups1\"]\nlabels = [\"core\"]".into(),
-        ],
-        ups_toml: vec![],
-        executor_extra: String::new(),
-        executor_of: vec![],
-        timing: upsilon_tests::TEST_TIMING.to_string(),
-        ..Default::default()
-    });
+    let mut c = ClusterSpec::new(3, 3)
+        .local_thresholds_off()
+        .hooks()
+        .feeds(&["ups1"])
+        .labels(&["core", "apps", "core"])
+        .plan(&plan_text(&[
+            ("apps", "\"label:apps\"", "on_battery_s = 1", 120),
+            ("core", "\"label:core\"", "charge_below = 1", 120),
+        ]))
+        .start();
     let runs = c.pki.path().join("runs.txt");
     doshutdown_hook(&c, &format!("echo hook >> {}\nsleep 4", runs.display()));
     // n2 in live mode with a harmless shutdown command that takes 4 s.
@@ -479,14 +434,6 @@ fn a_host_killed_before_its_shutdown_command_runs_it_after_restart_and_never_twi
     );
     c.kill(2);
     c.start_node(2);
-    std::fs::write(
-        c.pki.path().join("plan.toml"),
-        plan_text(&[
-            ("apps", "\"label:apps\"", "on_battery_s = 1", 120),
-            ("core", "\"label:core\"", "charge_below = 1", 120),
-        ]),
-    )
-    .unwrap();
     c.wait_formed(1, 3, 0, Duration::from_secs(40));
     let lines = || -> Vec<String> {
         std::fs::read_to_string(&runs)
@@ -542,8 +489,16 @@ fn a_host_killed_before_its_shutdown_command_runs_it_after_restart_and_never_twi
     c.start_node(2);
     wait_for(Duration::from_secs(40), || (halting(&c) == 2).then_some(()))
         .unwrap_or_else(|| panic!("n2 never acknowledged halting again\n{}", c.log_of(2)));
-    std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(lines(), ["hook", "run"], "never run twice");
+    // Longer than the command takes (4 s): it would have run again by then.
+    holds_for(
+        Duration::from_secs(6),
+        "the command never runs twice",
+        || {
+            (lines() == ["hook", "run"])
+                .then_some(())
+                .ok_or(format!("{:?}", lines()))
+        },
+    );
 }
 
 /// The UPS owner's own monitor shuts its host down while the outage is not committed
@@ -552,38 +507,19 @@ fn a_host_killed_before_its_shutdown_command_runs_it_after_restart_and_never_twi
 #[test]
 fn the_owners_monitor_and_its_stage_never_both_shut_it_down() {
     let _g = serial();
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 3,
-        voters: 3,
-        ups_on: vec![1],
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\ntimeout = 1\non_battery_delay = 0\n"
-            .into(),
-        poll_ms: 200,
-        cluster_extra: vec![
-            "feeds = [\"ups1\"]\nlabels = [\"core\"]\nplan = \"plan.toml\"".into(),
-            "labels = [\"other\"]".into(),
-            "labels = [\"other\"]".into(),
-        ],
-        ..Default::default()
-    });
-    std::fs::write(
-        c.pki.path().join("plan.toml"),
-        plan_text(&[("core", "\"label:core\"", "on_battery_s = 1", 60)]),
-    )
-    .unwrap();
-    c.wait_formed(1, 3, 0, Duration::from_secs(40));
-    wait_for(Duration::from_secs(15), || {
-        let o = c.cli(1, &["plan", "--json"]);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-        (v["has_plan"] == true).then_some(())
-    })
-    .expect("plan");
-    let shutdowns = |c: &TestCluster| {
-        c.records(1)
-            .iter()
-            .filter(|r| r["action"] == "shutdown")
-            .count()
-    };
+    let c = ClusterSpec::new(3, 3)
+        .local_thresholds_off()
+        .policy("timeout = 1\non_battery_delay = 0")
+        .node(1, "feeds = [\"ups1\"]")
+        .labels(&["core", "other", "other"])
+        .plan(&plan_text(&[(
+            "core",
+            "\"label:core\"",
+            "on_battery_s = 1",
+            60,
+        )]))
+        .start_formed();
+    c.wait_plan(1);
     c.partition(&[1], &[2, 3]);
     // n1 knows it cannot commit before mains fail.
     wait_status(
@@ -595,7 +531,7 @@ fn the_owners_monitor_and_its_stage_never_both_shut_it_down() {
     );
     c.cli(1, &["sim", "set", "--on-battery"]);
     wait_for(Duration::from_secs(30), || {
-        (shutdowns(&c) == 1).then_some(())
+        (shutdowns(&c, 1) == 1).then_some(())
     })
     .unwrap_or_else(|| panic!("n1's monitor never shut it down\n{}", c.log_of(1)));
     for i in 1..=3 {
@@ -610,9 +546,16 @@ fn the_owners_monitor_and_its_stage_never_both_shut_it_down() {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("n1's stage never acknowledged\n{}", c.logs()));
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(shutdowns(&c), 1, "{:?}", c.records(1));
-    assert!(c.log_of(1).contains("already shut down"), "{}", c.log_of(1));
+    // n1's stage reached its host and found it already shut down.
+    assert!(
+        c.nodes[0]
+            .as_ref()
+            .unwrap()
+            .wait_log("already shut down", Duration::from_secs(10)),
+        "{}",
+        c.log_of(1)
+    );
+    assert_eq!(shutdowns(&c, 1), 1, "{:?}", c.records(1));
 }
 
 /// `upsilon drill` on a live cluster: every stage runs with the hooks told it is a drill
@@ -622,24 +565,17 @@ fn the_owners_monitor_and_its_stage_never_both_shut_it_down() {
 #[test]
 fn a_fire_drill_runs_the_plan_without_shutting_anything_down() {
     let _g = serial();
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 3,
-        voters: 3,
-        ups_on: vec![1],
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\n\n[hooks]\nscript_dir = \"hooks\"\n"
-            .into(),
-        poll_ms: 200,
-        cluster_extra: vec![
-            "feeds = [\"ups1\"]\nlabels = [\"core\"]\nshutdown_s = 30\nplan = \"plan.toml\"".into(),
-            "feeds = [\"ups1\"]\nlabels = [\"apps\"]\nshutdown_s = 30".into(),
-            "feeds = [\"ups1\"]\nlabels = [\"core\"]\nshutdown_s = 30".into(),
-        ],
-        ups_toml: vec![],
-        executor_extra: String::new(),
-        executor_of: vec![],
-        timing: upsilon_tests::TEST_TIMING.to_string(),
-        ..Default::default()
-    });
+    let c = ClusterSpec::new(3, 3)
+        .local_thresholds_off()
+        .hooks()
+        .feeds(&["ups1"])
+        .labels(&["core", "apps", "core"])
+        .every_node("shutdown_s = 30")
+        .plan(&plan_text(&[
+            ("apps", "\"label:apps\"", "on_battery_s = 60", 30),
+            ("core", "\"label:core\"", "charge_below = 10", 30),
+        ]))
+        .start();
     let seen = c.pki.path().join("drill-env.txt");
     let slow = c.pki.path().join("hook-sleep");
     std::fs::write(&slow, "0").unwrap();
@@ -651,14 +587,6 @@ fn a_fire_drill_runs_the_plan_without_shutting_anything_down() {
             slow.display()
         ),
     );
-    std::fs::write(
-        c.pki.path().join("plan.toml"),
-        plan_text(&[
-            ("apps", "\"label:apps\"", "on_battery_s = 60", 30),
-            ("core", "\"label:core\"", "charge_below = 10", 30),
-        ]),
-    )
-    .unwrap();
     c.wait_formed(1, 3, 0, Duration::from_secs(40));
     wait_for(Duration::from_secs(15), || {
         let o = c.cli(1, &["plan", "--json"]);
@@ -776,33 +704,13 @@ fn owner_cuts_then_halts(c: &TestCluster, i: usize, cut: Duration, halt: Duratio
 #[test]
 fn an_owner_in_a_middle_stage_halts_after_its_kill_power_and_no_stage_waits_for_it() {
     let _g = serial();
-    let feeds = "feeds = [\"ups1\"]";
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 4,
-        voters: 3,
-        ups_on: vec![1],
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
-        poll_ms: 200,
-        cluster_extra: vec![
-            format!("{feeds}\nlabels = [\"owner\"]\nshutdown_s = 3"),
-            format!("{feeds}\nlabels = [\"core\"]\nshutdown_s = 2"),
-            format!("{feeds}\nlabels = [\"core\"]\nshutdown_s = 2"),
-            format!("{feeds}\nlabels = [\"apps\"]\nshutdown_s = 2"),
-        ],
-        ups_toml: vec![],
-        executor_extra: String::new(),
-        executor_of: (1..=4)
-            .map(|i| {
-                (
-                    i,
-                    "record_halt = \"report\"\nrecord_halt_after_ms = 2000".to_string(),
-                )
-            })
-            .collect(),
-        timing: upsilon_tests::TEST_TIMING.to_string(),
-        ..Default::default()
-    });
-    c.wait_formed(1, 3, 1, Duration::from_secs(40));
+    let c = ClusterSpec::new(4, 3)
+        .local_thresholds_off()
+        .feeds(&["ups1"])
+        .labels(&["owner", "core", "core", "apps"])
+        .shutdown_s(&[3, 2, 2, 2])
+        .executor("record_halt = \"report\"\nrecord_halt_after_ms = 2000")
+        .start_formed();
     let plan = c.pki.path().join("middle.toml");
     std::fs::write(
         &plan,
@@ -896,32 +804,17 @@ fn an_owner_in_a_middle_stage_halts_after_its_kill_power_and_no_stage_waits_for_
 #[test]
 fn a_first_stage_that_halts_two_of_three_voters_ends_with_the_owner_alone() {
     let _g = serial();
-    let feeds = "feeds = [\"ups1\"]";
-    let exit = "record_halt = \"exit\"\nrecord_halt_after_ms = 1000".to_string();
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 4,
-        voters: 3,
-        ups_on: vec![1],
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
-        poll_ms: 200,
-        cluster_extra: vec![
-            format!("{feeds}\nlabels = [\"owner\"]\nshutdown_s = 2"),
-            format!("{feeds}\nlabels = [\"first\"]\nshutdown_s = 1"),
-            format!("{feeds}\nlabels = [\"first\"]\nshutdown_s = 1"),
-            format!("{feeds}\nlabels = [\"later\"]\nshutdown_s = 1"),
-        ],
-        ups_toml: vec![],
-        executor_extra: String::new(),
-        executor_of: vec![
-            (1, "record_halt = \"none\"".into()),
-            (2, exit.clone()),
-            (3, exit.clone()),
-            (4, exit),
-        ],
-        timing: upsilon_tests::TEST_TIMING.to_string(),
-        ..Default::default()
-    });
-    c.wait_formed(1, 3, 1, Duration::from_secs(40));
+    let exit = "record_halt = \"exit\"\nrecord_halt_after_ms = 1000";
+    let c = ClusterSpec::new(4, 3)
+        .local_thresholds_off()
+        .feeds(&["ups1"])
+        .labels(&["owner", "first", "first", "later"])
+        .shutdown_s(&[2, 1, 1, 1])
+        .executor_of(1, "record_halt = \"none\"")
+        .executor_of(2, exit)
+        .executor_of(3, exit)
+        .executor_of(4, exit)
+        .start_formed();
     let stranded = c.pki.path().join("stranded.toml");
     let head = "silence_s = 3\nkill_power_delay_s = 5\nruntime_floor_s = 0\n\n\
          [[stage]]\nname = \"first\"\nhosts = [\"label:first\"]\ntrigger = { on_battery_s = 1 }\nack_timeout_s = 30\n\n";

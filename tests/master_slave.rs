@@ -302,12 +302,7 @@ fn cluster_event_at(c: &TestCluster, text: &str, secs: u64) -> i64 {
 #[test]
 fn the_bridge_as_master_tells_slaves_in_stage_order() {
     let _g = serial();
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 1,
-        voters: 1,
-        ..Default::default()
-    });
-    c.wait_formed(1, 1, 0, Duration::from_secs(30));
+    let c = ClusterSpec::new(1, 1).start_formed();
     let mut s1 = FakeSlave::start("s1magic");
     let s2 = FakeSlave::start("");
     let nis = format!("127.0.0.1:{}", free_port());
@@ -428,12 +423,7 @@ fn the_bridge_as_master_tells_slaves_in_stage_order() {
 #[test]
 fn legacy_check_names_each_misconfiguration() {
     let _g = serial();
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 1,
-        voters: 1,
-        ..Default::default()
-    });
-    c.wait_formed(1, 1, 0, Duration::from_secs(30));
+    let c = ClusterSpec::new(1, 1).start_formed();
     // A program that greets first (an SSH server, say) on the port given as NETPORT.
     let banner = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let banner_port = banner.local_addr().unwrap().port();
@@ -558,12 +548,7 @@ fn host(name: &str, port: u16, magic: Option<&str>) -> String {
 #[test]
 fn the_bridge_pushes_an_outage_and_a_stage_to_a_nodes_legacy_master_driver() {
     let _g = serial();
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 1,
-        voters: 1,
-        ..Default::default()
-    });
-    c.wait_formed(1, 1, 0, Duration::from_secs(30));
+    let c = ClusterSpec::new(1, 1).start_formed();
     // An Upsilon node as the old master's slave: standalone, its UPS pushed to it.
     let netport = free_port();
     let slave = NodeProc::start(

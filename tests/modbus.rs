@@ -72,7 +72,15 @@ fn silence_bad_crc_and_exceptions_are_comm_errors_and_recover() {
     wait_ups_status(&pki, &node, "ONLINE", 20);
     // One corrupted answer: retried, never a comm failure.
     ups.corrupt_next();
-    std::thread::sleep(Duration::from_secs(2));
+    let sent = wait_for(Duration::from_secs(5), || {
+        (!ups.corruption_pending()).then(|| ups.requests().len())
+    })
+    .expect("the corrupted answer was sent");
+    // Then a whole poll (three requests) answered after it.
+    wait_for(Duration::from_secs(5), || {
+        (ups.requests().len() >= sent + 3).then_some(())
+    })
+    .expect("polls went on after the bad CRC");
     let ev = stdout(&upsilon(&pki, node.addr, Some("operator"), &["events"]));
     assert!(!ev.contains("Communications with UPS lost"), "{ev}");
     // Silent: comm lost, in words.

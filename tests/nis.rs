@@ -161,29 +161,12 @@ fn a_member_without_a_ups_serves_its_supply_and_its_own_truth() {
     let _g = serial();
     // n1 owns ups1; n3 drives none and is fed by ups1; its stage is the only one.
     let plan = plan_text(&[("hosts", "\"n3\"", "on_battery_s = 2", 30)]);
-    let feeds = "feeds = [\"ups1\"]";
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 3,
-        voters: 3,
-        ups_on: vec![1],
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
-        poll_ms: 200,
-        cluster_extra: vec![
-            format!("{feeds}\nplan = \"plan.toml\""),
-            feeds.to_string(),
-            feeds.to_string(),
-        ],
-        ..ClusterSpec::default()
-    });
-    std::fs::write(c.pki.path().join("plan.toml"), &plan).unwrap();
-    c.wait_formed(1, 3, 0, Duration::from_secs(40));
-    // The plan is proposed from n1's config once the cluster is up.
-    wait_for(Duration::from_secs(15), || {
-        let o = c.cli(2, &["plan", "--json"]);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-        (v["has_plan"] == true).then_some(())
-    })
-    .unwrap_or_else(|| panic!("plan never replicated\n{}", c.logs()));
+    let c = ClusterSpec::new(3, 3)
+        .local_thresholds_off()
+        .feeds(&["ups1"])
+        .plan(&plan)
+        .start_formed();
+    c.wait_plan(2);
     let n3 = c.nodes[2].as_ref().unwrap().nis;
     let recs = wait_nis_status(n3, "ONLINE", 30, || c.logs());
     assert_eq!(
@@ -205,15 +188,7 @@ fn a_member_without_a_ups_serves_its_supply_and_its_own_truth() {
 #[test]
 fn a_member_that_lost_the_cluster_serves_commlost() {
     let _g = serial();
-    let feeds = "feeds = [\"ups1\"]";
-    let mut c = TestCluster::start(ClusterSpec {
-        nodes: 3,
-        voters: 3,
-        ups_on: vec![1],
-        poll_ms: 200,
-        cluster_extra: vec![feeds.to_string(), feeds.to_string(), feeds.to_string()],
-        ..ClusterSpec::default()
-    });
+    let mut c = ClusterSpec::new(3, 3).feeds(&["ups1"]).start();
     let n3 = c.nodes[2].as_ref().unwrap().nis;
     wait_nis_status(n3, "ONLINE", 30, || c.logs());
     // Both other voters gone: n3 has no quorum and cannot vouch for anything.
@@ -234,18 +209,14 @@ fn a_node_reads_a_ups_through_a_real_apcupsd_with_the_net_driver() {
     let recs = wait_nis_status(nis, "ONLINE", 30, || apcupsd.log());
 
     // A two-node cluster: n1 reads the UPS through apcupsd, n2 only hears of it.
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 2,
-        voters: 2,
-        ups_on: vec![],
-        ups_toml: vec![(
+    let c = ClusterSpec::new(2, 2)
+        .ups_toml(
             1,
             format!(
                 "[[ups]]\nname = \"ups1\"\ndriver = \"net\"\ndevice = \"{nis}\"\npoll_interval_ms = 1000\n"
             ),
-        )],
-        ..Default::default()
-    });
+        )
+        .start();
     let pki = &c.pki;
     let node = c.nodes[0].as_ref().unwrap();
     let other = c.nodes[1].as_ref().unwrap();

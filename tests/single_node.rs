@@ -155,11 +155,11 @@ fn outage_to_recorded_shutdown_with_events_file_and_hooks() {
         Some("operator"),
         &["sim", "set", "--on-line"],
     );
-    std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(
-        status_json(&pki, node.addr)["pending"]["kind"],
-        "shutting-down"
-    );
+    // Once the node saw mains back (its status says SHUTTING DOWN, on line).
+    let v = wait_status(&pki, &node, Duration::from_secs(10), "mains back", |v| {
+        ups_of(v)["flags"]["online"] == true
+    });
+    assert_eq!(v["pending"]["kind"], "shutting-down", "{v}");
 }
 
 #[test]
@@ -214,13 +214,14 @@ fn comm_loss_on_battery_shuts_down_after_dead_time_and_on_mains_does_not() {
         (status_json(&pki, node.addr)["ups"][0]["status"] == "ONLINE").then_some(())
     })
     .unwrap();
-    let v = sim_until(&pki, &node, &["--comm-lost"], "COMMLOST");
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        status_json(&pki, node.addr)["pending"]["kind"],
-        "none",
-        "{v}"
-    );
+    sim_until(&pki, &node, &["--comm-lost"], "COMMLOST");
+    // Past the 2 s dead time, on mains: no shutdown.
+    holds_for(Duration::from_secs(3), "no shutdown on mains", || {
+        let v = status_json(&pki, node.addr);
+        (v["pending"]["kind"] == "none")
+            .then_some(())
+            .ok_or(v.to_string())
+    });
     sim_until(&pki, &node, &["--comm-ok", "--on-battery"], "ONBATT");
     upsilon(
         &pki,

@@ -20,13 +20,10 @@ fn ups_toml(poll_ms: u64) -> String {
 #[test]
 fn an_interrupt_ac_lost_reaches_every_node_without_waiting_for_a_poll() {
     // A 30 s poll: only the interrupt report can bring the news sooner.
-    let c = TestCluster::start(ClusterSpec {
-        nodes: 3,
-        voters: 3,
-        ups_on: vec![],
-        ups_toml: vec![(1, ups_toml(30_000))],
-        ..Default::default()
-    });
+    let c = ClusterSpec::new(3, 3)
+        .ups_on(&[])
+        .ups_toml(1, ups_toml(30_000))
+        .start();
     // The device appears after the node started: the driver looks for it every second.
     let usb = FakeUsb::back_ups(&c.pki.path().join("usb-n1.sock"));
     c.wait_formed(1, 3, 0, Duration::from_secs(40));

@@ -10,10 +10,10 @@
 //! the driver's re-poll of all volatile values, the monitor, the Raft commit and the
 //! apply on every node.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use upsilon_tests::smartups::{SmartUps, SmartUpsOptions};
-use upsilon_tests::{ClusterSpec, EventWatch, TestCluster, percentile};
+use upsilon_tests::{ClusterSpec, EventWatch, mains_round_trips, percentile};
 
 async fn run(rounds: usize) -> Vec<f64> {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -21,37 +21,25 @@ async fn run(rounds: usize) -> Vec<f64> {
     let sim = SmartUps::start(SmartUpsOptions::new(&link)).expect("pty simulator");
     let nodes = 5;
     let c = tokio::task::block_in_place(|| {
-        let c = TestCluster::start(ClusterSpec {
-            nodes,
-            voters: 3,
-            ups_on: vec![],
-            ups_toml: vec![(
+        let c = ClusterSpec::new(nodes, 3)
+            .ups_toml(
                 1,
                 format!(
                     "[[ups]]\nname = \"smart1\"\ndriver = \"apcsmart\"\ndevice = \"{}\"\npoll_interval_ms = 10000\n",
                     link.display()
                 ),
-            )],
-            faults: false,
-            ..Default::default()
-        });
-        c.wait_formed(1, 3, 2, Duration::from_secs(120));
+            )
+            .no_faults()
+            .start_formed_within(Duration::from_secs(120));
+        // The owner's first report (after the link's discovery) is in everywhere.
+        c.wait_ups_everywhere("ONLINE", Duration::from_secs(60));
         c
     });
     let mut watch = EventWatch::start(&c, nodes).await;
-    // Let the owner's first report (after the link's discovery) settle.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    watch.clear();
-    let mut every = Vec::new();
-    for r in 0..rounds {
-        let fail = r % 2 == 0;
-        let want = if fail { "powerout" } else { "mainsback" };
-        let t0 = Instant::now();
-        sim.mains(fail);
-        let delays = watch.until_all(want, t0, Duration::from_secs(9)).await;
-        every.extend(delays.last());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let mut every = mains_round_trips(&mut watch, rounds, Duration::from_millis(500), |fail| {
+        sim.mains(fail)
+    })
+    .await;
     drop(watch);
     drop(c);
     every.sort_by(f64::total_cmp);

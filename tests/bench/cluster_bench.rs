@@ -22,7 +22,7 @@ use upsilon_client::rpc;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 use upsilon_tests::proc_stats::ProcStats;
-use upsilon_tests::{ClusterSpec, EventWatch, TestCluster, percentile};
+use upsilon_tests::{ClusterSpec, EventWatch, percentile};
 
 /// One latency trace line of a node's log.
 struct Mark {
@@ -110,29 +110,17 @@ async fn run(nodes: usize, voters: usize, rounds: usize, stores: Stores) -> Stag
         .prefix("cluster-bench")
         .tempdir_in("/dev/shm")
         .expect("a directory on /dev/shm");
-    let data_dirs = (1..=nodes)
-        .filter(|i| stores == Stores::Tmpfs || (stores == Stores::LearnersTmpfs && *i > voters))
-        .map(|i| (i, shm.path().join(format!("data-n{i}"))))
-        .collect();
-    let c = tokio::task::block_in_place(|| {
-        let c = TestCluster::start(ClusterSpec {
-            nodes,
-            voters,
-            ups_on: vec![owner],
-            poll_ms: 1000,
-            timing: String::new(),
-            faults: false,
-            data_dirs,
-            ..Default::default()
-        });
-        c.wait_formed(
-            1,
-            voters as u64,
-            (nodes - voters) as u64,
-            Duration::from_secs(600),
-        );
-        c
-    });
+    let stores_on_shm = (1..=nodes)
+        .filter(|i| stores == Stores::Tmpfs || (stores == Stores::LearnersTmpfs && *i > voters));
+    let spec = stores_on_shm.fold(
+        ClusterSpec::new(nodes, voters)
+            .ups_on(&[owner])
+            .poll_ms(1000)
+            .timing("")
+            .no_faults(),
+        |spec, i| spec.data_dir(i, shm.path().join(format!("data-n{i}"))),
+    );
+    let c = tokio::task::block_in_place(|| spec.start_formed_within(Duration::from_secs(600)));
     let mut watch = EventWatch::start(&c, nodes).await;
     let mut admin = AdminServiceClient::new(
         rpc::connect(&c.operator_options(owner))

@@ -13,11 +13,11 @@
 //! mains; the bench waits until every node's Watch stream delivers `powerout` or
 //! `mainsback`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use upsilon_tests::fakeusb::FakeUsb;
 use upsilon_tests::modbus_slave::{ModbusSlave, smt1500};
-use upsilon_tests::{ClusterSpec, EventWatch, TestCluster, percentile};
+use upsilon_tests::{ClusterSpec, EventWatch, mains_round_trips, percentile};
 
 enum Ups {
     Modbus(ModbusSlave),
@@ -65,34 +65,22 @@ async fn run(driver: &str, rounds: usize, poll_ms: u64) -> Result {
         ),
     };
     let c = tokio::task::block_in_place(|| {
-        let c = TestCluster::start(ClusterSpec {
-            nodes,
-            voters: 3,
-            ups_on: vec![],
-            ups_toml: vec![(1, ups_toml)],
-            faults: false,
-            ..Default::default()
-        });
-        c.wait_formed(1, 3, 2, Duration::from_secs(120));
-        c
+        ClusterSpec::new(nodes, 3)
+            .ups_toml(1, ups_toml)
+            .no_faults()
+            .start_formed_within(Duration::from_secs(120))
     });
     let ups = match modbus {
         Some(m) => Ups::Modbus(m),
         None => Ups::Usb(FakeUsb::back_ups(&c.pki.path().join("usb-n1.sock"))),
     };
+    // The first report (the USB device appears after the node started) is in everywhere.
+    tokio::task::block_in_place(|| c.wait_ups_everywhere("ONLINE", Duration::from_secs(60)));
     let mut watch = EventWatch::start(&c, nodes).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    watch.clear();
-    let mut applied = Vec::new();
-    for r in 0..rounds {
-        let fail = r % 2 == 0;
-        let want = if fail { "powerout" } else { "mainsback" };
-        let t0 = Instant::now();
-        ups.mains(fail);
-        let delays = watch.until_all(want, t0, Duration::from_secs(9)).await;
-        applied.extend(delays.last());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let mut applied = mains_round_trips(&mut watch, rounds, Duration::from_millis(300), |fail| {
+        ups.mains(fail)
+    })
+    .await;
     // Polls: requests come in threes, back to back; a gap longer than the poll's own
     // exchanges starts the next poll.
     let mut poll = Vec::new();

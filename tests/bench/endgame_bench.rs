@@ -29,8 +29,12 @@ fn main() {
     let mut rng = Rng(seed);
     let stages = 4;
     let mut stage_of: Vec<usize> = Vec::new();
-    let mut cluster_extra = Vec::new();
-    let mut executor_of = Vec::new();
+    let mut spec = ClusterSpec::new(nodes, 3)
+        .ups_on(&[1, 2])
+        .local_thresholds_off()
+        .poll_ms(1000)
+        .timing("")
+        .no_faults();
     for i in 1..=nodes {
         let feeds = match rng.below(3) {
             0 => "feeds = [\"ups1\"]",
@@ -45,17 +49,18 @@ fn main() {
         };
         stage_of.push(stage);
         let shutdown = 2 + rng.below(7);
-        cluster_extra.push(format!(
-            "{feeds}\nlabels = [\"s{stage}\"]\nshutdown_s = {shutdown}{}",
-            if i == 1 { "\nplan = \"plan.toml\"" } else { "" }
-        ));
-        executor_of.push((
-            i,
-            format!(
-                "record_halt = \"exit\"\nrecord_halt_after_ms = {}",
-                shutdown * 1000
-            ),
-        ));
+        spec = spec
+            .node(
+                i,
+                &format!("{feeds}\nlabels = [\"s{stage}\"]\nshutdown_s = {shutdown}"),
+            )
+            .executor_of(
+                i,
+                &format!(
+                    "record_halt = \"exit\"\nrecord_halt_after_ms = {}",
+                    shutdown * 1000
+                ),
+            );
     }
     let mut plan = String::from("silence_s = 3\nkill_power_delay_s = 5\nruntime_floor_s = 0\n");
     for k in 0..stages {
@@ -69,20 +74,9 @@ fn main() {
         stage_of[0] + 1,
         stage_of[1] + 1
     );
-    let c = TestCluster::start(ClusterSpec {
-        nodes,
-        voters: 3,
-        ups_on: vec![1, 2],
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
-        poll_ms: 1000,
-        cluster_extra,
-        executor_of,
-        timing: String::new(),
-        faults: false,
-        ..Default::default()
-    });
-    std::fs::write(c.pki.path().join("plan.toml"), plan).unwrap();
-    c.wait_formed(1, 3, (nodes - 3) as u64, Duration::from_secs(600));
+    let c = spec
+        .plan(&plan)
+        .start_formed_within(Duration::from_secs(600));
     let check = wait_for(Duration::from_secs(120), || {
         let text = stdout(&c.cli(1, &["plan", "check"]));
         let ready = text.contains("stage 4")

@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use upsilon_tests::proc_stats::{ProcStats, cpu_percent, smaps_breakdown, smaps_mappings};
-use upsilon_tests::{ClusterSpec, NodeProc, TestCluster, TestPki};
+use upsilon_tests::{ClusterSpec, NodeProc, TestPki};
 
 /// One table row: memory, threads and fds at the end, CPU between the two readings.
 fn row(what: &str, before: &ProcStats, after: &ProcStats, idle: Duration) {
@@ -42,24 +42,16 @@ fn breakdown(what: &str, pid: u32) {
 }
 
 fn cluster(nodes: usize, voters: usize, idle: Duration) {
-    let c = TestCluster::start(ClusterSpec {
-        nodes,
-        voters,
-        ups_on: vec![1],
-        poll_ms: 1000,
+    let c = ClusterSpec::new(nodes, voters)
+        .poll_ms(1000)
         // FOOTPRINT_TIMING: other [cluster] timing keys, to compare with the defaults.
-        timing: std::env::var("FOOTPRINT_TIMING")
-            .unwrap_or_default()
-            .replace("\\n", "\n"),
-        faults: false,
-        ..Default::default()
-    });
-    c.wait_formed(
-        1,
-        voters as u64,
-        (nodes - voters) as u64,
-        Duration::from_secs(180),
-    );
+        .timing(
+            &std::env::var("FOOTPRINT_TIMING")
+                .unwrap_or_default()
+                .replace("\\n", "\n"),
+        )
+        .no_faults()
+        .start_formed_within(Duration::from_secs(180));
     // Settle: elections, promotions and the first snapshot are over.
     std::thread::sleep(Duration::from_secs(10));
     let leader = c.writable_leader(1).unwrap_or(1) as usize;

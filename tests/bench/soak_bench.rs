@@ -134,16 +134,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut c = TestCluster::start(ClusterSpec {
-        nodes: 5,
-        voters: 3,
-        ups_on: vec![1],
-        poll_ms: 100,
-        timing: "heartbeat_ms = 100\nstale_after_ms = 1000\nelection_timeout_ms = 500".into(),
-        faults: false,
-        ..Default::default()
-    });
-    c.wait_formed(1, 3, 2, Duration::from_secs(60));
+    let mut c = ClusterSpec::new(5, 3)
+        .poll_ms(100)
+        .timing("heartbeat_ms = 100\nstale_after_ms = 1000\nelection_timeout_ms = 500")
+        .no_faults()
+        .start_formed_within(Duration::from_secs(60));
     c.pki
         .issue(&IssueRequest::new("bridge1", Role::Bridge, vec![], 30));
     let (ca, cert, key) = c.pki.files("bridge1");

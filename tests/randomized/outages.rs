@@ -447,32 +447,13 @@ pub fn run_half(half: usize) {
     }
     // n1-n3 vote; n4 is a learner that drives the UPS, so killing a leader never
     // silences it.
-    let mut c = TestCluster::start(ClusterSpec {
-        nodes: 4,
-        voters: 3,
-        ups_on: vec![4],
-        extra: "[policy]\nbattery_level = 0\nminutes = 0\n".into(),
-        poll_ms: 200,
-        cluster_extra: vec![
-            "feeds = [\"ups4\"]\nplan = \"plan.toml\"".into(),
-            "feeds = [\"ups4\"]".into(),
-            "feeds = [\"ups4\"]".into(),
-            "feeds = [\"ups4\"]".into(),
-        ],
-        ups_toml: vec![],
-        executor_extra: String::new(),
-        executor_of: vec![],
-        timing: upsilon_tests::TEST_TIMING.to_string(),
-        ..Default::default()
-    });
-    std::fs::write(c.pki.path().join("plan.toml"), plan()).unwrap();
-    c.wait_formed(1, 3, 1, Duration::from_secs(60));
-    wait_for(Duration::from_secs(20), || {
-        let v: serde_json::Value =
-            serde_json::from_slice(&c.cli(4, &["plan", "--json"]).stdout).ok()?;
-        (v["has_plan"] == true).then_some(())
-    })
-    .expect("plan replicated");
+    let mut c = ClusterSpec::new(4, 3)
+        .ups_on(&[4])
+        .local_thresholds_off()
+        .feeds(&["ups4"])
+        .plan(&plan())
+        .start_formed();
+    c.wait_plan(4);
 
     // The voters' data directories live on small disks, for the full-disk fault.
     let disks: BTreeMap<usize, SmallDisk> = (1..=3)

@@ -134,6 +134,11 @@ impl ModbusSlave {
         self.with(|s| s.slave.corrupt_next = true);
     }
 
+    /// Whether the bad CRC asked for by [`Self::corrupt_next`] is still to be sent.
+    pub fn corruption_pending(&self) -> bool {
+        self.with(|s| s.slave.corrupt_next)
+    }
+
     /// The UPS no longer has register `addr` (reads including it get an exception).
     pub fn forget(&self, addr: u16) {
         self.with(|s| {
