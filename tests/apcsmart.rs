@@ -18,12 +18,32 @@ fn ups_toml(device: &Path, poll_ms: u64) -> String {
     )
 }
 
-#[test]
-fn reads_every_value_as_apcupsd_would() {
+/// A Smart-UPS simulator on a pty (`tweak` applied to its default options) and a node
+/// polling it every `poll_ms` (`send`: the node's UPS orders reach the UPS), once the
+/// node shows it ONLINE.
+fn online_smart_ups(
+    tweak: impl FnOnce(&mut SmartUpsOptions),
+    poll_ms: u64,
+    send: bool,
+) -> (TestPki, SmartUps, NodeProc) {
     let pki = TestPki::new();
     let link = pki.path().join("ttyUPS");
-    let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
-    let node = NodeProc::start(&pki, &ups_toml(&link, 300));
+    let mut opts = SmartUpsOptions::new(&link);
+    tweak(&mut opts);
+    let sim = SmartUps::start(opts).unwrap();
+    let config = ups_toml(&link, poll_ms);
+    let node = if send {
+        sending_node(&pki, &config)
+    } else {
+        NodeProc::start(&pki, &config)
+    };
+    wait_ups_status(&pki, &node, "ONLINE", 60);
+    (pki, sim, node)
+}
+
+#[test]
+fn reads_every_value_as_apcupsd_would() {
+    let (pki, sim, node) = online_smart_ups(|_| {}, 300, false);
     let v = wait_ups_status(&pki, &node, "ONLINE", 20);
     let u = ups_of(&v);
     assert_eq!(u["driver"], "apcsmart");
@@ -98,13 +118,14 @@ fn reads_every_value_as_apcupsd_would() {
 
 #[test]
 fn old_firmware_model_comes_from_v() {
-    let pki = TestPki::new();
-    let link = pki.path().join("ttyUPS");
-    let mut opts = SmartUpsOptions::new(&link);
-    opts.old_firmware = true;
-    let sim = SmartUps::start(opts).unwrap();
-    let node = NodeProc::start(&pki, &ups_toml(&link, 300));
-    let v = wait_ups_status(&pki, &node, "ONLINE", 60);
+    let (pki, sim, node) = online_smart_ups(
+        |opts| {
+            opts.old_firmware = true;
+        },
+        300,
+        false,
+    );
+    let v = wait_ups_status(&pki, &node, "ONLINE", 20);
     let u = ups_of(&v);
     assert_eq!(u["model"], "Smart-UPS 700");
     assert_eq!(u["firmware"], "GWD");
@@ -171,11 +192,7 @@ fn on_battery_alert_reaches_another_node_before_the_next_poll() {
 
 #[test]
 fn comm_loss_after_20_s_and_recovery() {
-    let pki = TestPki::new();
-    let link = pki.path().join("ttyUPS");
-    let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
-    let node = NodeProc::start(&pki, &ups_toml(&link, 500));
-    wait_ups_status(&pki, &node, "ONLINE", 20);
+    let (pki, sim, node) = online_smart_ups(|_| {}, 500, false);
     // The UPS dies in the middle of a poll (at the line voltage query).
     sim.go_silent_on(b'L');
     let t0 = Instant::now();
@@ -304,13 +321,13 @@ fn kill_power_on_battery_is_s_and_the_output_returns_with_mains() {
 
 #[test]
 fn kill_power_on_line_falls_back_to_at_000_with_apcupsd_pauses() {
-    let pki = TestPki::new();
-    let link = pki.path().join("ttyUPS");
-    let mut opts = SmartUpsOptions::new(&link);
-    opts.grace_s = 1;
-    let sim = SmartUps::start(opts).unwrap();
-    let node = sending_node(&pki, &ups_toml(&link, 300));
-    wait_ups_status(&pki, &node, "ONLINE", 20);
+    let (pki, sim, node) = online_smart_ups(
+        |opts| {
+            opts.grace_s = 1;
+        },
+        300,
+        true,
+    );
     // On line `S` is refused (NA), so the power cycle uses `@000`.
     kill_power_sent(&pki, &node, "smart1");
     let seq = sequence_from(&sim, b'S', 5);
@@ -336,13 +353,13 @@ fn kill_power_on_line_falls_back_to_at_000_with_apcupsd_pauses() {
 
 #[test]
 fn power_off_is_k_pause_k_and_self_test_is_w() {
-    let pki = TestPki::new();
-    let link = pki.path().join("ttyUPS");
-    let mut opts = SmartUpsOptions::new(&link);
-    opts.spec.self_test_duration_s = 2.0;
-    let sim = SmartUps::start(opts).unwrap();
-    let node = sending_node(&pki, &ups_toml(&link, 300));
-    wait_ups_status(&pki, &node, "ONLINE", 20);
+    let (pki, sim, node) = online_smart_ups(
+        |opts| {
+            opts.spec.self_test_duration_s = 2.0;
+        },
+        300,
+        true,
+    );
 
     let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
     assert!(stdout(&o).contains("smart1: sent to the UPS"), "{o:?}");
@@ -383,11 +400,7 @@ fn power_off_is_k_pause_k_and_self_test_is_w() {
 
 #[test]
 fn alert_inside_a_reply_is_recognised() {
-    let pki = TestPki::new();
-    let link = pki.path().join("ttyUPS");
-    let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
-    let node = NodeProc::start(&pki, &ups_toml(&link, 500));
-    wait_ups_status(&pki, &node, "ONLINE", 20);
+    let (pki, sim, node) = online_smart_ups(|_| {}, 500, false);
     sim.alerts_inside_replies(true);
     sim.mains(true);
     wait_ups_status(&pki, &node, "ONBATT", 10);
@@ -513,16 +526,9 @@ fn staged_shutdown_kill_power_order_reaches_the_serial_ups() {
     .unwrap_or_else(|| panic!("no kill power reached the UPS\n{}", c.logs()));
     // Kill power came after the other hosts had shut down; the UPS owner (n1) halts
     // after carrying out the order.
-    let shutdowns = |i: usize| shutdowns(&c, i);
-    for i in 2..=3 {
-        assert_eq!(
-            shutdowns(i),
-            1,
-            "n{i} shut down once before the UPS was told"
-        );
-    }
+    assert_shut_down_once(&c, 2..=3);
     wait_for(Duration::from_secs(20), || {
-        (shutdowns(1) == 1).then_some(())
+        (shutdowns(&c, 1) == 1).then_some(())
     })
     .unwrap_or_else(|| {
         panic!(
@@ -560,11 +566,7 @@ fn staged_shutdown_kill_power_order_reaches_the_serial_ups() {
 
 #[test]
 fn other_alerts_are_understood_and_eeprom_change_rereads_settings() {
-    let pki = TestPki::new();
-    let link = pki.path().join("ttyUPS");
-    let sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
-    let node = NodeProc::start(&pki, &ups_toml(&link, 500));
-    wait_ups_status(&pki, &node, "ONLINE", 20);
+    let (pki, sim, node) = online_smart_ups(|_| {}, 500, false);
     let count = |b: u8| sim.received().iter().filter(|r| r.byte == b).count();
     let statics_before = count(b's');
     sim.send_raw(b"?=&|");
@@ -621,13 +623,13 @@ fn simulator_binary_plays_a_scenario() {
 
 #[test]
 fn kill_power_falls_back_to_power_off_when_s_and_at_are_refused() {
-    let pki = TestPki::new();
-    let link = pki.path().join("ttyUPS");
-    let mut opts = SmartUpsOptions::new(&link);
-    opts.refuse = b"S@".to_vec();
-    let sim = SmartUps::start(opts).unwrap();
-    let node = sending_node(&pki, &ups_toml(&link, 300));
-    wait_ups_status(&pki, &node, "ONLINE", 20);
+    let (pki, sim, node) = online_smart_ups(
+        |opts| {
+            opts.refuse = b"S@".to_vec();
+        },
+        300,
+        true,
+    );
     sim.mains(true);
     wait_ups_status(&pki, &node, "ONBATT", 10);
     kill_power_sent(&pki, &node, "smart1");
@@ -644,15 +646,15 @@ fn kill_power_falls_back_to_power_off_when_s_and_at_are_refused() {
 
 #[test]
 fn self_test_with_a_late_transfer_cause_is_not_a_power_failure() {
-    let pki = TestPki::new();
-    let link = pki.path().join("ttyUPS");
-    let mut opts = SmartUpsOptions::new(&link);
-    opts.spec.self_test_duration_s = 6.0;
-    // The UPS answers `G` with NA for 3 s after the transfer; apcupsd asks again.
-    opts.transfer_cause_unknown_s = 3.0;
-    let sim = SmartUps::start(opts).unwrap();
-    let node = sending_node(&pki, &ups_toml(&link, 300));
-    wait_ups_status(&pki, &node, "ONLINE", 20);
+    let (pki, sim, node) = online_smart_ups(
+        |opts| {
+            opts.spec.self_test_duration_s = 6.0;
+            // The UPS answers `G` with NA for 3 s after the transfer; apcupsd asks again.
+            opts.transfer_cause_unknown_s = 3.0;
+        },
+        300,
+        true,
+    );
     let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
     assert!(stdout(&o).contains("sent to the UPS"), "{o:?}");
     wait_for(Duration::from_secs(30), || {
@@ -839,11 +841,7 @@ fn kill_power_sequence_matches_real_apcupsd() {
     let theirs = kill_sequence(&theirs_sim);
     drop(theirs_sim);
 
-    let pki = TestPki::new();
-    let link = pki.path().join("ttyUPS");
-    let ours_sim = SmartUps::start(SmartUpsOptions::new(&link)).unwrap();
-    let node = sending_node(&pki, &ups_toml(&link, 300));
-    wait_ups_status(&pki, &node, "ONLINE", 20);
+    let (pki, ours_sim, node) = online_smart_ups(|_| {}, 300, true);
     let o = upsilon(
         &pki,
         node.addr,

@@ -136,14 +136,7 @@ fn hosts_are_down_when_silent_or_halted_and_kill_power_waits_for_them() {
     assert!(delay >= 15, "kill delay {delay} s: {}", h[kill].message);
 
     // Each host shut down once; the measured durations are in the plan.
-    for i in [2, 3, 5] {
-        let n = c
-            .records(i)
-            .iter()
-            .filter(|r| r["action"] == "shutdown")
-            .count();
-        assert_eq!(n, 1, "n{i} shutdowns: {:?}", c.records(i));
-    }
+    assert_shut_down_once(&c, [2, 3, 5]);
     let o = c.cli(2, &["plan", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let times = v["shutdown_times"].as_array().unwrap();
@@ -193,19 +186,10 @@ fn plan_check_fails_a_plan_that_outlasts_the_battery() {
         .labels(&["core"])
         .start_formed();
     // The only stage starts at 10 minutes of runtime left and its host takes an hour.
-    let plan = c.pki.path().join("long.toml");
-    std::fs::write(
-        &plan,
+    c.apply_plan_until_accepted(
         "[[stage]]\nname = \"core\"\nhosts = [\"label:core\"]\ntrigger = { runtime_below_s = 600 }\nshutdown_s = 3600\n",
-    )
-    .unwrap();
-    wait_for(Duration::from_secs(15), || {
-        c.cli(1, &["plan", "apply", plan.to_str().unwrap()])
-            .status
-            .success()
-            .then_some(())
-    })
-    .expect("plan applied");
+        "long.toml",
+    );
     // Once n1's announcement (with its label) is in.
     let (o, text) = wait_for(Duration::from_secs(15), || {
         let o = c.cli(1, &["plan", "check"]);
@@ -384,14 +368,7 @@ fn the_last_stage_halts_the_quorum_and_owners_still_cut_their_upses() {
         )
     });
     // Each host shut down once in the outage.
-    for i in 1..=5 {
-        let n = c
-            .records(i)
-            .iter()
-            .filter(|r| r["action"] == "shutdown")
-            .count();
-        assert_eq!(n, 1, "n{i} shutdowns: {:?}", c.records(i));
-    }
+    assert_shut_down_once(&c, 1..=5);
     // The owners' cuts were not repeated by a kill order once the quorum returned.
     for (i, ups) in [(1, "ups1"), (4, "ups4")] {
         let n = c
@@ -711,22 +688,13 @@ fn an_owner_in_a_middle_stage_halts_after_its_kill_power_and_no_stage_waits_for_
         .shutdown_s(&[3, 2, 2, 2])
         .executor("record_halt = \"report\"\nrecord_halt_after_ms = 2000")
         .start_formed();
-    let plan = c.pki.path().join("middle.toml");
-    std::fs::write(
-        &plan,
+    c.apply_plan_until_accepted(
         "silence_s = 3\nkill_power_delay_s = 5\nruntime_floor_s = 0\n\n\
          [[stage]]\nname = \"apps\"\nhosts = [\"label:apps\"]\ntrigger = { on_battery_s = 2 }\nack_timeout_s = 60\n\n\
          [[stage]]\nname = \"owner\"\nhosts = [\"label:owner\"]\ntrigger = { on_battery_s = 3 }\nack_timeout_s = 60\n\n\
          [[stage]]\nname = \"core\"\nhosts = [\"label:core\"]\ntrigger = { on_battery_s = 6 }\nack_timeout_s = 60\n",
-    )
-    .unwrap();
-    wait_for(Duration::from_secs(20), || {
-        c.cli(1, &["plan", "apply", plan.to_str().unwrap()])
-            .status
-            .success()
-            .then_some(())
-    })
-    .expect("plan applied");
+        "middle.toml",
+    );
     // Every tool states the rule before the outage.
     let text = wait_for(Duration::from_secs(15), || {
         let text = stdout(&c.cli(2, &["plan"]));

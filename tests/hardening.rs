@@ -44,12 +44,6 @@ fn big_plan(bytes: usize, host: &str, tag: usize) -> String {
     out
 }
 
-fn apply_plan(c: &TestCluster, node: usize, toml: &str, name: &str) -> std::process::Output {
-    let path = c.pki.path().join(name);
-    std::fs::write(&path, toml).unwrap();
-    c.cli(node, &["plan", "apply", path.to_str().unwrap()])
-}
-
 fn count(events: &[(String, String)], name: &str) -> usize {
     events.iter().filter(|(n, _)| n == name).count()
 }
@@ -253,13 +247,7 @@ fn a_learner_wiped_restored_truncated_or_damaged_comes_back_by_itself_and_every_
     copy_dir(&c.data_dir(4), &backup);
     c.start_node(4);
     // Let it acknowledge more entries, then put the old copy back.
-    let at = c.status(1).unwrap()["cluster"]["last_applied"]
-        .as_u64()
-        .unwrap();
-    wait_for(Duration::from_secs(20), || {
-        (c.status(4)?["cluster"]["last_applied"].as_u64()? > at + 10).then_some(())
-    })
-    .expect("n4 replicates");
+    c.wait_applied_beyond(4, 10);
     c.stop(4, Duration::from_secs(10));
     std::fs::remove_dir_all(c.data_dir(4)).unwrap();
     copy_dir(&backup, &c.data_dir(4));
@@ -372,13 +360,6 @@ fn a_learner_wiped_restored_truncated_or_damaged_comes_back_by_itself_and_every_
     outage_everyone_acts_on(&c, 2);
 }
 
-fn shutdowns(c: &TestCluster, i: usize) -> usize {
-    c.records(i)
-        .iter()
-        .filter(|r| r["action"] == "shutdown")
-        .count()
-}
-
 /// Mains fail until every host has shut down `n` times in all, then return; the outage
 /// must end.
 fn outage_everyone_acts_on(c: &TestCluster, n: usize) {
@@ -422,7 +403,7 @@ fn outage_on_ups_of(c: &TestCluster, owner: usize, n: usize) {
 fn fill_and_write(c: &TestCluster, disk: &SmallDisk, tag: usize) {
     disk.fill();
     for k in tag..tag + 12 {
-        let o = apply_plan(c, 1, &big_plan(200_000, "n1", k), "big.toml");
+        let o = c.apply_plan(1, &big_plan(200_000, "n1", k), "big.toml");
         assert!(o.status.success(), "{}", stderr(&o));
     }
 }
@@ -796,7 +777,7 @@ fn plan_limits_and_checks_hold_and_a_paused_learner_catches_up_after_big_plans()
 
     // 5 MB: refused with a clear error, by the CLI and by the node itself.
     let huge = big_plan(5_000_000, "n4", 0);
-    let o = apply_plan(&c, 1, &huge, "huge.toml");
+    let o = c.apply_plan(1, &huge, "huge.toml");
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("a plan may be at most 262144 bytes"),
@@ -840,7 +821,7 @@ fn plan_limits_and_checks_hold_and_a_paused_learner_catches_up_after_big_plans()
         ),
     ];
     for (toml, want) in &cases {
-        let o = apply_plan(&c, 1, toml, "refused.toml");
+        let o = c.apply_plan(1, toml, "refused.toml");
         assert!(!o.status.success(), "{toml}");
         assert!(
             stderr(&o).contains(want) && stderr(&o).contains("--force"),
@@ -853,7 +834,7 @@ fn plan_limits_and_checks_hold_and_a_paused_learner_catches_up_after_big_plans()
     let o = c.cli(1, &["plan", "apply", "--force", path.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("warning: forced:"), "{}", stderr(&o));
-    let o = apply_plan(&c, 1, &stage("a", "\"label:nobody\"", ""), "empty.toml");
+    let o = c.apply_plan(1, &stage("a", "\"label:nobody\"", ""), "empty.toml");
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("warning: stage 1 (a): no node has the label \"nobody\""),
@@ -863,13 +844,13 @@ fn plan_limits_and_checks_hold_and_a_paused_learner_catches_up_after_big_plans()
     let many: String = (0..65)
         .map(|i| stage(&format!("s{i}"), "\"n2\"", ""))
         .collect();
-    let o = apply_plan(&c, 1, &many, "many.toml");
+    let o = c.apply_plan(1, &many, "many.toml");
     assert!(
         stderr(&o).contains("65 stages; at most 64"),
         "{}",
         stderr(&o)
     );
-    let o = apply_plan(&c, 1, &stage(&"x".repeat(5000), "\"n2\"", ""), "long.toml");
+    let o = c.apply_plan(1, &stage(&"x".repeat(5000), "\"n2\"", ""), "long.toml");
     assert!(
         stderr(&o).contains("its name is 5000 bytes; at most 64"),
         "{}",
@@ -878,7 +859,7 @@ fn plan_limits_and_checks_hold_and_a_paused_learner_catches_up_after_big_plans()
 
     // Plans just under the limit, one after the other, while the learner sleeps.
     for k in 1..=4 {
-        let o = apply_plan(&c, 2, &big_plan(250_000, "n4", k), "big.toml");
+        let o = c.apply_plan(2, &big_plan(250_000, "n4", k), "big.toml");
         assert!(o.status.success(), "plan {k}: {}", stderr(&o));
     }
     // And enough other entries that the log the learner needs is surely purged behind
@@ -1072,16 +1053,9 @@ fn voter_out_during_an_outage(restore: bool) {
         c.stop(3, Duration::from_secs(10));
         copy_dir(&c.data_dir(3), &backup);
         c.start_node(3);
-        let at = c.status(1).unwrap()["cluster"]["last_applied"]
-            .as_u64()
-            .unwrap();
-        wait_for(Duration::from_secs(20), || {
-            (c.status(3)?["cluster"]["last_applied"].as_u64()? > at + 5).then_some(())
-        })
-        .expect("n3 replicates");
+        c.wait_applied_beyond(3, 5);
     }
-    let o = apply_plan(
-        &c,
+    let o = c.apply_plan(
         1,
         "kill_power_delay_s = 5\nruntime_floor_s = 0\n\n[[stage]]\nname = \"all\"\nhosts = [\"label:all\"]\ntrigger = { on_battery_s = 15 }\nack_timeout_s = 30\n",
         "late.toml",

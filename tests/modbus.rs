@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use upsilon_core::ups::modbus::reg;
-use upsilon_tests::fakeusb::{FakeUsb, smart_ups};
+use upsilon_tests::fakeusb::FakeUsb;
 use upsilon_tests::modbus_slave::{ModbusSlave, smt1500};
 use upsilon_tests::*;
 
@@ -108,13 +108,7 @@ fn silence_bad_crc_and_exceptions_are_comm_errors_and_recover() {
 #[test]
 fn modbus_over_usb_reads_the_same_values_and_kills_with_the_cluster_delay() {
     let pki = TestPki::new();
-    let usb = FakeUsb::start(
-        &pki.path().join("usb.sock"),
-        smart_ups(),
-        0x051d,
-        0x0003,
-        "AS1234567890",
-    );
+    let usb = FakeUsb::smart_ups(&pki.path().join("usb.sock"));
     let mut slave = smt1500();
     slave.crc = false;
     usb.attach_modbus(slave, 0x91);
@@ -153,14 +147,7 @@ fn a_staged_shutdown_over_modbus_ends_with_the_ups_output_off() {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("no kill power reached the UPS\n{}", c.logs()));
-    let shutdowns = |i: usize| shutdowns(&c, i);
-    for i in 2..=3 {
-        assert_eq!(
-            shutdowns(i),
-            1,
-            "n{i} shut down once before the UPS was told"
-        );
-    }
+    assert_shut_down_once(&c, 2..=3);
     // The owner's 1 s shutdown (+10 s to start it) needs 11 s: the turn-off delay is
     // written first, then the command, once.
     let w = ups.writes();
@@ -169,7 +156,7 @@ fn a_staged_shutdown_over_modbus_ends_with_the_ups_output_off() {
     assert!(w[0].1[0] >= 11, "{w:?}");
     assert_eq!(w[1], (reg::SIMPLE_SIGNALING_COMMAND, vec![1]));
     wait_for(Duration::from_secs(20), || {
-        (shutdowns(1) == 1).then_some(())
+        (shutdowns(&c, 1) == 1).then_some(())
     })
     .unwrap_or_else(|| panic!("the owner never halted\n{}", c.logs()));
     wait_for(Duration::from_secs(40), || ups.output_off().then_some(()))

@@ -45,13 +45,6 @@ fn names(c: &TestCluster, i: usize) -> Vec<String> {
         .collect()
 }
 
-fn shutdowns(c: &TestCluster, i: usize) -> usize {
-    c.records(i)
-        .iter()
-        .filter(|r| r["action"] == "shutdown")
-        .count()
-}
-
 fn position(lines: &[String], needle: &str) -> usize {
     lines
         .iter()

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use upsilon_core::ups::hid::descriptor::ReportType;
-use upsilon_tests::fakeusb::{FakeUsb, back_ups, smart_ups};
+use upsilon_tests::fakeusb::{FakeUsb, back_ups};
 use upsilon_tests::*;
 
 fn ups_toml(poll_ms: u64) -> String {
@@ -149,13 +149,7 @@ fn kill_power_is_apcupsds_writes_for_a_back_ups_and_a_smart_ups() {
 
     // Smart-UPS: DelayBeforeStartup, then DelayBeforeShutdown (which starts both).
     let pki = TestPki::new();
-    let usb = FakeUsb::start(
-        &pki.path().join("usb.sock"),
-        smart_ups(),
-        0x051d,
-        0x0003,
-        "AS1234567890",
-    );
+    let usb = FakeUsb::smart_ups(&pki.path().join("usb.sock"));
     let node = sending_node(&pki, &ups_toml(500));
     let v = wait_ups_status(&pki, &node, "ONLINE", 20);
     assert_eq!(ups_of(&v)["runtime_seconds"], 21000.0, "{v}");

@@ -141,15 +141,12 @@ fn main() -> ExitCode {
         Command::Demo(_) => "error",
         _ => "warn",
     });
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match upsilon_client::runtime::start(
+        "upsilon",
+        upsilon_client::runtime::Threads::PerCore,
+    ) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("upsilon: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(run(cli)) {
         Ok(code) => code,

@@ -120,16 +120,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match upsilon_client::runtime::start(
+        "upsilon-bridge",
+        upsilon_client::runtime::Threads::Pool(2),
+    ) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("upsilon-bridge: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let code = rt.block_on(async move {
         let (tx, rx) = tokio::sync::broadcast::channel(1);
@@ -166,15 +162,12 @@ fn main() -> ExitCode {
 
 fn query_main(target: &str, what: &str) -> ExitCode {
     let target = net_client::with_default_port(target);
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match upsilon_client::runtime::start(
+        "upsilon-bridge",
+        upsilon_client::runtime::Threads::One,
+    ) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("upsilon-bridge: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(query(&target, what)) {
         Ok(text) => {

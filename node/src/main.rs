@@ -92,15 +92,10 @@ fn report_halted(path: &std::path::Path, deadline: Duration) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    let rt = match upsilon_client::runtime::start("upsilond", upsilon_client::runtime::Threads::One)
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("upsilond: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(upsilon_node::halted::report(&cfg, deadline)) {
         Ok(at) => {
@@ -167,16 +162,12 @@ fn main() -> ExitCode {
     // Before any thread exists, so that every thread inherits the blocked mask and only
     // the signal thread receives SIGTERM/SIGINT.
     let signals = StopSignals::start();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.node.worker_threads)
-        .enable_all()
-        .build()
-    {
+    let rt = match upsilon_client::runtime::start(
+        "upsilond",
+        upsilon_client::runtime::Threads::Pool(cfg.node.worker_threads),
+    ) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("upsilond: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let fatal = upsilon_node::fatal::Fatal::new();
     upsilon_node::fatal::install_panic_hook(fatal.clone());

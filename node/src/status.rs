@@ -583,43 +583,31 @@ mod tests {
             for (id, name, label) in [(1, "n1", "core"), (2, "n2", "apps")] {
                 s.nodes.insert(
                     id,
-                    NodeRecord {
-                        id,
-                        name: name.into(),
-                        addr: String::new(),
-                        labels: vec![label.into()],
-                        last_seen_ms: NOW,
-                        version: String::new(),
-                        feeds: vec!["ups1".into()],
-                        min_supplies: 1,
-                        shutdown_s: 120,
-                    },
+                    NodeRecord::fed_by(id, name, &["ups1"], NOW)
+                        .labelled(&[label])
+                        .shutting_down_in(120),
                 );
             }
             let r = UpsReading::basic(on_battery, 80.0, 600.0, std::time::SystemTime::UNIX_EPOCH);
             s.upses.insert(
                 "ups1".into(),
                 UpsRecord {
-                    name: "ups1".into(),
-                    owner: 1,
-                    seq: 1,
-                    stale: false,
-                    last_report_ms: NOW,
                     on_battery_since_ms: on_battery.then_some(NOW - 30_000),
-                    comm_lost_since_ms: None,
-                    rival: None,
-                    status: UpsStatus {
-                        driver: "apcsmart".into(),
-                        reading: Some(r),
-                        statflag: 0,
-                        comm_lost: false,
-                        on_battery,
-                        time_on_battery_s: 30,
-                        transfers: 1,
-                        comm_error: None,
-                        // The owner's own monitor decided (its apcupsd thresholds).
-                        shutdown: on_battery.then_some((ShutdownRule::BatteryLevel, NOW)),
-                    },
+                    ..UpsRecord::reported(
+                        "ups1",
+                        1,
+                        UpsStatus {
+                            driver: "apcsmart".into(),
+                            reading: Some(r),
+                            on_battery,
+                            time_on_battery_s: 30,
+                            transfers: 1,
+                            // The owner's own monitor decided (its apcupsd thresholds).
+                            shutdown: on_battery.then_some((ShutdownRule::BatteryLevel, NOW)),
+                            ..Default::default()
+                        },
+                        NOW,
+                    )
                 },
             );
             s.plan = Some(

@@ -33,7 +33,12 @@ const CORE: &[&[&str]] = &[
 ];
 
 /// `upsilon-client`, bottom to top.
-const CLIENT: &[&[&str]] = &[&["fault", "stop", "pb_impl"], &["pki"], &["tls"], &["rpc"]];
+const CLIENT: &[&[&str]] = &[
+    &["fault", "stop", "runtime", "pb_impl"],
+    &["pki"],
+    &["tls"],
+    &["rpc"],
+];
 
 /// `upsilon-node`, bottom to top.
 const NODE: &[&[&str]] = &[

@@ -502,13 +502,7 @@ pub fn run_half(half: usize) {
         }
         let busy = fault.loads_the_machine().then(BusyCore::start);
         for i in 1..=4 {
-            shutdowns_before.insert(
-                i,
-                c.records(i)
-                    .iter()
-                    .filter(|r| r["action"] == "shutdown")
-                    .count(),
-            );
+            shutdowns_before.insert(i, shutdowns(&c, i));
         }
         let o = c.cli(
             4,
@@ -660,12 +654,7 @@ pub fn run_half(half: usize) {
         }
         committed = numbered_history(&c, 4);
         for i in 1..=4 {
-            let now = c
-                .records(i)
-                .iter()
-                .filter(|r| r["action"] == "shutdown")
-                .count();
-            let ran = now - shutdowns_before[&i];
+            let ran = shutdowns(&c, i) - shutdowns_before[&i];
             if ran > 1 {
                 fail(
                     format!("n{i} ran its shutdown {ran} times in outage {id}"),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{NodeProc, TestPki, bin, stdout, upsilon, wait_for};
+use crate::{NodeProc, TestPki, bin, stderr, stdout, upsilon, wait_for};
 
 /// A cluster of real `upsilond` processes: node `i` (1-based) has Raft id `i`, listens
 /// on 127.0.0.`i`, and its certificate names that address. Node 1 bootstraps; the
@@ -253,6 +253,49 @@ impl TestCluster {
                 .then_some(())
         })
         .unwrap_or_else(|| panic!("not every node showed the UPS {status}\n{}", self.logs()));
+    }
+
+    /// `upsilon plan apply` of `toml` (written to `name` beside the configs) on node `i`.
+    pub fn apply_plan(&self, i: usize, toml: &str, name: &str) -> Output {
+        let path = self.pki.path().join(name);
+        std::fs::write(&path, toml).unwrap();
+        self.cli(i, &["plan", "apply", path.to_str().unwrap()])
+    }
+
+    /// [`Self::apply_plan`] on node 1 until it is accepted (the hosts it names may not
+    /// have announced themselves yet).
+    pub fn apply_plan_until_accepted(&self, toml: &str, name: &str) {
+        wait_for(Duration::from_secs(20), || {
+            self.apply_plan(1, toml, name)
+                .status
+                .success()
+                .then_some(())
+        })
+        .unwrap_or_else(|| {
+            let o = self.apply_plan(1, toml, name);
+            panic!(
+                "plan {name} never accepted: {}\n{}",
+                stderr(&o),
+                self.logs()
+            )
+        });
+    }
+
+    /// Waits until node `i` applied `more` entries beyond what node 1 had applied when
+    /// asked (it replicates, acknowledging entries).
+    pub fn wait_applied_beyond(&self, i: usize, more: u64) {
+        let applied = |n: usize| self.status(n)?["cluster"]["last_applied"].as_u64();
+        let at = applied(1).expect("node 1's status");
+        wait_for(Duration::from_secs(20), || {
+            (applied(i)? > at + more).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "node {i} never applied entry {}\n{}",
+                at + more,
+                self.logs()
+            )
+        });
     }
 
     /// Waits until node `i` has applied every entry node `from` had applied when asked.

@@ -75,6 +75,11 @@ impl FakeUsb {
         FakeUsb::start(path, back_ups(), 0x051d, 0x0002, "4B1234P56789")
     }
 
+    /// The Smart-UPS fixture as APC 051d:0003, serial AS1234567890, on `path`.
+    pub fn smart_ups(path: &Path) -> FakeUsb {
+        FakeUsb::start(path, smart_ups(), 0x051d, 0x0003, "AS1234567890")
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let (m, cv) = &*self.state;
         let r = f(&mut m.lock().unwrap());

@@ -31,6 +31,18 @@ pub fn two_stage_cluster(ups: &str, ups_toml: String) -> TestCluster {
     c
 }
 
+/// Each of `hosts` recorded exactly one shutdown.
+pub fn assert_shut_down_once(c: &TestCluster, hosts: impl IntoIterator<Item = usize>) {
+    for i in hosts {
+        assert_eq!(
+            shutdowns(c, i),
+            1,
+            "n{i} must shut down exactly once: {:?}",
+            c.records(i)
+        );
+    }
+}
+
 /// How many shutdowns host `i` recorded.
 pub fn shutdowns(c: &TestCluster, i: usize) -> usize {
     c.records(i)

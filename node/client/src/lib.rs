@@ -6,6 +6,7 @@
 //! - [`tls`]: mutual-TLS accept and connect, refusal explanations, `authorize`.
 //! - [`rpc`]: gRPC channels to a node and following a "not the leader" redirect.
 //! - [`stop`]: the small stop signal passed down to every task.
+//! - [`runtime`]: the tokio runtime each binary's `main` starts.
 //! - [`fault`]: test-only partitions between real processes (feature
 //!   `fault-injection`; a no-op without it).
 //! - [`pb_impl`]: every conversion between our types and the protobuf messages, for
@@ -15,5 +16,6 @@ pub mod fault;
 pub mod pb_impl;
 pub mod pki;
 pub mod rpc;
+pub mod runtime;
 pub mod stop;
 pub mod tls;

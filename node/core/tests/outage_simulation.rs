@@ -76,17 +76,9 @@ fn initial() -> PowerState {
         let id = i as u64 + 1;
         s.nodes.insert(
             id,
-            NodeRecord {
-                id,
-                name: format!("n{id}"),
-                addr: String::new(),
-                labels: vec![l.to_string()],
-                last_seen_ms: 0,
-                version: String::new(),
-                feeds: vec!["ups1".into()],
-                min_supplies: 1,
-                shutdown_s: SHUTDOWN_S,
-            },
+            NodeRecord::fed_by(id, &format!("n{id}"), &["ups1"], 0)
+                .labelled(&[l])
+                .shutting_down_in(SHUTDOWN_S),
         );
     }
     s

@@ -134,32 +134,12 @@ mod tests {
         for (id, n) in [(1, "n1"), (2, "n2")] {
             s.nodes.insert(
                 id,
-                NodeRecord {
-                    id,
-                    name: n.into(),
-                    addr: String::new(),
-                    labels: vec![],
-                    last_seen_ms: T,
-                    version: String::new(),
-                    feeds: vec!["ups1".into()],
-                    min_supplies: 1,
-                    shutdown_s: 30,
-                },
+                NodeRecord::fed_by(id, n, &["ups1"], T).shutting_down_in(30),
             );
         }
         s.upses.insert(
             "ups1".into(),
-            UpsRecord {
-                name: "ups1".into(),
-                owner: 1,
-                seq: 1,
-                status: Default::default(),
-                stale: false,
-                last_report_ms: T,
-                on_battery_since_ms: None,
-                comm_lost_since_ms: None,
-                rival: None,
-            },
+            UpsRecord::reported("ups1", 1, Default::default(), T),
         );
         s
     }

@@ -49,6 +49,37 @@ pub struct NodeRecord {
     pub shutdown_s: u32,
 }
 
+impl NodeRecord {
+    /// A host named `name` (Raft id `id`) fed by `feeds` (one on line is enough), last
+    /// seen at `seen_ms`, with no address, labels or version yet, and the default
+    /// shutdown time: the start of a record in tests, simulations and drills.
+    pub fn fed_by(id: NodeId, name: &str, feeds: &[&str], seen_ms: i64) -> NodeRecord {
+        NodeRecord {
+            id,
+            name: name.to_string(),
+            addr: String::new(),
+            labels: vec![],
+            last_seen_ms: seen_ms,
+            version: String::new(),
+            feeds: feeds.iter().map(|f| f.to_string()).collect(),
+            min_supplies: 1,
+            shutdown_s: DEFAULT_SHUTDOWN_S,
+        }
+    }
+
+    /// The same record with these labels.
+    pub fn labelled(mut self, labels: &[&str]) -> NodeRecord {
+        self.labels = labels.iter().map(|l| l.to_string()).collect();
+        self
+    }
+
+    /// The same record with this declared shutdown time.
+    pub fn shutting_down_in(mut self, shutdown_s: u32) -> NodeRecord {
+        self.shutdown_s = shutdown_s;
+        self
+    }
+}
+
 pub use crate::config::DEFAULT_SHUTDOWN_S;
 
 pub(crate) fn default_shutdown_s() -> u32 {
@@ -98,6 +129,22 @@ pub struct UpsRecord {
 }
 
 impl UpsRecord {
+    /// UPS `name` as `owner` first reported it at `at_ms` (on battery since then if
+    /// its status says so): the start of a record in tests, simulations and drills.
+    pub fn reported(name: &str, owner: NodeId, status: UpsStatus, at_ms: i64) -> UpsRecord {
+        UpsRecord {
+            name: name.to_string(),
+            owner,
+            seq: 1,
+            stale: false,
+            last_report_ms: at_ms,
+            on_battery_since_ms: status.on_battery.then_some(at_ms),
+            comm_lost_since_ms: None,
+            rival: None,
+            status,
+        }
+    }
+
     /// The UPS as a reader on any node sees it at `now_ms`: a stale record counts as
     /// comm lost (with why), and time on battery runs on from the owner's last report.
     pub fn view(&self, now_ms: i64) -> UpsView {

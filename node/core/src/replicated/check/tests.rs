@@ -9,17 +9,9 @@ use crate::view::UpsStatus;
 const NOW: i64 = 1_000_000_000;
 
 fn node(id: NodeId, name: &str, label: &str, shutdown_s: u32) -> NodeRecord {
-    NodeRecord {
-        id,
-        name: name.into(),
-        addr: String::new(),
-        labels: vec![label.into()],
-        last_seen_ms: NOW,
-        version: String::new(),
-        feeds: vec!["ups1".into()],
-        min_supplies: 1,
-        shutdown_s,
-    }
+    NodeRecord::fed_by(id, name, &["ups1"], NOW)
+        .labelled(&[label])
+        .shutting_down_in(shutdown_s)
 }
 
 fn state(runtime_s: f64, shutdowns: [u32; 3]) -> PowerState {
@@ -64,20 +56,15 @@ fn state(runtime_s: f64, shutdowns: [u32; 3]) -> PowerState {
     let r = UpsReading::basic(false, 100.0, runtime_s, std::time::SystemTime::UNIX_EPOCH);
     s.upses.insert(
         "ups1".into(),
-        UpsRecord {
-            name: "ups1".into(),
-            owner: 1,
-            seq: 1,
-            status: UpsStatus {
+        UpsRecord::reported(
+            "ups1",
+            1,
+            UpsStatus {
                 reading: Some(r),
                 ..Default::default()
             },
-            stale: false,
-            last_report_ms: NOW,
-            on_battery_since_ms: None,
-            comm_lost_since_ms: None,
-            rival: None,
-        },
+            NOW,
+        ),
     );
     s
 }

@@ -281,3 +281,30 @@ pub fn trigger_words(t: &Trigger) -> String {
     }
     v.join(", or ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example plan the package ships (batch, apps, then storage and consensus).
+    fn plan() -> Plan {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/examples/plan.toml");
+        Plan::load(&p).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn shipped_example_plan_is_valid() {
+        assert_eq!(plan().stages.len(), 3);
+    }
+
+    #[test]
+    fn plan_validation_names_the_stage() {
+        let mut p = plan();
+        p.stages[1].trigger = Trigger::default();
+        assert!(p.validate().unwrap_err().contains("stage 2 (\"apps\")"));
+        let mut p = plan();
+        p.stages[0].hosts.clear();
+        assert!(p.validate().unwrap_err().contains("names no hosts"));
+    }
+}

@@ -237,3 +237,97 @@ pub fn host_threshold(policy: &crate::policy::Policy, s: &Supply, now_ms: i64) -
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000_000;
+
+    #[test]
+    fn local_fallback_rules() {
+        use std::time::Duration as D;
+        let on_line = Supply {
+            on_battery: false,
+            on_battery_since_ms: None,
+            charge: Some(100.0),
+            runtime_s: Some(3000.0),
+            emergency: None,
+            feed: None,
+        };
+        let on_batt = Supply {
+            on_battery: true,
+            on_battery_since_ms: Some(NOW),
+            ..on_line.clone()
+        };
+        let critical = Supply {
+            emergency: Some("ups1 signals low battery".into()),
+            ..on_batt.clone()
+        };
+        let (g, d) = (D::from_secs(10), D::from_secs(15));
+        // The cluster works: never.
+        assert_eq!(local_fallback(None, g, d, Some(&critical)), None);
+        // Cut off, on line: never, however long.
+        assert_eq!(
+            local_fallback(Some(D::from_secs(100_000)), g, d, Some(&on_line)),
+            None
+        );
+        // No known supply (no feeds): never.
+        assert_eq!(
+            local_fallback(Some(D::from_secs(100_000)), g, d, None),
+            None
+        );
+        // Critical: after the grace period.
+        assert_eq!(
+            local_fallback(Some(D::from_secs(9)), g, d, Some(&critical)),
+            None
+        );
+        assert!(
+            local_fallback(Some(D::from_secs(10)), g, d, Some(&critical))
+                .unwrap()
+                .contains("critical")
+        );
+        // On battery, not critical: after dead_time.
+        assert_eq!(
+            local_fallback(Some(D::from_secs(14)), g, d, Some(&on_batt)),
+            None
+        );
+        assert!(
+            local_fallback(Some(D::from_secs(15)), g, d, Some(&on_batt))
+                .unwrap()
+                .contains("last known on battery")
+        );
+    }
+
+    #[test]
+    fn host_thresholds_are_apcupsds() {
+        let p = crate::policy::Policy::default();
+        let mut sup = Supply {
+            on_battery: true,
+            on_battery_since_ms: Some(NOW - 100_000),
+            charge: Some(50.0),
+            runtime_s: Some(900.0),
+            emergency: None,
+            feed: None,
+        };
+        assert_eq!(host_threshold(&p, &sup, NOW), None);
+        sup.charge = Some(10.0);
+        assert!(
+            host_threshold(&p, &sup, NOW)
+                .unwrap()
+                .contains("BATTERYLEVEL")
+        );
+        sup.charge = Some(50.0);
+        sup.runtime_s = Some(300.0);
+        assert!(host_threshold(&p, &sup, NOW).unwrap().contains("MINUTES"));
+        sup.runtime_s = Some(900.0);
+        let t = crate::policy::Policy {
+            timeout: 60,
+            ..p.clone()
+        };
+        assert!(host_threshold(&t, &sup, NOW).unwrap().contains("TIMEOUT"));
+        sup.on_battery = false;
+        sup.charge = Some(1.0);
+        assert_eq!(host_threshold(&p, &sup, NOW), None, "on line: never");
+    }
+}

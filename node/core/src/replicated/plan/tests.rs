@@ -56,15 +56,8 @@ fn plan() -> Plan {
 
 fn node(id: NodeId, name: &str, labels: &[&str], feeds: &[&str], min: u32) -> NodeRecord {
     NodeRecord {
-        id,
-        name: name.into(),
-        addr: String::new(),
-        labels: labels.iter().map(|s| s.to_string()).collect(),
-        last_seen_ms: NOW,
-        version: String::new(),
-        feeds: feeds.iter().map(|s| s.to_string()).collect(),
         min_supplies: min,
-        shutdown_s: 120,
+        ..NodeRecord::fed_by(id, name, feeds, NOW).labelled(labels)
     }
 }
 
@@ -81,26 +74,15 @@ fn ups(
         runtime,
         SystemTime::now(),
     );
+    let status = UpsStatus {
+        driver: "sim".into(),
+        reading: Some(r),
+        on_battery: on_battery_for_s.is_some(),
+        ..Default::default()
+    };
     UpsRecord {
-        name: name.into(),
-        owner,
-        seq: 1,
-        stale: false,
-        last_report_ms: NOW,
         on_battery_since_ms: on_battery_for_s.map(|s| NOW - s * 1000),
-        comm_lost_since_ms: None,
-        rival: None,
-        status: UpsStatus {
-            driver: "sim".into(),
-            reading: Some(r),
-            statflag: 0,
-            comm_lost: false,
-            on_battery: on_battery_for_s.is_some(),
-            time_on_battery_s: 0,
-            transfers: 0,
-            shutdown: None,
-            comm_error: None,
-        },
+        ..UpsRecord::reported(name, owner, status, NOW)
     }
 }
 
@@ -646,109 +628,4 @@ fn halted_hosts_come_back_by_power_cycle_when_nothing_running_depends_on_the_ups
     s.halted.extend([1, 3]);
     // Now only db1 runs, and it has upsB.
     assert_eq!(kinds(&decide(&s, NOW)), ["PowerCycle(upsA)"]);
-}
-
-#[test]
-fn local_fallback_rules() {
-    use std::time::Duration as D;
-    let on_line = Supply {
-        on_battery: false,
-        on_battery_since_ms: None,
-        charge: Some(100.0),
-        runtime_s: Some(3000.0),
-        emergency: None,
-        feed: None,
-    };
-    let on_batt = Supply {
-        on_battery: true,
-        on_battery_since_ms: Some(NOW),
-        ..on_line.clone()
-    };
-    let critical = Supply {
-        emergency: Some("ups1 signals low battery".into()),
-        ..on_batt.clone()
-    };
-    let (g, d) = (D::from_secs(10), D::from_secs(15));
-    // The cluster works: never.
-    assert_eq!(local_fallback(None, g, d, Some(&critical)), None);
-    // Cut off, on line: never, however long.
-    assert_eq!(
-        local_fallback(Some(D::from_secs(100_000)), g, d, Some(&on_line)),
-        None
-    );
-    // No known supply (no feeds): never.
-    assert_eq!(
-        local_fallback(Some(D::from_secs(100_000)), g, d, None),
-        None
-    );
-    // Critical: after the grace period.
-    assert_eq!(
-        local_fallback(Some(D::from_secs(9)), g, d, Some(&critical)),
-        None
-    );
-    assert!(
-        local_fallback(Some(D::from_secs(10)), g, d, Some(&critical))
-            .unwrap()
-            .contains("critical")
-    );
-    // On battery, not critical: after dead_time.
-    assert_eq!(
-        local_fallback(Some(D::from_secs(14)), g, d, Some(&on_batt)),
-        None
-    );
-    assert!(
-        local_fallback(Some(D::from_secs(15)), g, d, Some(&on_batt))
-            .unwrap()
-            .contains("last known on battery")
-    );
-}
-
-#[test]
-fn host_thresholds_are_apcupsds() {
-    let p = crate::policy::Policy::default();
-    let mut sup = Supply {
-        on_battery: true,
-        on_battery_since_ms: Some(NOW - 100_000),
-        charge: Some(50.0),
-        runtime_s: Some(900.0),
-        emergency: None,
-        feed: None,
-    };
-    assert_eq!(host_threshold(&p, &sup, NOW), None);
-    sup.charge = Some(10.0);
-    assert!(
-        host_threshold(&p, &sup, NOW)
-            .unwrap()
-            .contains("BATTERYLEVEL")
-    );
-    sup.charge = Some(50.0);
-    sup.runtime_s = Some(300.0);
-    assert!(host_threshold(&p, &sup, NOW).unwrap().contains("MINUTES"));
-    sup.runtime_s = Some(900.0);
-    let t = crate::policy::Policy {
-        timeout: 60,
-        ..p.clone()
-    };
-    assert!(host_threshold(&t, &sup, NOW).unwrap().contains("TIMEOUT"));
-    sup.on_battery = false;
-    sup.charge = Some(1.0);
-    assert_eq!(host_threshold(&p, &sup, NOW), None, "on line: never");
-}
-
-#[test]
-fn shipped_example_plan_is_valid() {
-    let p =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples/plan.toml");
-    let plan = Plan::load(&p).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(plan.stages.len(), 3);
-}
-
-#[test]
-fn plan_validation_names_the_stage() {
-    let mut p = plan();
-    p.stages[1].trigger = Trigger::default();
-    assert!(p.validate().unwrap_err().contains("stage 2 (\"apps\")"));
-    let mut p = plan();
-    p.stages[0].hosts.clear();
-    assert!(p.validate().unwrap_err().contains("names no hosts"));
 }
