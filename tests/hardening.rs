@@ -121,6 +121,11 @@ fn staged_cluster() -> TestCluster {
     staged_cluster_logging(false)
 }
 
+/// One stage, every host in it (label `all`), started after 2 s on battery.
+fn one_stage_for_all() -> String {
+    plan_text(&[("all", "\"label:all\"", "on_battery_s = 2", 30)])
+}
+
 /// With `default_log`, the nodes log with the shipped filter (openraft's own warnings
 /// off), as an operator reads them.
 fn staged_cluster_logging(default_log: bool) -> TestCluster {
@@ -128,12 +133,7 @@ fn staged_cluster_logging(default_log: bool) -> TestCluster {
         .local_thresholds_off()
         .feeds(&["ups1"])
         .every_node("labels = [\"all\"]")
-        .plan(&plan_text(&[(
-            "all",
-            "\"label:all\"",
-            "on_battery_s = 2",
-            30,
-        )]));
+        .plan(&one_stage_for_all());
     if default_log {
         spec.default_log().start_formed()
     } else {
@@ -770,6 +770,9 @@ fn plan_limits_and_checks_hold_and_a_paused_learner_catches_up_after_big_plans()
     let c = ClusterSpec::new(4, 3)
         .every_node("snapshot_logs = 40")
         .start_formed();
+    let n4_applied = c.status(4).expect("n4's status")["cluster"]["last_applied"]
+        .as_u64()
+        .expect("n4's applied index");
     let n4 = c.nodes[3].as_ref().unwrap().child.id() as i32;
     unsafe {
         libc::kill(n4, libc::SIGSTOP);
@@ -881,10 +884,14 @@ fn plan_limits_and_checks_hold_and_a_paused_learner_catches_up_after_big_plans()
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
-    // Time for the leader to build its snapshot and purge the log behind it: nothing
-    // outside the node shows that moment (the status has no snapshot index), so this
-    // one stays a pause; n4's "installed a snapshot" below proves it was long enough.
-    std::thread::sleep(Duration::from_secs(2));
+    // The leader's snapshot covers more than the 10 entries it keeps beyond what n4
+    // had: the log n4 needs is purged.
+    let leader = c.writable_leader(1).expect("a leader") as usize;
+    wait_for(Duration::from_secs(20), || {
+        let snap = c.status(leader)?["cluster"]["snapshot_index"].as_u64()?;
+        (snap > n4_applied + 10).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the leader took no snapshot past n4\n{}", c.logs()));
     unsafe {
         libc::kill(n4, libc::SIGCONT);
     }
@@ -970,12 +977,7 @@ fn a_wiped_voter_rejoins_and_becomes_a_voter_again_even_from_an_old_snapshot() {
         .every_node("snapshot_logs = 100")
         .feeds(&["ups4"])
         .every_node("labels = [\"all\"]")
-        .plan(&plan_text(&[(
-            "all",
-            "\"label:all\"",
-            "on_battery_s = 2",
-            30,
-        )]))
+        .plan(&one_stage_for_all())
         .start_formed();
     for round in 0..3 {
         // The second round wipes the leader. Not n1, which bootstrapped the cluster: a

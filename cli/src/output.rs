@@ -452,6 +452,7 @@ pub fn status_json(s: &pb::StatusReply) -> Value {
         "cluster": s.cluster.as_ref().map(|c| json!({
             "enabled": c.enabled, "leader": c.leader, "leader_id": c.leader_id, "term": c.term,
             "writable": c.writable, "detail": c.detail, "last_applied": c.last_applied,
+            "snapshot_index": c.snapshot_index,
             "voters": c.voters, "learners": c.learners,
             "outage": c.outage, "stages": c.stages, "warnings": c.warnings,
             "state_index": c.state_index, "state_digest": c.state_digest,

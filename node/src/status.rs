@@ -490,6 +490,7 @@ pub fn snapshot(shared: &NodeShared) -> StatusSnapshot {
             writable: view.writable,
             detail: view.detail.clone(),
             last_applied: view.last_applied,
+            snapshot_index: view.snapshot_index,
             voters: voters as u32,
             learners: (view.members.len() - voters) as u32,
             outage,

@@ -289,6 +289,7 @@ fn cluster_to_pb(c: &ClusterSummary) -> pb::ClusterInfo {
         writable: c.writable,
         detail: c.detail.clone(),
         last_applied: c.last_applied,
+        snapshot_index: c.snapshot_index,
         voters: c.voters,
         learners: c.learners,
         outage: c.outage.clone(),

@@ -76,6 +76,8 @@ pub struct ClusterSummary {
     /// A sentence for humans when not writable.
     pub detail: String,
     pub last_applied: u64,
+    /// The log index this node's latest snapshot covers (0: none yet).
+    pub snapshot_index: u64,
     pub voters: u32,
     pub learners: u32,
     /// The current outage and its stages in words (empty if none).

@@ -78,6 +78,8 @@ pub struct ClusterView {
     pub writable: bool,
     pub detail: String,
     pub last_applied: u64,
+    /// The log index this node's latest snapshot covers (0: none yet).
+    pub snapshot_index: u64,
     pub members: Vec<MemberView>,
     /// Problems this node sees that an operator must fix, in words.
     pub warnings: Vec<String>,
@@ -1020,6 +1022,7 @@ impl Cluster {
             writable,
             detail,
             last_applied: m.last_applied.as_ref().map_or(0, |l| l.index()),
+            snapshot_index: m.snapshot.as_ref().map_or(0, |l| l.index()),
             members,
             warnings: self.warnings(&m),
         }
