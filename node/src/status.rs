@@ -159,7 +159,18 @@ pub fn member_pending_action(
     let no_plan = upsilon_core::replicated::plan::Plan::default();
     let plan = state.plan.as_ref().unwrap_or(&no_plan);
     let supply = node.and_then(|n| upsilon_core::replicated::plan::supply(n, state, plan, now_ms));
-    let on_battery = supply.as_ref().is_some_and(|s| s.on_battery);
+    // A host with no feeds configured is powered by the UPSes its node drives (as
+    // apcupsd assumes): their being on battery is its supply's.
+    let own_on_battery: Vec<&str> = state
+        .upses
+        .values()
+        .filter(|u| u.owner == me && u.status.on_battery)
+        .map(|u| u.name.as_str())
+        .collect();
+    let on_battery = match &supply {
+        Some(s) => s.on_battery,
+        None => !own_on_battery.is_empty(),
+    };
     // This host's stage has started.
     if let Some((k, run)) = open.and_then(|o| {
         o.stages
@@ -231,6 +242,10 @@ pub fn member_pending_action(
                     .map_or(String::new(), |r| format!(", runtime {:.1} min", r / 60.0)),
             ),
             Some(_) => "outage under way; this host's supply is on line".to_string(),
+            None if on_battery => format!(
+                "{} on battery (this host has no feeds configured: the UPS its node drives powers it)",
+                own_on_battery.join(", ")
+            ),
             None => "outage under way; this host has no feeds configured".to_string(),
         };
         let stage = state.plan.as_ref().and_then(|plan| {
@@ -733,6 +748,34 @@ mod tests {
                 p(&state(true), &recorded, ExecutorMode::Record).kind,
                 ActionKind::ShuttingDown
             );
+            // A host with no feeds configured whose own UPS is still on battery: its
+            // monitor's shutdown stands (the mains have not returned).
+            let mut unfed = state(true);
+            unfed.nodes.get_mut(&1).unwrap().feeds.clear();
+            unfed.outage = None;
+            let a = member_pending_action(
+                &unfed,
+                1,
+                &Policy::default(),
+                &recorded,
+                ExecutorMode::Record,
+                NOW,
+            );
+            assert_eq!(a.kind, ActionKind::ShuttingDown, "{a:?}");
+            // Once that UPS is back on line, record mode is back to normal.
+            let ups = unfed.upses.get_mut("ups1").unwrap();
+            ups.status.on_battery = false;
+            ups.on_battery_since_ms = None;
+            let a = member_pending_action(
+                &unfed,
+                1,
+                &Policy::default(),
+                &recorded,
+                ExecutorMode::Record,
+                NOW,
+            );
+            assert_eq!(a.kind, ActionKind::None, "{a:?}");
+            assert!(a.detail.contains("mains returned"), "{}", a.detail);
             // A drill's record is not a shutdown.
             let drill = [record(NOW - 30_000, "drill: not executed")];
             let a = p(&state(false), &drill, ExecutorMode::Record);
