@@ -167,10 +167,7 @@ fn debian_apcupsd_scripts_send_the_mail_they_send_under_apcupsd() {
         &pki,
         "[[ups]]\nname = \"ups1\"\ndriver = \"sim\"\npoll_interval_ms = 200\n\n[policy]\nbattery_level = 10\nminutes = 0\non_battery_delay = 0\n\n[hooks]\nscript_dir = \"/etc/apcupsd\"\n\n[executor]\nmode = \"record\"\nrecord_file = \"node-record.jsonl\"\nshutdown_command = [\"/bin/false\", \"must-not-run\"]\n",
     );
-    wait_for(Duration::from_secs(10), || {
-        (status_json(&pki, node.addr)["ups"][0]["status"] == "ONLINE").then_some(())
-    })
-    .expect("online first");
+    wait_ups_status(&pki, &node, "ONLINE", 10);
     let sim = |args: &[&str]| {
         let mut a = vec!["sim", "set"];
         a.extend_from_slice(args);
@@ -225,16 +222,8 @@ fn debian_apcupsd_scripts_send_the_mail_they_send_under_apcupsd() {
         &pki2,
         "[[ups]]\nname = \"ups1\"\ndriver = \"sim\"\npoll_interval_ms = 200\n\n[policy]\nbattery_level = 0\nminutes = 0\non_battery_delay = 0\n\n[hooks]\nscript_dir = \"hooks\"\n",
     );
-    wait_for(Duration::from_secs(10), || {
-        (status_json(&pki2, node.addr)["ups"][0]["status"] == "ONLINE").then_some(())
-    })
-    .expect("online first");
-    let o = upsilon(
-        &pki2,
-        node.addr,
-        Some("operator"),
-        &["sim", "set", "--on-battery"],
-    );
+    wait_ups_status(&pki2, &node, "ONLINE", 10);
+    let o = operator(&pki2, &node, &["sim", "set", "--on-battery"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let line = wait_for(Duration::from_secs(20), || {
         events_text(&pki2, &node)

@@ -259,17 +259,12 @@ fn kill_power_on_battery_is_s_and_the_output_returns_with_mains() {
     {
         let node = NodeProc::start(&pki, &ups_toml(&link, 300));
         wait_ups_status(&pki, &node, "ONLINE", 20);
-        let o = upsilon(
-            &pki,
-            node.addr,
-            Some("operator"),
-            &["ups", "kill-power", "--confirm"],
-        );
+        let o = operator(&pki, &node, &["ups", "kill-power", "--confirm"]);
         assert!(
             stdout(&o).contains("record mode: not sent to the UPS"),
             "{o:?}"
         );
-        let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "kill-power"]);
+        let o = operator(&pki, &node, &["ups", "kill-power"]);
         assert!(
             !o.status.success() && stderr(&o).contains("--confirm"),
             "{o:?}"
@@ -282,7 +277,7 @@ fn kill_power_on_battery_is_s_and_the_output_returns_with_mains() {
     sim.mains(true);
     wait_ups_status(&pki, &node, "ONBATT", 10);
     // No self test on battery: the UPS answers NA and the operator is told why.
-    let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
+    let o = operator(&pki, &node, &["ups", "self-test"]);
     assert!(
         !o.status.success() && stderr(&o).contains("the UPS refused"),
         "{o:?}"
@@ -361,7 +356,7 @@ fn power_off_is_k_pause_k_and_self_test_is_w() {
         true,
     );
 
-    let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
+    let o = operator(&pki, &node, &["ups", "self-test"]);
     assert!(stdout(&o).contains("smart1: sent to the UPS"), "{o:?}");
     assert!(sim.received().iter().any(|r| r.byte == b'W'));
     let v = wait_for(Duration::from_secs(20), || {
@@ -377,12 +372,7 @@ fn power_off_is_k_pause_k_and_self_test_is_w() {
     assert!(ev.contains("UPS Self Test switch to battery"), "{ev}");
     assert!(ev.contains("UPS Self Test completed"), "{ev}");
 
-    let o = upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["ups", "power-off", "--confirm"],
-    );
+    let o = operator(&pki, &node, &["ups", "power-off", "--confirm"]);
     assert!(
         stdout(&o).contains("sent to the UPS"),
         "{o:?}\n{}",
@@ -430,7 +420,7 @@ fn bad_bytes_silence_vanished_and_busy_devices_recover() {
         "{}",
         node.log_text()
     );
-    let o = stdout(&upsilon(&pki, node.addr, Some("operator"), &["status"]));
+    let o = stdout(&operator(&pki, &node, &["status"]));
     assert!(
         o.contains(&format!("smart1: cannot open {}", link.display())),
         "{o}"
@@ -655,7 +645,7 @@ fn self_test_with_a_late_transfer_cause_is_not_a_power_failure() {
         300,
         true,
     );
-    let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
+    let o = operator(&pki, &node, &["ups", "self-test"]);
     assert!(stdout(&o).contains("sent to the UPS"), "{o:?}");
     wait_for(Duration::from_secs(30), || {
         events_text(&pki, &node)
@@ -842,12 +832,7 @@ fn kill_power_sequence_matches_real_apcupsd() {
     drop(theirs_sim);
 
     let (pki, ours_sim, node) = online_smart_ups(|_| {}, 300, true);
-    let o = upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["ups", "kill-power", "--confirm"],
-    );
+    let o = operator(&pki, &node, &["ups", "kill-power", "--confirm"]);
     assert!(stdout(&o).contains("sent to the UPS"), "{o:?}");
     let ours = kill_sequence(&ours_sim);
 

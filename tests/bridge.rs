@@ -73,9 +73,8 @@ fn legacy_apcupsd_clients_shut_down_at_their_stage_through_the_bridge() {
     let _g = serial();
     let c = ClusterSpec::new(3, 3).start_formed();
     let (nis, own1, own2) = (loopback(), loopback(), loopback());
-    let mut bridge = BridgeProc::start(
-        &c.pki,
-        &[c.addr(1), c.addr(2), c.addr(3)],
+    let mut bridge = c.bridge(
+        &[1, 2, 3],
         "bridge1",
         "halt_silence_s = 4",
         &format!(
@@ -191,9 +190,8 @@ fn a_silent_host_is_not_waited_for_and_a_bridge_without_the_cluster_serves_comml
     let mut c = ClusterSpec::new(3, 3).start_formed();
     let nis = loopback();
     // It follows n2 first; `byaddr` is known by the address its requests come from.
-    let bridge = BridgeProc::start(
-        &c.pki,
-        &[c.addr(2), c.addr(1), c.addr(3)],
+    let bridge = c.bridge(
+        &[2, 1, 3],
         "bridge1",
         "silent_after_s = 3\nhalt_silence_s = 3\ncluster_timeout_s = 3",
         &format!(
@@ -349,9 +347,8 @@ fn a_bridge_host_in_the_first_stage_halts_after_its_legacy_host_in_the_last() {
         .executor("record_halt = \"report\"\nrecord_halt_after_ms = 2000")
         .start_formed();
     let (nis, own1) = (loopback(), loopback());
-    let typo = BridgeProc::start(
-        &c.pki,
-        &[c.addr(1), c.addr(2), c.addr(3)],
+    let typo = c.bridge(
+        &[1, 2, 3],
         "bridge2",
         "runs_on = \"n9\"",
         &format!(
@@ -359,9 +356,8 @@ fn a_bridge_host_in_the_first_stage_halts_after_its_legacy_host_in_the_last() {
             loopback()
         ),
     );
-    let bridge = BridgeProc::start(
-        &c.pki,
-        &[c.addr(1), c.addr(2), c.addr(3)],
+    let bridge = c.bridge(
+        &[1, 2, 3],
         "bridge1",
         "halt_silence_s = 3\nruns_on = \"n2\"",
         &format!(
@@ -437,15 +433,7 @@ fn a_bridge_host_in_the_first_stage_halts_after_its_legacy_host_in_the_last() {
         "ups1 cut before n2 was down: {kill}"
     );
     let h = event_lines(&c.pki, c.addr(1));
-    let committed = committed_stage_starts(&h);
-    assert_eq!(committed.len(), 2, "{h:#?}");
-    for (k, (p, m)) in predicted.iter().zip(&committed).enumerate() {
-        assert!(
-            (p - m).abs() <= 2.0,
-            "stage {}: predicted +{p} s, committed +{m:.1} s\n{check}",
-            k + 1
-        );
-    }
+    assert_stages_as_predicted(&h, &check);
     // Stage 2 did not wait for n2.
     let stage2 = event_at(&c, "Stage 2 (last) started", 1, || c.logs());
     assert!(stage2 < n2_halting, "stage 2 waited for n2");
@@ -461,9 +449,8 @@ fn the_bridge_tells_a_legacy_host_what_the_owner_tells_its_own() {
     let _g = serial();
     let c = ClusterSpec::new(3, 3).local_thresholds_off().start_formed();
     let (nis, own) = (loopback(), loopback());
-    let bridge = BridgeProc::start(
-        &c.pki,
-        &[c.addr(1), c.addr(2), c.addr(3)],
+    let bridge = c.bridge(
+        &[1, 2, 3],
         "bridge1",
         "",
         &format!(

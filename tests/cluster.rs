@@ -140,11 +140,7 @@ fn followers_forward_writes_and_membership_changes_including_removal() {
     assert!(o.status.success(), "{}", stderr(&o));
     c.wait_formed(1, 2, 0, Duration::from_secs(20));
     let o = c.cli(1, &["events"]);
-    assert!(
-        stdout(&o).contains("Node n3 left the cluster."),
-        "{}",
-        stdout(&o)
-    );
+    assert_says(&stdout(&o), "Node n3 left the cluster.");
 }
 
 #[test]
@@ -232,11 +228,7 @@ fn five_voters_survive_two_down_and_report_no_quorum_with_three_down() {
         "{detail}"
     );
     let o = c.cli(4, &["status"]);
-    assert!(
-        stdout(&o).contains("NOT ACCEPTING WRITES"),
-        "{}",
-        stdout(&o)
-    );
+    assert_says(&stdout(&o), "NOT ACCEPTING WRITES");
 }
 
 #[test]

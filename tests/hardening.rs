@@ -81,11 +81,7 @@ fn a_second_node_reporting_an_owned_ups_name_is_refused_and_takes_over_only_when
     );
     assert!(warnings(&s).contains("n1 owns it"), "{}", warnings(&s));
     let o = c.cli(3, &["status"]);
-    assert!(
-        stdout(&o).contains("WARNING: two nodes report"),
-        "{}",
-        stdout(&o)
-    );
+    assert_says(&stdout(&o), "WARNING: two nodes report");
     assert!(c.nodes[1].as_ref().unwrap().wait_log(
         "node n1 already owns a UPS named ups1",
         Duration::from_secs(5)
@@ -546,11 +542,7 @@ fn certificates_act_only_within_their_role_and_a_revoked_one_is_refused_everywhe
         ],
     );
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("may only join as itself"),
-        "{}",
-        stderr(&o)
-    );
+    assert_says(&stderr(&o), "may only join as itself");
     // Nor change membership, the plan, or a UPS.
     for args in [
         vec!["nodes", "remove", "2"],
@@ -721,10 +713,9 @@ fn check_config_checks_what_start_up_would() {
     // A name that is not the certificate's.
     let o = check(&write("rack-node7", ""));
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("node.name is \"rack-node7\" but its certificate"),
-        "{}",
-        stderr(&o)
+    assert_says(
+        &stderr(&o),
+        "node.name is \"rack-node7\" but its certificate",
     );
     let o = std::process::Command::new(bin("upsilond"))
         .arg("--config")
@@ -756,11 +747,7 @@ fn check_config_checks_what_start_up_would() {
     let _held = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let o = check(&ok);
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains(&format!("cannot listen on 127.0.0.1:{port}")),
-        "{}",
-        stderr(&o)
-    );
+    assert_says(&stderr(&o), &format!("cannot listen on 127.0.0.1:{port}"));
 }
 
 #[test]
@@ -782,11 +769,7 @@ fn plan_limits_and_checks_hold_and_a_paused_learner_catches_up_after_big_plans()
     let huge = big_plan(5_000_000, "n4", 0);
     let o = c.apply_plan(1, &huge, "huge.toml");
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("a plan may be at most 262144 bytes"),
-        "{}",
-        stderr(&o)
-    );
+    assert_says(&stderr(&o), "a plan may be at most 262144 bytes");
     let (ca, cert, key) = c.pki.files("operator");
     let opts = upsilon_client::rpc::ClientOptions {
         endpoint: c.addr(1).to_string(),
@@ -826,11 +809,8 @@ fn plan_limits_and_checks_hold_and_a_paused_learner_catches_up_after_big_plans()
     for (toml, want) in &cases {
         let o = c.apply_plan(1, toml, "refused.toml");
         assert!(!o.status.success(), "{toml}");
-        assert!(
-            stderr(&o).contains(want) && stderr(&o).contains("--force"),
-            "{}",
-            stderr(&o)
-        );
+        assert_says(&stderr(&o), want);
+        assert_says(&stderr(&o), "--force");
     }
     let path = c.pki.path().join("refused.toml");
     std::fs::write(&path, &cases[0].0).unwrap();
@@ -839,26 +819,17 @@ fn plan_limits_and_checks_hold_and_a_paused_learner_catches_up_after_big_plans()
     assert!(stderr(&o).contains("warning: forced:"), "{}", stderr(&o));
     let o = c.apply_plan(1, &stage("a", "\"label:nobody\"", ""), "empty.toml");
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("warning: stage 1 (a): no node has the label \"nobody\""),
-        "{}",
-        stderr(&o)
+    assert_says(
+        &stderr(&o),
+        "warning: stage 1 (a): no node has the label \"nobody\"",
     );
     let many: String = (0..65)
         .map(|i| stage(&format!("s{i}"), "\"n2\"", ""))
         .collect();
     let o = c.apply_plan(1, &many, "many.toml");
-    assert!(
-        stderr(&o).contains("65 stages; at most 64"),
-        "{}",
-        stderr(&o)
-    );
+    assert_says(&stderr(&o), "65 stages; at most 64");
     let o = c.apply_plan(1, &stage(&"x".repeat(5000), "\"n2\"", ""), "long.toml");
-    assert!(
-        stderr(&o).contains("its name is 5000 bytes; at most 64"),
-        "{}",
-        stderr(&o)
-    );
+    assert_says(&stderr(&o), "its name is 5000 bytes; at most 64");
 
     // Plans just under the limit, one after the other, while the learner sleeps.
     for k in 1..=4 {

@@ -306,9 +306,8 @@ fn the_bridge_as_master_tells_slaves_in_stage_order() {
     let mut s1 = FakeSlave::start("s1magic");
     let s2 = FakeSlave::start("");
     let nis = format!("127.0.0.1:{}", free_port());
-    let bridge = BridgeProc::start(
-        &c.pki,
-        &[c.addr(1)],
+    let bridge = c.bridge(
+        &[1],
         "bridge1",
         "nettime_s = 2\nhalt_silence_s = 3",
         &format!(
@@ -437,9 +436,8 @@ fn legacy_check_names_each_misconfiguration() {
     let wrong_magic = FakeSlave::start("zzz");
     let good = FakeSlave::start("");
     let nis = format!("127.0.0.1:{}", free_port());
-    let bridge = BridgeProc::start(
-        &c.pki,
-        &[c.addr(1)],
+    let bridge = c.bridge(
+        &[1],
         "bridge1",
         "",
         &format!(
@@ -558,9 +556,8 @@ fn the_bridge_pushes_an_outage_and_a_stage_to_a_nodes_legacy_master_driver() {
         ),
     );
     let nis = format!("127.0.0.1:{}", free_port());
-    let bridge = BridgeProc::start(
-        &c.pki,
-        &[c.addr(1)],
+    let bridge = c.bridge(
+        &[1],
         "bridge1",
         "nettime_s = 5\nhalt_silence_s = 3",
         &format!(

@@ -55,7 +55,7 @@ fn an_smt_on_a_serial_line_is_read_and_killed_with_simple_signalling() {
     wait_for(Duration::from_secs(5), || (!ups.output_off()).then_some(()))
         .expect("the output returns with mains");
     // A self test is ReplaceBatteryTestCommand = 1.
-    let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
+    let o = operator(&pki, &node, &["ups", "self-test"]);
     assert!(o.status.success(), "{o:?}");
     assert_eq!(
         ups.writes().last().unwrap(),
@@ -81,7 +81,7 @@ fn silence_bad_crc_and_exceptions_are_comm_errors_and_recover() {
         (ups.requests().len() >= sent + 3).then_some(())
     })
     .expect("polls went on after the bad CRC");
-    let ev = stdout(&upsilon(&pki, node.addr, Some("operator"), &["events"]));
+    let ev = stdout(&operator(&pki, &node, &["events"]));
     assert!(!ev.contains("Communications with UPS lost"), "{ev}");
     // Silent: comm lost, in words.
     ups.silent(true);
@@ -95,7 +95,7 @@ fn silence_bad_crc_and_exceptions_are_comm_errors_and_recover() {
     let v = wait_ups_status(&pki, &node, "COMMLOST", 15);
     let err = ups_of(&v)["comm_error"].as_str().unwrap_or("").to_string();
     assert!(err.contains("illegal data address"), "{err}");
-    let ev = stdout(&upsilon(&pki, node.addr, Some("operator"), &["events"]));
+    let ev = stdout(&operator(&pki, &node, &["events"]));
     assert!(ev.contains("Communications with UPS restored"), "{ev}");
     // A device that does not exist is a comm failure naming it.
     drop(node);
@@ -119,12 +119,7 @@ fn modbus_over_usb_reads_the_same_values_and_kills_with_the_cluster_delay() {
     assert_eq!(u["runtime_seconds"], 1830.0, "{u}");
     usb.modbus(|m| m.regs.insert(reg::UPS_STATUS + 1, 1 << 2));
     wait_ups_status(&pki, &node, "ONBATT", 10);
-    let o = upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["ups", "power-off", "--confirm"],
-    );
+    let o = operator(&pki, &node, &["ups", "power-off", "--confirm"]);
     assert!(o.status.success(), "{o:?}\n{}", node.log_text());
     assert_eq!(
         usb.modbus(|m| m.writes.clone()),

@@ -105,7 +105,7 @@ fn expired_client_certificate_is_refused() {
 fn client_refuses_a_server_from_another_ca() {
     let (_pki, node) = started();
     let other = TestPki::new();
-    let e = refused(&upsilon(&other, node.addr, Some("operator"), &["status"]));
+    let e = refused(&operator(&other, &node, &["status"]));
     assert!(e.contains("not signed by our CA"), "client said: {e}");
 }
 
@@ -142,10 +142,9 @@ fn node_refuses_to_start_with_a_client_certificate() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("a node needs a certificate issued with --role node"),
-        "{}",
-        stderr(&o)
+    assert_says(
+        &stderr(&o),
+        "a node needs a certificate issued with --role node",
     );
 }
 
@@ -220,7 +219,7 @@ fn a_node_certificate_answers_on_127_0_0_1_and_a_wrong_address_is_named_on_both_
     let node = NodeProc::start_at(&pki, "127.0.0.6", "");
     refused_on_both_sides(
         &node,
-        &upsilon(&pki, node.addr, Some("operator"), &["status"]),
+        &operator(&pki, &node, &["status"]),
         &["does not name this address"],
         "does not name the address the client dialled",
     );
@@ -276,9 +275,8 @@ fn bridge_service_needs_a_bridge_certificate_and_the_bridge_one_of_its_own() {
         .output()
         .unwrap();
     assert!(!o.status.success(), "{}", stdout(&o));
-    assert!(
-        stderr(&o).contains("has role operator; a bridge needs a certificate with role bridge"),
-        "{}",
-        stderr(&o)
+    assert_says(
+        &stderr(&o),
+        "has role operator; a bridge needs a certificate with role bridge",
     );
 }

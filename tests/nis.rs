@@ -87,21 +87,11 @@ fn apcaccess_reads_a_node_as_it_read_apcupsd() {
     assert!(get(&recs, "VERSION").starts_with("3.14.14 "));
 
     // On battery: ONBATT; below BATTERYLEVEL the node decides: SHUTTING DOWN.
-    let o = upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["sim", "set", "--on-battery"],
-    );
+    let o = operator(&pki, &node, &["sim", "set", "--on-battery"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let recs = wait_nis_status(node.nis, "ONBATT", 15, || node.log_text());
     assert!(number(&recs, "TONBATT") >= 0.0);
-    let o = upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["sim", "set", "--charge", "30"],
-    );
+    let o = operator(&pki, &node, &["sim", "set", "--charge", "30"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let recs = wait_nis_status(node.nis, "SHUTTING DOWN", 15, || node.log_text());
     let flag = u32::from_str_radix(get(&recs, "STATFLAG").trim_start_matches("0x"), 16).unwrap();

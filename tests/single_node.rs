@@ -31,7 +31,7 @@ fn status_json_across_processes() {
     assert_eq!(v["policy"]["battery_level_percent"], 10);
 
     // The human table shows the same.
-    let o = upsilon(&pki, node.addr, Some("operator"), &["status"]);
+    let o = operator(&pki, &node, &["status"]);
     let table = stdout(&o);
     assert!(table.contains("ups1  ONLINE"), "{table}");
     assert!(table.contains("PENDING ACTION: NONE"), "{table}");
@@ -57,10 +57,7 @@ fn outage_to_recorded_shutdown_with_events_file_and_hooks() {
         pki.path().join("HALTED").display()
     );
     let node = NodeProc::start(&pki, &extra);
-    wait_for(Duration::from_secs(10), || {
-        (status_json(&pki, node.addr)["ups"][0]["status"] == "ONLINE").then_some(())
-    })
-    .expect("online first");
+    wait_ups_status(&pki, &node, "ONLINE", 10);
 
     let o = upsilon(
         &pki,
@@ -93,7 +90,7 @@ fn outage_to_recorded_shutdown_with_events_file_and_hooks() {
     );
 
     // Events through the API, in apcupsd's order.
-    let o = upsilon(&pki, node.addr, Some("operator"), &["events", "--json"]);
+    let o = operator(&pki, &node, &["events", "--json"]);
     let names: Vec<String> = stdout(&o)
         .lines()
         .map(|l| {
@@ -149,12 +146,7 @@ fn outage_to_recorded_shutdown_with_events_file_and_hooks() {
     assert_eq!(last["ran"], false);
 
     // Mains return does not undo the latched shutdown (apcupsd 3.14).
-    upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["sim", "set", "--on-line"],
-    );
+    operator(&pki, &node, &["sim", "set", "--on-line"]);
     // Once the node saw mains back (its status says SHUTTING DOWN, on line).
     let v = wait_status(&pki, &node, Duration::from_secs(10), "mains back", |v| {
         ups_of(v)["flags"]["online"] == true
@@ -173,14 +165,10 @@ fn hook_exit_99_skips_the_shutdown_command() {
     let extra =
         format!("{SIM_UPS}\n[policy]\non_battery_delay = 0\n\n[hooks]\nscript_dir = \"hooks\"\n");
     let node = NodeProc::start(&pki, &extra);
-    wait_for(Duration::from_secs(10), || {
-        (status_json(&pki, node.addr)["ups"][0]["status"] == "ONLINE").then_some(())
-    })
-    .unwrap();
-    upsilon(
+    wait_ups_status(&pki, &node, "ONLINE", 10);
+    operator(
         &pki,
-        node.addr,
-        Some("operator"),
+        &node,
         &["sim", "set", "--on-battery", "--low-battery", "on"],
     );
     let v = wait_for(Duration::from_secs(20), || {
@@ -210,10 +198,7 @@ fn comm_loss_on_battery_shuts_down_after_dead_time_and_on_mains_does_not() {
     let pki = TestPki::new();
     let extra = format!("{SIM_UPS}\n[policy]\ndead_time = 2\non_battery_delay = 0\n");
     let node = NodeProc::start(&pki, &extra);
-    wait_for(Duration::from_secs(10), || {
-        (status_json(&pki, node.addr)["ups"][0]["status"] == "ONLINE").then_some(())
-    })
-    .unwrap();
+    wait_ups_status(&pki, &node, "ONLINE", 10);
     sim_until(&pki, &node, &["--comm-lost"], "COMMLOST");
     // Past the 2 s dead time, on mains: no shutdown.
     holds_for(Duration::from_secs(3), "no shutdown on mains", || {
@@ -223,19 +208,14 @@ fn comm_loss_on_battery_shuts_down_after_dead_time_and_on_mains_does_not() {
             .ok_or(v.to_string())
     });
     sim_until(&pki, &node, &["--comm-ok", "--on-battery"], "ONBATT");
-    upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["sim", "set", "--comm-lost"],
-    );
+    operator(&pki, &node, &["sim", "set", "--comm-lost"]);
     let v = wait_for(Duration::from_secs(15), || {
         let v = status_json(&pki, node.addr);
         (v["pending"]["kind"] == "shutting-down").then_some(v)
     })
     .expect("comm lost on battery shuts down");
     assert_eq!(v["pending"]["reason"], "notice");
-    let o = upsilon(&pki, node.addr, Some("operator"), &["events"]);
+    let o = operator(&pki, &node, &["events"]);
     let ev = stdout(&o);
     assert!(
         ev.contains("commfailure")
@@ -274,12 +254,7 @@ fn watch_streams_events_live() {
         .recv_timeout(Duration::from_secs(10))
         .expect("first watch line");
     assert!(first.starts_with("{\"status\""), "{first}");
-    upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["sim", "set", "--on-battery"],
-    );
+    operator(&pki, &node, &["sim", "set", "--on-battery"]);
     let got = wait_for(Duration::from_secs(10), || {
         let l = rx.recv_timeout(Duration::from_millis(200)).ok()?;
         l.contains("\"name\":\"powerout\"").then_some(l)
@@ -320,11 +295,7 @@ fn client_config_file_is_used() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("client.toml:1: endpont: unknown field"),
-        "{}",
-        stderr(&o)
-    );
+    assert_says(&stderr(&o), "client.toml:1: endpont: unknown field");
 }
 
 #[test]
@@ -339,11 +310,7 @@ fn check_config_accepts_good_and_locates_errors() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stdout(&o).contains("OK (node node1, 1 UPS, executor record mode)"),
-        "{}",
-        stdout(&o)
-    );
+    assert_says(&stdout(&o), "OK (node node1, 1 UPS, executor record mode)");
 
     let cases = [
         (

@@ -139,7 +139,7 @@ fn kill_power_is_apcupsds_writes_for_a_back_ups_and_a_smart_ups() {
             (ReportType::Feature, vec![0x23, 60, 0]),
         ]
     );
-    let o = upsilon(&pki, node.addr, Some("operator"), &["ups", "self-test"]);
+    let o = operator(&pki, &node, &["ups", "self-test"]);
     assert!(
         !o.status.success(),
         "this Back-UPS has no Test usage: {o:?}"
@@ -162,12 +162,7 @@ fn kill_power_is_apcupsds_writes_for_a_back_ups_and_a_smart_ups() {
         ]
     );
     // Power off (stays off): DelayBeforeShutdown alone.
-    let o = upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["ups", "power-off", "--confirm"],
-    );
+    let o = operator(&pki, &node, &["ups", "power-off", "--confirm"]);
     assert!(o.status.success(), "{o:?}");
     assert_eq!(
         usb.writes().last().unwrap(),

@@ -187,17 +187,37 @@ pub fn status_table(s: &pb::StatusReply, long: bool) -> String {
 
 /// The cluster in the default status: leader, membership, writes, warnings, outage.
 fn cluster_short(c: &pb::ClusterInfo) -> String {
+    cluster_text(c, false)
+}
+
+/// One line about the cluster: leader, term, membership, and whether writes commit.
+pub fn cluster_line(c: &pb::ClusterInfo) -> String {
+    cluster_text(c, true)
+}
+
+/// The cluster's lines; `long` adds the leader's id and the applied index, and puts
+/// why writes are not accepted on a line of its own.
+fn cluster_text(c: &pb::ClusterInfo, long: bool) -> String {
     let leader = if c.leader.is_empty() {
         "none".to_string()
+    } else if long {
+        format!("{} (id {})", c.leader, c.leader_id)
     } else {
         c.leader.clone()
     };
+    let applied = if long {
+        format!(", applied index {}", c.last_applied)
+    } else {
+        String::new()
+    };
     let mut text = format!(
-        "CLUSTER: leader {leader}, term {}, {} voters + {} learners: ",
+        "CLUSTER: leader {leader}, term {}, {} voters + {} learners{applied}: ",
         c.term, c.voters, c.learners
     );
     if c.writable {
         text.push_str("accepting writes\n");
+    } else if long {
+        text.push_str(&format!("NOT ACCEPTING WRITES\n  {}\n", c.detail));
     } else {
         text.push_str(&format!("NOT ACCEPTING WRITES: {}\n", c.detail));
     }
@@ -211,34 +231,6 @@ fn cluster_short(c: &pb::ClusterInfo) -> String {
         }
     }
     text
-}
-
-/// One line about the cluster: leader, term, membership, and whether writes commit.
-pub fn cluster_line(c: &pb::ClusterInfo) -> String {
-    let leader = if c.leader.is_empty() {
-        "none".to_string()
-    } else {
-        format!("{} (id {})", c.leader, c.leader_id)
-    };
-    let mut line = format!(
-        "CLUSTER: leader {leader}, term {}, {} voters + {} learners, applied index {}: ",
-        c.term, c.voters, c.learners, c.last_applied
-    );
-    if c.writable {
-        line.push_str("accepting writes\n");
-    } else {
-        line.push_str(&format!("NOT ACCEPTING WRITES\n  {}\n", c.detail));
-    }
-    for w in &c.warnings {
-        line.push_str(&format!("WARNING: {w}\n"));
-    }
-    if !c.outage.is_empty() {
-        line.push_str(&format!("OUTAGE: {}\n", c.outage));
-        for s in &c.stages {
-            line.push_str(&format!("  {s}\n"));
-        }
-    }
-    line
 }
 
 /// The members table; `long` adds ids, addresses, lag and versions.

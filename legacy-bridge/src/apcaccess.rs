@@ -92,40 +92,38 @@ pub fn render(s: &StatusInput) -> Vec<String> {
         push("MODEL", m.clone());
     }
     push("STATUS", status_value(&s.status));
-    let f1 = |v: f64, unit: &str| format!("{v:.1} {unit}");
-    if let Some(v) = s.linev {
-        push("LINEV", f1(v, "Volts"));
-    }
-    if let Some(v) = s.loadpct {
-        push("LOADPCT", f1(v, "Percent"));
-    }
-    if let Some(v) = s.bcharge {
-        push("BCHARGE", f1(v, "Percent"));
-    }
-    if let Some(v) = s.timeleft {
-        push("TIMELEFT", f1(v, "Minutes"));
-    }
+    // A measured value is printed with one decimal and its unit, and left out when
+    // the UPS does not report it (as apcupsd's `output_status` does).
+    let measured = |push: &mut dyn FnMut(&str, String), values: &[(&str, Option<f64>, &str)]| {
+        for (key, v, unit) in values {
+            if let Some(v) = v {
+                push(key, format!("{v:.1} {unit}"));
+            }
+        }
+    };
+    measured(
+        &mut push,
+        &[
+            ("LINEV", s.linev, "Volts"),
+            ("LOADPCT", s.loadpct, "Percent"),
+            ("BCHARGE", s.bcharge, "Percent"),
+            ("TIMELEFT", s.timeleft, "Minutes"),
+        ],
+    );
     push("MBATTCHG", format!("{} Percent", s.mbattchg));
     push("MINTIMEL", format!("{} Minutes", s.mintimel));
     push("MAXTIME", format!("{} Seconds", s.maxtime));
-    if let Some(v) = s.maxlinev {
-        push("MAXLINEV", f1(v, "Volts"));
-    }
-    if let Some(v) = s.minlinev {
-        push("MINLINEV", f1(v, "Volts"));
-    }
-    if let Some(v) = s.outputv {
-        push("OUTPUTV", f1(v, "Volts"));
-    }
-    if let Some(v) = s.itemp {
-        push("ITEMP", f1(v, "C"));
-    }
-    if let Some(v) = s.battv {
-        push("BATTV", f1(v, "Volts"));
-    }
-    if let Some(v) = s.linefreq {
-        push("LINEFREQ", f1(v, "Hz"));
-    }
+    measured(
+        &mut push,
+        &[
+            ("MAXLINEV", s.maxlinev, "Volts"),
+            ("MINLINEV", s.minlinev, "Volts"),
+            ("OUTPUTV", s.outputv, "Volts"),
+            ("ITEMP", s.itemp, "C"),
+            ("BATTV", s.battv, "Volts"),
+            ("LINEFREQ", s.linefreq, "Hz"),
+        ],
+    );
     if let Some(v) = &s.lastxfer {
         push("LASTXFER", v.clone());
     }

@@ -22,7 +22,7 @@ use upsilon_legacy_bridge::nis;
 use upsilon_tests::apcupsd::RealApcupsd;
 use upsilon_tests::smartups::{SmartUps, SmartUpsOptions};
 use upsilon_tests::{
-    BridgeProc, NodeProc, TestPki, event_lines, free_port, plan_text, status_json, upsilon,
+    BridgeProc, NodeProc, TestPki, event_lines, free_port, operator, plan_text, status_json,
     wait_for,
 };
 
@@ -168,12 +168,7 @@ fn main() {
         plan_text(&[("legacy", "\"label:legacy\"", "on_battery_s = 0", 300)]),
     )
     .unwrap();
-    let o = upsilon(
-        &pki,
-        node.addr,
-        Some("operator"),
-        &["plan", "apply", plan.to_str().unwrap()],
-    );
+    let o = operator(&pki, &node, &["plan", "apply", plan.to_str().unwrap()]);
     assert!(o.status.success(), "plan apply failed");
     // Let every client make its first poll (at its start) before mains fail.
     std::thread::sleep(Duration::from_secs(3));

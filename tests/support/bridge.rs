@@ -94,6 +94,21 @@ impl BridgeProc {
     }
 }
 
+impl crate::TestCluster {
+    /// A bridge following the cluster's nodes `follow` (in that order), as
+    /// [`BridgeProc::start`] says.
+    pub fn bridge(
+        &self,
+        follow: &[usize],
+        name: &str,
+        bridge_keys: &str,
+        rest: &str,
+    ) -> BridgeProc {
+        let nodes: Vec<SocketAddr> = follow.iter().map(|i| self.addr(*i)).collect();
+        BridgeProc::start(&self.pki, &nodes, name, bridge_keys, rest)
+    }
+}
+
 impl Drop for BridgeProc {
     fn drop(&mut self) {
         self.kill();

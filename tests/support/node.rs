@@ -138,6 +138,17 @@ pub fn upsilon(pki: &TestPki, addr: SocketAddr, client: Option<&str>, args: &[&s
     cmd.output().unwrap()
 }
 
+/// Runs `upsilon` against `node` as the operator.
+pub fn operator(pki: &TestPki, node: &NodeProc, args: &[&str]) -> Output {
+    upsilon(pki, node.addr, Some("operator"), args)
+}
+
+/// `text` (a command's output, a log) says `needle`; the failure shows the whole text.
+#[track_caller]
+pub fn assert_says(text: &str, needle: &str) {
+    assert!(text.contains(needle), "expected {needle:?} in:\n{text}");
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -80,6 +80,23 @@ pub fn committed_stage_starts(h: &[EventLine]) -> Vec<f64> {
         .collect()
 }
 
+/// The stages the cluster's history `h` says started, in seconds after the outage
+/// began: as many as `plan check` predicted (its text `check`), each within 2 s of its
+/// prediction.
+pub fn assert_stages_as_predicted(h: &[EventLine], check: &str) -> Vec<f64> {
+    let predicted = predicted_stage_starts(check);
+    let committed = committed_stage_starts(h);
+    assert_eq!(committed.len(), predicted.len(), "{h:#?}\n{check}");
+    for (k, (p, m)) in predicted.iter().zip(&committed).enumerate() {
+        assert!(
+            (p - m).abs() <= 2.0,
+            "stage {}: predicted +{p} s, committed +{m:.1} s\n{check}",
+            k + 1
+        );
+    }
+    committed
+}
+
 /// The stage start times `plan check` predicts, in seconds ("stage K name: starts at +N s").
 pub fn predicted_stage_starts(check: &str) -> Vec<f64> {
     check

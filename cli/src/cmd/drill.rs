@@ -7,7 +7,7 @@ use upsilon_client::rpc;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 
-use super::fetch_plan;
+use super::fetch_checked_plan;
 use crate::conn::ConnArgs;
 
 /// What `upsilon drill` was asked.
@@ -55,14 +55,7 @@ pub async fn run(conn: &ConnArgs, a: DrillArgs) -> anyhow::Result<std::process::
     }
     let until = started + Duration::from_secs(a.timeout);
     let p = loop {
-        let p = fetch_plan(
-            &opts,
-            pb::GetPlanRequest {
-                check: true,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let p = fetch_checked_plan(&opts).await?;
         // A node that has not applied the drill yet still shows the one before: wait.
         let over = p.drill_id > reply.id || (p.drill_id == reply.id && !p.drill_running);
         if over || Instant::now() >= until {

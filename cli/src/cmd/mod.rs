@@ -30,6 +30,18 @@ pub async fn fetch_status(opts: &ClientOptions) -> anyhow::Result<pb::StatusRepl
 }
 
 /// `GetPlan` with `req` (the replay, `plan check`), from the node `opts` names.
+/// The plan with `plan check`'s report against the live batteries.
+pub async fn fetch_checked_plan(opts: &ClientOptions) -> anyhow::Result<pb::PlanReply> {
+    fetch_plan(
+        opts,
+        pb::GetPlanRequest {
+            check: true,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 pub async fn fetch_plan(
     opts: &ClientOptions,
     req: pb::GetPlanRequest,

@@ -8,7 +8,7 @@ use upsilon_client::rpc;
 use upsilon_proto::v1 as pb;
 use upsilon_proto::v1::admin_service_client::AdminServiceClient;
 
-use super::fetch_plan;
+use super::{fetch_checked_plan, fetch_plan};
 use crate::conn::ConnArgs;
 use crate::output;
 
@@ -76,14 +76,7 @@ pub async fn show(conn: &ConnArgs, json: bool) -> anyhow::Result<()> {
 
 pub async fn check(conn: &ConnArgs, json: bool) -> anyhow::Result<std::process::ExitCode> {
     let opts = conn.resolve()?;
-    let p = fetch_plan(
-        &opts,
-        pb::GetPlanRequest {
-            check: true,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let p = fetch_checked_plan(&opts).await?;
     if !p.has_plan {
         anyhow::bail!("the cluster has no plan: set one with `upsilon plan apply FILE`");
     }
