@@ -92,21 +92,16 @@ fn main() -> ExitCode {
         return query_main(&target, &what);
     }
     if let Some(path) = args.check_config {
-        return match check(&path).and_then(|(c, n)| check_bind(&path, &c).map(|_| (c, n))) {
-            Ok((cfg, name)) => {
-                println!(
-                    "{}: OK (bridge {name}, {} legacy host(s), {} node(s) listed)",
-                    path.display(),
+        let outcome = check(&path)
+            .and_then(|(c, n)| check_bind(&path, &c).map(|_| (c, n)))
+            .map(|(cfg, name)| {
+                format!(
+                    "bridge {name}, {} legacy host(s), {} node(s) listed",
                     cfg.hosts.len(),
                     cfg.bridge.nodes.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("upsilon-bridge: {e}");
-                ExitCode::from(2)
-            }
-        };
+                )
+            });
+        return upsilon_client::runtime::config_checked("upsilon-bridge", &path, outcome);
     }
     let Some(path) = args.config else {
         eprintln!("upsilon-bridge: give --config FILE (or --check-config FILE, or `query HOST`)");

@@ -115,22 +115,15 @@ fn report_halted(path: &std::path::Path, deadline: Duration) -> ExitCode {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(path) = args.check_config {
-        return match check(&path) {
-            Ok(cfg) => {
-                println!(
-                    "{}: OK (node {}, {} UPS, executor {} mode)",
-                    path.display(),
-                    cfg.node.name,
-                    cfg.ups.len(),
-                    cfg.executor.mode.as_str()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("upsilond: {e}");
-                ExitCode::from(2)
-            }
-        };
+        let outcome = check(&path).map(|cfg| {
+            format!(
+                "node {}, {} UPS, executor {} mode",
+                cfg.node.name,
+                cfg.ups.len(),
+                cfg.executor.mode.as_str()
+            )
+        });
+        return upsilon_client::runtime::config_checked("upsilond", &path, outcome);
     }
     init_tracing();
     let path = args.config.expect("clap requires --config");

@@ -1,6 +1,8 @@
-//! The tokio runtime every binary's `main` starts, built the one way, with an error
-//! that names the program instead of a panic.
+//! What every binary's `main` shares: the tokio runtime, built the one way, with an
+//! error that names the program instead of a panic, and the `--check-config` verdict.
 
+use std::fmt::Display;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// How many threads run the tasks.
@@ -28,4 +30,23 @@ pub fn start(program: &str, threads: Threads) -> Result<tokio::runtime::Runtime,
         eprintln!("{program}: cannot start the runtime: {e}");
         ExitCode::FAILURE
     })
+}
+
+/// The verdict of `--check-config FILE`: `FILE: OK (summary)` on stdout and success, or
+/// the error on stderr as `program` and exit status 2 (a configuration error).
+pub fn config_checked(
+    program: &str,
+    path: &Path,
+    outcome: Result<String, impl Display>,
+) -> ExitCode {
+    match outcome {
+        Ok(summary) => {
+            println!("{}: OK ({summary})", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
