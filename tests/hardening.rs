@@ -757,9 +757,7 @@ fn plan_limits_and_checks_hold_and_a_paused_learner_catches_up_after_big_plans()
     let c = ClusterSpec::new(4, 3)
         .every_node("snapshot_logs = 40")
         .start_formed();
-    let n4_applied = c.status(4).expect("n4's status")["cluster"]["last_applied"]
-        .as_u64()
-        .expect("n4's applied index");
+    let n4_applied = c.applied(4).expect("n4's applied index");
     let n4 = c.nodes[3].as_ref().unwrap().child.id() as i32;
     unsafe {
         libc::kill(n4, libc::SIGSTOP);
@@ -895,7 +893,7 @@ fn a_store_that_lost_committed_entries_is_a_clear_start_up_error_not_a_panic() {
     let mut c = ClusterSpec::new(1, 1).start_formed();
     // Enough entries to lose ten of them (liveness and UPS reports, two a second).
     wait_for(Duration::from_secs(30), || {
-        (c.status(1)?["cluster"]["last_applied"].as_u64()? > 20).then_some(())
+        (c.applied(1)? > 20).then_some(())
     })
     .expect("entries are committed");
     c.stop(1, Duration::from_secs(15)).expect("n1 stops");
@@ -980,10 +978,26 @@ fn a_wiped_voter_rejoins_and_becomes_a_voter_again_even_from_an_old_snapshot() {
         c.start_node(v);
         // No operator: the cluster gives up the old seat, re-admits the new store as a
         // learner, and it promotes itself back once caught up.
-        wait_for(Duration::from_secs(40), || {
-            let s = c.status(v)?;
+        // In its own eyes and in the leader's: right after the snapshot it still shows
+        // the membership of before its seat was given up.
+        let voter_in_view_of = |i: usize| -> Option<bool> {
+            let s = c.status(i)?;
             let cl = &s["cluster"];
-            (cl["voters"] == 3 && cl["learners"] == 1 && cl["writable"] == true).then_some(())
+            let role = s["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["id"] == v as u64)
+                .map(|n| n["role"].clone())?;
+            Some(
+                cl["voters"] == 3
+                    && cl["learners"] == 1
+                    && cl["writable"] == true
+                    && (role == "voter" || role == "leader"),
+            )
+        };
+        wait_for(Duration::from_secs(40), || {
+            let leader = c.status(v)?["cluster"]["leader_id"].as_u64()? as usize;
+            (voter_in_view_of(v)? && voter_in_view_of(leader)?).then_some(())
         })
         .unwrap_or_else(|| {
             panic!(

@@ -753,27 +753,23 @@ mod tests {
             let mut unfed = state(true);
             unfed.nodes.get_mut(&1).unwrap().feeds.clear();
             unfed.outage = None;
-            let a = member_pending_action(
-                &unfed,
-                1,
-                &Policy::default(),
-                &recorded,
-                ExecutorMode::Record,
-                NOW,
-            );
+            let owner = |s: &PowerState| {
+                member_pending_action(
+                    s,
+                    1,
+                    &Policy::default(),
+                    &recorded,
+                    ExecutorMode::Record,
+                    NOW,
+                )
+            };
+            let a = owner(&unfed);
             assert_eq!(a.kind, ActionKind::ShuttingDown, "{a:?}");
             // Once that UPS is back on line, record mode is back to normal.
             let ups = unfed.upses.get_mut("ups1").unwrap();
             ups.status.on_battery = false;
             ups.on_battery_since_ms = None;
-            let a = member_pending_action(
-                &unfed,
-                1,
-                &Policy::default(),
-                &recorded,
-                ExecutorMode::Record,
-                NOW,
-            );
+            let a = owner(&unfed);
             assert_eq!(a.kind, ActionKind::None, "{a:?}");
             assert!(a.detail.contains("mains returned"), "{}", a.detail);
             // A drill's record is not a shutdown.

@@ -170,18 +170,12 @@ fn restore_old_copy(c: &mut TestCluster, v: usize) -> Result<(), String> {
     copy_dir(&c.data_dir(v), &backup);
     c.start_node(v);
     let leader = any_up_node(c);
-    let at = c
-        .status(leader)
-        .and_then(|s| s["cluster"]["last_applied"].as_u64())
-        .unwrap_or(0);
+    let at = c.applied(leader).unwrap_or(0);
     wait_for(Duration::from_secs(30), || {
-        (c.status(v)?["cluster"]["last_applied"].as_u64()? > at + 5).then_some(())
+        (c.applied(v)? > at + 5).then_some(())
     })
     .ok_or_else(|| format!("n{v} did not replicate past {at} before its copy was restored"))?;
-    let acked = c
-        .status(v)
-        .and_then(|s| s["cluster"]["last_applied"].as_u64())
-        .unwrap_or(0);
+    let acked = c.applied(v).unwrap_or(0);
     c.kill(v);
     empty_dir(&c.data_dir(v))?;
     copy_dir(&backup, &c.data_dir(v));
@@ -423,6 +417,15 @@ fn check(id: u64, ev: &[(String, String)]) -> Result<(), String> {
     Ok(())
 }
 
+/// The voter (n1-n3) a running voter names as its writable leader, if any.
+fn voter_leading(c: &TestCluster) -> Option<usize> {
+    (1..=3)
+        .filter(|i| c.is_up(*i))
+        .find_map(|i| c.writable_leader(i))
+        .map(|l| l as usize)
+        .filter(|l| *l <= 3)
+}
+
 /// Runs half `half` (0 or 1) of the seeded runs on a cluster of its own: the first
 /// half of the seeds from `UPSILON_RANDOM_SEED` (1), then the rest, of
 /// `UPSILON_RANDOM_RUNS` (50) in all. The two halves are two test binaries, so they
@@ -524,11 +527,7 @@ pub fn run_half(half: usize) {
         let victim = 1 + rng.below(3) as usize;
         match fault {
             Fault::KillLeader => {
-                let leader = (1..=3)
-                    .filter(|i| c.is_up(*i))
-                    .find_map(|i| c.writable_leader(i))
-                    .map(|l| l as usize);
-                if let Some(l) = leader.filter(|l| *l <= 3) {
+                if let Some(l) = voter_leading(&c) {
                     c.kill(l);
                     std::thread::sleep(Duration::from_millis(500 + rng.below(2500)));
                     c.start_node(l);
@@ -559,11 +558,7 @@ pub fn run_half(half: usize) {
             Fault::FreezeLeader => {
                 // Longer than the election timeout (500-1000 ms): a new leader takes
                 // over while the old one is frozen, then it resumes as a follower.
-                let leader = (1..=3)
-                    .filter(|i| c.is_up(*i))
-                    .find_map(|i| c.writable_leader(i))
-                    .map(|l| l as usize);
-                if let Some(l) = leader.filter(|l| *l <= 3) {
+                if let Some(l) = voter_leading(&c) {
                     freeze(&c, l, 1500 + rng.below(2500));
                 }
             }

@@ -19,7 +19,8 @@ pub struct TestCluster {
     /// Nodes 1..=voters are meant to be voters.
     pub voters: usize,
     pub nodes: Vec<Option<NodeProc>>,
-    configs: Vec<String>,
+    /// Node `i`'s config file is `configs[i - 1]`.
+    pub(crate) configs: Vec<String>,
     /// Nodes get a fault file (`UPSILON_FAULT_FILE`).
     pub(crate) faults: bool,
     /// Nodes log with the daemon's default filter (no `UPSILON_LOG`).
@@ -27,27 +28,6 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// A cluster of not yet started nodes with these configs (node `i`'s is
-    /// `configs[i - 1]`): [`crate::ClusterSpec::start`] makes and starts it.
-    pub(crate) fn new(
-        pki: TestPki,
-        port: u16,
-        nis_port: u16,
-        voters: usize,
-        configs: Vec<String>,
-    ) -> Self {
-        TestCluster {
-            pki,
-            port,
-            nis_port,
-            voters,
-            nodes: configs.iter().map(|_| None).collect(),
-            configs,
-            faults: true,
-            default_log: false,
-        }
-    }
-
     pub fn addr(&self, i: usize) -> SocketAddr {
         format!("127.0.0.{i}:{}", self.port).parse().unwrap()
     }
@@ -281,31 +261,30 @@ impl TestCluster {
         });
     }
 
+    /// The last log index node `i` applied, or None if it cannot be asked.
+    pub fn applied(&self, i: usize) -> Option<u64> {
+        self.status(i)?["cluster"]["last_applied"].as_u64()
+    }
+
     /// Waits until node `i` applied `more` entries beyond what node 1 had applied when
     /// asked (it replicates, acknowledging entries).
     pub fn wait_applied_beyond(&self, i: usize, more: u64) {
-        let applied = |n: usize| self.status(n)?["cluster"]["last_applied"].as_u64();
-        let at = applied(1).expect("node 1's status");
-        wait_for(Duration::from_secs(20), || {
-            (applied(i)? > at + more).then_some(())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "node {i} never applied entry {}\n{}",
-                at + more,
-                self.logs()
-            )
-        });
+        let at = self.applied(1).expect("node 1's status");
+        self.wait_applied(i, at + more + 1, Duration::from_secs(20));
     }
 
     /// Waits until node `i` has applied every entry node `from` had applied when asked.
     pub fn wait_caught_up(&self, i: usize, from: usize) {
-        let applied = |n: usize| self.status(n)?["cluster"]["last_applied"].as_u64();
-        let target = applied(from).unwrap_or_else(|| panic!("node {from} has no status"));
-        wait_for(Duration::from_secs(30), || {
-            (applied(i)? >= target).then_some(())
-        })
-        .unwrap_or_else(|| panic!("node {i} never applied entry {target}\n{}", self.logs()));
+        let target = self
+            .applied(from)
+            .unwrap_or_else(|| panic!("node {from} has no status"));
+        self.wait_applied(i, target, Duration::from_secs(30));
+    }
+
+    /// Waits until node `i` applied log index `target`.
+    fn wait_applied(&self, i: usize, target: u64, timeout: Duration) {
+        wait_for(timeout, || (self.applied(i)? >= target).then_some(()))
+            .unwrap_or_else(|| panic!("node {i} never applied entry {target}\n{}", self.logs()));
     }
 
     /// Waits until node `i` knows a staged plan (`upsilon plan --json`).

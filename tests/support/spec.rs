@@ -200,7 +200,7 @@ impl ClusterSpec {
         let pki = TestPki::new();
         let port = free_port();
         let nis_port = free_port();
-        let configs = (1..=self.nodes)
+        let configs: Vec<String> = (1..=self.nodes)
             .map(|i| {
                 pki.issue(&IssueRequest::new(
                     &format!("n{i}"),
@@ -214,9 +214,16 @@ impl ClusterSpec {
         if let Some(plan) = &self.plan {
             std::fs::write(pki.path().join("plan.toml"), plan).unwrap();
         }
-        let mut c = TestCluster::new(pki, port, nis_port, self.voters, configs);
-        c.faults = self.faults;
-        c.default_log = self.default_log;
+        let mut c = TestCluster {
+            pki,
+            port,
+            nis_port,
+            voters: self.voters,
+            nodes: (0..self.nodes).map(|_| None).collect(),
+            configs,
+            faults: self.faults,
+            default_log: self.default_log,
+        };
         for i in 1..=self.nodes {
             c.start_node(i);
         }
